@@ -1,0 +1,1 @@
+"""Switchboard's process side: gateway server, worker, channel layers, config and CLI."""

@@ -1,0 +1,197 @@
+"""Switchboard configuration: Django settings or a TOML file, validated before any socket opens.
+
+Django settings form::
+
+    SWITCHBOARD = {
+        "APPLICATION": "mysite.routing.application",   # default: settings.ASGI_APPLICATION
+        "LAYER": {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}},
+        "PROTOCOLS": {"http": {"bind": ["127.0.0.1:8000"]}},
+        "WORKER": {"protocols": ["http", "websocket"], "channels": ["thumbnails"]},
+    }
+
+TOML form (``switchboard gateway --config switchboard.toml``) uses the same keys in lower
+case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+
+class ConfigError(ValueError):
+    """Configuration is missing or wrong; raised at start-up with a message naming the key."""
+
+
+@dataclass
+class SwitchboardConfig:
+    """Everything the gateway and worker processes read from configuration."""
+
+    application: str | None = None
+    layer: dict[str, Any] = field(default_factory=lambda: {"BACKEND": "memory"})
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    worker: dict[str, Any] = field(default_factory=dict)
+    settings_module: str | None = None
+
+
+def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).upper(): v for k, v in mapping.items()}
+
+
+def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> SwitchboardConfig:
+    """Build a config from a ``SWITCHBOARD``-style mapping (keys in any case)."""
+    data = _upper_keys(raw)
+    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "DJANGO_SETTINGS_MODULE"}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown SWITCHBOARD keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    layer = _upper_keys(data.get("LAYER") or {"BACKEND": "memory"})
+    protocols = data.get("PROTOCOLS") or {}
+    if not isinstance(protocols, Mapping):
+        raise ConfigError("SWITCHBOARD['PROTOCOLS'] must be a mapping of plugin name to options")
+    for name, options in protocols.items():
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"options of protocol {name!r} must be a mapping, got {type(options).__name__}")
+    worker = data.get("WORKER") or {}
+    if not isinstance(worker, Mapping):
+        raise ConfigError("SWITCHBOARD['WORKER'] must be a mapping")
+    return SwitchboardConfig(
+        application=data.get("APPLICATION"),
+        layer=layer,
+        protocols={str(k): dict(v) for k, v in protocols.items()},
+        worker=dict(worker),
+        settings_module=data.get("DJANGO_SETTINGS_MODULE") or settings_module,
+    )
+
+
+def from_toml(path: str | Path) -> SwitchboardConfig:
+    """Read a TOML config file; errors name the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        return from_mapping(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def from_django_settings() -> SwitchboardConfig:
+    """Read ``settings.SWITCHBOARD``, defaulting the application to ``ASGI_APPLICATION``."""
+    from django.conf import settings
+
+    config = from_mapping(getattr(settings, "SWITCHBOARD", {}) or {})
+    if config.application is None:
+        config.application = getattr(settings, "ASGI_APPLICATION", None)
+    return config
+
+
+def layer_config_from_settings() -> dict[str, Any]:
+    """The layer config for ``get_channel_layer()`` outside a gateway/worker process."""
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            return from_django_settings().layer
+    except ImportError:
+        pass
+    return {"BACKEND": "memory"}
+
+
+T = TypeVar("T")
+
+
+def parse_options(options_class: type[T], raw: Mapping[str, Any], *, where: str) -> T:
+    """Validate ``raw`` against the dataclass ``options_class`` and build it.
+
+    Unknown keys, missing required keys and wrongly typed values raise :class:`ConfigError`
+    naming ``where`` and the key, so a typo in settings stops start-up with a clear message.
+    Ints are accepted for floats; a single string is accepted for ``list[str]``.
+    """
+    if not dataclasses.is_dataclass(options_class):
+        raise TypeError(f"{options_class!r} is not a dataclass")
+    hints = typing.get_type_hints(options_class)
+    known = {f.name: f for f in dataclasses.fields(options_class)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        values[name] = _coerce(value, hints[name], f"{where}.{name}")
+    try:
+        return options_class(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {hint}")
+    if origin is list:
+        (item_type,) = args or (Any,)
+        if isinstance(value, str) and item_type is str:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def parse_bind(bind: str, *, where: str) -> tuple[str, int]:
+    """``"host:port"`` / ``"[::1]:port"`` / ``":port"`` to ``(host, port)``."""
+    host, sep, port_text = bind.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{where}: bind {bind!r} must be host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{where}: bind {bind!r} has a bad port") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: bind {bind!r} port out of range")
+    return host, port

@@ -1,0 +1,355 @@
+"""The channel layer API, shared by every storage backend.
+
+The public surface is the one Django Channels users know (``send``, ``receive``,
+``new_channel``, ``group_add``, ``group_discard``, ``group_send``, ``flush``) plus
+:meth:`ChannelLayer.receiver`, the batched read loop a gateway or worker process uses to
+read all of its channels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fnmatch
+import logging
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .names import check_channel_name, check_group_name, split_local
+from .storage import Storage
+
+logger = logging.getLogger("switchboard.layers")
+
+Message = dict[str, Any]
+
+
+class ChannelFull(Exception):
+    """The channel holds ``capacity`` messages already; the message was not stored."""
+
+
+class LayerClosed(Exception):
+    """The layer or receiver was closed while a call was waiting on it."""
+
+
+@dataclass
+class LayerStats:
+    """Counters every layer keeps; each drop is counted, never silent."""
+
+    sent: int = 0
+    received: int = 0
+    full: int = 0
+    group_sent: int = 0
+    group_dropped_full: int = 0
+    expired: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> bytes:
+    """Serialize one stored item: ``[expires_at, suffixes, message]``.
+
+    Both backends store packed bytes, so a message that cannot cross Redis fails the same
+    way on the in-memory layer (no surprises when a project moves to split mode).
+    """
+    return msgpack.packb([expires_at, suffixes, message], use_bin_type=True)
+
+
+def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
+    expires_at, suffixes, message = msgpack.unpackb(item, raw=False)
+    return expires_at, suffixes, message
+
+
+@dataclass
+class LayerOptions:
+    """Options common to every layer backend (the layer ``CONFIG`` mapping)."""
+
+    capacity: int = 100
+    expiry: float = 60.0
+    group_expiry: float = 86400.0
+    channel_capacity: Mapping[str, int] = field(
+        default_factory=lambda: {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
+    )
+    # How long one blocking pop may wait before the read loop checks for shutdown.
+    block_timeout: float = 1.0
+    # How many items one pop may return (one Redis round trip).
+    batch_size: int = 64
+
+
+class ChannelLayer:
+    """Channel layer core over a :class:`Storage` backend.
+
+    One instance is shared by everything in one process and one event loop family: the
+    gateway, the worker and any consumer code calling ``get_channel_layer()``.
+    """
+
+    extensions = ["groups", "flush"]
+
+    def __init__(self, storage: Storage, options: LayerOptions | None = None) -> None:
+        self.storage = storage
+        self.options = options or LayerOptions()
+        self.stats = LayerStats()
+        self.client_prefix = secrets.token_hex(6)
+        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = [
+            (re.compile(fnmatch.translate(pattern)), capacity)
+            for pattern, capacity in self.options.channel_capacity.items()
+        ]
+        self._capacity_cache: dict[str, int] = {}
+        self._local_readers: dict[str, _LocalDemux] = {}
+
+    # -- Channels API ---------------------------------------------------------------
+
+    @property
+    def expiry(self) -> float:
+        return self.options.expiry
+
+    @property
+    def group_expiry(self) -> float:
+        return self.options.group_expiry
+
+    def capacity_for(self, key: str) -> int:
+        """Capacity of the list ``key`` (first matching ``channel_capacity`` pattern)."""
+        cached = self._capacity_cache.get(key)
+        if cached is not None:
+            return cached
+        capacity = self.options.capacity
+        for pattern, value in self._capacity_patterns:
+            if pattern.match(key):
+                capacity = value
+                break
+        if len(self._capacity_cache) < 10000:
+            self._capacity_cache[key] = capacity
+        return capacity
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity."""
+        check_channel_name(channel)
+        if not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        key, suffix = split_local(channel)
+        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        if not await self.storage.push(key, item, self.capacity_for(key), self.options.expiry):
+            self.stats.full += 1
+            raise ChannelFull(channel)
+        self.stats.sent += 1
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next message on ``channel``.
+
+        A process-local channel (``"x!y"``) is read through one shared loop per prefix;
+        don't also read that prefix with :meth:`receiver` in the same process.
+        """
+        check_channel_name(channel)
+        key, suffix = split_local(channel)
+        if suffix is not None:
+            demux = self._local_readers.get(key)
+            if demux is None:
+                demux = self._local_readers[key] = _LocalDemux(self, key)
+            return await demux.receive(channel)
+        while True:
+            result = await self.storage.pop([key], 1, self.options.block_timeout)
+            if result is None:
+                continue
+            for item in result[1]:
+                expires_at, _suffixes, message = unpack(item)
+                if expires_at < time.time():
+                    self.stats.expired += 1
+                    continue
+                self.stats.received += 1
+                return message
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A fresh process-local channel name, readable only by this process."""
+        return f"{prefix}.{self.client_prefix}!{secrets.token_urlsafe(9)}"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        check_group_name(group)
+        check_channel_name(channel)
+        await self.storage.group_add(group, channel, time.time(), self.options.group_expiry)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        check_group_name(group)
+        check_channel_name(channel)
+        await self.storage.group_discard(group, channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every channel in ``group``; full channels are skipped.
+
+        Channels of one process (same ``name!`` prefix) get a single stored item naming all
+        of their suffixes, so a 1,000-member room on one gateway costs one push, not 1,000.
+        """
+        check_group_name(group)
+        if not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        members = await self.storage.group_members(group, time.time(), self.options.group_expiry)
+        if not members:
+            return
+        by_key: dict[str, list[str] | None] = {}
+        for channel in members:
+            key, suffix = split_local(channel)
+            if suffix is None:
+                by_key[key] = None
+            else:
+                suffixes = by_key.setdefault(key, [])
+                assert suffixes is not None
+                suffixes.append(suffix)
+        expires_at = time.time() + self.options.expiry
+        batch = [
+            (key, pack(message, expires_at, suffixes), self.capacity_for(key))
+            for key, suffixes in by_key.items()
+        ]
+        results = await self.storage.push_many(batch, self.options.expiry)
+        for (key, _item, _cap), ok in zip(batch, results):
+            if ok:
+                self.stats.group_sent += 1
+            else:
+                self.stats.group_dropped_full += 1
+                logger.warning("group_send to %s: channel %s is full, message dropped", group, key)
+
+    async def flush(self) -> None:
+        await self.storage.flush()
+
+    async def close(self) -> None:
+        for demux in list(self._local_readers.values()):
+            await demux.close()
+        self._local_readers.clear()
+        await self.storage.close()
+
+    # -- Batched reading for gateway and worker processes ---------------------------
+
+    def receiver(self, channels: Sequence[str], *, max_buffered: int = 1000) -> Receiver:
+        """A long-lived reader over many channels and process-local prefixes at once."""
+        keys = [check_channel_name(name, receive=True) for name in channels]
+        return Receiver(self, keys, max_buffered=max_buffered)
+
+
+class Receiver:
+    """Reads many channels with one blocking pop per storage partition.
+
+    One pump task per partition pops batches and buffers ``(channel, message)`` pairs;
+    :meth:`get_batch` hands them out. Closing never cancels a pop in flight (that could
+    lose a popped batch); pumps stop after their current pop returns, within
+    ``block_timeout``.
+    """
+
+    def __init__(self, layer: ChannelLayer, keys: Sequence[str], *, max_buffered: int) -> None:
+        self.layer = layer
+        self.keys = list(keys)
+        self.max_buffered = max_buffered
+        self._buffer: collections.deque[tuple[str, Message]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closed = False
+        self._pumps = [
+            asyncio.get_running_loop().create_task(self._pump(partition), name=f"receiver-pump:{partition[0]}")
+            for partition in layer.storage.partition(self.keys)
+        ]
+
+    async def _pump(self, keys: list[str]) -> None:
+        layer = self.layer
+        options = layer.options
+        stats = layer.stats
+        while not self._closed:
+            await self._room.wait()
+            if self._closed:
+                break
+            try:
+                result = await layer.storage.pop(keys, options.batch_size, options.block_timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("receive from %s failed; retrying", keys)
+                await asyncio.sleep(min(options.block_timeout, 1.0))
+                continue
+            if result is None:
+                continue
+            key, items = result
+            now = time.time()
+            for item in items:
+                expires_at, suffixes, message = unpack(item)
+                if expires_at < now:
+                    stats.expired += 1
+                    continue
+                if suffixes is None:
+                    self._buffer.append((key, message))
+                    stats.received += 1
+                else:
+                    for suffix in suffixes:
+                        self._buffer.append((key + suffix, message))
+                    stats.received += len(suffixes)
+            if self._buffer:
+                self._ready.set()
+                if len(self._buffer) >= self.max_buffered:
+                    self._room.clear()
+
+    async def get_batch(self, max_messages: int = 256) -> list[tuple[str, Message]]:
+        """Wait for at least one message; return up to ``max_messages`` of them."""
+        while not self._buffer:
+            if self._closed:
+                raise LayerClosed("receiver closed")
+            self._ready.clear()
+            await self._ready.wait()
+        buffer = self._buffer
+        count = min(len(buffer), max_messages)
+        batch = [buffer.popleft() for _ in range(count)]
+        if not buffer:
+            self._ready.clear()
+        if len(buffer) < self.max_buffered:
+            self._room.set()
+        return batch
+
+    async def get(self) -> tuple[str, Message]:
+        """Wait for and return the next single ``(channel, message)``."""
+        return (await self.get_batch(1))[0]
+
+    def pending(self) -> int:
+        """Messages already popped and buffered, not yet handed out."""
+        return len(self._buffer)
+
+    async def close(self) -> list[tuple[str, Message]]:
+        """Stop reading; return whatever was popped but not yet handed out."""
+        self._closed = True
+        self._room.set()
+        self._ready.set()
+        if self._pumps:
+            await asyncio.gather(*self._pumps, return_exceptions=True)
+        leftover = list(self._buffer)
+        self._buffer.clear()
+        return leftover
+
+
+class _LocalDemux:
+    """Serves :meth:`ChannelLayer.receive` on process-local channels of one prefix."""
+
+    def __init__(self, layer: ChannelLayer, key: str) -> None:
+        self.receiver = layer.receiver([key])
+        self.queues: dict[str, asyncio.Queue[Message]] = collections.defaultdict(asyncio.Queue)
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                batch = await self.receiver.get_batch()
+            except LayerClosed:
+                return
+            for channel, message in batch:
+                self.queues[channel].put_nowait(message)
+
+    async def receive(self, channel: str) -> Message:
+        queue = self.queues[channel]
+        try:
+            return await queue.get()
+        finally:
+            if queue.empty() and not getattr(queue, "_getters", None):
+                self.queues.pop(channel, None)
+
+    async def close(self) -> None:
+        await self.receiver.close()
+        await self.task

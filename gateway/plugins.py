@@ -1,0 +1,102 @@
+"""Protocol plugins: the base shape every protocol shares, and the registry that loads them.
+
+A plugin is translation and policy between one native protocol and layer messages; the
+framing itself belongs to a maintained library (uvicorn, aiosmtpd, paho-mqtt, aiortc, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from .config import ConfigError, parse_options
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+logger = logging.getLogger("switchboard.plugins")
+
+ENTRY_POINT_GROUP = "switchboard.protocols"
+
+BUILTIN_PLUGINS: dict[str, str] = {
+    "http": "switchboard.protocols.http:HttpPlugin",
+    "udp": "switchboard.protocols.udp:UdpPlugin",
+    "mqtt": "switchboard.protocols.mqtt:MqttPlugin",
+    "smtp": "switchboard.protocols.smtp:SmtpPlugin",
+    "sms": "switchboard.protocols.sms:SmsPlugin",
+    "webrtc": "switchboard.protocols.webrtc:WebrtcPlugin",
+}
+
+OptionsT = TypeVar("OptionsT")
+
+
+class ProtocolPlugin(Generic[OptionsT]):
+    """Base class of every protocol plugin.
+
+    Subclasses set ``name``, ``Options`` (a dataclass, parsed from config by
+    :func:`~switchboard.gateway.config.parse_options` before any socket opens) and
+    ``scope_types`` (the ASGI scope types the plugin produces, which name the worker pool
+    channels ``switchboard.<type>``), and implement :meth:`start` and :meth:`stop`.
+
+    Inbound, a plugin opens a :class:`~switchboard.gateway.server.Connection` per native
+    connection (or per peer/session) and calls ``gateway.send_event``; outbound, the
+    gateway calls the connection's ``deliver`` for each reply of the connection's protocol.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Any]]
+    scope_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: OptionsT) -> None:
+        self.options = options
+        self.counters: dict[str, int] = {}
+
+    def count(self, counter: str, amount: int = 1) -> None:
+        """Bump a named counter (drops, errors, bytes...) reported by :meth:`stats`."""
+        self.counters[counter] = self.counters.get(counter, 0) + amount
+
+    async def start(self, gateway: Gateway) -> None:
+        """Open sockets or client connections; return once serving."""
+        raise NotImplementedError
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let open work drain for up to ``timeout`` seconds, then close."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics and ``switchboard status``."""
+        return dict(self.counters)
+
+
+def load_plugin_class(name: str) -> type[ProtocolPlugin[Any]]:
+    """Find the plugin class for ``name``: built-ins first, then installed entry points."""
+    path = BUILTIN_PLUGINS.get(name)
+    if path is not None:
+        module_name, _, attr = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"protocol {name!r} needs extra packages: pip install 'switchboard[{name}]' ({exc})"
+            ) from exc
+        plugin_class: type[ProtocolPlugin[Any]] = getattr(module, attr)
+        return plugin_class
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == name:
+            loaded: type[ProtocolPlugin[Any]] = entry.load()
+            return loaded
+    known = sorted(set(BUILTIN_PLUGINS) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)})
+    raise ConfigError(f"unknown protocol plugin {name!r}; known: {', '.join(known)}")
+
+
+def build_plugins(protocols: Mapping[str, Mapping[str, Any]]) -> list[ProtocolPlugin[Any]]:
+    """Load and configure every enabled plugin; any bad option raises before start-up."""
+    plugins: list[ProtocolPlugin[Any]] = []
+    for name, raw in protocols.items():
+        plugin_class = load_plugin_class(name)
+        options = parse_options(plugin_class.Options, raw, where=f"PROTOCOLS.{name}")
+        plugins.append(plugin_class(options))
+    return plugins

@@ -1,0 +1,53 @@
+"""Packaging for Switchboard.
+
+The source tree keeps the layout ``gateway/``, ``protocols/``, ``consumers/``, ``specs/`` at
+the root; ``switchboard/`` links them in as subpackages so the import names are
+``switchboard.gateway``, ``switchboard.consumers`` and ``switchboard.protocols``.
+"""
+
+from setuptools import find_packages, setup
+
+extras = {
+    "http": ["uvicorn[standard]>=0.30", "websockets>=12"],
+    "redis": ["redis[hiredis]>=5.0"],
+    "udp": [],
+    "mqtt": ["paho-mqtt>=2.0"],
+    "smtp": ["aiosmtpd>=1.4"],
+    "sms": ["twilio>=9.0"],
+    "webrtc": ["aiortc>=1.9"],
+}
+extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+extras["test"] = [
+    "pytest>=8",
+    "pytest-asyncio>=0.23",
+    "pytest-timeout>=2.3",
+    "hypothesis>=6.100",
+    "ruff>=0.5",
+    "mypy>=1.10",
+]
+
+setup(
+    name="switchboard",
+    version="0.1.0",
+    description="A plugin-based multi-protocol gateway for Django in the design of Channels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.11",
+    packages=find_packages(include=["switchboard", "switchboard.*"]),
+    package_data={"switchboard": ["specs/*.md", "py.typed"]},
+    include_package_data=True,
+    install_requires=[
+        "django>=4.2",
+        "asgiref>=3.7",
+        "msgpack>=1.0",
+        "pyyaml>=6.0",
+    ],
+    extras_require=extras,
+    entry_points={"console_scripts": ["switchboard = switchboard.gateway.cli:main"]},
+    classifiers=[
+        "Framework :: Django",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP",
+    ],
+)

@@ -1,0 +1,5 @@
+import sys
+
+from switchboard.gateway.cli import main
+
+sys.exit(main())
