@@ -222,7 +222,20 @@ class Worker:
             elif scope_type == "http":
                 await self._send_reply(instance, {"type": "http.response.body", "body": b"", "more_body": False})
             elif scope_type == "websocket" and not instance.closed:
-                await self._send_reply(instance, {"type": "websocket.close", "code": websocket_code})
+                denial = "websocket.http.response" in (instance.scope.get("extensions") or {})
+                if not instance.accepted and denial:
+                    # Before the handshake completes a close code cannot reach the client;
+                    # the ASGI denial-response extension lets it see a real HTTP status.
+                    status = 404 if websocket_code == 4404 else 500
+                    body = b"Not Found" if status == 404 else b"Internal Server Error"
+                    await self._send_reply(instance, {
+                        "type": "websocket.http.response.start",
+                        "status": status,
+                        "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+                    })
+                    await self._send_reply(instance, {"type": "websocket.http.response.body", "body": body})
+                else:
+                    await self._send_reply(instance, {"type": "websocket.close", "code": websocket_code})
         except Exception:
             logger.exception("could not send the failure outcome to %s", instance.key)
 

@@ -1,0 +1,1 @@
+"""The Django Channels 4 side of the benchmark; imported only inside bench/.env."""

@@ -1,0 +1,26 @@
+"""ASGI entry point for daphne and uvicorn: Django for HTTP, consumers for WebSockets."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "channels_site.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_http = get_asgi_application()  # set Django up before consumers import anything
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from channels_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_http,
+        "websocket": URLRouter(
+            [
+                path("ws/echo/", EchoConsumer.as_asgi()),
+                path("ws/room/<str:name>/", RoomConsumer.as_asgi()),
+            ]
+        ),
+    }
+)

@@ -1,0 +1,37 @@
+"""Settings of the Channels 4 benchmark site: no database, no auth, a Redis channel layer.
+
+The harness passes the Redis URL (a db of its own, flushed after each run) and the key
+prefix through the environment, so the site never touches data it does not own.
+"""
+
+import os
+
+SECRET_KEY = "bench-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = ["channels"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "channels_site.urls"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+ASGI_APPLICATION = "channels_site.asgi.application"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")],
+            "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-channels:"),
+            # Same per-channel capacity as Switchboard's pool channels, so fan-out
+            # scenarios are not decided by a default that drops messages earlier.
+            "capacity": 10000,
+        },
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

@@ -1,0 +1,175 @@
+"""Server subprocesses: start, wait for readiness, measure CPU and memory, stop.
+
+CPU and peak memory come straight from ``/proc`` (``utime+stime`` and ``VmHWM``) rather
+than from polling, so a short burst is not missed and no extra package is needed. The
+benchmark is Linux-only anyway: it is about one concrete 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcSpec:
+    """How to start one server process of a system."""
+
+    role: str
+    argv: list[str]
+    cwd: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProcUsage:
+    """CPU seconds (user+system) and peak resident memory of one process tree."""
+
+    cpu_seconds: float
+    peak_rss_bytes: int
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all threads), from ``/proc/PID/task/*/children``."""
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                kids.extend(int(x) for x in Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return kids
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (uvicorn ``--workers`` forks, for instance)."""
+    seen: list[int] = []
+    stack = [pid]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        stack.extend(_children(current))
+    return seen
+
+
+def read_usage(pid: int) -> ProcUsage | None:
+    """CPU seconds and ``VmHWM`` of one process, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which may contain spaces, start after the last ')'.
+    fields_after = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields_after[11]), int(fields_after[12])
+    peak = 0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+            break
+    return ProcUsage((utime + stime) / _CLOCK_TICKS, peak)
+
+
+def tree_usage(pids: Iterable[int]) -> ProcUsage:
+    """Summed CPU and summed peak RSS of the given processes and their descendants."""
+    cpu = 0.0
+    peak = 0
+    for root in pids:
+        for pid in process_tree(root):
+            usage = read_usage(pid)
+            if usage is not None:
+                cpu += usage.cpu_seconds
+                peak += usage.peak_rss_bytes
+    return ProcUsage(cpu, peak)
+
+
+class ServerProcess:
+    """One started server process, its log file, and a clean way to stop it."""
+
+    def __init__(self, spec: ProcSpec, log_path: Path) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, **spec.env}
+        self.popen = subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a stop reaches forked workers too
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after ``timeout``; returns the exit code."""
+        try:
+            if self.alive():
+                os.killpg(self.pid, signal.SIGTERM)
+                try:
+                    self.popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.pid, signal.SIGKILL)
+                    self.popen.wait(5)
+            # Forked children that outlived their parent still belong to the group.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        finally:
+            self._log.close()
+        return self.popen.returncode
+
+
+def wait_for_port(host: str, port: int, timeout: float, procs: Iterable[ServerProcess] = ()) -> None:
+    """Poll until ``host:port`` accepts TCP, failing fast if a server process has died."""
+    deadline = time.monotonic() + timeout
+    procs = list(procs)
+    while True:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(
+                    f"{proc.spec.role} exited with {proc.popen.returncode} before listening:\n{proc.log_tail()}"
+                )
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (each system gets a fresh one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -1,0 +1,1 @@
+"""The Switchboard side of the benchmark: the same consumers as channels_site."""

@@ -1,0 +1,22 @@
+"""The application workers run: Django for HTTP, consumers for WebSockets (as in Channels)."""
+
+from django.core.asgi import get_asgi_application
+
+django_http = get_asgi_application()  # set Django up before consumers import anything
+
+from django.urls import path  # noqa: E402
+
+from switchboard.consumers import ProtocolTypeRouter, URLRouter  # noqa: E402
+from switchboard_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_http,
+        "websocket": URLRouter(
+            [
+                path("ws/echo/", EchoConsumer.as_asgi()),
+                path("ws/room/<str:name>/", RoomConsumer.as_asgi()),
+            ]
+        ),
+    }
+)

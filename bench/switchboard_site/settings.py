@@ -1,0 +1,36 @@
+"""Settings of the Switchboard benchmark site: no database, no auth, the Redis layer.
+
+The harness passes the bind address, the Redis URL (a db of its own, flushed after each
+run) and the key prefix through the environment. ``switchboard run`` ignores the Redis
+layer and uses the in-memory one, by design.
+"""
+
+import os
+
+SECRET_KEY = "bench-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+INSTALLED_APPS = ["switchboard"]
+MIDDLEWARE: list[str] = []
+ROOT_URLCONF = "switchboard_site.urls"
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+ASGI_APPLICATION = "switchboard_site.routing.application"
+
+SWITCHBOARD = {
+    "LAYER": {
+        "BACKEND": "redis",
+        "CONFIG": {
+            "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")],
+            "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-switchboard:"),
+        },
+    },
+    "PROTOCOLS": {"http": {"bind": [os.environ.get("BENCH_BIND", "127.0.0.1:8765")]}},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

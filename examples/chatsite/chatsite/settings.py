@@ -1,0 +1,85 @@
+"""Settings of the Switchboard example: a page, a JSON view and a WebSocket chat.
+
+Environment knobs (used by the end-to-end tests and handy for trying split mode):
+- SWITCHBOARD_HTTP_BIND   where the gateway listens (default 127.0.0.1:8000)
+- SWITCHBOARD_REDIS_URL   use the Redis layer at this URL (default: in-memory layer)
+- SWITCHBOARD_REDIS_PREFIX  key prefix in Redis (tests isolate runs with it)
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.staticfiles",
+    "switchboard",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("SWITCHBOARD_EXAMPLE_DB", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The application workers run: Django views for HTTP, consumers for WebSockets.
+ASGI_APPLICATION = "chatsite.routing.application"
+
+_redis_url = os.environ.get("SWITCHBOARD_REDIS_URL")
+SWITCHBOARD = {
+    "LAYER": (
+        {
+            "BACKEND": "redis",
+            "CONFIG": {
+                "hosts": [_redis_url],
+                "prefix": os.environ.get("SWITCHBOARD_REDIS_PREFIX", "switchboard-example:"),
+            },
+        }
+        if _redis_url
+        else {"BACKEND": "memory"}
+    ),
+    "PROTOCOLS": {
+        "http": {
+            "bind": [os.environ.get("SWITCHBOARD_HTTP_BIND", "127.0.0.1:8000")],
+            "max_body_size": 1024 * 1024,
+            "max_frame_size": 64 * 1024,
+            "response_timeout": float(os.environ.get("SWITCHBOARD_RESPONSE_TIMEOUT", "30")),
+        },
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"switchboard": {"handlers": ["console"], "level": os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO")}},
+}

@@ -1,0 +1,11 @@
+"""Plain Django URLs: served by workers through Django's own ASGI handler."""
+
+from django.urls import path
+
+from chat import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("chat/<str:room>/", views.room, name="room"),
+    path("api/echo/", views.echo, name="echo"),
+]

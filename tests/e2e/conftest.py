@@ -1,0 +1,150 @@
+"""End-to-end fixtures: the example project run as real OS processes.
+
+Two modes, and every e2e test runs in both:
+- ``split``: ``switchboard gateway`` + ``switchboard worker`` processes over the real Redis
+  on 127.0.0.1:6379 (skipped with a reason when Redis is not reachable);
+- ``run``: ``switchboard run``, one process on the in-memory layer.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Deployment:
+    """Processes of one running example deployment, and how to reach it."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``switchboard <args>`` as process ``name``, logging to a file."""
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "e2e_settings"],
+            cwd=EXAMPLE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until a plain Django view answers through the gateway (so a worker is up)."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/api/echo/?ready=1", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except Exception as exc:
+                last = exc
+                time.sleep(0.1)
+        raise RuntimeError(f"deployment not ready after {timeout}s: {last!r}\n{self.logs()}")
+
+
+def _env(port: int, mode: str, prefix: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), str(HERE), env.get("PYTHONPATH", "")])
+    env["SWITCHBOARD_HTTP_BIND"] = f"127.0.0.1:{port}"
+    env["SWITCHBOARD_RESPONSE_TIMEOUT"] = "10"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("SWITCHBOARD_REDIS_URL", None)
+    if mode == "split":
+        env["SWITCHBOARD_REDIS_URL"] = REDIS_URL
+        env["SWITCHBOARD_REDIS_PREFIX"] = prefix
+    return env
+
+
+@pytest.fixture(params=["split", "run"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """The example deployed in ``split`` (gateway + worker over Redis) or ``run`` mode."""
+    mode = request.param
+    if mode == "split" and not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
+    port = free_port()
+    prefix = f"sb-e2e-{secrets.token_hex(4)}:"
+    deployment = Deployment(mode, port, _env(port, mode, prefix), tmp_path)
+    if mode == "split":
+        deployment.start("gateway", "gateway")
+        deployment.start("worker", "worker")
+    else:
+        deployment.start("run", "run")
+    try:
+        deployment.wait_ready()
+        yield deployment
+    finally:
+        for name in list(deployment.processes):
+            deployment.stop(name)
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
