@@ -314,10 +314,17 @@ class Receiver:
         return len(self._buffer)
 
     async def close(self) -> list[tuple[str, Message]]:
-        """Stop reading; return whatever was popped but not yet handed out."""
+        """Stop reading; return whatever was popped but not yet handed out.
+
+        Pumps are cancelled only on storages whose pop is cancel-safe; elsewhere they
+        finish their current pop (bounded by ``block_timeout``) so nothing popped is lost.
+        """
         self._closed = True
         self._room.set()
         self._ready.set()
+        if getattr(self.layer.storage, "pop_cancel_safe", False):
+            for pump in self._pumps:
+                pump.cancel()
         if self._pumps:
             await asyncio.gather(*self._pumps, return_exceptions=True)
         leftover = list(self._buffer)

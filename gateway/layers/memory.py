@@ -16,6 +16,9 @@ from collections.abc import Sequence
 class MemoryStorage:
     """Bounded FIFO lists and group memberships in process memory."""
 
+    # Items leave a list only in the synchronous part of pop(), so cancelling is safe.
+    pop_cancel_safe = True
+
     def __init__(self) -> None:
         self._lists: dict[str, collections.deque[bytes]] = {}
         self._touched: dict[str, float] = {}

@@ -18,6 +18,10 @@ from typing import Protocol
 class Storage(Protocol):
     """Bounded FIFO lists plus group memberships; see module docstring."""
 
+    #: True when cancelling a :meth:`pop` in flight can never lose items (the in-memory
+    #: backend). Readers then stop at once instead of waiting out the block timeout.
+    pop_cancel_safe: bool
+
     async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
         """Append ``item`` to list ``key`` unless it already holds ``capacity`` items.
 

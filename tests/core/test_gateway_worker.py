@@ -1,0 +1,207 @@
+"""The gateway core and worker together over the in-memory layer, with a bare test "plugin".
+
+The plugin here is only ``open_connection`` plus a list that collects what the gateway
+delivers, so these tests pin the core's routing rules without any network framing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from switchboard.consumers.exceptions import RouteNotFound
+from switchboard.gateway.envelope import pool_channel
+from switchboard.gateway.layers import ChannelFull, ChannelLayer, build_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+
+Scope = dict[str, Any]
+
+
+class Delivered:
+    """Collects deliveries for one connection and lets a test wait for them."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self.event.set()
+
+    async def wait_for(self, count: int, timeout: float = 5) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.event.clear()
+                await self.event.wait()
+        return self.messages
+
+
+async def echo_app(scope: Scope, receive: Any, send: Any) -> None:
+    """WebSocket app: accept, echo text, join/relay group messages, stop on disconnect."""
+    from switchboard.gateway.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.connect":
+            await layer.group_add("room", scope["reply_channel"])
+            await send({"type": "websocket.accept"})
+        elif event["type"] == "websocket.receive":
+            if event.get("text") == "shout":
+                await layer.group_send("room", {"type": "room.shout", "text": "hey all"})
+            elif event.get("text") == "fail":
+                raise RuntimeError("on purpose")
+            else:
+                await send({"type": "websocket.send", "text": "echo:" + event["text"]})
+        elif event["type"] == "room.shout":
+            await send({"type": "websocket.send", "text": "got:" + event["text"]})
+        elif event["type"] == "websocket.disconnect":
+            return
+
+
+@pytest.fixture
+async def layer() -> AsyncIterator[ChannelLayer]:
+    from switchboard.gateway.layers import set_channel_layer
+
+    layer = build_layer()
+    set_channel_layer(layer)
+    yield layer
+    set_channel_layer(None)
+    await layer.close()
+
+
+async def start(layer: ChannelLayer, app: Any, protocols: list[str]) -> tuple[Gateway, asyncio.Event, asyncio.Task[None]]:
+    gateway = Gateway(layer)
+    await gateway.start()
+    stop = asyncio.Event()
+    worker = Worker(app, layer, protocols=protocols, channels=[])
+    task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=1))
+    return gateway, stop, task
+
+
+async def finish(gateway: Gateway, stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    stop.set()
+    await task
+    await gateway.stop()
+
+
+async def test_echo_and_group_message_forwarded_to_worker(layer: ChannelLayer) -> None:
+    gateway, stop, task = await start(layer, echo_app, ["websocket"])
+    a, b = Delivered(), Delivered()
+    conn_a = gateway.open_connection({"type": "websocket", "path": "/"}, a)
+    conn_b = gateway.open_connection({"type": "websocket", "path": "/"}, b)
+    await gateway.send_event(conn_a, {"type": "websocket.connect"})
+    await gateway.send_event(conn_b, {"type": "websocket.connect"})
+    await a.wait_for(1)
+    await b.wait_for(1)
+    await gateway.send_event(conn_a, {"type": "websocket.receive", "text": "hi"})
+    assert (await a.wait_for(2))[1] == {"type": "websocket.send", "text": "echo:hi"}
+    # A group message is not a websocket.* type: the gateway forwards it to the worker,
+    # whose instance for each connection turns it into a websocket.send.
+    await gateway.send_event(conn_b, {"type": "websocket.receive", "text": "shout"})
+    assert (await a.wait_for(3))[2] == {"type": "websocket.send", "text": "got:hey all"}
+    assert (await b.wait_for(2))[1] == {"type": "websocket.send", "text": "got:hey all"}
+    assert gateway.stats.replies_forwarded == 2
+    await finish(gateway, stop, task)
+
+
+async def test_group_send_of_protocol_message_goes_straight_to_sockets(layer: ChannelLayer) -> None:
+    gateway = Gateway(layer)
+    await gateway.start()
+    sinks = [Delivered() for _ in range(50)]
+    for sink in sinks:
+        connection = gateway.open_connection({"type": "websocket"}, sink)
+        await layer.group_add("blog", connection.channel)
+    await layer.group_send("blog", {"type": "websocket.send", "text": "breaking news"})
+    for sink in sinks:
+        assert await sink.wait_for(1) == [{"type": "websocket.send", "text": "breaking news"}]
+    assert gateway.stats.replies_forwarded == 0
+    assert layer.stats.group_sent == 1  # one stored item for 50 sockets of one gateway
+    await gateway.stop()
+
+
+async def test_consumer_error_closes_1011(layer: ChannelLayer) -> None:
+    gateway, stop, task = await start(layer, echo_app, ["websocket"])
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "fail"})
+    assert (await sink.wait_for(2))[1] == {"type": "websocket.close", "code": 1011}
+    await finish(gateway, stop, task)
+
+
+async def test_route_not_found_is_404_for_http(layer: ChannelLayer) -> None:
+    async def no_routes(scope: Scope, receive: Any, send: Any) -> None:
+        raise RouteNotFound(scope["path"])
+
+    gateway, stop, task = await start(layer, no_routes, ["http"])
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "http", "path": "/x"}, sink)
+    await gateway.send_event(connection, {"type": "http.request", "body": b"", "more_body": False})
+    start_message, body = await sink.wait_for(2)
+    assert start_message["status"] == 404 and body["body"] == b"Not Found"
+    await finish(gateway, stop, task)
+
+
+async def test_route_not_found_for_websocket_uses_denial_response(layer: ChannelLayer) -> None:
+    async def no_routes(scope: Scope, receive: Any, send: Any) -> None:
+        raise RouteNotFound(scope["path"])
+
+    gateway, stop, task = await start(layer, no_routes, ["websocket"])
+    denial, close = Delivered(), Delivered()
+    with_ext = gateway.open_connection({"type": "websocket", "path": "/x", "extensions": {"websocket.http.response": {}}}, denial)
+    without = gateway.open_connection({"type": "websocket", "path": "/x"}, close)
+    await gateway.send_event(with_ext, {"type": "websocket.connect"})
+    await gateway.send_event(without, {"type": "websocket.connect"})
+    assert (await denial.wait_for(2))[0]["status"] == 404
+    assert (await close.wait_for(1))[0] == {"type": "websocket.close", "code": 4404}
+    await finish(gateway, stop, task)
+
+
+async def test_replies_to_closed_connections_are_counted_not_delivered(layer: ChannelLayer) -> None:
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket"}, sink)
+    gateway.close_connection(connection)
+    await layer.send(connection.channel, {"type": "websocket.send", "text": "late"})
+    async with asyncio.timeout(5):
+        while gateway.stats.replies_orphaned == 0:
+            await asyncio.sleep(0.01)
+    assert sink.messages == []
+    await gateway.stop()
+
+
+async def test_full_pool_raises_channel_full_and_is_counted(layer: ChannelLayer) -> None:
+    layer.options.channel_capacity = {}
+    layer._capacity_patterns = []
+    layer._capacity_cache.clear()
+    layer.options.capacity = 2
+    gateway = Gateway(layer)
+    connection = gateway.open_connection({"type": "udp"}, Delivered())
+    await gateway.send_event(connection, {"type": "udp.datagram"})
+    await gateway.send_event(connection, {"type": "udp.datagram"})
+    with pytest.raises(ChannelFull):
+        await gateway.send_event(connection, {"type": "udp.datagram"})
+    assert gateway.stats.events_dropped_full == 1
+    assert await layer.receive(pool_channel("udp"))
+
+
+async def test_events_wait_on_the_layer_until_a_worker_starts(layer: ChannelLayer) -> None:
+    """Zero-downtime in miniature: events sent with no worker running are handled later."""
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "queued"})
+    await asyncio.sleep(0.1)
+    assert sink.messages == []
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(Worker(echo_app, layer, protocols=["websocket"], channels=[]).run(stop))
+    assert (await sink.wait_for(2))[1] == {"type": "websocket.send", "text": "echo:queued"}
+    await finish(gateway, stop, task)
