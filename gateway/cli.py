@@ -115,7 +115,8 @@ async def _run_both(config: SwitchboardConfig) -> None:
 
     if str(config.layer.get("BACKEND", "memory")) != "memory":
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
-    layer = build_layer({"BACKEND": "memory", "CONFIG": config.layer.get("CONFIG", {}) if config.layer.get("BACKEND") == "memory" else {}})
+    memory_options = config.layer.get("CONFIG", {}) if config.layer.get("BACKEND", "memory") == "memory" else {}
+    layer = build_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
     options = dict(config.worker)

@@ -12,10 +12,22 @@ from typing import Any
 EVENT_TYPE = "switchboard.event"
 POOL_PREFIX = "switchboard."
 
+# Control messages between workers and gateways (specs/layer.md, "Worker affinity").
+CLAIM = "switchboard.claim"  # worker -> connection's reply channel: send my events to me
+RELEASE = "switchboard.release"  # worker -> reply channel: back to the pool
+HEARTBEAT = "switchboard.heartbeat"  # worker -> gateway.<id>!control: I am alive
+WORKER_STOPPING = "switchboard.worker_stopping"  # worker -> gateway control: release all mine
+RELEASED = "switchboard.released"  # gateway -> worker: nothing more will come from me
+
 
 def pool_channel(scope_type: str) -> str:
     """The worker pool channel for connections of one scope type."""
     return POOL_PREFIX + scope_type
+
+
+def control_channel_of(reply_channel: str) -> str:
+    """The control channel of the gateway that owns ``reply_channel``."""
+    return reply_channel[: reply_channel.index("!") + 1] + "control"
 
 
 def wrap(connection: str, scope: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:

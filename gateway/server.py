@@ -14,13 +14,14 @@ import asyncio
 import logging
 import secrets
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SwitchboardConfig
-from .envelope import pool_channel, wrap
-from .layers import ChannelLayer, LayerClosed, Message, build_layer, set_channel_layer
+from .envelope import CLAIM, HEARTBEAT, RELEASE, RELEASED, WORKER_STOPPING, pool_channel, wrap
+from .layers import ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
 
 logger = logging.getLogger("switchboard.gateway")
@@ -30,14 +31,27 @@ Deliver = Callable[[Message], None]
 
 @dataclass(eq=False)
 class Connection:
-    """One client connection (or peer, or session) held by a plugin in this gateway."""
+    """One client connection (or peer, or session) held by a plugin in this gateway.
+
+    A ``sticky`` connection (a WebSocket, a WebRTC peer) is claimed by the worker that
+    handles its first event, and its later events go to that worker's channel, so one
+    consumer instance sees them all, in order. Connectionless listeners (a UDP socket, an
+    MQTT session) are not sticky: their events spread over every worker.
+    """
 
     channel: str
     protocol: str
     scope: dict[str, Any]
     deliver: Deliver
-    events_channel: str
+    pool: str
+    sticky: bool = False
+    worker: str | None = None
     open: bool = True
+
+    @property
+    def events_channel(self) -> str:
+        """Where this connection's next event goes: its worker's channel, else the pool."""
+        return self.worker or self.pool
 
 
 @dataclass
@@ -51,6 +65,8 @@ class GatewayStats:
     replies_delivered: int = 0
     replies_forwarded: int = 0
     replies_orphaned: int = 0
+    claims: int = 0
+    workers_lost: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -62,27 +78,34 @@ class GatewayStats:
 class Gateway:
     """Owns the layer, the reply loop and the connections of one gateway process."""
 
-    def __init__(self, layer: ChannelLayer, *, gateway_id: str | None = None) -> None:
+    def __init__(self, layer: ChannelLayer, *, gateway_id: str | None = None, worker_timeout: float = 5.0) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
         self.reply_prefix = f"gateway.{self.id}!"
+        self.control_channel = self.reply_prefix + "control"
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
-        self._receiver = None
+        # Workers holding claims on this gateway's connections, and when each was last heard.
+        self.worker_claims: dict[str, set[Connection]] = {}
+        self.worker_seen: dict[str, float] = {}
+        self.worker_timeout = worker_timeout
+        self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
 
     # -- connections ----------------------------------------------------------------
 
-    def open_connection(self, scope: dict[str, Any], deliver: Deliver) -> Connection:
+    def open_connection(self, scope: dict[str, Any], deliver: Deliver, *, sticky: bool = False) -> Connection:
         """Register a connection; adds ``reply_channel`` to ``scope`` and returns it.
 
         ``scope["type"]`` picks the worker pool channel; ``deliver`` is called (on the loop,
-        must not block) with each reply of that protocol.
+        must not block) with each reply of that protocol. ``sticky`` asks for worker
+        affinity (see :class:`Connection`).
         """
         channel = self.reply_prefix + secrets.token_urlsafe(9)
         scope["reply_channel"] = channel
         protocol = scope["type"]
-        connection = Connection(channel, protocol, scope, deliver, pool_channel(protocol))
+        connection = Connection(channel, protocol, scope, deliver, pool_channel(protocol), sticky)
         self.connections[channel] = connection
         self.stats.connections_opened += 1
         return connection
@@ -92,6 +115,7 @@ class Gateway:
         if connection.open:
             connection.open = False
             self.connections.pop(connection.channel, None)
+            self._unclaim(connection)
             self.stats.connections_closed += 1
 
     async def send_event(self, connection: Connection, event: Message) -> None:
@@ -100,8 +124,11 @@ class Gateway:
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
         """
+        envelope = wrap(connection.channel, connection.scope, event)
+        if connection.sticky and connection.worker is None:
+            envelope["claim"] = True
         try:
-            await self.layer.send(connection.events_channel, wrap(connection.channel, connection.scope, event))
+            await self.layer.send(connection.events_channel, envelope)
         except Exception:
             self.stats.events_dropped_full += 1
             raise
@@ -115,7 +142,70 @@ class Gateway:
 
     async def start(self) -> None:
         self._receiver = self.layer.receiver([self.reply_prefix])
-        self._reply_task = asyncio.get_running_loop().create_task(self._reply_loop(), name="gateway-replies")
+        loop = asyncio.get_running_loop()
+        self._reply_task = loop.create_task(self._reply_loop(), name="gateway-replies")
+        self._watch_task = loop.create_task(self._watch_workers(), name="gateway-worker-watch")
+
+    # -- worker affinity ------------------------------------------------------------
+
+    def _claim(self, connection: Connection, worker: str) -> None:
+        if not connection.open or not connection.sticky or not worker.startswith("worker."):
+            return
+        self._unclaim(connection)
+        connection.worker = worker
+        self.worker_claims.setdefault(worker, set()).add(connection)
+        self.worker_seen[worker] = time.monotonic()
+        self.stats.claims += 1
+
+    def _unclaim(self, connection: Connection) -> None:
+        worker = connection.worker
+        if worker is None:
+            return
+        connection.worker = None
+        claims = self.worker_claims.get(worker)
+        if claims is not None:
+            claims.discard(connection)
+            if not claims:
+                del self.worker_claims[worker]
+                self.worker_seen.pop(worker, None)
+
+    def release_worker(self, worker: str) -> int:
+        """Send the connections ``worker`` held back to the pool; returns how many."""
+        connections = self.worker_claims.pop(worker, set())
+        self.worker_seen.pop(worker, None)
+        for connection in connections:
+            connection.worker = None
+        return len(connections)
+
+    async def _control(self, message: Message) -> None:
+        """Messages workers send to ``gateway.<id>!control``."""
+        worker = message.get("worker")
+        if not isinstance(worker, str):
+            return
+        message_type = message.get("type")
+        if message_type == HEARTBEAT:
+            if worker in self.worker_claims:
+                self.worker_seen[worker] = time.monotonic()
+        elif message_type == WORKER_STOPPING:
+            released = self.release_worker(worker)
+            logger.info("worker %s is stopping: %d connection(s) back to the pool", worker, released)
+            # After this ack nothing more from this gateway goes to that worker's channel.
+            try:
+                await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel})
+            except Exception as exc:
+                logger.warning("could not acknowledge %s stopping: %r", worker, exc)
+
+    async def _watch_workers(self) -> None:
+        """Release connections of workers that stopped heartbeating (killed, frozen)."""
+        interval = max(self.worker_timeout / 5, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self.worker_timeout
+            for worker, seen in list(self.worker_seen.items()):
+                if seen < deadline:
+                    released = self.release_worker(worker)
+                    self.stats.workers_lost += 1
+                    logger.warning("worker %s missed its heartbeats: %d connection(s) back to the pool", worker, released)
 
     async def _reply_loop(self) -> None:
         receiver = self._receiver
@@ -130,11 +220,19 @@ class Gateway:
             forwards = []
             for channel, message in batch:
                 connection = connections.get(channel)
-                if connection is None:
-                    stats.replies_orphaned += 1
-                    continue
                 message_type = message.get("type")
-                if isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
+                if connection is None:
+                    if channel == self.control_channel:
+                        await self._control(message)
+                    else:
+                        stats.replies_orphaned += 1
+                    continue
+                if message_type == CLAIM:
+                    self._claim(connection, str(message.get("worker", "")))
+                elif message_type == RELEASE:
+                    if connection.worker == message.get("worker"):
+                        self._unclaim(connection)
+                elif isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
                     try:
                         connection.deliver(message)
                     except Exception:
@@ -149,7 +247,9 @@ class Gateway:
                         logger.warning("forwarding a message to the worker pool failed: %r", result)
 
     async def stop(self) -> None:
-        """Stop the reply loop (after plugins drained) and close the layer."""
+        """Stop the reply loop (after plugins drained)."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         if self._receiver is not None:
             await self._receiver.close()
         if self._reply_task is not None:

@@ -1,22 +1,32 @@
 """The worker process: runs consumers for connection events and named channels.
 
 A worker reads, in one batched loop, the pool channels of the protocols its application
-routes (``switchboard.http``, ``switchboard.websocket``...) and the named channels of its
-``ChannelNameRouter`` (``thumbnails``...). For each connection it keeps one application
-instance (an ASGI ``app(scope, receive, send)`` call fed from a queue), so consumer
-state lives as long as the connection, exactly as in Django Channels. Replies go straight
-to the connection's reply channel on the gateway that holds it.
+routes (``switchboard.http``, ``switchboard.websocket``...), the named channels of its
+``ChannelNameRouter`` (``thumbnails``...) and its own channel ``worker.<id>!in``. For each
+connection it keeps one application instance (an ASGI ``app(scope, receive, send)`` call
+fed from a queue), so consumer state lives as long as the connection, exactly as in Django
+Channels. Replies go straight to the connection's reply channel on the gateway.
+
+Worker affinity (specs/layer.md): when a gateway asks, the worker *claims* a sticky
+connection, and the gateway then sends that connection's events to this worker's own
+channel — one instance sees them all, in order, even with many workers. The worker
+heartbeats to the gateways it holds claims with; on a graceful stop it asks them to
+release its connections and keeps serving until each acknowledges, so a deploy loses
+nothing. A worker that meets an established WebSocket it has no instance for (its
+previous worker stopped) *resumes* it: it runs the consumer's connect handler again with
+``scope["resumed"] = True`` and swallows the repeated accept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import EVENT_TYPE, pool_channel
+from .envelope import CLAIM, EVENT_TYPE, HEARTBEAT, RELEASED, WORKER_STOPPING, control_channel_of, pool_channel
 from .layers import ChannelLayer, LayerClosed, Message
 
 logger = logging.getLogger("switchboard.worker")
@@ -25,6 +35,10 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[
 
 # Events after which a connection has nothing more to say: no instance is built for them.
 _FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect"})
+
+# How to resume an established connection on a worker that never saw it open: the
+# opening event to replay, and the reply to swallow because the client already had it.
+_RESUME: dict[str, tuple[str, str]] = {"websocket": ("websocket.connect", "websocket.accept")}
 
 
 @dataclass
@@ -36,6 +50,8 @@ class WorkerStats:
     instances_failed: int = 0
     events_ignored: int = 0
     bad_messages: int = 0
+    claims: int = 0
+    resumed: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -47,7 +63,7 @@ class WorkerStats:
 class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
-    __slots__ = ("key", "scope", "queue", "task", "response_started", "accepted", "closed")
+    __slots__ = ("accepted", "claim", "closed", "key", "queue", "response_started", "resumed", "scope", "task")
 
     def __init__(self, key: str, scope: dict[str, Any]) -> None:
         self.key = key
@@ -57,6 +73,8 @@ class _Instance:
         self.response_started = False
         self.accepted = False
         self.closed = False
+        self.claim = False
+        self.resumed = False
 
 
 def protocols_of(application: Any) -> list[str]:
@@ -88,37 +106,61 @@ class Worker:
         *,
         protocols: Iterable[str] | None = None,
         channels: Iterable[str] | None = None,
+        heartbeat_interval: float = 1.0,
     ) -> None:
         self.application = application
         self.layer = layer
         self.protocols = list(protocols_of(application) if protocols is None else protocols)
         self.channels = list(channel_names_of(application) if channels is None else channels)
+        self.id = secrets.token_hex(6)
+        self.local_prefix = f"worker.{self.id}!"
+        self.channel = self.local_prefix + "in"
+        self.heartbeat_interval = heartbeat_interval
         self.instances: dict[str, _Instance] = {}
+        # Gateway control channel -> connections this worker has claimed there.
+        self.claims: dict[str, set[str]] = {}
         self.stats = WorkerStats()
-        self._receiver = None
+        self._acks: set[str] = set()
+        self._acked = asyncio.Event()
 
     def listen_channels(self) -> list[str]:
         return [pool_channel(p) for p in self.protocols] + self.channels
 
     async def run(self, stop: asyncio.Event | None = None, drain_timeout: float = 10.0) -> None:
-        """Serve until ``stop`` is set; then stop reading and let instances finish."""
+        """Serve until ``stop`` is set; then hand connections back and let instances finish."""
         stop = stop or asyncio.Event()
         names = self.listen_channels()
         if not names:
             raise RuntimeError("worker has no channels to listen on: route a protocol or name channels")
-        logger.info("worker listening on %s", ", ".join(names))
-        receiver = self._receiver = self.layer.receiver(names)
-        reader = asyncio.get_running_loop().create_task(self._read_loop(receiver))
-        stopper = asyncio.get_running_loop().create_task(stop.wait())
+        logger.info("worker %s listening on %s", self.id, ", ".join(names))
+        loop = asyncio.get_running_loop()
+        shared = self.layer.receiver(names)
+        own = self.layer.receiver([self.local_prefix])
+        readers = [loop.create_task(self._read_loop(shared)), loop.create_task(self._read_loop(own))]
+        heartbeat = loop.create_task(self._heartbeat())
         try:
-            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            leftover = await receiver.close()
-            for channel, message in leftover:
+            await stop.wait()
+            # Stop taking new work from the pool, but keep reading our own channel until
+            # every gateway we hold connections on has moved them back to the pool.
+            for channel, message in await shared.close():
                 self._dispatch(channel, message)
-            await reader
-            stopper.cancel()
+            await readers[0]
+            await self._release_all(drain_timeout)
+            heartbeat.cancel()
+            for channel, message in await own.close():
+                self._dispatch(channel, message)
+            await readers[1]
             await self._drain(drain_timeout)
+        finally:
+            # Also reached when run() itself is cancelled: leave no reader or heartbeat behind.
+            heartbeat.cancel()
+            shared.abort()
+            own.abort()
+            for task in readers:
+                task.cancel()
+            for instance in list(self.instances.values()):
+                if instance.task is not None:
+                    instance.task.cancel()
 
     async def _read_loop(self, receiver: Any) -> None:
         while True:
@@ -129,9 +171,44 @@ class Worker:
             for channel, message in batch:
                 self._dispatch(channel, message)
 
+    async def _heartbeat(self) -> None:
+        """Tell gateways we hold claims on that we are alive (they release us otherwise)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            for control in list(self.claims):
+                try:
+                    await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel})
+                except Exception as exc:
+                    logger.warning("heartbeat to %s failed: %r", control, exc)
+
+    async def _release_all(self, timeout: float) -> None:
+        """Ask every gateway to release our connections; wait for each acknowledgement."""
+        controls = [control for control, connections in self.claims.items() if connections]
+        if not controls:
+            return
+        self._acks = set(controls)
+        self._acked.clear()
+        for control in controls:
+            try:
+                await self.layer.send(control, {"type": WORKER_STOPPING, "worker": self.channel})
+            except Exception as exc:
+                logger.warning("could not tell %s we are stopping: %r", control, exc)
+                self._acks.discard(control)
+        if self._acks:
+            try:
+                await asyncio.wait_for(self._acked.wait(), timeout)
+            except TimeoutError:
+                logger.warning("gateways %s did not acknowledge our stop in %.1fs", sorted(self._acks), timeout)
+
     def _dispatch(self, channel: str, message: Message) -> None:
-        if message.get("type") == EVENT_TYPE:
+        message_type = message.get("type")
+        if message_type == EVENT_TYPE:
             self._dispatch_event(message)
+        elif message_type == RELEASED and channel == self.channel:
+            self._acks.discard(str(message.get("gateway")))
+            self.claims.pop(str(message.get("gateway")), None)
+            if not self._acks:
+                self._acked.set()
         elif channel in self.channels:
             self._dispatch_named(channel, message)
         else:
@@ -147,27 +224,58 @@ class Worker:
             logger.warning("malformed event envelope dropped: keys %s", sorted(envelope))
             return
         self.stats.events += 1
+        event_type = event.get("type")
         instance = self.instances.get(connection)
         if instance is None:
-            if event.get("type") in _FINAL_EVENTS:
+            if event_type in _FINAL_EVENTS:
                 self.stats.events_ignored += 1
                 return
-            instance = self._start_instance(connection, scope)
+            instance = _Instance(connection, scope)
+            instance.claim = bool(envelope.get("claim"))
+            resume = _RESUME.get(str(scope.get("type")))
+            if resume is not None and event_type != resume[0]:
+                # An established connection whose instance lived on a stopped worker.
+                instance.resumed = True
+                instance.scope = {**scope, "resumed": True}
+                instance.queue.put_nowait({"type": resume[0]})
+                self.stats.resumed += 1
+            self._start(instance)
+        elif envelope.get("claim") and not instance.claim:
+            instance.claim = True
+            asyncio.get_running_loop().create_task(self._send_claim(instance))
         instance.queue.put_nowait(event)
 
     def _dispatch_named(self, channel: str, message: Message) -> None:
         self.stats.named_messages += 1
         instance = self.instances.get(channel)
         if instance is None:
-            instance = self._start_instance(channel, {"type": "channel", "channel": channel})
+            instance = self._start(_Instance(channel, {"type": "channel", "channel": channel}))
         instance.queue.put_nowait(message)
 
-    def _start_instance(self, key: str, scope: dict[str, Any]) -> _Instance:
-        instance = _Instance(key, scope)
-        self.instances[key] = instance
+    def _start(self, instance: _Instance) -> _Instance:
+        self.instances[instance.key] = instance
         self.stats.instances_started += 1
-        instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{key}")
+        instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")
         return instance
+
+    async def _send_claim(self, instance: _Instance) -> None:
+        """Claim the connection: its gateway sends the following events to this worker."""
+        reply_channel = instance.scope["reply_channel"]
+        control = control_channel_of(reply_channel)
+        self.claims.setdefault(control, set()).add(reply_channel)
+        self.stats.claims += 1
+        await self.layer.send(reply_channel, {"type": CLAIM, "worker": self.channel})
+
+    def _forget_claim(self, instance: _Instance) -> None:
+        reply_channel = instance.scope.get("reply_channel")
+        if not instance.claim or not isinstance(reply_channel, str):
+            return
+        control = control_channel_of(reply_channel)
+        claimed = self.claims.get(control)
+        if claimed is not None:
+            claimed.discard(reply_channel)
+            if not claimed:
+                del self.claims[control]
 
     async def _run_instance(self, instance: _Instance) -> None:
         from switchboard.consumers.exceptions import RouteNotFound, StopConsumer
@@ -176,6 +284,10 @@ class Worker:
             await self._send_reply(instance, message)
 
         try:
+            if instance.claim:
+                # Sent before the app runs, so it reaches the gateway before any reply
+                # (and, for a WebSocket, before the accept lets the client send frames).
+                await self._send_claim(instance)
             await self.application(dict(instance.scope), instance.queue.get, send)
             self.stats.instances_finished += 1
         except StopConsumer:
@@ -189,6 +301,7 @@ class Worker:
             logger.exception("consumer for %s %s raised", instance.scope.get("type"), instance.scope.get("path", instance.key))
             await self._fail(instance, http_status=500, websocket_code=1011)
         finally:
+            self._forget_claim(instance)
             if self.instances.get(instance.key) is instance:
                 del self.instances[instance.key]
 
@@ -197,6 +310,9 @@ class Worker:
         if message_type == "http.response.start":
             instance.response_started = True
         elif message_type == "websocket.accept":
+            if instance.resumed and not instance.accepted:
+                instance.accepted = True
+                return  # the client was accepted long ago, by the previous worker
             instance.accepted = True
         elif message_type == "websocket.close":
             instance.closed = True

@@ -313,6 +313,14 @@ class Receiver:
         """Messages already popped and buffered, not yet handed out."""
         return len(self._buffer)
 
+    def abort(self) -> None:
+        """Stop at once (the owner is being cancelled): pops in flight may be lost."""
+        self._closed = True
+        self._ready.set()
+        self._room.set()
+        for pump in self._pumps:
+            pump.cancel()
+
     async def close(self) -> list[tuple[str, Message]]:
         """Stop reading; return whatever was popped but not yet handed out.
 

@@ -81,7 +81,7 @@ class MemoryStorage:
                 self._waiters[key].add(future)
             try:
                 await asyncio.wait_for(future, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 for key in keys:

@@ -52,7 +52,7 @@ def test_parse_bind() -> None:
 
 
 def test_mapping_rejects_unknown_top_level_keys() -> None:
-    with pytest.raises(ConfigError, match="unknown SWITCHBOARD keys: PROTOCOL"):
+    with pytest.raises(ConfigError, match=r"unknown SWITCHBOARD keys: PROTOCOL"):
         from_mapping({"PROTOCOL": {}})
 
 
@@ -73,15 +73,15 @@ def test_toml_config(tmp_path: Path) -> None:
 def test_toml_errors_name_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[protocols\n")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         from_toml(path)
 
 
 def test_unknown_plugin_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match="unknown protocol plugin 'carrier-pigeon'.*http"):
+    with pytest.raises(ConfigError, match=r"unknown protocol plugin 'carrier-pigeon'.*http"):
         load_plugin_class("carrier-pigeon")
 
 
 def test_build_plugins_validates_before_start() -> None:
-    with pytest.raises(ConfigError, match="PROTOCOLS.http"):
+    with pytest.raises(ConfigError, match=r"PROTOCOLS\.http"):
         build_plugins({"http": {"no_such_option": 1}})

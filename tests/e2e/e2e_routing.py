@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from chat.consumers import ChatConsumer
 from chatsite.routing import application as example_application
 from django.urls import path
 
 from switchboard.consumers import AsyncWebsocketConsumer, ProtocolTypeRouter, URLRouter
-from chat.consumers import ChatConsumer
 
 
 class BoomConsumer(AsyncWebsocketConsumer):

@@ -21,7 +21,9 @@ from .conftest import Deployment
 pytestmark = pytest.mark.e2e
 
 
-def http(deployment: Deployment, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def http(
+    deployment: Deployment, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     request = urllib.request.Request(deployment.base_url + path, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=15) as response:

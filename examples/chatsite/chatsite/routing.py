@@ -4,9 +4,9 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # set Django up before consumers import models
 
+from chat.consumers import ChatConsumer  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from chat.consumers import ChatConsumer  # noqa: E402
 from switchboard.consumers import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 application = ProtocolTypeRouter(

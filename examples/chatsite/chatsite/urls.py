@@ -1,8 +1,7 @@
 """Plain Django URLs: served by workers through Django's own ASGI handler."""
 
-from django.urls import path
-
 from chat import views
+from django.urls import path
 
 urlpatterns = [
     path("", views.index, name="index"),

@@ -1,0 +1,162 @@
+"""Worker affinity: sticky connections stay on one worker, move cleanly when it stops.
+
+Two in-process workers share one in-memory layer; each tags its replies with its name,
+so the tests see which worker handled what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+
+from .test_gateway_worker import Delivered
+
+
+def tagged_app(name: str, log: list[tuple[str, str]]) -> Any:
+    """A WebSocket app that records (worker name, event) and echoes with its name."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            event = await receive()
+            log.append((name, event["type"] + (":resumed" if scope.get("resumed") else "")))
+            if event["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif event["type"] == "websocket.receive":
+                await send({"type": "websocket.send", "text": f"{name}:{event['text']}"})
+            elif event["type"] == "websocket.disconnect":
+                return
+
+    return app
+
+
+@pytest.fixture
+async def layer() -> AsyncIterator[ChannelLayer]:
+    layer = build_layer({"CONFIG": {"block_timeout": 0.05}})
+    set_channel_layer(layer)
+    yield layer
+    set_channel_layer(None)
+    await layer.close()
+
+
+class Pool:
+    """Named workers running as tasks, each stoppable on its own."""
+
+    def __init__(self, layer: ChannelLayer, log: list[tuple[str, str]]) -> None:
+        self.layer = layer
+        self.log = log
+        self.stops: dict[str, asyncio.Event] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(self, name: str) -> None:
+        stop = asyncio.Event()
+        worker = Worker(tagged_app(name, self.log), self.layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
+        self.stops[name] = stop
+        self.tasks[name] = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=2))
+
+    async def stop(self, name: str) -> None:
+        self.stops[name].set()
+        await self.tasks.pop(name)
+
+    async def kill(self, name: str) -> None:
+        """Stop without any goodbye: no release, no more heartbeats."""
+        task = self.tasks.pop(name)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        for name in list(self.tasks):
+            await self.stop(name)
+
+
+async def texts(sink: Delivered, count: int) -> list[str]:
+    return [m["text"] for m in (await sink.wait_for(count)) if m["type"] == "websocket.send"]
+
+
+async def test_sticky_connection_stays_on_the_worker_that_claimed_it(layer: ChannelLayer) -> None:
+    log: list[tuple[str, str]] = []
+    pool = Pool(layer, log)
+    pool.start("a")
+    pool.start("b")
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await sink.wait_for(1)  # the accept; the claim travelled before it
+    assert connection.worker is not None
+    for n in range(100):
+        await gateway.send_event(connection, {"type": "websocket.receive", "text": str(n)})
+    replies = await texts(sink, 101)
+    owner = replies[0].split(":")[0]
+    assert replies == [f"{owner}:{n}" for n in range(100)]  # one worker, in order
+    await pool.close()
+    await gateway.stop()
+
+
+async def test_graceful_stop_hands_connection_to_another_worker(layer: ChannelLayer) -> None:
+    log: list[tuple[str, str]] = []
+    pool = Pool(layer, log)
+    pool.start("a")
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
+    assert await texts(sink, 2) == ["a:one"]
+    await pool.stop("a")  # a deploy: the old worker goes away...
+    assert connection.worker is None
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "two"})  # ...while a client sends
+    await asyncio.sleep(0.1)
+    pool.start("b")  # ...and the new one picks the message up from the layer
+    assert await texts(sink, 3) == ["a:one", "b:two"]
+    # The new worker replayed connect (resumed) and swallowed its accept.
+    assert ("b", "websocket.connect:resumed") in log
+    assert [m["type"] for m in sink.messages].count("websocket.accept") == 1
+    await pool.close()
+    await gateway.stop()
+
+
+async def test_killed_worker_is_detected_and_its_connections_released(layer: ChannelLayer) -> None:
+    log: list[tuple[str, str]] = []
+    pool = Pool(layer, log)
+    pool.start("a")
+    gateway = Gateway(layer, worker_timeout=0.3)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
+    assert await texts(sink, 2) == ["a:one"]
+    await pool.kill("a")
+    async with asyncio.timeout(5):
+        while connection.worker is not None:
+            await asyncio.sleep(0.02)
+    assert gateway.stats.workers_lost == 1
+    pool.start("b")
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "two"})
+    assert (await texts(sink, 3))[-1] == "b:two"
+    await pool.close()
+    await gateway.stop()
+
+
+async def test_claims_are_not_made_for_non_sticky_connections(layer: ChannelLayer) -> None:
+    log: list[tuple[str, str]] = []
+    pool = Pool(layer, log)
+    pool.start("a")
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await sink.wait_for(1)
+    assert connection.worker is None and gateway.stats.claims == 0
+    await pool.close()
+    await gateway.stop()
