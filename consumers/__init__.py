@@ -1,0 +1,41 @@
+"""Consumers and routers with the Django Channels API, run by Switchboard workers.
+
+Write ``consumers.py`` and ``routing.py`` as with Channels, importing from
+``switchboard.consumers`` instead of ``channels``::
+
+    from switchboard.consumers import AsyncWebsocketConsumer, ProtocolTypeRouter, URLRouter
+
+The one behavioural difference: under a gateway, ``self.channel_name`` is the
+connection's reply channel and group messages arrive through the normal ``receive``
+(see :mod:`switchboard.consumers.base`).
+"""
+
+from switchboard.gateway.layers import get_channel_layer
+
+from .base import AsyncConsumer, SyncConsumer
+from .db import database_sync_to_async
+from .exceptions import DenyConnection, RouteNotFound, StopConsumer
+from .http import AsyncHttpConsumer, HttpConsumer
+from .middleware import BaseMiddleware
+from .routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
+from .websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer, JsonWebsocketConsumer, WebsocketConsumer
+
+__all__ = [
+    "AsyncConsumer",
+    "AsyncHttpConsumer",
+    "AsyncJsonWebsocketConsumer",
+    "AsyncWebsocketConsumer",
+    "BaseMiddleware",
+    "ChannelNameRouter",
+    "DenyConnection",
+    "HttpConsumer",
+    "JsonWebsocketConsumer",
+    "ProtocolTypeRouter",
+    "RouteNotFound",
+    "StopConsumer",
+    "SyncConsumer",
+    "URLRouter",
+    "WebsocketConsumer",
+    "database_sync_to_async",
+    "get_channel_layer",
+]
