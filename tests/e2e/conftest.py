@@ -119,10 +119,15 @@ def _env(port: int, mode: str, prefix: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(params=["split", "run"])
-def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
-    """The example deployed in ``split`` (gateway + worker over Redis) or ``run`` mode."""
+@pytest.fixture(params=["split", "run"], scope="module")
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The example deployed in ``split`` (gateway + worker over Redis) or ``run`` mode.
+
+    One deployment per module and mode: the tests share it, which is also a check that
+    each bad input leaves the gateway serving the tests after it.
+    """
     mode = request.param
+    tmp_path = tmp_path_factory.mktemp(f"e2e-{mode}")
     if mode == "split" and not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
     port = free_port()
@@ -139,12 +144,5 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
     finally:
         for name in list(deployment.processes):
             deployment.stop(name)
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(deployment.logs())
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
+        # Shown by pytest only when a test of this module failed.
+        print(deployment.logs())
