@@ -89,6 +89,8 @@ class Gateway:
         self.worker_claims: dict[str, set[Connection]] = {}
         self.worker_seen: dict[str, float] = {}
         self.worker_timeout = worker_timeout
+        self.mounts: dict[str, tuple[Any, str]] = {}
+        self._mount_order: list[str] = []
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -137,6 +139,34 @@ class Gateway:
     async def send(self, channel: str, message: Message) -> None:
         """Send to a named channel (``thumbnails``...), outside any connection."""
         await self.layer.send(channel, message)
+
+    # -- in-gateway HTTP endpoints -------------------------------------------------
+
+    def mount(self, path_prefix: str, app: Any, *, owner: str) -> None:
+        """Serve ``path_prefix`` with ``app`` (an ASGI app) inside the gateway.
+
+        Plugins whose native protocol arrives over HTTP (Twilio webhooks, WebRTC
+        signaling) mount their endpoints here; the HTTP plugin consults the mounts before
+        sending a request to the workers, so those endpoints share its port, limits and
+        TLS. Longest prefix wins.
+        """
+        if not path_prefix.startswith("/"):
+            raise ValueError(f"mount path {path_prefix!r} must start with '/'")
+        if path_prefix in self.mounts:
+            raise ValueError(f"{owner} cannot mount {path_prefix!r}: {self.mounts[path_prefix][1]} has it")
+        self.mounts[path_prefix] = (app, owner)
+        self._mount_order = sorted(self.mounts, key=len, reverse=True)
+
+    def unmount(self, path_prefix: str) -> None:
+        self.mounts.pop(path_prefix, None)
+        self._mount_order = sorted(self.mounts, key=len, reverse=True)
+
+    def find_mount(self, path: str) -> Any | None:
+        """The mounted app for ``path``, if any (``/a`` matches ``/a`` and ``/a/...``)."""
+        for prefix in self._mount_order:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return self.mounts[prefix][0]
+        return None
 
     # -- reply loop -----------------------------------------------------------------
 

@@ -205,3 +205,21 @@ async def test_events_wait_on_the_layer_until_a_worker_starts(layer: ChannelLaye
     task = asyncio.get_running_loop().create_task(Worker(echo_app, layer, protocols=["websocket"], channels=[]).run(stop))
     assert (await sink.wait_for(2))[1] == {"type": "websocket.send", "text": "echo:queued"}
     await finish(gateway, stop, task)
+
+
+async def test_mounts_longest_prefix_wins_and_clash_is_an_error(layer: ChannelLayer) -> None:
+    gateway = Gateway(layer)
+
+    async def sms(scope: Scope, receive: Any, send: Any) -> None: ...
+
+    async def sms_status(scope: Scope, receive: Any, send: Any) -> None: ...
+
+    gateway.mount("/sms", sms, owner="sms")
+    gateway.mount("/sms/status", sms_status, owner="sms")
+    assert gateway.find_mount("/sms") is sms
+    assert gateway.find_mount("/sms/inbound") is sms
+    assert gateway.find_mount("/sms/status") is sms_status
+    assert gateway.find_mount("/smsx") is None
+    assert gateway.find_mount("/") is None
+    with pytest.raises(ValueError, match="sms has it"):
+        gateway.mount("/sms", sms, owner="webrtc")
