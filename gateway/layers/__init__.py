@@ -22,6 +22,7 @@ __all__ = [
     "LayerClosed",
     "LayerOptions",
     "LayerStats",
+    "MemoryStorage",
     "Message",
     "Receiver",
     "build_layer",

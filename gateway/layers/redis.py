@@ -1,0 +1,541 @@
+"""Redis storage: the channel layer backend for split mode (gateway and workers apart).
+
+It implements :class:`~switchboard.gateway.layers.storage.Storage` with the same semantics
+as :class:`~switchboard.gateway.layers.memory.MemoryStorage`; everything else (packing,
+expiry, fan-out bucketing) lives in the layer core, so the two cannot drift apart.
+
+Layout, under a configurable key prefix (default ``"switchboard:"``):
+
+* ``<prefix><key>``: a list per channel, or per process-local prefix ``"gateway.x!"``.
+  Items are RPUSHed and popped from the left, so the list reads oldest first.
+* ``<prefix>group:<name>``: a sorted set per group, member = channel, score = time added.
+  Channel names cannot contain ``:``, so the two namespaces never collide.
+
+Several Redis servers can share the load: each key lives on the server a consistent-hash
+ring picks for it. Every channel of one process shares the list ``"gateway.x!"`` and so one
+server, which is what lets one blocking pop per server serve a whole process.
+
+redis-py asyncio connections belong to the event loop that opened them, while one layer may
+be used from several loops over a process's life (asgiref's ``async_to_sync`` without an
+outer loop runs each call on a fresh loop). Clients are therefore kept per running loop and
+closed with that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import logging
+import math
+import re
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger("switchboard.layers.redis")
+
+DEFAULT_HOST = "redis://127.0.0.1:6379/0"
+
+# KEYS: the lists. ARGV[1]: list TTL in whole seconds; then per key i: ARGV[2i] the item,
+# ARGV[2i+1] the capacity. One script serves push (one key) and push_many (a shard's
+# batch): the capacity check and the append must be atomic, and it is one round trip.
+_PUSH_LUA = """
+local ttl = ARGV[1]
+local results = {}
+for i, key in ipairs(KEYS) do
+    if redis.call('LLEN', key) < tonumber(ARGV[2 * i + 1]) then
+        redis.call('RPUSH', key, ARGV[2 * i])
+        redis.call('EXPIRE', key, ttl)
+        results[i] = 1
+    else
+        results[i] = 0
+    end
+end
+return results
+"""
+
+# KEYS: the lists. ARGV[1]: count. A non-blocking pop with BLMPOP's reply shape: Redis only
+# checks blocked clients' timeouts every ~100 ms, so "don't wait" must not block at all.
+# LRANGE + LTRIM rather than LPOP key count, which needs Redis 6.2.
+_POP_NOWAIT_LUA = """
+local count = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+    local items = redis.call('LRANGE', key, 0, count - 1)
+    if #items > 0 then
+        redis.call('LTRIM', key, #items, -1)
+        return {key, items}
+    end
+end
+return false
+"""
+
+# KEYS[1]: the group. ARGV: score (time added), channel, TTL in whole seconds.
+_GROUP_ADD_LUA = """
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1]: the group. ARGV[1]: cutoff; members added strictly before it are stale (the
+# in-memory backend's ``added < cutoff``), hence the exclusive "(" bound.
+_GROUP_MEMBERS_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+
+def stable_hash(value: str) -> int:
+    """A 64-bit hash that is the same in every process and Python version.
+
+    Python's ``hash()`` is salted per process (PYTHONHASHSEED), so a gateway and a worker
+    would disagree on which server holds a channel.
+    """
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def node_identity(url: str) -> str:
+    """The part of a Redis URL that names the server: credentials stripped.
+
+    Rotating a password must not move every key to another shard.
+    """
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
+class HashRing:
+    """Consistent hashing of keys onto ``nodes`` (by index), with virtual nodes.
+
+    Each node owns ``replicas`` points on a 64-bit ring; a key belongs to the first point at
+    or after its hash. Adding a node therefore only moves the keys that now fall on the new
+    node's points (about 1/n of them), instead of nearly all keys as ``hash % n`` would;
+    the many virtual points keep the shares even.
+    """
+
+    def __init__(self, nodes: Sequence[str], replicas: int = 160) -> None:
+        if not nodes:
+            raise ValueError("a hash ring needs at least one node")
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self.nodes = list(nodes)
+        points = sorted(
+            (stable_hash(f"{node}#{replica}"), index) for index, node in enumerate(self.nodes) for replica in range(replicas)
+        )
+        self._points = [point for point, _index in points]
+        self._owners = [index for _point, index in points]
+
+    def node_for(self, key: str) -> int:
+        """Index of the node that holds ``key``."""
+        if len(self.nodes) == 1:
+            return 0
+        position = bisect.bisect_left(self._points, stable_hash(key))
+        if position == len(self._points):
+            position = 0
+        return self._owners[position]
+
+
+def _whole_seconds(seconds: float) -> int:
+    """A TTL for EXPIRE: rounded up, and at least 1 (EXPIRE 0 would delete the key)."""
+    return max(1, math.ceil(seconds))
+
+
+def _block_seconds(timeout: float) -> float:
+    """A blocking-command timeout Redis will honour.
+
+    Redis reads the timeout in milliseconds and treats 0 as "block forever", so a tiny
+    positive timeout must become at least 1 ms, never 0.
+    """
+    return max(1, math.ceil(timeout * 1000 - 1e-6)) / 1000
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _glob_escape(text: str) -> str:
+    """Escape ``text`` for a SCAN MATCH pattern, so a prefix like ``"a*"`` is literal."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+@dataclass
+class _Shard:
+    """The clients of one Redis server, bound to one event loop."""
+
+    url: str
+    pool: ConnectionPool
+    blocking_pool: ConnectionPool
+    client: Redis
+    blocking: Redis
+    push: AsyncScript
+    pop_nowait: AsyncScript
+    group_add: AsyncScript
+    group_members: AsyncScript
+
+    async def aclose(self) -> None:
+        await asyncio.gather(self.pool.aclose(), self.blocking_pool.aclose(), return_exceptions=True)
+
+
+class RedisStorage:
+    """Bounded FIFO lists and group memberships in one or more Redis servers.
+
+    ``hosts``: one Redis URL or a list of them (``redis://``, ``rediss://``, ``unix://``);
+    keys are spread over them by consistent hashing. ``prefix`` starts every key, so several
+    layers (or test runs) can share one database and :meth:`flush` only deletes its own.
+
+    ``socket_timeout`` and ``max_connections`` apply to the pool for ordinary commands;
+    blocking pops use a separate, unbounded pool whose reads wait as long as the pop may
+    block (plus ``blocking_margin``), so a slow pop never times out early and never takes a
+    connection that pushes need. ``retries`` is how often an ordinary command is retried,
+    with jittered exponential backoff, after a connection error (e.g. Redis restarted).
+    Other keyword arguments go to redis-py's connection pool (e.g. ``password``,
+    ``ssl_cert_reqs``, ``health_check_interval``).
+    """
+
+    # Cancelling a blocking pop after Redis removed the items but before their reply was
+    # read loses them, so readers let a pop finish (within its block timeout) instead.
+    pop_cancel_safe = False
+
+    def __init__(
+        self,
+        hosts: Sequence[str] | str = DEFAULT_HOST,
+        prefix: str = "switchboard:",
+        *,
+        socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 20.0,
+        retries: int = 3,
+        blocking_margin: float = 5.0,
+        virtual_nodes: int = 160,
+        **connection_kwargs: Any,
+    ) -> None:
+        host_list = [hosts] if isinstance(hosts, str) else list(hosts)
+        if not host_list:
+            raise ValueError("RedisStorage needs at least one host URL")
+        for url in host_list:
+            if not isinstance(url, str) or "://" not in url:
+                raise ValueError(f"Redis host must be a URL like {DEFAULT_HOST!r}, not {url!r}")
+        identities = [node_identity(url) for url in host_list]
+        if len(set(identities)) != len(identities):
+            raise ValueError(f"duplicate Redis hosts in {host_list!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("prefix must be a non-empty string")
+        self.hosts = host_list
+        self.prefix = prefix
+        self.ring = HashRing(identities, virtual_nodes)
+        self._socket_timeout = socket_timeout
+        self._socket_connect_timeout = socket_connect_timeout
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self._retries = retries
+        self._blocking_margin = blocking_margin
+        # RESP2 unless asked otherwise: redis-py 8 defaults to RESP3, whose HELLO handshake
+        # servers before 6.0 reject, and the BRPOP fallback exists for exactly such servers.
+        connection_kwargs.setdefault("protocol", 2)
+        self._connection_kwargs = connection_kwargs
+        self._group_prefix = f"{prefix}group:"
+        # Not a WeakKeyDictionary: each value's sockets reference their loop, so the keys
+        # would never die. Entries are removed when their loop closes (see _hook_loop_close)
+        # or found closed (see _shards).
+        self._loops: dict[asyncio.AbstractEventLoop, list[_Shard]] = {}
+        self._loops_lock = threading.Lock()
+        # Per shard index: does the server have BLMPOP (Redis >= 7)? Learnt once via INFO.
+        self._server_versions: dict[int, tuple[int, ...]] = {}
+
+    # -- Connections ------------------------------------------------------------------
+
+    def _make_shard(self, url: str) -> _Shard:
+        user = self._connection_kwargs
+        pool = BlockingConnectionPool.from_url(
+            url,
+            **{
+                "socket_connect_timeout": self._socket_connect_timeout,
+                # Connection errors only: after a timeout the command may have run, and
+                # running a push twice would duplicate a message.
+                "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), self._retries, (RedisConnectionError,)),
+                **user,
+                "max_connections": self._max_connections,
+                "timeout": self._pool_timeout,
+                "socket_timeout": self._socket_timeout,
+                "decode_responses": False,  # items are msgpack bytes
+            },
+        )
+        blocking_pool = ConnectionPool.from_url(
+            url,
+            **{
+                "socket_connect_timeout": self._socket_connect_timeout,
+                "socket_keepalive": True,
+                **user,
+                # A Receiver's pump retries by itself; a hidden retry inside a blocking pop
+                # would only stretch how long its close() waits.
+                "retry": Retry(NoBackoff(), 0),
+                "decode_responses": False,
+            },
+        )
+        # Set after from_url because URL query options override keyword arguments, and a
+        # read timeout shorter than the block would break every pop. _blocking_call bounds the wait.
+        blocking_pool.connection_kwargs["socket_timeout"] = None
+        client = Redis(connection_pool=pool)
+        return _Shard(
+            url=url,
+            pool=pool,
+            blocking_pool=blocking_pool,
+            client=client,
+            blocking=Redis(connection_pool=blocking_pool),
+            push=client.register_script(_PUSH_LUA),
+            pop_nowait=client.register_script(_POP_NOWAIT_LUA),
+            group_add=client.register_script(_GROUP_ADD_LUA),
+            group_members=client.register_script(_GROUP_MEMBERS_LUA),
+        )
+
+    def _shards(self) -> list[_Shard]:
+        """The clients for the running event loop, created on first use in that loop."""
+        loop = asyncio.get_running_loop()
+        shards = self._loops.get(loop)
+        if shards is not None:
+            return shards
+        with self._loops_lock:
+            shards = self._loops.get(loop)
+            if shards is None:
+                # Loops closed without our hook running (e.g. uvloop, whose close cannot
+                # be wrapped): their sockets can't be closed from here; drop them for GC.
+                for stale in [other for other in self._loops if other.is_closed()]:
+                    del self._loops[stale]
+                shards = self._loops[loop] = [self._make_shard(url) for url in self.hosts]
+                self._hook_loop_close(loop)
+        return shards
+
+    def _hook_loop_close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's clients just before the loop itself closes.
+
+        ``asyncio.run`` and asgiref close their loop when the call ends; after that its
+        sockets can no longer be closed cleanly. The hook runs the close on the (stopped)
+        loop first. One hook per loop serves every storage used on it (so closing and
+        reopening never stacks wrappers), and holds them weakly so a forgotten layer can
+        still be freed.
+        """
+        storages: weakref.WeakSet[RedisStorage] | None = getattr(loop.close, "_switchboard_redis_storages", None)
+        if storages is not None:
+            storages.add(self)
+            return
+        storages = weakref.WeakSet([self])
+        original_close = loop.close
+
+        def close() -> None:
+            if not loop.is_running() and not loop.is_closed():
+                for storage in list(storages):
+                    with storage._loops_lock:
+                        shards = storage._loops.pop(loop, None)
+                    if shards:
+                        try:
+                            loop.run_until_complete(storage._close_shards(shards))
+                        except Exception:
+                            logger.debug("closing Redis clients of a closing loop failed", exc_info=True)
+            original_close()
+
+        close._switchboard_redis_storages = storages  # type: ignore[attr-defined]
+        try:
+            loop.close = close  # type: ignore[method-assign]
+        except (AttributeError, TypeError):
+            logger.debug("cannot hook close() of %r; its Redis clients close on garbage collection", loop)
+
+    @staticmethod
+    async def _close_shards(shards: Sequence[_Shard]) -> None:
+        await asyncio.gather(*(shard.aclose() for shard in shards), return_exceptions=True)
+
+    # -- Keys -------------------------------------------------------------------------
+
+    def _list_key(self, key: str) -> str:
+        return self.prefix + key
+
+    def _group_key(self, group: str) -> str:
+        return self._group_prefix + group
+
+    def shard_index(self, key: str) -> int:
+        """Which host (index into :attr:`hosts`) stores the list ``key``."""
+        return self.ring.node_for(key)
+
+    def group_shard_index(self, group: str) -> int:
+        """Which host stores the membership of ``group`` (hashed by the group name)."""
+        return self.ring.node_for(group)
+
+    # -- Lists ------------------------------------------------------------------------
+
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
+        shard = self._shards()[self.shard_index(key)]
+        result = await shard.push(keys=[self._list_key(key)], args=[_whole_seconds(ttl), item, capacity])
+        return bool(result[0])
+
+    async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
+        if not batch:
+            return []
+        shards = self._shards()
+        by_shard: dict[int, list[int]] = {}
+        for position, (key, _item, _capacity) in enumerate(batch):
+            by_shard.setdefault(self.shard_index(key), []).append(position)
+        expire = _whole_seconds(ttl)
+
+        async def push_shard(index: int, positions: list[int]) -> list[int]:
+            keys: list[str] = []
+            args: list[Any] = [expire]
+            for position in positions:
+                key, item, capacity = batch[position]
+                keys.append(self._list_key(key))
+                args.append(item)
+                args.append(capacity)
+            return list(await shards[index].push(keys=keys, args=args))
+
+        jobs = list(by_shard.items())
+        outcomes = await asyncio.gather(*(push_shard(index, positions) for index, positions in jobs), return_exceptions=True)
+        # Wait for every shard before raising, so no push is left running unobserved.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        results = [False] * len(batch)
+        for (_index, positions), outcome in zip(jobs, outcomes):
+            assert not isinstance(outcome, BaseException)
+            for position, ok in zip(positions, outcome):
+                results[position] = bool(ok)
+        return results
+
+    def partition(self, keys: Sequence[str]) -> list[list[str]]:
+        """One partition per server: a blocking pop can only wait on keys of one server."""
+        partitions: dict[int, list[str]] = {}
+        for key in keys:
+            partitions.setdefault(self.shard_index(key), []).append(key)
+        return list(partitions.values())
+
+    async def _server_version(self, index: int, shard: _Shard) -> tuple[int, ...]:
+        version = self._server_versions.get(index)
+        if version is None:
+            try:
+                info = await shard.client.info("server")
+            except ResponseError:
+                # Some managed services disable INFO; they all run current versions.
+                logger.info("INFO is not allowed on %s; assuming Redis 7+", node_identity(shard.url))
+                info = {"redis_version": "7.0.0"}
+            text = str(info.get("redis_version", "0"))
+            version = tuple(int(part) for part in re.findall(r"\d+", text)[:3]) or (0,)
+            self._server_versions[index] = version
+        return version
+
+    async def pop(self, keys: Sequence[str], count: int, timeout: float) -> tuple[str, list[bytes]] | None:
+        """One blocking pop on one server; see :meth:`Storage.pop`.
+
+        The wait happens inside Redis (BLMPOP, or BLPOP before Redis 7), so a pop costs one
+        round trip however long it waits. Cancelling a pop while its reply is on the way
+        loses that reply (hence ``pop_cancel_safe = False``); a normal return never does.
+        """
+        if not keys:
+            await asyncio.sleep(max(timeout, 0))
+            return None
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        index = self.shard_index(keys[0])
+        if any(self.shard_index(key) != index for key in keys[1:]):
+            raise ValueError("pop() keys span several Redis servers; split them with partition()")
+        shard = self._shards()[index]
+        names = [self._list_key(key) for key in keys]
+        by_name = {name.encode("utf-8"): key for name, key in zip(names, keys)}
+        if timeout <= 0:
+            reply = await shard.pop_nowait(keys=names, args=[count])
+            return (by_name[reply[0]], list(reply[1])) if reply else None
+        block = _block_seconds(timeout)
+        version = await self._server_version(index, shard)
+        if version >= (7,):
+            command: tuple[Any, ...] = ("BLMPOP", f"{block:.3f}", len(names), *names, "LEFT", "COUNT", count)
+        elif version >= (6,):
+            command = ("BLPOP", *names, f"{block:.3f}")
+        else:  # Redis 5 and older only take whole seconds.
+            block = _whole_seconds(block)
+            command = ("BLPOP", *names, int(block))
+        reply = await self._blocking_call(shard, block, lambda: shard.blocking.execute_command(*command))
+        if not reply:
+            return None
+        name, payload = reply[0], reply[1]
+        items = list(payload) if command[0] == "BLMPOP" else [payload]
+        return by_name[name], items
+
+    async def _blocking_call(self, shard: _Shard, block: float, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a blocking command with a read deadline longer than its block.
+
+        The blocking pool has no socket timeout (it would have to exceed every possible
+        block); this deadline still catches a server that went silent without closing.
+        """
+        try:
+            async with asyncio.timeout(block + self._blocking_margin):
+                return await call()
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"no reply from {node_identity(shard.url)} to a {block}s blocking pop") from exc
+
+    # -- Groups -----------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:
+        shard = self._shards()[self.group_shard_index(group)]
+        await shard.group_add(keys=[self._group_key(group)], args=[repr(now), channel, _whole_seconds(expiry)])
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        shard = self._shards()[self.group_shard_index(group)]
+        await shard.client.zrem(self._group_key(group), channel)
+
+    async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
+        shard = self._shards()[self.group_shard_index(group)]
+        members = await shard.group_members(keys=[self._group_key(group)], args=[repr(now - expiry)])
+        return [member.decode("utf-8") if isinstance(member, bytes) else str(member) for member in members]
+
+    # -- Whole storage ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete this storage's keys (and only those) on every server.
+
+        SCAN + UNLINK instead of FLUSHDB: other layers or applications may share the
+        database, and SCAN never blocks the server the way KEYS would.
+        """
+        pattern = _glob_escape(self.prefix) + "*"
+
+        async def flush_shard(shard: _Shard) -> None:
+            batch: list[bytes] = []
+            async for name in shard.client.scan_iter(match=pattern, count=1000):
+                batch.append(name)
+                if len(batch) >= 500:
+                    await shard.client.unlink(*batch)
+                    batch = []
+            if batch:
+                await shard.client.unlink(*batch)
+
+        await asyncio.gather(*(flush_shard(shard) for shard in self._shards()))
+
+    async def close(self) -> None:
+        """Close the clients of every loop this storage was used on.
+
+        Clients of the running loop are closed here; those of a loop running in another
+        thread are closed on that loop; those of a stopped loop close with it (see
+        :meth:`_hook_loop_close`). Using the storage again afterwards opens new
+        connections, so a process-wide layer survives being closed between test cases.
+        """
+        current = asyncio.get_running_loop()
+        with self._loops_lock:
+            entries = list(self._loops.items())
+            for loop, _shards in entries:
+                if loop is current or loop.is_closed() or loop.is_running():
+                    del self._loops[loop]
+        for loop, shards in entries:
+            if loop is current:
+                await self._close_shards(shards)
+            elif loop.is_running() and not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(self._close_shards(shards), loop)
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
+                except Exception:
+                    logger.debug("closing Redis clients on another loop failed", exc_info=True)

@@ -1,0 +1,232 @@
+"""Fixtures for the channel layer tests.
+
+``make_layer`` / ``layer`` are parametrized over the in-memory and the Redis backend, so
+every conformance test runs against both. The Redis variant uses the real server on
+127.0.0.1:6379 (``SWITCHBOARD_TEST_REDIS_URL`` overrides it) under a key prefix unique to
+the test, and is skipped with a reason when that server is not reachable.
+
+``redis_servers`` starts private ``redis-server`` processes on free loopback ports for
+the sharding and restart tests (skipped when the binary is not installed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import redis.asyncio as aioredis
+
+from switchboard.gateway.layers import ChannelLayer, build_layer
+from switchboard.gateway.layers.memory import MemoryStorage
+from switchboard.gateway.layers.redis import RedisStorage
+
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Unique per test session, so concurrent runs (or e2e tests) sharing the server never meet.
+RUN_PREFIX = f"sbtest:{secrets.token_hex(4)}:"
+_prefix_counter = itertools.count()
+
+# Short blocking pops: Receiver.close() waits for the pop in flight, so this bounds every
+# close in the suite.
+TEST_BLOCK_TIMEOUT = 0.2
+
+MakeLayer = Callable[..., Awaitable[ChannelLayer]]
+StoredCount = Callable[[ChannelLayer, str], Awaitable[int]]
+
+
+def redis_reachable(url: str = REDIS_URL) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
+_reachable: dict[str, bool] = {}
+
+
+def require_redis() -> None:
+    if REDIS_URL not in _reachable:
+        _reachable[REDIS_URL] = redis_reachable()
+    if not _reachable[REDIS_URL]:
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}; start redis-server to run the Redis backend tests")
+
+
+def new_prefix() -> str:
+    return f"{RUN_PREFIX}{next(_prefix_counter)}:"
+
+
+@pytest.fixture(name="unique_prefix")
+def unique_prefix_fixture() -> Callable[[], str]:
+    """``unique_prefix()``: a Redis key prefix no other test (or test run) uses."""
+    return new_prefix
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        require_redis()
+    return str(request.param)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis server's URL (skips the test when it is not reachable)."""
+    require_redis()
+    return REDIS_URL
+
+
+@pytest.fixture
+async def make_layer(backend: str) -> AsyncIterator[MakeLayer]:
+    """``await make_layer(**config)``: a flushed layer on this test's backend.
+
+    ``config`` is the layer ``CONFIG`` mapping (LayerOptions fields and, for Redis,
+    storage options); it goes through :func:`build_layer` like a real settings entry.
+    Layers made in one test share one Redis prefix; all are flushed and closed afterwards.
+    """
+    layers: list[ChannelLayer] = []
+    prefix = new_prefix()
+
+    async def make(**config: Any) -> ChannelLayer:
+        config.setdefault("block_timeout", TEST_BLOCK_TIMEOUT)
+        if backend == "redis":
+            config.setdefault("hosts", [REDIS_URL])
+            config.setdefault("prefix", prefix)
+        layer = build_layer({"BACKEND": backend, "CONFIG": config})
+        layers.append(layer)
+        await layer.flush()
+        return layer
+
+    yield make
+    for layer in layers:
+        await layer.flush()
+        await layer.close()
+
+
+@pytest.fixture
+async def layer(make_layer: MakeLayer) -> ChannelLayer:
+    return await make_layer()
+
+
+@pytest.fixture
+def stored_count() -> StoredCount:
+    """``await stored_count(layer, key)``: items stored under the storage key ``key``.
+
+    Looks into the backend directly (a raw Redis connection, or the in-memory dict), so a
+    test can check what was stored without consuming it.
+    """
+
+    async def count(layer: ChannelLayer, key: str) -> int:
+        storage = layer.storage
+        if isinstance(storage, MemoryStorage):
+            return len(storage._lists.get(key, ()))
+        assert isinstance(storage, RedisStorage)
+        client = aioredis.Redis.from_url(storage.hosts[storage.shard_index(key)])
+        try:
+            return int(await client.llen(storage.prefix + key))
+        finally:
+            await client.aclose()
+
+    return count
+
+
+# -- Private redis-server processes --------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` child process on a loopback port, with no persistence."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # --daemonize no: we keep the child's pid, so we stop exactly this process.
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--dir", str(self.workdir),
+                "--logfile", str(self.workdir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not redis_reachable(self.url):
+            if self.process.poll() is not None:
+                log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server on port {self.port} exited: {log}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server on port {self.port} did not come up")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("the redis-server binary is not installed; sharding and restart tests need private servers")
+    return binary
+
+
+@pytest.fixture
+def redis_server(redis_server_binary: str, tmp_path: Path) -> Iterator[RedisServer]:
+    """One private Redis server for this test (free to stop and restart it)."""
+    server = RedisServer(redis_server_binary, tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_shards(redis_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServer]]:
+    """Three private Redis servers, shared by a module's sharding tests."""
+    servers = [RedisServer(redis_server_binary, tmp_path_factory.mktemp(f"shard{i}")) for i in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

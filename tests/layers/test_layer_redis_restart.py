@@ -1,0 +1,74 @@
+"""The Redis layer survives its server restarting, without being rebuilt.
+
+Runs against a private ``redis-server`` process (the ``redis_server`` fixture) that the
+test stops and starts again on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis.exceptions
+
+from switchboard.gateway.layers import ChannelLayer, LayerOptions
+from switchboard.gateway.layers.redis import RedisStorage
+
+pytestmark = pytest.mark.timeout(60)
+
+DOWN_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+async def test_layer_works_again_after_redis_restarts(
+    redis_server: Any, unique_prefix: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.CRITICAL, logger="switchboard.layers")  # the pump logs each failed retry
+    storage = RedisStorage(hosts=redis_server.url, prefix=unique_prefix(), socket_timeout=2, socket_connect_timeout=2)
+    layer = ChannelLayer(storage, LayerOptions(block_timeout=0.2))
+    local = await layer.new_channel("gateway")
+    local_prefix = local.split("!")[0] + "!"
+    receiver = layer.receiver([local_prefix])
+    try:
+        # Up: plain channels, process-local channels and groups all work (and Lua scripts
+        # get cached on the server, which the restart will forget).
+        await layer.send("restart.plain", {"n": 1})
+        assert await layer.receive("restart.plain") == {"n": 1}
+        await layer.group_add("restart-group", local)
+        await layer.group_send("restart-group", {"n": 2})
+        assert await asyncio.wait_for(receiver.get(), 5) == (local, {"n": 2})
+
+        await asyncio.to_thread(redis_server.stop)
+        with pytest.raises(DOWN_ERRORS):
+            await layer.send("restart.plain", {"n": "lost"})
+        await asyncio.sleep(0.5)  # the receiver's pump keeps failing and retrying meanwhile
+
+        await asyncio.to_thread(redis_server.start)
+        # Same layer, same storage: the pools reconnect and the scripts are loaded again.
+        await layer.send("restart.plain", {"n": 3})
+        assert await layer.receive("restart.plain") == {"n": 3}
+        await layer.group_add("restart-group", local)
+        await layer.group_send("restart-group", {"n": 4})
+        await layer.send(local, {"n": 5})
+        got = [await asyncio.wait_for(receiver.get(), 10) for _ in range(2)]
+        assert got == [(local, {"n": 4}), (local, {"n": 5})]
+    finally:
+        await receiver.close()
+        await layer.close()
+
+
+async def test_blocked_pop_fails_cleanly_when_redis_goes_away(redis_server: Any, unique_prefix: Callable[[], str]) -> None:
+    storage = RedisStorage(hosts=redis_server.url, prefix=unique_prefix())
+    try:
+        pop = asyncio.ensure_future(storage.pop(["gone"], 1, 10))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(redis_server.stop)
+        with pytest.raises(DOWN_ERRORS):
+            await asyncio.wait_for(pop, 10)
+        await asyncio.to_thread(redis_server.start)
+        assert await storage.push("gone", b"back", 10, 10)
+        assert await storage.pop(["gone"], 1, 1) == ("gone", [b"back"])
+    finally:
+        await storage.close()
