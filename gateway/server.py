@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import SwitchboardConfig
 from .envelope import CLAIM, HEARTBEAT, RELEASE, RELEASED, WORKER_STOPPING, pool_channel, wrap
-from .layers import ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
+from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
 
 logger = logging.getLogger("switchboard.gateway")
@@ -62,6 +62,7 @@ class GatewayStats:
     connections_closed: int = 0
     events_sent: int = 0
     events_dropped_full: int = 0
+    events_failed: int = 0
     replies_delivered: int = 0
     replies_forwarded: int = 0
     replies_orphaned: int = 0
@@ -131,8 +132,11 @@ class Gateway:
             envelope["claim"] = True
         try:
             await self.layer.send(connection.events_channel, envelope)
-        except Exception:
+        except ChannelFull:
             self.stats.events_dropped_full += 1
+            raise
+        except Exception:
+            self.stats.events_failed += 1
             raise
         self.stats.events_sent += 1
 

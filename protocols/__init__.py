@@ -1,0 +1,1 @@
+"""Built-in protocol plugins: translation between native protocols and channel layer messages."""

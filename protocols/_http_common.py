@@ -1,0 +1,262 @@
+"""Pieces shared by the HTTP and WebSocket halves of the HTTP plugin.
+
+Everything a worker sends back is untrusted input for the gateway: a consumer bug must
+turn into a 500 / close 1011 for that one client, never into an exception inside uvicorn
+(which would be logged as a server crash) or a malformed byte stream on the wire. So
+replies are checked here, field by field, before they reach uvicorn's ``send``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from switchboard.gateway.layers import ChannelFull, Message
+
+if TYPE_CHECKING:
+    from switchboard.gateway.server import Connection, Gateway
+
+logger = logging.getLogger("switchboard.protocols.http")
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# RFC 9110 token characters for header names; values may not hold control characters
+# other than tab (a CR or LF would let a worker inject headers or split the response).
+_HEADER_NAME_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+# Close codes an endpoint may send (RFC 6455 7.4); 1005/1006/1015 are reserved for
+# reporting and would make the websockets library raise mid-send.
+_SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_MAX_CLOSE_REASON_BYTES = 123
+
+TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """A single-consumer queue for one connection's replies, as small as it can be.
+
+    ``asyncio.Queue`` allocates four deques and an Event (~3 KiB) up front; with 10k idle
+    WebSockets that is 30 MB of empty queues. This holds a deque only while items wait
+    and a future only while the consumer waits. ``put_nowait`` never blocks, as the
+    gateway's ``deliver`` must not.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[T] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: T) -> None:
+        if self._items is None:
+            self._items = collections.deque()
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> T:
+        """The oldest item, waiting for one if needed; cancelling the wait loses nothing."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+
+@dataclass(slots=True)
+class BridgeContext:
+    """What a per-connection bridge needs from the plugin, without importing it.
+
+    Built once per plugin start; passing plain values keeps the request and WebSocket
+    modules independent of the plugin class (and of each other).
+    """
+
+    gateway: Gateway
+    count: Callable[[str], None]
+    max_body_size: int
+    response_timeout: float
+    idle_timeout: float | None
+    close_timeout: float
+    over_limit: Callable[[], bool]
+
+
+async def send_event(ctx: BridgeContext, connection: Connection, event: Message, *, what: str) -> bool:
+    """Send one event to the worker pool; False (counted, logged) if the layer refused it.
+
+    ``ChannelFull`` is the expected back-pressure signal; any other error means the layer
+    itself is unavailable (Redis down...), which the caller answers the same way.
+    """
+    try:
+        await ctx.gateway.send_event(connection, event)
+    except ChannelFull:
+        ctx.count(f"{what}.events_full")
+        return False
+    except Exception:
+        logger.exception("sending %s to the worker pool failed", event.get("type"))
+        ctx.count(f"{what}.layer_errors")
+        return False
+    return True
+
+
+def wire_scope(scope: dict[str, Any]) -> dict[str, Any]:
+    """A copy of uvicorn's scope that can cross the layer and mean the same thing there.
+
+    ``state`` is dropped (process-local objects, meaningless in a worker); tuples become
+    lists because that is what msgpack hands the worker anyway, so in-memory and Redis
+    deployments see identical scopes.
+    """
+    return {key: _plain(value) for key, value in scope.items() if key != "state"}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The request's Content-Length, if it has a well-formed one."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def send_plain(send: Send, status: int, text: str, *, close: bool = False, retry_after: int | None = None) -> None:
+    """A complete small text/plain response the plugin itself answers with (413, 503...)."""
+    body = text.encode()
+    headers = [TEXT_PLAIN, (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# -- reply checks: each returns None when fine, else a description for the log ----------
+
+
+def check_status(status: object) -> str | None:
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        return f"status must be an int from 200 to 599, got {status!r}"
+    return None
+
+
+def check_headers(headers: object) -> str | None:
+    if not isinstance(headers, (list, tuple)):
+        return f"headers must be a list of [name, value] pairs, got {type(headers).__name__}"
+    for item in headers:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return f"header {item!r} is not a [name, value] pair"
+        name, value = item
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            return f"header {item!r}: name and value must be bytes"
+        if not _HEADER_NAME_RE.match(name):
+            return f"invalid header name {name!r}"
+        if _HEADER_VALUE_RE.search(value):
+            return f"invalid value for header {name!r}"
+        if name.lower() == b"content-length" and not value.strip().isdigit():
+            return f"content-length {value!r} is not a number"
+    return None
+
+
+def check_body(message: Message, *, key: str = "body") -> str | None:
+    if not isinstance(message.get(key, b""), bytes):
+        return f"{key} must be bytes, got {type(message.get(key)).__name__}"
+    if not isinstance(message.get("more_body", False), bool):
+        return "more_body must be a bool"
+    return None
+
+
+def check_http_reply(message: Message, started: bool) -> str | None:
+    """Check one reply to an HTTP request; ``started`` says whether headers went out."""
+    kind = message.get("type")
+    if not started:
+        if kind != "http.response.start":
+            return f"expected http.response.start, got {kind!r}"
+        if message.get("trailers"):
+            return "response trailers are not supported (the http.response.trailers extension is not offered)"
+        return check_status(message.get("status")) or check_headers(message.get("headers", []))
+    if kind != "http.response.body":
+        return f"expected http.response.body, got {kind!r}"
+    return check_body(message)
+
+
+def check_close(message: Message) -> str | None:
+    code = message.get("code", 1000)
+    if isinstance(code, bool) or not isinstance(code, int):
+        return f"close code must be an int, got {code!r}"
+    if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+        return f"close code {code} may not be sent"
+    reason = message.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        return f"close reason must be a str, got {type(reason).__name__}"
+    if reason is not None and len(reason.encode()) > _MAX_CLOSE_REASON_BYTES:
+        return f"close reason is over {_MAX_CLOSE_REASON_BYTES} bytes"
+    return None
+
+
+def check_send(message: Message) -> str | None:
+    data, text = message.get("bytes"), message.get("text")
+    if (data is None) == (text is None):
+        return "websocket.send needs exactly one of bytes and text"
+    if data is not None and not isinstance(data, bytes):
+        return f"websocket.send bytes must be bytes, got {type(data).__name__}"
+    if text is not None and not isinstance(text, str):
+        return f"websocket.send text must be a str, got {type(text).__name__}"
+    return None
+
+
+def check_accept(message: Message) -> str | None:
+    subprotocol = message.get("subprotocol")
+    if subprotocol is not None and not isinstance(subprotocol, str):
+        return f"subprotocol must be a str, got {type(subprotocol).__name__}"
+    return check_headers(message.get("headers", []))
+
+
+def check_denial_start(message: Message) -> str | None:
+    return check_status(message.get("status")) or check_headers(message.get("headers", []))
+
+
+_WEBSOCKET_CHECKS: dict[str, dict[str, Callable[[Message], str | None]]] = {
+    "connecting": {
+        "websocket.accept": check_accept,
+        "websocket.close": check_close,
+        "websocket.http.response.start": check_denial_start,
+    },
+    "open": {"websocket.send": check_send, "websocket.close": check_close},
+    "denying": {"websocket.http.response.body": check_body},
+}
+
+
+def check_websocket_reply(message: Message, state: str) -> str | None:
+    """Check one reply to a WebSocket connection in handshake ``state``."""
+    allowed = _WEBSOCKET_CHECKS.get(state, {})
+    kind = message.get("type")
+    check = allowed.get(kind) if isinstance(kind, str) else None
+    if check is None:
+        expected = " or ".join(sorted(allowed)) or "nothing"
+        return f"{kind!r} is not valid while {state} (expected {expected})"
+    return check(message)

@@ -1,0 +1,162 @@
+"""One HTTP request through the gateway: uvicorn's ASGI cycle <-> one layer connection.
+
+The body is read whole at the gateway and sent as a single ``http.request`` event: the
+worker that picks the event up may be in another process, and one bounded message is
+both cheaper on the layer and the only way to enforce ``max_body_size`` before a worker
+is bothered. Replies stream back as they come (server-sent events work).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import TYPE_CHECKING, Any
+
+from ._http_common import (
+    BridgeContext,
+    Mailbox,
+    Receive,
+    Send,
+    check_http_reply,
+    declared_length,
+    logger,
+    send_event,
+    send_plain,
+    wire_scope,
+)
+
+if TYPE_CHECKING:
+    from switchboard.gateway.layers import Message
+    from switchboard.gateway.server import Connection
+
+
+class _Body(enum.Enum):
+    """Why no request body came out of :func:`_read_body`."""
+
+    TOO_LARGE = "too large"
+    GONE = "client disconnected"
+
+
+async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """Serve one request: read the body, hand it to the worker pool, relay the reply."""
+    ctx.count("http.requests")
+    length = declared_length(scope["headers"])
+    if length is not None and length > ctx.max_body_size:
+        await _reject_too_large(ctx, send)
+        return
+    body = await _read_body(receive, ctx.max_body_size)
+    if body is _Body.TOO_LARGE:
+        await _reject_too_large(ctx, send)
+        return
+    if body is _Body.GONE:
+        ctx.count("http.client_disconnects")
+        return
+    assert isinstance(body, bytes)
+    queue: Mailbox[Message | None] = Mailbox()
+    connection = ctx.gateway.open_connection(wire_scope(scope), queue.put_nowait)
+    try:
+        if not await send_event(ctx, connection, {"type": "http.request", "body": body, "more_body": False}, what="http"):
+            ctx.count("http.503_full")
+            await send_plain(send, 503, "Service Unavailable: server busy, try again later\n", retry_after=1)
+            return
+        await _relay(ctx, connection, scope, receive, send, queue)
+    finally:
+        ctx.gateway.close_connection(connection)
+
+
+async def _reject_too_large(ctx: BridgeContext, send: Send) -> None:
+    # Closing the connection stops us reading (and the client sending) the rest of a body
+    # we already refused; keep-alive would have to drain it first.
+    ctx.count("http.413")
+    await send_plain(send, 413, "Request body too large\n", close=True)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | _Body:
+    """The whole request body, or why not; stops reading as soon as it passes ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _Body.GONE
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return _Body.TOO_LARGE
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Return once uvicorn reports ``http.disconnect`` (client gone or response done)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _relay(
+    ctx: BridgeContext,
+    connection: Connection,
+    scope: dict[str, Any],
+    receive: Receive,
+    send: Send,
+    queue: Mailbox[Message | None],
+) -> None:
+    """Relay replies to the client while a watcher task turns a disconnect into a queue item.
+
+    The watcher is the only extra task per request; funnelling both sources into the one
+    queue leaves a single await point, so the response timeout is one ``timeout_at``.
+    """
+    watcher = asyncio.get_running_loop().create_task(_wait_disconnect(receive))
+    # None on the queue means "the client went away".
+    watcher.add_done_callback(lambda _task: queue.put_nowait(None))
+    finished = False
+    try:
+        finished = await _relay_replies(ctx, scope, send, queue)
+    finally:
+        watcher.cancel()
+        if not finished:
+            # Client gone, timeout, bad reply or cancelled at shutdown: tell the worker's
+            # application, so it stops producing output nobody will read.
+            await send_event(ctx, connection, {"type": "http.disconnect"}, what="http")
+
+
+async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, queue: Mailbox[Message | None]) -> bool:
+    """Write replies until the final body; False if the exchange ended any other way."""
+    started = False
+    deadline = asyncio.get_running_loop().time() + ctx.response_timeout
+    while True:
+        try:
+            async with asyncio.timeout_at(None if started else deadline):
+                message = await queue.get()
+        except TimeoutError:
+            ctx.count("http.503_timeout")
+            logger.warning("no worker answered %s %s within %.1fs", scope["method"], scope["path"], ctx.response_timeout)
+            await send_plain(send, 503, "Service Unavailable: no worker answered in time\n", retry_after=1)
+            return False
+        if message is None:
+            ctx.count("http.client_disconnects")
+            return False
+        problem = check_http_reply(message, started)
+        if problem is not None:
+            await _bad_reply(ctx, scope, send, started, problem)
+            return False
+        if not started:
+            started = True
+            ctx.count(f"http.responses.{message['status'] // 100}xx")
+        try:
+            await send(message)
+        except Exception as exc:  # uvicorn refused it: body longer than content-length...
+            await _bad_reply(ctx, scope, send, True, f"{type(exc).__name__}: {exc}")
+            return False
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            return True
+
+
+async def _bad_reply(ctx: BridgeContext, scope: dict[str, Any], send: Send, started: bool, problem: str) -> None:
+    """A worker broke the protocol: 500 if nothing went out yet, else uvicorn drops the connection."""
+    ctx.count("http.bad_replies")
+    logger.error("bad reply from worker for %s %s: %s", scope["method"], scope["path"], problem)
+    if not started:
+        await send_plain(send, 500, "Internal Server Error\n", close=True)

@@ -1,0 +1,308 @@
+"""The HTTP + WebSocket protocol plugin: uvicorn for the wire, the channel layer for the rest.
+
+uvicorn does all HTTP/1.1 and WebSocket framing; this plugin runs it inside the gateway's
+event loop (no signal handling of its own: the gateway owns SIGTERM) on sockets it binds
+itself, so several addresses, IPv6 and port 0 all work. The ASGI application uvicorn
+calls is a bridge: each HTTP request or WebSocket connection becomes one gateway
+connection whose events go to the worker pool and whose replies come back through
+``Connection.deliver``.
+
+Config (``SWITCHBOARD["PROTOCOLS"]["http"]``) is validated into :class:`HttpOptions`
+before any socket opens, so a typo stops start-up instead of surfacing under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+import uvicorn
+
+from switchboard.gateway.config import parse_bind
+from switchboard.gateway.plugins import ProtocolPlugin
+
+from ._http_common import BridgeContext, Receive, Send
+from ._http_request import serve_http
+from ._http_websocket import WebSocketSession
+
+if TYPE_CHECKING:
+    from switchboard.gateway.server import Gateway
+
+logger = logging.getLogger("switchboard.protocols.http")
+
+HttpImplementation = Literal["auto", "httptools", "h11"]
+WsImplementation = Literal["websockets", "websockets-legacy", "wsproto", "auto"]
+
+# Our names -> uvicorn's ws implementations. uvicorn 0.54 calls its deprecated, task-heavy
+# implementation on the legacy websockets API "websockets" and says that name will move to
+# "websockets-sansio"; we make that move now, so "websockets" means the websockets library
+# through its maintained sans-I/O core (no extra tasks per connection: 10k idle sockets).
+_WS_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {  # name -> (uvicorn name, module it needs)
+    "websockets": ("websockets-sansio", "websockets"),
+    "websockets-legacy": ("websockets", "websockets"),
+    "wsproto": ("wsproto", "wsproto"),
+    "auto": ("auto", "websockets"),
+}
+_HTTP_IMPLEMENTATIONS: dict[str, str] = {"auto": "h11", "httptools": "httptools", "h11": "h11"}
+
+# After the plugin closes a WebSocket, how long to wait for uvicorn to finish the closing
+# handshake before giving up on the client (uvicorn's own close timeout is the same).
+_CLOSE_TIMEOUT = 10.0
+
+
+@dataclass
+class HttpOptions:
+    """Options of the ``http`` protocol (``SWITCHBOARD["PROTOCOLS"]["http"]``)."""
+
+    #: ``host:port`` addresses to listen on; ``[::1]:8000`` for IPv6, port 0 for any free port.
+    bind: list[str] = field(default_factory=lambda: ["127.0.0.1:8000"])
+    #: Largest request body (bytes) accepted; larger ones get 413 and never reach a worker.
+    max_body_size: int = 10 * 1024 * 1024
+    #: Largest WebSocket message (bytes) accepted; larger ones close the connection with 1009.
+    max_frame_size: int = 1024 * 1024
+    #: Seconds an idle keep-alive HTTP connection stays open.
+    keep_alive_timeout: float = 5.0
+    #: Seconds to wait for a worker to start a response (or accept/reject a WebSocket);
+    #: then the client gets 503, so requests never hang on a missing or stuck worker pool.
+    response_timeout: float = 60.0
+    #: Seconds between WebSocket keep-alive pings (None: no pings).
+    websocket_ping_interval: float | None = 20.0
+    #: Seconds to wait for a pong before dropping the connection (None: wait forever).
+    websocket_ping_timeout: float | None = 20.0
+    #: Close a WebSocket with 1001 after this many seconds without messages either way.
+    websocket_idle_timeout: float | None = None
+    #: Negotiate permessage-deflate. Off by default: it costs ~30 KiB of zlib state per
+    #: connection, which matters with many idle sockets (Daphne did not offer it either).
+    websocket_per_message_deflate: bool = False
+    #: Most concurrent connections (HTTP and WebSocket); beyond it new requests get 503.
+    max_connections: int | None = None
+    #: Listen backlog of each socket.
+    backlog: int = 2048
+    #: ASGI ``root_path`` (the URL prefix a proxy mounts the site under).
+    root_path: str = ""
+    #: Trust X-Forwarded-For/-Proto from ``forwarded_allow_ips`` for client address and scheme.
+    proxy_headers: bool = False
+    #: Proxies trusted for ``proxy_headers`` (None: uvicorn's default, $FORWARDED_ALLOW_IPS or localhost).
+    forwarded_allow_ips: list[str] | None = None
+    #: Send ``server: uvicorn`` (off: no need to advertise the implementation).
+    server_header: bool = False
+    #: Log each request on the ``uvicorn.access`` logger.
+    access_log: bool = False
+    #: HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto".
+    http: HttpImplementation = "auto"
+    #: WebSocket implementation: "websockets", "websockets-legacy", "wsproto" or "auto".
+    ws: WsImplementation = "websockets"
+
+    def __post_init__(self) -> None:
+        self._check_binds()
+        self._check_numbers()
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with '/'")
+        self._check_implementations()
+
+    def _check_binds(self) -> None:
+        if not self.bind:
+            raise ValueError("bind must list at least one host:port address")
+        for index, address in enumerate(self.bind):
+            parse_bind(address, where=f"bind[{index}]")
+
+    def _check_numbers(self) -> None:
+        minimums: dict[str, tuple[float | None, float]] = {
+            "max_body_size": (self.max_body_size, 0),
+            "max_frame_size": (self.max_frame_size, 1),
+            "backlog": (self.backlog, 1),
+            "max_connections": (self.max_connections, 1),
+        }
+        for name, (value, minimum) in minimums.items():
+            if value is not None and value < minimum:
+                raise ValueError(f"{name} must be at least {minimum:g}, got {value!r}")
+        positive = {
+            "keep_alive_timeout": self.keep_alive_timeout,
+            "response_timeout": self.response_timeout,
+            "websocket_ping_interval": self.websocket_ping_interval,
+            "websocket_ping_timeout": self.websocket_ping_timeout,
+            "websocket_idle_timeout": self.websocket_idle_timeout,
+        }
+        for name, seconds in positive.items():
+            if seconds is not None and not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+
+    def _check_implementations(self) -> None:
+        if self.http not in _HTTP_IMPLEMENTATIONS:
+            raise ValueError(f"http must be one of {', '.join(_HTTP_IMPLEMENTATIONS)}, got {self.http!r}")
+        if self.ws not in _WS_IMPLEMENTATIONS:
+            raise ValueError(f"ws must be one of {', '.join(_WS_IMPLEMENTATIONS)}, got {self.ws!r}")
+        for module in (_HTTP_IMPLEMENTATIONS[self.http], _WS_IMPLEMENTATIONS[self.ws][1]):
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"the {module} package is not installed: pip install {module}")
+
+
+class HttpPlugin(ProtocolPlugin[HttpOptions]):
+    """Serves HTTP/1.1 and WebSocket clients through uvicorn; scope types http and websocket."""
+
+    name = "http"
+    Options = HttpOptions
+    scope_types = ("http", "websocket")
+
+    def __init__(self, options: HttpOptions) -> None:
+        super().__init__(options)
+        #: The addresses actually listened on, in ``bind`` order (port 0 resolved).
+        self.bound_addresses: list[tuple[str, int]] = []
+        self._server: uvicorn.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._main_loop: asyncio.Task[None] | None = None
+        self._context: BridgeContext | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, gateway: Gateway) -> None:
+        """Bind every address and start serving; on any failure nothing stays open."""
+        if self._server is not None:
+            raise RuntimeError("the http plugin is already started")
+        options = self.options
+        self._context = BridgeContext(
+            gateway=gateway,
+            count=self.count,
+            max_body_size=options.max_body_size,
+            response_timeout=options.response_timeout,
+            idle_timeout=options.websocket_idle_timeout,
+            close_timeout=_CLOSE_TIMEOUT,
+            over_limit=self._over_limit,
+        )
+        sockets = bind_sockets(options.bind)
+        try:
+            config = self._uvicorn_config()
+            config.load()
+            server = uvicorn.Server(config)
+            # Server.serve() would create this before startup(); we call startup() directly
+            # (serve() also installs signal handlers, which belong to the gateway).
+            server.lifespan = config.lifespan_class(config)
+            await server.startup(sockets=sockets)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._server = server
+        self._sockets = sockets
+        self.bound_addresses = [_address_of(sock) for sock in sockets]
+        # main_loop refreshes the cached Date header every second and returns on should_exit.
+        self._main_loop = asyncio.get_running_loop().create_task(server.main_loop(), name="http-main-loop")
+        logger.info("http listening on %s", ", ".join(_format_address(a) for a in self.bound_addresses))
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout`` seconds, close.
+
+        uvicorn's shutdown closes idle keep-alive connections at once, lets running
+        requests complete (then closes their connections) and closes WebSockets with 1012;
+        whatever still runs after ``timeout`` is cancelled.
+        """
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        server.should_exit = True
+        if self._main_loop is not None:
+            await self._main_loop
+            self._main_loop = None
+        # uvicorn hands this straight to asyncio.wait_for, which takes any number of seconds.
+        server.config.timeout_graceful_shutdown = cast(int, max(timeout, 0.0))
+        await server.shutdown(sockets=self._sockets)
+        self._sockets = []
+        leftover = list(server.server_state.tasks)
+        if leftover:
+            # Cancelled after the timeout: let their cleanup (disconnect events) run.
+            await asyncio.wait(leftover, timeout=1.0)
+        logger.info("http stopped")
+
+    def _uvicorn_config(self) -> uvicorn.Config:
+        options = self.options
+        return uvicorn.Config(
+            app=self._asgi,
+            interface="asgi3",
+            lifespan="off",
+            log_config=None,
+            access_log=options.access_log,
+            http=options.http,
+            ws=_WS_IMPLEMENTATIONS[options.ws][0],
+            ws_max_size=options.max_frame_size,
+            ws_ping_interval=options.websocket_ping_interval,
+            ws_ping_timeout=options.websocket_ping_timeout,
+            ws_per_message_deflate=options.websocket_per_message_deflate,
+            # uvicorn refuses once len(connections) >= limit, counting the new one itself.
+            limit_concurrency=None if options.max_connections is None else options.max_connections + 1,
+            backlog=options.backlog,
+            # Typed int in uvicorn but only passed to loop.call_later, which takes floats.
+            timeout_keep_alive=cast(int, options.keep_alive_timeout),
+            root_path=options.root_path,
+            proxy_headers=options.proxy_headers,
+            forwarded_allow_ips=options.forwarded_allow_ips,
+            server_header=options.server_header,
+        )
+
+    # -- the bridge ---------------------------------------------------------------------
+
+    async def _asgi(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The ASGI application uvicorn runs for every request and WebSocket."""
+        context = self._context
+        assert context is not None
+        # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)
+        # share this port and never reach the workers: see Gateway.mount.
+        mounted = context.gateway.find_mount(scope["path"]) if scope["type"] in ("http", "websocket") else None
+        if mounted is not None:
+            await mounted(scope, receive, send)
+        elif scope["type"] == "http":
+            await serve_http(context, scope, receive, send)
+        elif scope["type"] == "websocket":
+            await WebSocketSession(context, scope, receive, send).run()
+
+    def _over_limit(self) -> bool:
+        """Whether ``max_connections`` is exceeded (uvicorn checks HTTP itself, not upgrades)."""
+        limit = self.options.max_connections
+        server = self._server
+        if limit is None or server is None:
+            return False
+        state = server.server_state
+        return len(state.connections) > limit or len(state.tasks) > limit
+
+
+def bind_sockets(binds: list[str]) -> list[socket.socket]:
+    """One listening-ready socket per ``host:port``; all closed again if any bind fails."""
+    sockets: list[socket.socket] = []
+    try:
+        for index, address in enumerate(binds):
+            host, port = parse_bind(address, where=f"bind[{index}]")
+            sockets.append(_bind(host, port))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # So "[::]:8000" and "0.0.0.0:8000" can both be listed without colliding.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"http cannot listen on {_format_address((host, port))}: {exc.strerror}") from exc
+    return sock
+
+
+def _address_of(sock: socket.socket) -> tuple[str, int]:
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])
+
+
+def _format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
