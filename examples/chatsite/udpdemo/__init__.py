@@ -1,0 +1,1 @@
+"""UDP demo app: an uppercase echo server (see ``docs/udp.md``)."""

@@ -1,0 +1,453 @@
+"""The UDP plugin: raw datagrams in and out, one gateway connection per bound socket.
+
+UDP has no connections, so the plugin follows the connectionless shape of the design: each
+bound socket is one gateway :class:`~switchboard.gateway.server.Connection` (scope
+``{"type": "udp", "server": [host, port]}``), every datagram becomes one ``udp.datagram``
+event on it, and consumers answer with ``udp.send`` messages naming the peer address.
+
+Framing belongs to the operating system (one ``recvfrom`` is one datagram) and the
+plumbing to asyncio's ``DatagramProtocol``; this module is only policy:
+
+* ``datagram_received`` is synchronous and cannot await the layer, so each socket has a
+  *bounded* queue drained by a few sender tasks. A full queue drops the datagram (counted)
+  rather than buffering without limit — under overload UDP's answer is loss, not latency.
+* Every inbound datagram ends in exactly one counter, so at any moment
+  ``received == delivered + dropped_* + queued`` (see :meth:`UdpPlugin.stats`).
+* Every outbound ``udp.send`` is checked (payload type and size, address shape, IP literal
+  of the socket's family) before ``transport.sendto``; a bad one is logged with its reason
+  (never its payload), counted and dropped. Host names are refused because resolving them
+  in ``sendto`` would block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from switchboard.gateway.config import ConfigError, parse_bind
+from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+
+if TYPE_CHECKING:
+    from switchboard.gateway.server import Connection, Gateway
+
+logger = logging.getLogger("switchboard.protocols.udp")
+
+# The largest UDP payload IPv4 can carry (65535 - 20 byte IP header - 8 byte UDP header).
+# IPv6 allows 65527 without jumbograms; the IPv4 figure is the default so one setting
+# means the same thing on every socket.
+MAX_IPV4_PAYLOAD = 65507
+MAX_UDP_PAYLOAD = 65527
+
+# The version of specs/udp.md this module implements (scope["asgi"]["spec_version"]).
+SPEC_VERSION = "1.0"
+
+# Inbound counters: each received datagram lands in exactly one of these (or is queued).
+INBOUND_OUTCOMES = (
+    "delivered",
+    "dropped_oversize",
+    "dropped_queue_full",
+    "dropped_channel_full",
+    "dropped_layer_error",
+    "dropped_shutdown",
+    "dropped_no_address",
+)
+
+# Outbound counters: each udp.send the gateway hands to the plugin lands in one of these.
+OUTBOUND_OUTCOMES = (
+    "sent",
+    "send_dropped_invalid",
+    "send_dropped_oversize",
+    "send_dropped_backpressure",
+    "send_dropped_closed",
+    "send_errors",
+)
+
+
+@dataclass
+class UdpOptions:
+    """Options of ``SWITCHBOARD["PROTOCOLS"]["udp"]``; checked before any socket opens."""
+
+    #: Addresses to bind, ``"host:port"`` or ``"[v6]:port"``; one socket (and one gateway
+    #: connection) each. Port 0 picks a free port (see ``UdpPlugin.bound_addresses``).
+    bind: list[str]
+    #: Larger datagrams are dropped (inbound) or refused (outbound ``udp.send``), counted.
+    max_datagram_size: int = MAX_IPV4_PAYLOAD
+    #: Datagrams per socket waiting for the layer; beyond it they are dropped and counted.
+    #: Sized to absorb a burst of 10,000 small datagrams while the layer catches up.
+    queue_size: int = 10_000
+    #: Payload bytes per socket waiting for the layer; beyond it datagrams are dropped and
+    #: counted, so big datagrams cannot make the queue's memory ``queue_size * 64 KiB``.
+    queue_bytes: int = 16 * 1024 * 1024
+    #: Concurrent ``send_event`` calls per socket: one layer round trip each, so a few in
+    #: parallel keep up with bursts over Redis. Ordering is not kept (UDP never promised it).
+    layer_senders: int = 4
+    #: SO_RCVBUF in bytes (the kernel doubles it and caps it at net.core.rmem_max); a
+    #: bigger kernel buffer absorbs bursts before the gateway even sees them.
+    receive_buffer_size: int | None = None
+    #: Outbound bytes the transport may hold when the socket would block; beyond it
+    #: ``udp.send`` messages are dropped and counted instead of buffered without limit.
+    send_buffer_limit: int = 1024 * 1024
+    #: SO_REUSEPORT, so several gateway processes can share one port (the kernel spreads
+    #: datagrams over them by peer address).
+    reuse_port: bool = False
+    #: When set, the final counters are written there as JSON when the plugin stops (they
+    #: are also logged at INFO).
+    stats_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.addresses:  # parsed here so a bad bind fails before start-up
+            raise ValueError("bind: give at least one 'host:port' address")
+        _check_range("max_datagram_size", self.max_datagram_size, 1, MAX_UDP_PAYLOAD)
+        _check_range("queue_size", self.queue_size, 1, 10_000_000)
+        _check_range("queue_bytes", self.queue_bytes, self.max_datagram_size, 2**40)
+        _check_range("layer_senders", self.layer_senders, 1, 256)
+        _check_range("send_buffer_limit", self.send_buffer_limit, 1, 2**31)
+        if self.receive_buffer_size is not None:
+            _check_range("receive_buffer_size", self.receive_buffer_size, 1, 2**31)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``bind`` parsed into ``(host, port)`` pairs."""
+        return [parse_bind(item, where=f"bind[{i}]") for i, item in enumerate(self.bind)]
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+class _Refusal(NamedTuple):
+    """Why an outbound message is dropped: the counter, the key at fault (one log line per
+    key per second) and the reason for the log."""
+
+    counter: str
+    key: str
+    reason: str
+
+
+class _RateLimitedLog:
+    """Logs one warning per reason per second, so a flood of bad input cannot flood logs."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, reason: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -self.interval) < self.interval:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        suppressed = self._suppressed.pop(reason, 0)
+        extra = f" ({suppressed} more since last report)" if suppressed else ""
+        logger.warning("udp: %s: %s%s", reason, detail, extra)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    """asyncio's per-socket callbacks, forwarded to the owning :class:`_Listener`."""
+
+    def __init__(self, listener: _Listener) -> None:
+        self.listener = listener
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.listener.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors and failed sends: the socket stays usable, so count and go on.
+        self.listener.plugin.count("socket_errors")
+        self.listener.plugin.log.warning("socket error", f"{self.listener.label}: {exc!r}")
+
+    def pause_writing(self) -> None:
+        self.listener.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.listener.writing_paused = False
+
+
+class _Listener:
+    """One bound socket: its transport, gateway connection, bounded queue and senders."""
+
+    def __init__(self, plugin: UdpPlugin, gateway: Gateway, sock: socket.socket) -> None:
+        self.plugin = plugin
+        self.gateway = gateway
+        self.family = sock.family
+        host, port = sock.getsockname()[:2]
+        self.address: tuple[str, int] = (host, port)
+        self.label = f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+        self.queue: asyncio.Queue[tuple[bytes, list[Any]]] = asyncio.Queue(plugin.options.queue_size)
+        self.in_flight = 0
+        self.queued_bytes = 0  # payload bytes in the queue (not those in flight)
+        self.accepting = True
+        self.writing_paused = False
+        self.transport: asyncio.DatagramTransport | None = None
+        self.connection: Connection = gateway.open_connection(
+            {"type": "udp", "asgi": {"version": "3.0", "spec_version": SPEC_VERSION}, "server": [host, port]},
+            self.deliver,
+        )
+        self.senders: list[asyncio.Task[None]] = []
+
+    async def start(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        transport.set_write_buffer_limits(high=self.plugin.options.send_buffer_limit)  # type: ignore[attr-defined]
+        self.transport = transport
+        self.senders = [
+            loop.create_task(self._send_loop(), name=f"udp-sender:{self.label}:{i}")
+            for i in range(self.plugin.options.layer_senders)
+        ]
+
+    # -- inbound --------------------------------------------------------------------
+
+    def on_datagram(self, data: bytes, addr: Any) -> None:
+        """Queue one datagram for the layer, or count why not. Never blocks, never raises."""
+        plugin = self.plugin
+        plugin.count("received")
+        try:
+            client = [addr[0], addr[1]]
+        except (TypeError, IndexError):
+            # uvloop reports some datagrams without a sender (AF_UNSPEC): nobody to answer.
+            plugin.count("dropped_no_address")
+            plugin.log.warning("datagram without sender address", f"on {self.label}")
+            return
+        if not self.accepting:
+            plugin.count("dropped_shutdown")
+        elif len(data) > plugin.options.max_datagram_size:
+            plugin.count("dropped_oversize")
+            plugin.log.warning("oversize datagram", f"{len(data)} bytes from {client[0]} on {self.label}")
+        elif self.queue.full() or self.queued_bytes + len(data) > plugin.options.queue_bytes:
+            plugin.count("dropped_queue_full")
+            plugin.log.warning(
+                "queue full", f"{self.label} has {self.queue.qsize()} datagrams ({self.queued_bytes} bytes) waiting"
+            )
+        else:
+            self.queue.put_nowait((data, client))
+            self.queued_bytes += len(data)
+
+    async def _send_loop(self) -> None:
+        while True:
+            data, client = await self.queue.get()
+            self.queued_bytes -= len(data)
+            self.in_flight += 1
+            outcome = "dropped_shutdown"  # what a cancellation mid-send amounts to
+            try:
+                outcome = await self._send_one(data, client)
+            finally:
+                self.in_flight -= 1
+                self.plugin.count(outcome)
+                self.queue.task_done()
+
+    async def _send_one(self, data: bytes, client: list[Any]) -> str:
+        """Send one ``udp.datagram`` event; return the counter that records its fate."""
+        event = {"type": "udp.datagram", "data": data, "client": client}
+        try:
+            await self.gateway.send_event(self.connection, event)
+        except ChannelFull:
+            self.plugin.log.warning("worker pool full", f"datagram from {client[0]} on {self.label} dropped")
+            return "dropped_channel_full"
+        except Exception as exc:  # the layer is down or refused it: drop, keep serving
+            self.plugin.log.warning("layer error", f"datagram on {self.label} dropped: {exc!r}")
+            return "dropped_layer_error"
+        return "delivered"
+
+    def queued(self) -> int:
+        return self.queue.qsize() + self.in_flight
+
+    # -- outbound -------------------------------------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        """Write one ``udp.send`` from a consumer out, or count why not. Never raises."""
+        plugin = self.plugin
+        refusal = self._check_send(message)
+        if refusal is not None:
+            plugin.count(refusal.counter)
+            plugin.log.warning(f"udp.send dropped ({refusal.key})", f"{refusal.reason} (on {self.label})")
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            plugin.count("send_dropped_closed")
+            return
+        if self.writing_paused:
+            plugin.count("send_dropped_backpressure")
+            plugin.log.warning("udp.send dropped (back-pressure)", f"send buffer of {self.label} is full")
+            return
+        host, port = message["address"]
+        try:
+            transport.sendto(message["data"], (host, port))
+        except (OSError, ValueError, TypeError) as exc:
+            plugin.count("send_errors")
+            plugin.log.warning("udp.send failed", f"to {host} port {port} on {self.label}: {exc!r}")
+            return
+        plugin.count("sent")
+
+    def _check_send(self, message: Message) -> _Refusal | None:
+        """Why ``message`` must not go out, or None.
+
+        Reasons name the type and key at fault but never quote the payload.
+        """
+        data = message.get("data")
+        if message.get("type") == "udp.send" and isinstance(data, bytes):
+            if not data:
+                # asyncio and uvloop transports silently skip empty sends; say so instead.
+                return _Refusal("send_dropped_invalid", "data", "udp.send: key 'data' is empty (cannot be sent)")
+            limit = self.plugin.options.max_datagram_size
+            if len(data) > limit:
+                return _Refusal("send_dropped_oversize", "size", f"udp.send: {len(data)} bytes > max_datagram_size {limit}")
+        try:
+            validate_message(message, direction=WORKER_TO_GATEWAY)
+        except SpecError as exc:
+            if exc.key == "data":
+                reason = f"{exc.type_name}: key 'data' must be bytes, got {type(data).__name__}"
+                return _Refusal("send_dropped_invalid", "data", reason)
+            return _Refusal("send_dropped_invalid", exc.key or "message", str(exc))
+        address_problem = check_address(message["address"], self.family)
+        if address_problem is not None:
+            return _Refusal("send_dropped_invalid", "address", f"udp.send: {address_problem}")
+        return None
+
+    # -- stop -----------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking datagrams, give queued ones ``timeout`` to reach the layer, close."""
+        self.accepting = False
+        if self.queued():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.join(), timeout)
+        for task in self.senders:
+            task.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
+        while not self.queue.empty():
+            data, _ = self.queue.get_nowait()
+            self.queued_bytes -= len(data)
+            self.plugin.count("dropped_shutdown")
+        if self.transport is not None:
+            self.transport.close()
+        self.gateway.close_connection(self.connection)
+
+
+def check_address(address: Any, family: int) -> str | None:
+    """Why ``address`` cannot be a ``sendto`` target on a socket of ``family``, or None.
+
+    The spec has already checked its shape (``[str, int]``); this adds what the spec
+    language cannot say. Only IP literals are accepted: a host name would make ``sendto``
+    resolve it synchronously and stall every connection of the gateway.
+    """
+    if not isinstance(address, (list, tuple)) or len(address) != 2:
+        return f"key 'address' must be [host, port], got {type(address).__name__}"
+    host, port = address
+    if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+        return "key 'address' must be [str, int]"
+    if not 1 <= port <= 65535:
+        return f"address port must be 1-65535, got {port}"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return f"address host {host[:64]!r} is not an IP address (host names are not resolved)"
+    wanted = 4 if family == socket.AF_INET else 6
+    if ip.version != wanted:
+        return f"address {host} is IPv{ip.version} but the socket is IPv{wanted}"
+    return None
+
+
+async def open_socket(host: str, port: int, options: UdpOptions) -> socket.socket:
+    """Create and bind one non-blocking UDP socket with the configured socket options.
+
+    Built by hand rather than by ``create_datagram_endpoint(local_addr=...)`` because that
+    cannot set SO_RCVBUF. IPv6 sockets are IPv6-only (as asyncio's ``create_server`` does),
+    so ``[::]:p`` and ``0.0.0.0:p`` can both be bound.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    if not infos:
+        raise OSError(f"cannot resolve bind address {host!r}")
+    family, kind, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if options.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if options.receive_buffer_size is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer_size)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpPlugin(ProtocolPlugin[UdpOptions]):
+    """Raw UDP: ``udp.datagram`` events in, ``udp.send`` messages out."""
+
+    name: ClassVar[str] = "udp"
+    Options: ClassVar[type[Any]] = UdpOptions
+    scope_types: ClassVar[tuple[str, ...]] = ("udp",)
+
+    def __init__(self, options: UdpOptions) -> None:
+        super().__init__(options)
+        self.listeners: list[_Listener] = []
+        self.log = _RateLimitedLog()
+        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors"):
+            self.counters[counter] = 0
+
+    @property
+    def bound_addresses(self) -> list[tuple[str, int]]:
+        """The addresses actually bound (port 0 in ``bind`` resolved to the real port)."""
+        return [listener.address for listener in self.listeners]
+
+    async def start(self, gateway: Gateway) -> None:
+        """Bind every address; if one fails, close the ones already open and raise."""
+        try:
+            for host, port in self.options.addresses:
+                sock = await open_socket(host, port, self.options)
+                listener = _Listener(self, gateway, sock)
+                self.listeners.append(listener)
+                try:
+                    await listener.start(sock)
+                except BaseException:
+                    sock.close()
+                    raise
+                logger.info("udp listening on %s (SO_RCVBUF %d)", listener.label,
+                            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        except OSError as exc:
+            await self.stop(0)
+            raise ConfigError(f"PROTOCOLS.udp: cannot bind {self.options.bind}: {exc}") from exc
+
+    async def stop(self, timeout: float) -> None:
+        """Stop every socket (draining queued datagrams), then report the final counters."""
+        await asyncio.gather(*(listener.stop(timeout) for listener in self.listeners))
+        stats = self.stats()
+        logger.info("udp stats: %s", json.dumps(stats, sort_keys=True))
+        if self.options.stats_file:
+            _write_atomically(self.options.stats_file, json.dumps(stats, sort_keys=True))
+
+    def stats(self) -> dict[str, int]:
+        """Counters plus ``queued`` (accepted, not yet handed to the layer).
+
+        Invariant: ``received == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
+        """
+        stats = dict(self.counters)
+        stats["queued"] = sum(listener.queued() for listener in self.listeners)
+        return stats
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write ``text`` so a reader never sees half a file (tests poll for it)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        logger.warning("udp: cannot write stats_file %s: %s", path, exc)

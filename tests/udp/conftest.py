@@ -1,0 +1,345 @@
+"""Fixtures for the UDP plugin tests: in-process stacks, a real UDP client, OS processes.
+
+In-process tests run the real plugin, gateway core and worker over the in-memory layer and
+talk to them with a real UDP socket on loopback. End-to-end tests start ``switchboard
+gateway`` + ``switchboard worker`` over the real Redis (or ``switchboard run``) as OS
+processes with the settings in ``udp_settings.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-udp-tests",
+        INSTALLED_APPS=[],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from switchboard.gateway.config import parse_options
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+from switchboard.protocols.udp import INBOUND_OUTCOMES, UdpOptions, UdpPlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 5.0  # safety net: a broken path fails the test instead of hanging it
+
+
+def ipv6_available() -> bool:
+    """Whether a UDP socket can bind ``::1`` here (containers often lack IPv6)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def assert_counts_add_up(stats: dict[str, int]) -> None:
+    """Every received datagram is queued or in exactly one outcome counter."""
+    outcomes = {name: stats.get(name, 0) for name in INBOUND_OUTCOMES}
+    assert stats["received"] == stats.get("queued", 0) + sum(outcomes.values()), (stats, outcomes)
+
+
+async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# -- a real UDP client ----------------------------------------------------------------
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, inbox: asyncio.Queue[tuple[bytes, Any]]) -> None:
+        self.inbox = inbox
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.inbox.put_nowait((data, addr))
+
+
+class UdpClient:
+    """An asyncio UDP socket on loopback that records what it receives and from where."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, inbox: asyncio.Queue[tuple[bytes, Any]]) -> None:
+        self.transport = transport
+        self.inbox = inbox
+
+    @classmethod
+    async def open(cls, host: str = "127.0.0.1") -> UdpClient:
+        inbox: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _ClientProtocol(inbox), local_addr=(host, 0)
+        )
+        return cls(transport, inbox)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    def send(self, data: bytes, address: tuple[str, int]) -> None:
+        self.transport.sendto(data, address)
+
+    async def receive(self, timeout: float = WAIT) -> tuple[bytes, Any]:
+        return await asyncio.wait_for(self.inbox.get(), timeout)
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.inbox.get(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[UdpClient]:
+    udp = await UdpClient.open()
+    yield udp
+    udp.close()
+
+
+# -- the in-process stack -------------------------------------------------------------
+
+
+@pytest.fixture
+async def layer() -> AsyncIterator[ChannelLayer]:
+    """A fresh in-memory layer installed as the process layer."""
+    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
+    set_channel_layer(channel_layer)
+    try:
+        yield channel_layer
+    finally:
+        set_channel_layer(None)
+        await channel_layer.close()
+
+
+def udp_options(**raw: Any) -> UdpOptions:
+    """Options as the config would give them (so they pass the real validation)."""
+    raw.setdefault("bind", ["127.0.0.1:0"])
+    return parse_options(UdpOptions, raw, where="PROTOCOLS.udp")
+
+
+@dataclass
+class Stack:
+    """Plugin + gateway core (+ a worker running ``app``, when given) on one layer."""
+
+    layer: ChannelLayer
+    gateway: Gateway
+    plugin: UdpPlugin
+    worker: Worker | None = None
+    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_task: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.plugin.bound_addresses[0]
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.plugin.stop(1.0)
+        self.worker_stop.set()
+        if self.worker_task is not None:
+            await self.worker_task
+        await self.gateway.stop()
+
+
+@pytest.fixture
+async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
+    """``await stack(app=..., **options)`` starts a :class:`Stack`; stopped after the test."""
+    stacks: list[Stack] = []
+
+    async def start(app: Any = None, **options: Any) -> Stack:
+        gateway = Gateway(layer)
+        await gateway.start()
+        plugin = UdpPlugin(udp_options(**options))
+        await plugin.start(gateway)
+        running = Stack(layer, gateway, plugin)
+        stacks.append(running)
+        if app is not None:
+            running.worker = Worker(app, layer, protocols=["udp"], channels=[])
+            running.worker_task = asyncio.get_running_loop().create_task(
+                running.worker.run(running.worker_stop, drain_timeout=1)
+            )
+        return running
+
+    yield start
+    for running in stacks:
+        await running.stop()
+
+
+# -- OS processes ---------------------------------------------------------------------
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Deployment:
+    """Gateway and worker processes (or one ``run`` process) serving UDP on ``port``."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def stats_file(self) -> Path:
+        return Path(self.env["UDP_TEST_STATS_FILE"])
+
+    @property
+    def handled_file(self) -> Path:
+        return Path(self.env["UDP_TEST_HANDLED_FILE"])
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "udp_settings"],
+            cwd=HERE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        """SIGTERM (the clean shutdown path), then kill if it hangs."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    def gateway_name(self) -> str:
+        return "gateway" if self.mode == "split" else "run"
+
+    def read_json(self, path: Path) -> dict[str, int]:
+        if not path.exists():
+            raise AssertionError(f"{path.name} was not written\n{self.logs()}")
+        data: dict[str, int] = json.loads(path.read_text())
+        return data
+
+
+async def wait_ready(deployment: Deployment, client: UdpClient, timeout: float = 30) -> None:
+    """Ping until the consumer answers: the gateway is bound and a worker is serving."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deployment.check_alive()
+        client.send(b"ready?", deployment.address)
+        try:
+            data, _ = await client.receive(timeout=0.2)
+        except TimeoutError:
+            continue
+        if data == b"READY?":
+            return
+    raise RuntimeError(f"no UDP answer within {timeout}s\n{deployment.logs()}")
+
+
+@pytest.fixture(params=["split", "run"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    """``split``: gateway + worker processes over Redis; ``run``: one process, memory layer."""
+    mode = request.param
+    if mode == "split" and not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    port = free_udp_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            "UDP_TEST_BIND": f"127.0.0.1:{port}",
+            "UDP_TEST_STATS_FILE": str(tmp_path / "gateway-stats.json"),
+            "UDP_TEST_HANDLED_FILE": str(tmp_path / "handled.json"),
+        }
+    )
+    env.pop("UDP_TEST_REDIS_URL", None)
+    if mode == "split":
+        env["UDP_TEST_REDIS_URL"] = REDIS_URL
+        env["UDP_TEST_REDIS_PREFIX"] = f"sb-udp-{secrets.token_hex(4)}:"
+    deployment = Deployment(mode, port, env, tmp_path)
+    if mode == "split":
+        deployment.start("gateway", "gateway")
+        deployment.start("worker", "worker")
+    else:
+        deployment.start("run", "run")
+    try:
+        yield deployment
+    finally:
+        for name in list(deployment.processes):
+            deployment.stop(name)
+        rep_call = getattr(request.node, "rep_call", None)
+        if rep_call is not None and rep_call.failed:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
