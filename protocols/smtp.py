@@ -1,0 +1,514 @@
+"""Inbound e-mail over SMTP: each accepted message becomes one ``email.received`` event.
+
+The SMTP dialogue (commands, DATA dot-stuffing, SIZE, STARTTLS, AUTH PLAIN/LOGIN) is
+aiosmtpd's; MIME parsing is the standard library's :mod:`email` (see ``_smtp_message``).
+This module is policy: which recipients are ours, how big a message may be, when the
+sender hears ``250``.
+
+The one rule that shapes it: a sender is told ``250 Message accepted`` only after the
+event is on the channel layer. Until then it still owns the message, and any failure
+here (full worker pool, layer down, disk full) is a 4xx, so the sender's MTA keeps the
+message and retries instead of it being lost silently.
+
+Shape (the connectionless-protocol rule of the gateway): one gateway connection for the
+SMTP server, scope type ``email``; every message is one event on it, so events go to
+``switchboard.email`` and any worker may take any message. Nothing is sent back: there are
+no outbound ``email.*`` messages (replying by e-mail is not in scope), and whatever a
+consumer sends to the reply channel is logged, counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from switchboard.gateway.config import parse_bind
+from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+
+from ._smtp_message import BuiltEvent, Storage, build_event, is_clean
+from ._smtp_message import Envelope as MessageEnvelope
+
+if TYPE_CHECKING:
+    from switchboard.gateway.server import Connection, Gateway
+
+logger = logging.getLogger("switchboard.protocols.smtp")
+
+SCOPE_TYPE = "email"
+# The version of specs/email.md this module implements (scope["asgi"]["spec_version"]).
+SPEC_VERSION = "1.0"
+
+# Replies, in one place so the spec, docs and tests agree with the code.
+ACCEPTED = "250 Message accepted"
+TRY_LATER = "451 4.3.0 try again later"
+NO_STORAGE = "452 4.3.1 Insufficient system storage"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+RELAY_DENIED = "550 5.7.1 Relaying denied: recipient domain not accepted here"
+BAD_SENDER = "553 5.1.7 Sender address is not valid UTF-8"
+BAD_RECIPIENT = "553 5.1.3 Recipient address is not valid UTF-8"
+UNPARSABLE = "554 5.6.0 Message could not be parsed"
+TOO_BUSY = "421 4.3.2 Too many connections, try again later"
+
+_HASH_PREFIX = "pbkdf2_sha256$"
+
+
+def _default_storage_path() -> str:
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return os.path.join(tempfile.gettempdir(), f"switchboard-email-{uid}")
+
+
+def normalize_domain(domain: str) -> str:
+    """Lower case, no trailing dot, IDNA (so ``bücher.de`` and ``xn--bcher-kva.de`` match)."""
+    domain = domain.strip().lower().rstrip(".")
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
+def _check_domain(entry: str) -> str:
+    domain = normalize_domain(entry)
+    if domain == "*":
+        return domain
+    bare = domain.removeprefix("*.")
+    if not bare or "@" in bare or "*" in bare or any(c.isspace() for c in bare):
+        raise ValueError(f"domains: {entry!r} is not a domain, '*.domain' or '*'")
+    return domain
+
+
+def _check_password_entry(user: object, secret: object) -> None:
+    if not isinstance(user, str) or not isinstance(secret, str) or not user or not secret:
+        raise ValueError("users: must map non-empty user names to non-empty passwords (strings)")
+    if secret.startswith(_HASH_PREFIX):
+        parts = secret.split("$")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2] or not parts[3]:
+            raise ValueError(f"users[{user!r}]: a hashed password is pbkdf2_sha256$<iterations>$<salt>$<hash>")
+
+
+@dataclass
+class SmtpOptions:
+    """``SWITCHBOARD["PROTOCOLS"]["smtp"]`` (docs/smtp.md has the table)."""
+
+    bind: str = "127.0.0.1:2525"
+    #: Name in the banner and EHLO reply; default: this host's FQDN (looked up once).
+    hostname: str | None = None
+    #: Recipient domains mail is accepted for ("example.com", "*.example.com", "*").
+    #: Required: an SMTP server that accepts any domain is an open sink, so it is opt-in.
+    domains: list[str] = field(default_factory=list)
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 100
+    #: Concurrent client sessions; more get ``421`` (each may hold up to max_message_size).
+    max_sessions: int = 100
+    #: Parts (and the raw message) larger than this are stored in ``storage_path``.
+    attachment_inline_limit: int = 256 * 1024
+    storage_path: str | None = None
+    #: Seconds of silence (and the longest one DATA transfer may take) before hang-up.
+    timeout: float = 300.0
+    smtputf8: bool = True
+    #: user name -> password, plain or ``pbkdf2_sha256$<iterations>$<salt>$<b64 hash>``.
+    users: dict[str, str] = field(default_factory=dict)
+    require_auth: bool = False
+    #: Offer AUTH only after STARTTLS (passwords never in clear text on the wire).
+    auth_require_tls: bool = True
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    require_starttls: bool = False
+    # Parsed from ``bind`` (not options themselves).
+    host: str = field(init=False, repr=False, default="")
+    port: int = field(init=False, repr=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.host, self.port = parse_bind(self.bind, where="bind")
+        if not self.domains:
+            raise ValueError("domains: list the recipient domains to accept mail for (or ['*'] for any)")
+        self.domains = [_check_domain(entry) for entry in self.domains]
+        for name in ("max_message_size", "max_recipients", "max_sessions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.attachment_inline_limit < 0:
+            raise ValueError("attachment_inline_limit must be 0 or more")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        for user, secret in self.users.items():
+            _check_password_entry(user, secret)
+        self._check_tls()
+        if self.require_auth and not self.users:
+            raise ValueError("require_auth needs users")
+        if self.users and self.auth_require_tls and not self.tls_enabled:
+            raise ValueError("users need tls_cert_file/tls_key_file (AUTH is offered only over TLS) "
+                             "or auth_require_tls: false")
+
+    def _check_tls(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{name}: {path} is not a readable file")
+        if self.require_starttls and not self.tls_enabled:
+            raise ValueError("require_starttls needs tls_cert_file and tls_key_file")
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert_file is not None
+
+    def accepts_domain(self, domain: str) -> bool:
+        """Whether mail for ``domain`` is ours: exact, ``*.parent`` subdomains, or ``*``."""
+        domain = normalize_domain(domain)
+        for entry in self.domains:
+            if entry == "*" or entry == domain:
+                return True
+            if entry.startswith("*.") and domain.endswith(entry[1:]):
+                return True
+        return False
+
+
+def check_password(stored: str, given: bytes) -> bool:
+    """Compare a login attempt with a configured password, in constant time.
+
+    ``pbkdf2_sha256$...`` is Django's default hasher format, so ``make_password()`` output
+    can be pasted into settings. It is slow on purpose; callers run this in a thread.
+    """
+    if stored.startswith(_HASH_PREFIX):
+        _, iterations, salt, expected = stored.split("$", 3)
+        digest = hashlib.pbkdf2_hmac("sha256", given, salt.encode(), int(iterations))
+        return hmac.compare_digest(base64.b64encode(digest).decode("ascii").strip(), expected)
+    return hmac.compare_digest(stored.encode("utf-8"), given)
+
+
+def _collect_credentials(server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any) -> AuthResult:
+    """aiosmtpd ``authenticator``: only hand the parsed credentials back, verified later.
+
+    aiosmtpd calls the authenticator synchronously on the event loop, where a slow password
+    hash would stall every connection of the gateway. So the built-in PLAIN/LOGIN parsers
+    are wrapped (``_Handler.auth_PLAIN``) and verification happens in a thread. Failing
+    closed: were this result ever used as is, it says "invalid credentials".
+    """
+    return AuthResult(success=False, handled=False, auth_data=data)
+
+
+class _Handler:
+    """aiosmtpd handler: the ``handle_*`` hooks and AUTH wrappers of one SMTP server.
+
+    (Attribute names matter: aiosmtpd treats every ``handle_*`` member as a hook and every
+    ``auth_*`` member as an AUTH mechanism.)
+    """
+
+    def __init__(self, plugin: SmtpPlugin) -> None:
+        self.plugin = plugin
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # with this hook present, aiosmtpd leaves it to us
+        if not self.plugin.options.users:
+            responses = [line for line in responses if not line.startswith("250-AUTH")]
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        if not is_clean(address):
+            return BAD_SENDER
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        plugin = self.plugin
+        if not is_clean(address):
+            return BAD_RECIPIENT
+        if len(envelope.rcpt_tos) >= plugin.options.max_recipients:
+            plugin.count("recipients_over_limit")
+            return TOO_MANY_RECIPIENTS
+        _, at, domain = address.rpartition("@")
+        if not at or not plugin.options.accepts_domain(domain):
+            plugin.count("recipients_rejected")
+            return RELAY_DENIED
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return await self.plugin.receive_message(session, envelope, tls=session.ssl is not None)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug (ours or aiosmtpd's) on one command: a 4xx, the session and server go on."""
+        logger.error("SMTP session error", exc_info=error)
+        self.plugin.count("errors")
+        return TRY_LATER
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await SMTP.auth_PLAIN(server, server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._verify(await SMTP.auth_LOGIN(server, server, args))
+
+    async def _verify(self, parsed: AuthResult) -> AuthResult:
+        credentials = parsed.auth_data
+        if not isinstance(credentials, LoginPassword):
+            return parsed  # aiosmtpd already answered (bad base64, aborted...)
+        user = await asyncio.to_thread(self.plugin.authenticate, credentials.login, credentials.password)
+        if user is None:
+            self.plugin.count("auth_failed")
+            return AuthResult(success=False, handled=False)
+        self.plugin.count("auth_succeeded")
+        return AuthResult(success=True, auth_data=user)
+
+
+class _Session(SMTP):
+    """aiosmtpd's SMTP protocol for one client, which leaves ``sessions`` when it ends.
+
+    The set of live sessions is what ``max_sessions`` counts and what ``stop`` hangs up.
+    """
+
+    def __init__(self, sessions: set[SMTP], handler: _Handler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._live = sessions
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._live.discard(self)
+        super().connection_lost(error)
+
+
+class _Busy(asyncio.Protocol):
+    """Answers a connection over ``max_sessions`` with 421 and hangs up (the client retries)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(TOO_BUSY.encode("ascii") + b"\r\n")
+        transport.close()
+
+
+class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
+    """The ``smtp`` protocol: an SMTP server whose accepted messages go to consumers."""
+
+    name: ClassVar[str] = "smtp"
+    Options: ClassVar[type[Any]] = SmtpOptions
+    scope_types: ClassVar[tuple[str, ...]] = (SCOPE_TYPE,)
+
+    def __init__(self, options: SmtpOptions) -> None:
+        super().__init__(options)
+        self.gateway: Gateway | None = None
+        self.connection: Connection | None = None
+        self.address: tuple[str, int] | None = None
+        self.storage = Storage(Path(options.storage_path or _default_storage_path()))
+        self._server: asyncio.Server | None = None
+        self.sessions: set[SMTP] = set()
+        hashed = [secret for secret in options.users.values() if secret.startswith(_HASH_PREFIX)]
+        self._dummy_secret = f"{_HASH_PREFIX}{hashed[0].split('$')[1]}$dummy$-" if hashed else "-"
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, gateway: Gateway) -> None:
+        """Prepare storage and TLS, then listen; ``self.address`` is the bound address."""
+        options = self.options
+        await asyncio.to_thread(self.storage.prepare)
+        hostname = options.hostname or await asyncio.to_thread(socket.getfqdn)
+        tls_context = self._tls_context()
+        _quiet_aiosmtpd_logging()
+        loop = asyncio.get_running_loop()
+        handler = _Handler(self)
+
+        def new_session() -> asyncio.Protocol:
+            if len(self.sessions) >= options.max_sessions:
+                self.count("sessions_refused")
+                return _Busy()
+            session = _Session(
+                self.sessions,
+                handler,
+                data_size_limit=options.max_message_size,
+                enable_SMTPUTF8=options.smtputf8,
+                hostname=hostname,
+                ident="Switchboard ESMTP",
+                tls_context=tls_context,
+                require_starttls=options.require_starttls,
+                timeout=options.timeout,
+                auth_required=options.require_auth,
+                auth_require_tls=options.auth_require_tls,
+                authenticator=_collect_credentials,
+                loop=loop,
+            )
+            self.sessions.add(session)
+            self.count("sessions")
+            return session
+
+        self._server = await loop.create_server(new_session, options.host, options.port)
+        sockname = self._server.sockets[0].getsockname()
+        self.address = (str(sockname[0]), int(sockname[1]))
+        self.gateway = gateway
+        scope = {
+            "type": SCOPE_TYPE,
+            "asgi": {"version": "3.0", "spec_version": SPEC_VERSION},
+            "server": list(self.address),
+            "hostname": hostname,
+        }
+        self.connection = gateway.open_connection(scope, self._deliver)
+        logger.info("SMTP listening on %s:%d for %s", *self.address, ", ".join(options.domains))
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let messages already in DATA reach the layer, then hang up."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._in_flight:
+            self._drained.clear()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                logger.warning("SMTP stop: %d message(s) still in flight after %.1fs", self._in_flight, timeout)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.close()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), max(timeout, 0.1))
+        except TimeoutError:
+            logger.warning("SMTP stop: sessions still open after %.1fs", timeout)
+        self._server = None
+        if self.gateway is not None and self.connection is not None:
+            self.gateway.close_connection(self.connection)
+        logger.info("smtp stats: %s", json.dumps(self.stats(), sort_keys=True))
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.options.tls_enabled:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.options.tls_cert_file), str(self.options.tls_key_file))
+        return context
+
+    # -- inbound --------------------------------------------------------------------
+
+    def authenticate(self, login: bytes, password: bytes) -> str | None:
+        """The user name if ``login``/``password`` match ``users`` (runs in a thread)."""
+        try:
+            user = login.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        stored = self.options.users.get(user)
+        if stored is None:
+            check_password(self._dummy_secret, password)  # same work: no user enumeration by timing
+            return None
+        return user if check_password(stored, password) else None
+
+    async def receive_message(self, session: Session, envelope: Envelope, *, tls: bool) -> str:
+        """Turn one DATA into an event on the layer; the reply tells the sender the outcome."""
+        self._in_flight += 1
+        try:
+            return await self._receive(session, envelope, tls)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._drained.set()
+
+    async def _receive(self, session: Session, envelope: Envelope, tls: bool) -> str:
+        content = envelope.original_content or b""
+        peer = list(session.peer[:2]) if isinstance(session.peer, tuple) else [str(session.peer), 0]
+        auth_user = session.auth_data if session.authenticated and isinstance(session.auth_data, str) else None
+        meta = MessageEnvelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            peer=peer,
+            helo=session.host_name,
+            auth_user=auth_user,
+            tls=tls,
+        )
+        options = self.options
+        build = asyncio.ensure_future(asyncio.to_thread(
+            build_event, content, meta, inline_limit=options.attachment_inline_limit, storage=self.storage
+        ))
+        try:
+            built = await asyncio.shield(build)
+        except asyncio.CancelledError:
+            build.add_done_callback(_discard_when_built)  # the sender hung up mid-parse
+            raise
+        except OSError as exc:
+            logger.error("storing a part of a message failed: %s", exc)
+            self.count("storage_errors")
+            return NO_STORAGE
+        except Exception as exc:
+            # RecursionError: MIME nested too deep for the parser (a thousand-frame traceback
+            # would say nothing more).
+            logger.error("parsing a message from %s failed: %r", peer, exc, exc_info=not isinstance(exc, RecursionError))
+            self.count("messages_unparsable")
+            return UNPARSABLE
+        return await self._send(built, len(content))
+
+    async def _send(self, built: BuiltEvent, size: int) -> str:
+        """Hand the event to the gateway: 250 once it is on the layer, 451 otherwise."""
+        assert self.gateway is not None and self.connection is not None
+        send = asyncio.ensure_future(self.gateway.send_event(self.connection, built.event))
+        try:
+            await asyncio.shield(send)
+        except asyncio.CancelledError:
+            # The sender hung up (it will retry); let the send finish, keep files if it landed.
+            send.add_done_callback(lambda task: _discard_if_failed(task, built))
+            raise
+        except ChannelFull:
+            built.discard_files()
+            self.count("messages_deferred_full")
+            return TRY_LATER
+        except Exception:
+            built.discard_files()
+            logger.exception("sending an email.received event to the layer failed")
+            self.count("messages_deferred_error")
+            return TRY_LATER
+        self.count("messages_accepted")
+        self.count("bytes_accepted", size)
+        self.count("parts_stored", len(built.stored))
+        return ACCEPTED
+
+    # -- outbound -------------------------------------------------------------------
+
+    def _deliver(self, message: Message) -> None:
+        """No ``email.*`` message goes out (spec: none are defined); log the reason, count, drop."""
+        try:
+            validate_message(message, direction=WORKER_TO_GATEWAY)
+            reason = "the smtp plugin sends nothing"
+        except SpecError as exc:
+            reason = str(exc)
+        logger.warning("dropped outbound %r: %s (specs/email.md defines no outbound messages)",
+                       message.get("type"), reason)
+        self.count("outbound_dropped")
+
+
+def _discard_when_built(task: asyncio.Future[BuiltEvent]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        task.result().discard_files()
+
+
+def _discard_if_failed(task: asyncio.Future[None], built: BuiltEvent) -> None:
+    if task.cancelled() or task.exception() is not None:
+        built.discard_files()
+
+
+def _quiet_aiosmtpd_logging() -> None:
+    """aiosmtpd logs every command line at INFO on ``mail.log``; keep that out of INFO logs.
+
+    The level is only set when the project has not configured that logger itself. The
+    deprecation warning aiosmtpd logs on every successful AUTH (its own code sets the
+    deprecated ``Session.login_data``) is filtered out: nothing here can avoid it.
+    """
+    mail_log = logging.getLogger("mail.log")
+    if mail_log.level == logging.NOTSET:
+        mail_log.setLevel(logging.WARNING)
+    if not any(isinstance(f, _LoginDataWarningFilter) for f in mail_log.filters):
+        mail_log.addFilter(_LoginDataWarningFilter())
+
+
+class _LoginDataWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Session.login_data is deprecated")

@@ -1,0 +1,416 @@
+"""Fixtures for the SMTP plugin tests: in-process stacks, smtplib clients, TLS, OS processes.
+
+In-process tests run the real plugin, gateway core and worker over the in-memory layer and
+talk to them with the standard library's ``smtplib`` (in a thread) or a raw socket on
+loopback. End-to-end tests start ``switchboard gateway`` + ``switchboard worker`` over the
+real Redis (or ``switchboard run``) as OS processes with ``smtp_settings.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import os
+import secrets
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-smtp-tests",
+        INSTALLED_APPS=[],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from switchboard.consumers.email import EmailConsumer, ReceivedEmail
+from switchboard.gateway.config import parse_options
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.specs import GATEWAY_TO_WORKER, validate_message, validate_scope
+from switchboard.gateway.worker import Worker
+from switchboard.protocols.smtp import SmtpOptions, SmtpPlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 10.0  # safety net: a broken path fails the test instead of hanging it
+
+
+# -- what consumers saw ---------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One ``email.received`` as a consumer saw it, with stored files already read."""
+
+    message: dict[str, Any]
+    scope: dict[str, Any]
+    email: ReceivedEmail
+    contents: dict[str | None, bytes]  # attachment filename -> bytes (read in the handler)
+    raw: bytes
+    spec_error: str | None
+
+
+class CollectingConsumer(EmailConsumer):
+    """Puts every message it handles on ``sink``, reading stored files while they exist."""
+
+    sink: ClassVar[asyncio.Queue[Received] | None] = None
+
+    async def email_received(self, message: dict[str, Any]) -> None:
+        spec_error = None
+        try:
+            validate_message(message, direction=GATEWAY_TO_WORKER)
+            validate_scope(self.scope)
+        except ValueError as exc:
+            spec_error = str(exc)
+        email = ReceivedEmail.from_message(message)
+        contents = {a.filename: await asyncio.to_thread(a.read) for a in email.attachments}
+        raw = await asyncio.to_thread(email.raw)
+        assert self.sink is not None
+        self.sink.put_nowait(Received(message, dict(self.scope), email, contents, raw, spec_error))
+
+
+# -- an SMTP client -------------------------------------------------------------------
+
+
+def smtp_client(address: tuple[str, int], timeout: float = WAIT) -> smtplib.SMTP:
+    return smtplib.SMTP(address[0], address[1], local_hostname="client.test", timeout=timeout)
+
+
+def send(address: tuple[str, int], message: Any, from_addr: str = "alice@example.org",
+         to_addrs: list[str] | None = None) -> dict[str, Any]:
+    """Send one message with smtplib (blocking: call through ``asyncio.to_thread``)."""
+    with smtp_client(address) as client:
+        if isinstance(message, bytes):
+            return client.sendmail(from_addr, to_addrs or ["bob@example.com"], message)
+        return client.send_message(message, from_addr=from_addr, to_addrs=to_addrs)
+
+
+class RawClient:
+    """A plain socket speaking SMTP by hand: for input smtplib refuses to produce."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=WAIT)
+        self.file = self.sock.makefile("rb")
+        self.banner = self.reply()
+
+    def reply(self) -> tuple[int, str]:
+        """Read one (possibly multi-line) reply: its code and its text."""
+        lines = []
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise ConnectionError("server closed the connection")
+            lines.append(line.decode("utf-8", "replace").rstrip("\r\n"))
+            if line[3:4] != b"-":
+                return int(line[:3]), "\n".join(lines)
+
+    def command(self, line: bytes) -> tuple[int, str]:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost / 127.0.0.1 and its key (PEM files)."""
+    pytest.importorskip("cryptography", reason="the TLS tests generate their certificate with cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    cert_file = directory / "cert.pem"
+    key_file = directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+def client_tls_context(cert_file: str) -> ssl.SSLContext:
+    """A client context trusting exactly the test certificate (verification stays on)."""
+    return ssl.create_default_context(cafile=cert_file)
+
+
+# -- the in-process stack -------------------------------------------------------------
+
+
+@pytest.fixture
+async def layer() -> AsyncIterator[ChannelLayer]:
+    """A fresh in-memory layer installed as the process layer."""
+    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
+    set_channel_layer(channel_layer)
+    try:
+        yield channel_layer
+    finally:
+        set_channel_layer(None)
+        await channel_layer.close()
+
+
+def smtp_options(**raw: Any) -> SmtpOptions:
+    """Options as the config would give them (so they pass the real validation)."""
+    raw.setdefault("bind", "127.0.0.1:0")
+    raw.setdefault("hostname", "mx.test")
+    raw.setdefault("domains", ["example.com"])
+    options: SmtpOptions = parse_options(SmtpOptions, raw, where="PROTOCOLS.smtp")
+    return options
+
+
+@dataclass
+class Stack:
+    """Plugin + gateway core (+ a worker running the collecting consumer) on one layer."""
+
+    layer: ChannelLayer
+    gateway: Gateway
+    plugin: SmtpPlugin
+    received: asyncio.Queue[Received]
+    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_task: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.plugin.address is not None
+        return self.plugin.address
+
+    async def send(self, message: Any, **kwargs: Any) -> dict[str, Any]:
+        return await asyncio.to_thread(send, self.address, message, **kwargs)
+
+    async def next(self, timeout: float = WAIT) -> Received:
+        return await asyncio.wait_for(self.received.get(), timeout)
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.plugin.stop(1.0)
+        self.worker_stop.set()
+        if self.worker_task is not None:
+            await self.worker_task
+        await self.gateway.stop()
+
+
+@pytest.fixture
+async def stack(layer: ChannelLayer, tmp_path: Path) -> AsyncIterator[Any]:
+    """``await stack(worker=True, **options)`` starts a :class:`Stack`; stopped after the test.
+
+    ``storage_path`` defaults to a fresh temporary directory.
+    """
+    stacks: list[Stack] = []
+
+    async def start(worker: bool = True, consumer: Any = None, **options: Any) -> Stack:
+        options.setdefault("storage_path", str(tmp_path / "storage"))
+        gateway = Gateway(layer)
+        await gateway.start()
+        plugin = SmtpPlugin(smtp_options(**options))
+        await plugin.start(gateway)
+        received: asyncio.Queue[Received] = asyncio.Queue()
+        running = Stack(layer, gateway, plugin, received)
+        stacks.append(running)
+        if worker:
+            consumer_class = consumer or CollectingConsumer
+            app = consumer_class.as_asgi(sink=received) if hasattr(consumer_class, "sink") else consumer_class.as_asgi()
+            running.worker_task = asyncio.get_running_loop().create_task(
+                Worker(app, layer, protocols=["email"], channels=[]).run(running.worker_stop, drain_timeout=1)
+            )
+        return running
+
+    yield start
+    for running in stacks:
+        await running.stop()
+
+
+async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# -- OS processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Deployment:
+    """Gateway and worker processes (or one ``run`` process) serving SMTP on ``port``."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.env["SMTP_TEST_OUT_DIR"])
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.env["SMTP_TEST_STORAGE"])
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "smtp_settings"],
+            cwd=HERE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def wait_listening(self, timeout: float = 30) -> None:
+        """Wait until the gateway answers with an SMTP banner."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            try:
+                with socket.create_connection(self.address, timeout=2) as sock:
+                    if sock.recv(64).startswith(b"220 "):
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"SMTP not listening after {timeout}s\n{self.logs()}")
+
+    def wait_for_output(self, count: int, timeout: float = 30) -> list[Path]:
+        """Wait until the worker's consumer has written ``count`` result files."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = sorted(self.out_dir.glob("*.json"))
+            if len(files) >= count:
+                return files
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            time.sleep(0.05)
+        raise AssertionError(f"consumer wrote {len(list(self.out_dir.glob('*.json')))} of {count} files\n{self.logs()}")
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``deploy("split" | "run")`` starts the processes; they are stopped after the test."""
+    deployments: list[Deployment] = []
+
+    def start(mode: str) -> Deployment:
+        if mode == "split" and not redis_reachable():
+            pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
+        port = free_port()
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")])
+        env["PYTHONUNBUFFERED"] = "1"
+        env["SMTP_TEST_BIND"] = f"127.0.0.1:{port}"
+        env["SMTP_TEST_OUT_DIR"] = str(out_dir)
+        env["SMTP_TEST_STORAGE"] = str(tmp_path / "storage")
+        env.pop("SMTP_TEST_REDIS_URL", None)
+        if mode == "split":
+            env["SMTP_TEST_REDIS_URL"] = REDIS_URL
+            env["SMTP_TEST_REDIS_PREFIX"] = f"sb-smtp-{secrets.token_hex(4)}:"
+        deployment = Deployment(mode, port, env, tmp_path)
+        deployments.append(deployment)
+        if mode == "split":
+            deployment.start("gateway", "gateway")
+            deployment.start("worker", "worker")
+        else:
+            deployment.start("run", "run")
+        deployment.wait_listening()
+        return deployment
+
+    yield start
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for deployment in deployments:
+        for name in list(deployment.processes):
+            deployment.stop(name)
+        if failed:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

@@ -1,0 +1,32 @@
+"""Settings for the SMTP end-to-end tests: only the smtp plugin, the test routing below.
+
+Environment (set by conftest.py): SMTP_TEST_BIND, SMTP_TEST_STORAGE, SMTP_TEST_OUT_DIR, and
+in split mode SMTP_TEST_REDIS_URL / SMTP_TEST_REDIS_PREFIX (else the in-memory layer).
+"""
+
+import os
+
+SECRET_KEY = "switchboard-smtp-e2e"
+DEBUG = False
+INSTALLED_APPS = ["switchboard", "emaildemo"]
+DATABASES: dict[str, dict[str, str]] = {}
+USE_TZ = True
+ASGI_APPLICATION = "smtp_routing.application"
+
+_redis_url = os.environ.get("SMTP_TEST_REDIS_URL")
+SWITCHBOARD = {
+    "LAYER": (
+        {"BACKEND": "redis", "CONFIG": {"hosts": [_redis_url], "prefix": os.environ["SMTP_TEST_REDIS_PREFIX"]}}
+        if _redis_url
+        else {"BACKEND": "memory"}
+    ),
+    "PROTOCOLS": {
+        "smtp": {
+            "bind": os.environ.get("SMTP_TEST_BIND", "127.0.0.1:2525"),
+            "hostname": "mx.e2e.test",
+            "domains": ["chat.example.com"],
+            "attachment_inline_limit": 1024,
+            "storage_path": os.environ.get("SMTP_TEST_STORAGE"),
+        },
+    },
+}
