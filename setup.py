@@ -22,6 +22,7 @@ extras["test"] = [
     "pytest-asyncio>=0.23",
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
+    "cryptography>=42",  # self-signed certificates for the TLS tests
     "ruff>=0.5",
     "mypy>=1.10",
 ]

@@ -39,3 +39,29 @@ __all__ = [
     "database_sync_to_async",
     "get_channel_layer",
 ]
+
+# Protocol plugins' consumers load on first use, so a project that installs only some
+# protocol extras (paho-mqtt, aiortc, twilio...) can still import this package.
+_LAZY = {
+    "AsyncUdpConsumer": "udp",
+    "UdpConsumer": "udp",
+    "SyncUdpConsumer": "udp",
+    "EmailConsumer": "email",
+    "SyncEmailConsumer": "email",
+    "ReceivedEmail": "email",
+    "MqttConsumer": "mqtt",
+    "SyncMqttConsumer": "mqtt",
+    "TopicRouter": "mqtt",
+    "SmsConsumer": "sms",
+    "SyncSmsConsumer": "sms",
+    "WebrtcConsumer": "webrtc",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

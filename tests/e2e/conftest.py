@@ -110,6 +110,8 @@ def _env(port: int, mode: str, prefix: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), str(HERE), env.get("PYTHONPATH", "")])
     env["SWITCHBOARD_HTTP_BIND"] = f"127.0.0.1:{port}"
+    env["SWITCHBOARD_UDP_BIND"] = "127.0.0.1:0"
+    env["SWITCHBOARD_SMTP_BIND"] = "127.0.0.1:0"
     env["SWITCHBOARD_RESPONSE_TIMEOUT"] = "10"
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("SWITCHBOARD_REDIS_URL", None)

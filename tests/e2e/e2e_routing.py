@@ -25,5 +25,6 @@ application = ProtocolTypeRouter(
                 path("ws/boom/", BoomConsumer.as_asgi()),
             ]
         ),
+        **{k: v for k, v in example_application.application_mapping.items() if k not in ("http", "websocket")},
     }
 )

@@ -2,6 +2,8 @@
 
 Environment knobs (used by the end-to-end tests and handy for trying split mode):
 - SWITCHBOARD_HTTP_BIND   where the gateway listens (default 127.0.0.1:8000)
+- SWITCHBOARD_UDP_BIND    the UDP echo socket (default 127.0.0.1:9999)
+- SWITCHBOARD_SMTP_BIND   the inbound mail server (default 127.0.0.1:2525)
 - SWITCHBOARD_REDIS_URL   use the Redis layer at this URL (default: in-memory layer)
 - SWITCHBOARD_REDIS_PREFIX  key prefix in Redis (tests isolate runs with it)
 """
@@ -22,6 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "switchboard",
     "chat",
+    "udpdemo",
+    "emaildemo",
 ]
 
 MIDDLEWARE = [
@@ -74,6 +78,9 @@ SWITCHBOARD = {
             "max_frame_size": 64 * 1024,
             "response_timeout": float(os.environ.get("SWITCHBOARD_RESPONSE_TIMEOUT", "30")),
         },
+        "udp": {"bind": [os.environ.get("SWITCHBOARD_UDP_BIND", "127.0.0.1:9999")]},
+        # Mail to <room>@chat.example.com is posted to that chat room.
+        "smtp": {"bind": os.environ.get("SWITCHBOARD_SMTP_BIND", "127.0.0.1:2525"), "domains": ["chat.example.com"]},
     },
 }
 

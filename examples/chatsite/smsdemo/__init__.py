@@ -1,0 +1,1 @@
+"""SMS demo app: a Twilio auto-responder (see ``docs/sms.md``)."""
