@@ -47,6 +47,7 @@ class LayerStats:
     group_sent: int = 0
     group_dropped_full: int = 0
     expired: int = 0
+    corrupt: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -62,7 +63,8 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
 
 
 def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
-    expires_at, suffixes, message = msgpack.unpackb(item, raw=False)
+    # strict_map_key=False: a dict with int keys packs, so it must unpack too.
+    expires_at, suffixes, message = msgpack.unpackb(item, raw=False, strict_map_key=False)
     return expires_at, suffixes, message
 
 
@@ -273,7 +275,14 @@ class Receiver:
             key, items = result
             now = time.time()
             for item in items:
-                expires_at, suffixes, message = unpack(item)
+                try:
+                    expires_at, suffixes, message = unpack(item)
+                except Exception as exc:
+                    # One bad item (another writer, a version skew) must not kill the
+                    # reader of every connection of this process.
+                    stats.corrupt += 1
+                    logger.error("undecodable item on %s dropped: %r", key, exc)
+                    continue
                 if expires_at < now:
                     stats.expired += 1
                     continue

@@ -223,3 +223,14 @@ async def test_mounts_longest_prefix_wins_and_clash_is_an_error(layer: ChannelLa
     assert gateway.find_mount("/") is None
     with pytest.raises(ValueError, match="sms has it"):
         gateway.mount("/sms", sms, owner="webrtc")
+
+
+async def test_int_keys_round_trip_and_garbage_items_do_not_kill_the_reader(layer: ChannelLayer) -> None:
+    receiver = layer.receiver(["gateway.r!"])
+    await layer.send("gateway.r!a", {"type": "x", "scores": {1: "one"}})
+    assert await receiver.get() == ("gateway.r!a", {"type": "x", "scores": {1: "one"}})
+    await layer.storage.push("gateway.r!", b"\xc1 not msgpack", 100, 60)
+    await layer.send("gateway.r!a", {"type": "after"})
+    assert await receiver.get() == ("gateway.r!a", {"type": "after"})
+    assert layer.stats.corrupt == 1
+    await receiver.close()
