@@ -47,6 +47,10 @@ class Connection:
     sticky: bool = False
     worker: str | None = None
     open: bool = True
+    # Between asking for a claim and getting it, later events wait here, so none can
+    # reach a worker other than the one that will hold the instance.
+    claim_asked_at: float | None = None
+    held: list[Message] | None = None
 
     @property
     def events_channel(self) -> str:
@@ -67,6 +71,7 @@ class GatewayStats:
     replies_forwarded: int = 0
     replies_orphaned: int = 0
     claims: int = 0
+    events_held: int = 0
     workers_lost: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -79,7 +84,14 @@ class GatewayStats:
 class Gateway:
     """Owns the layer, the reply loop and the connections of one gateway process."""
 
-    def __init__(self, layer: ChannelLayer, *, gateway_id: str | None = None, worker_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        layer: ChannelLayer,
+        *,
+        gateway_id: str | None = None,
+        worker_timeout: float = 5.0,
+        claim_timeout: float = 2.0,
+    ) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
         self.reply_prefix = f"gateway.{self.id}!"
@@ -91,6 +103,9 @@ class Gateway:
         self.worker_seen: dict[str, float] = {}
         self.worker_timeout = worker_timeout
         self.mounts: dict[str, tuple[Any, str]] = {}
+        self.claim_timeout = claim_timeout
+        self.max_held_events = 1000
+        self._holding: set[Connection] = set()
         self._mount_order: list[str] = []
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
@@ -119,6 +134,8 @@ class Gateway:
             connection.open = False
             self.connections.pop(connection.channel, None)
             self._unclaim(connection)
+            if connection.held is not None:
+                self._holding.discard(connection)
             self.stats.connections_closed += 1
 
     async def send_event(self, connection: Connection, event: Message) -> None:
@@ -127,8 +144,18 @@ class Gateway:
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
         """
-        envelope = wrap(connection.channel, connection.scope, event)
         if connection.sticky and connection.worker is None:
+            if connection.held is not None or self._claim_pending(connection):
+                self._hold(connection, event)
+                return
+            connection.claim_asked_at = time.monotonic()
+            await self._send_envelope(connection, event, claim=True)
+        else:
+            await self._send_envelope(connection, event)
+
+    async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False) -> None:
+        envelope = wrap(connection.channel, connection.scope, event)
+        if claim:
             envelope["claim"] = True
         try:
             await self.layer.send(connection.events_channel, envelope)
@@ -139,6 +166,47 @@ class Gateway:
             self.stats.events_failed += 1
             raise
         self.stats.events_sent += 1
+
+    def _claim_pending(self, connection: Connection) -> bool:
+        asked = connection.claim_asked_at
+        return asked is not None and time.monotonic() - asked < self.claim_timeout
+
+    def _hold(self, connection: Connection, event: Message) -> None:
+        held = connection.held
+        if held is None:
+            held = connection.held = []
+            self._holding.add(connection)
+        if len(held) >= self.max_held_events:
+            self.stats.events_dropped_full += 1
+            raise ChannelFull(connection.channel)
+        held.append(event)
+        self.stats.events_held += 1
+
+    async def _flush_held(self, connection: Connection) -> None:
+        """Send held events in order to the claiming worker (or the pool if none came).
+
+        New events keep queueing behind ``held`` until it is empty, so a flush in
+        progress can never be overtaken.
+        """
+        held = connection.held
+        if held is None:
+            return
+        try:
+            while held and connection.open:
+                event = held.pop(0)
+                claim = connection.worker is None
+                if claim:
+                    connection.claim_asked_at = time.monotonic()
+                try:
+                    await self._send_envelope(connection, event, claim=claim)
+                except Exception as exc:
+                    logger.warning("held event for %s dropped: %r", connection.channel, exc)
+                if claim and held:
+                    return  # the rest wait for this new claim
+        finally:
+            if not held:
+                connection.held = None
+                self._holding.discard(connection)
 
     async def send(self, channel: str, message: Message) -> None:
         """Send to a named channel (``thumbnails``...), outside any connection."""
@@ -193,6 +261,7 @@ class Gateway:
 
     def _unclaim(self, connection: Connection) -> None:
         worker = connection.worker
+        connection.claim_asked_at = None
         if worker is None:
             return
         connection.worker = None
@@ -209,6 +278,7 @@ class Gateway:
         self.worker_seen.pop(worker, None)
         for connection in connections:
             connection.worker = None
+            connection.claim_asked_at = None
         return len(connections)
 
     async def _control(self, message: Message) -> None:
@@ -231,9 +301,14 @@ class Gateway:
 
     async def _watch_workers(self) -> None:
         """Release connections of workers that stopped heartbeating (killed, frozen)."""
-        interval = max(self.worker_timeout / 5, 0.05)
+        interval = max(min(self.worker_timeout, self.claim_timeout) / 5, 0.05)
         while True:
             await asyncio.sleep(interval)
+            for connection in list(self._holding):
+                if connection.worker is None and not self._claim_pending(connection):
+                    logger.warning("no worker claimed %s in %.1fs: its held events go to the pool", connection.channel, self.claim_timeout)
+                    connection.claim_asked_at = None
+                    await self._flush_held(connection)
             deadline = time.monotonic() - self.worker_timeout
             for worker, seen in list(self.worker_seen.items()):
                 if seen < deadline:
@@ -263,6 +338,8 @@ class Gateway:
                     continue
                 if message_type == CLAIM:
                     self._claim(connection, str(message.get("worker", "")))
+                    if connection.held is not None:
+                        forwards.append(self._flush_held(connection))
                 elif message_type == RELEASE:
                     if connection.worker == message.get("worker"):
                         self._unclaim(connection)

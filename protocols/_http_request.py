@@ -53,7 +53,9 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
         return
     assert isinstance(body, bytes)
     queue: Mailbox[Message | None] = Mailbox()
-    connection = ctx.gateway.open_connection(wire_scope(scope), queue.put_nowait)
+    # Sticky: a held response (long-poll, server-sent events) gets its group messages and
+    # its http.disconnect in the same consumer instance that took the request.
+    connection = ctx.gateway.open_connection(wire_scope(scope), queue.put_nowait, sticky=True)
     try:
         if not await send_event(ctx, connection, {"type": "http.request", "body": body, "more_body": False}, what="http"):
             ctx.count("http.503_full")

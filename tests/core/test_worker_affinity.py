@@ -160,3 +160,42 @@ async def test_claims_are_not_made_for_non_sticky_connections(layer: ChannelLaye
     assert connection.worker is None and gateway.stats.claims == 0
     await pool.close()
     await gateway.stop()
+
+
+async def test_events_sent_before_the_claim_arrives_wait_for_it(layer: ChannelLayer) -> None:
+    """No event can overtake the claim and reach a worker that won't hold the instance."""
+    log: list[tuple[str, str]] = []
+    pool = Pool(layer, log)
+    pool.start("a")
+    pool.start("b")
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    for n in range(50):  # without waiting for the accept (and so for the claim)
+        await gateway.send_event(connection, {"type": "websocket.receive", "text": str(n)})
+    assert gateway.stats.events_held > 0
+    replies = await texts(sink, 51)
+    owner = replies[0].split(":")[0]
+    assert replies == [f"{owner}:{n}" for n in range(50)]
+    assert {name for name, _ in log} == {owner}
+    await pool.close()
+    await gateway.stop()
+
+
+async def test_held_events_go_to_the_pool_when_no_worker_claims_in_time(layer: ChannelLayer) -> None:
+    log: list[tuple[str, str]] = []
+    gateway = Gateway(layer, claim_timeout=0.2)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "x"})
+    # The worker that took the connect died before claiming: drop that first event.
+    assert (await layer.receive("switchboard.websocket"))["event"]["type"] == "websocket.connect"
+    pool = Pool(layer, log)
+    pool.start("b")
+    assert await texts(sink, 1) == ["b:x"]  # resumed by b (accept swallowed) once the hold timed out
+    await pool.close()
+    await gateway.stop()
