@@ -18,6 +18,7 @@ RELEASE = "switchboard.release"  # worker -> reply channel: back to the pool
 HEARTBEAT = "switchboard.heartbeat"  # worker -> gateway.<id>!control: I am alive
 WORKER_STOPPING = "switchboard.worker_stopping"  # worker -> gateway control: release all mine
 RELEASED = "switchboard.released"  # gateway -> worker: nothing more will come from me
+DRAINED = "switchboard.drained"  # worker -> gateway control: I finished all I had; send on
 
 
 def pool_channel(scope_type: str) -> str:

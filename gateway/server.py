@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SwitchboardConfig
-from .envelope import CLAIM, HEARTBEAT, RELEASE, RELEASED, WORKER_STOPPING, pool_channel, wrap
+from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, WORKER_STOPPING, pool_channel, wrap
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
 
@@ -49,7 +49,7 @@ class Connection:
     open: bool = True
     # Between asking for a claim and getting it, later events wait here, so none can
     # reach a worker other than the one that will hold the instance.
-    claim_asked_at: float | None = None
+    hold_until: float | None = None
     held: list[Message] | None = None
 
     @property
@@ -71,6 +71,7 @@ class GatewayStats:
     replies_forwarded: int = 0
     replies_orphaned: int = 0
     claims: int = 0
+    claims_refused: int = 0
     events_held: int = 0
     workers_lost: int = 0
     extra: dict[str, int] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class Gateway:
         gateway_id: str | None = None,
         worker_timeout: float = 5.0,
         claim_timeout: float = 2.0,
+        drain_timeout: float = 10.0,
     ) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
@@ -104,8 +106,10 @@ class Gateway:
         self.worker_timeout = worker_timeout
         self.mounts: dict[str, tuple[Any, str]] = {}
         self.claim_timeout = claim_timeout
+        self.drain_timeout = drain_timeout
         self.max_held_events = 1000
         self._holding: set[Connection] = set()
+        self._draining: dict[str, set[Connection]] = {}
         self._mount_order: list[str] = []
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
@@ -144,14 +148,15 @@ class Gateway:
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
         """
-        if connection.sticky and connection.worker is None:
+        if connection.worker is None:
             if connection.held is not None or self._claim_pending(connection):
                 self._hold(connection, event)
                 return
-            connection.claim_asked_at = time.monotonic()
-            await self._send_envelope(connection, event, claim=True)
-        else:
-            await self._send_envelope(connection, event)
+            if connection.sticky:
+                connection.hold_until = time.monotonic() + self.claim_timeout
+                await self._send_envelope(connection, event, claim=True)
+                return
+        await self._send_envelope(connection, event)
 
     async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False) -> None:
         envelope = wrap(connection.channel, connection.scope, event)
@@ -168,8 +173,9 @@ class Gateway:
         self.stats.events_sent += 1
 
     def _claim_pending(self, connection: Connection) -> bool:
-        asked = connection.claim_asked_at
-        return asked is not None and time.monotonic() - asked < self.claim_timeout
+        """True while events must wait: a claim is on its way, or a worker is draining."""
+        until = connection.hold_until
+        return until is not None and time.monotonic() < until
 
     def _hold(self, connection: Connection, event: Message) -> None:
         held = connection.held
@@ -194,9 +200,9 @@ class Gateway:
         try:
             while held and connection.open:
                 event = held.pop(0)
-                claim = connection.worker is None
+                claim = connection.worker is None and connection.sticky
                 if claim:
-                    connection.claim_asked_at = time.monotonic()
+                    connection.hold_until = time.monotonic() + self.claim_timeout
                 try:
                     await self._send_envelope(connection, event, claim=claim)
                 except Exception as exc:
@@ -251,7 +257,16 @@ class Gateway:
     # -- worker affinity ------------------------------------------------------------
 
     def _claim(self, connection: Connection, worker: str) -> None:
-        if not connection.open or not connection.sticky or not worker.startswith("worker."):
+        """Route ``connection``'s events to ``worker`` from now on.
+
+        Sticky connections ask for a claim; any other connection may be claimed once by
+        a consumer that wants ordered handling (``ordered = True``). A claim never moves
+        a connection away from a live claimer, so two workers cannot flap it.
+        """
+        if not connection.open or not worker.startswith("worker."):
+            return
+        if connection.worker is not None and connection.worker != worker:
+            self.stats.claims_refused += 1
             return
         self._unclaim(connection)
         connection.worker = worker
@@ -261,7 +276,7 @@ class Gateway:
 
     def _unclaim(self, connection: Connection) -> None:
         worker = connection.worker
-        connection.claim_asked_at = None
+        connection.hold_until = None
         if worker is None:
             return
         connection.worker = None
@@ -272,14 +287,29 @@ class Gateway:
                 del self.worker_claims[worker]
                 self.worker_seen.pop(worker, None)
 
-    def release_worker(self, worker: str) -> int:
-        """Send the connections ``worker`` held back to the pool; returns how many."""
+    def release_worker(self, worker: str, *, hold_for: float | None = None) -> int:
+        """Take ``worker``'s connections back; returns how many.
+
+        With ``hold_for``, their new events wait in the gateway for up to that long (the
+        worker is finishing the events it already has, see :meth:`_worker_drained`);
+        otherwise they go to the pool at once (the worker is gone).
+        """
         connections = self.worker_claims.pop(worker, set())
         self.worker_seen.pop(worker, None)
+        until = None if hold_for is None else time.monotonic() + hold_for
         for connection in connections:
             connection.worker = None
-            connection.claim_asked_at = None
+            connection.hold_until = until
+            if until is not None:
+                self._draining.setdefault(worker, set()).add(connection)
         return len(connections)
+
+    async def _worker_drained(self, worker: str) -> None:
+        """The stopping worker finished every event it had: send the held ones on."""
+        for connection in self._draining.pop(worker, set()):
+            if connection.worker is None and connection.open:
+                connection.hold_until = None
+                await self._flush_held(connection)
 
     async def _control(self, message: Message) -> None:
         """Messages workers send to ``gateway.<id>!control``."""
@@ -291,13 +321,15 @@ class Gateway:
             if worker in self.worker_claims:
                 self.worker_seen[worker] = time.monotonic()
         elif message_type == WORKER_STOPPING:
-            released = self.release_worker(worker)
-            logger.info("worker %s is stopping: %d connection(s) back to the pool", worker, released)
+            released = self.release_worker(worker, hold_for=self.drain_timeout)
+            logger.info("worker %s is stopping: holding %d connection(s) until it has drained", worker, released)
             # After this ack nothing more from this gateway goes to that worker's channel.
             try:
                 await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel})
             except Exception as exc:
                 logger.warning("could not acknowledge %s stopping: %r", worker, exc)
+        elif message_type == DRAINED:
+            await self._worker_drained(worker)
 
     async def _watch_workers(self) -> None:
         """Release connections of workers that stopped heartbeating (killed, frozen)."""
@@ -306,8 +338,8 @@ class Gateway:
             await asyncio.sleep(interval)
             for connection in list(self._holding):
                 if connection.worker is None and not self._claim_pending(connection):
-                    logger.warning("no worker claimed %s in %.1fs: its held events go to the pool", connection.channel, self.claim_timeout)
-                    connection.claim_asked_at = None
+                    logger.warning("no worker took %s in time: its held events go to the pool", connection.channel)
+                    connection.hold_until = None
                     await self._flush_held(connection)
             deadline = time.monotonic() - self.worker_timeout
             for worker, seen in list(self.worker_seen.items()):

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import CLAIM, EVENT_TYPE, HEARTBEAT, RELEASED, WORKER_STOPPING, control_channel_of, pool_channel
+from .envelope import CLAIM, DRAINED, EVENT_TYPE, HEARTBEAT, RELEASED, WORKER_STOPPING, control_channel_of, pool_channel
 from .layers import ChannelLayer, LayerClosed, Message
 
 logger = logging.getLogger("switchboard.worker")
@@ -63,7 +63,7 @@ class WorkerStats:
 class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
-    __slots__ = ("accepted", "claim", "closed", "key", "queue", "response_started", "resumed", "scope", "task")
+    __slots__ = ("accepted", "claim", "closed", "key", "queue", "response_started", "resumed", "scope", "task", "waiting")
 
     def __init__(self, key: str, scope: dict[str, Any]) -> None:
         self.key = key
@@ -75,6 +75,18 @@ class _Instance:
         self.closed = False
         self.claim = False
         self.resumed = False
+        self.waiting = False  # the app is blocked in receive(): it has finished what it had
+
+    async def receive(self) -> Message:
+        self.waiting = True
+        try:
+            return await self.queue.get()
+        finally:
+            self.waiting = False
+
+    @property
+    def idle(self) -> bool:
+        return self.task is None or self.task.done() or (self.waiting and self.queue.empty())
 
 
 def protocols_of(application: Any) -> list[str]:
@@ -145,11 +157,19 @@ class Worker:
             for channel, message in await shared.close():
                 self._dispatch(channel, message)
             await readers[0]
-            await self._release_all(drain_timeout)
+            controls = await self._release_all(drain_timeout)
             heartbeat.cancel()
             for channel, message in await own.close():
                 self._dispatch(channel, message)
             await readers[1]
+            # Finish every event we already have before the gateways send the next ones
+            # on: that is what keeps a connection's events in order across a deploy.
+            await self._wait_idle(drain_timeout)
+            for control in controls:
+                try:
+                    await self.layer.send(control, {"type": DRAINED, "worker": self.channel})
+                except Exception as exc:
+                    logger.warning("could not tell %s we drained: %r", control, exc)
             await self._drain(drain_timeout)
         finally:
             # Also reached when run() itself is cancelled: leave no reader or heartbeat behind.
@@ -181,11 +201,23 @@ class Worker:
                 except Exception as exc:
                     logger.warning("heartbeat to %s failed: %r", control, exc)
 
-    async def _release_all(self, timeout: float) -> None:
-        """Ask every gateway to release our connections; wait for each acknowledgement."""
+    async def _wait_idle(self, timeout: float) -> None:
+        """Wait until every instance is blocked in receive() with nothing queued."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while any(not instance.idle for instance in self.instances.values()):
+            if asyncio.get_running_loop().time() > deadline:
+                logger.warning("instances still busy after %.1fs; handing their connections on anyway", timeout)
+                return
+            await asyncio.sleep(0.01)
+
+    async def _release_all(self, timeout: float) -> list[str]:
+        """Ask every gateway to release our connections; wait for each acknowledgement.
+
+        Returns the gateways asked, which are told once we have drained.
+        """
         controls = [control for control, connections in self.claims.items() if connections]
         if not controls:
-            return
+            return []
         self._acks = set(controls)
         self._acked.clear()
         for control in controls:
@@ -199,6 +231,7 @@ class Worker:
                 await asyncio.wait_for(self._acked.wait(), timeout)
             except TimeoutError:
                 logger.warning("gateways %s did not acknowledge our stop in %.1fs", sorted(self._acks), timeout)
+        return controls
 
     def _dispatch(self, channel: str, message: Message) -> None:
         message_type = message.get("type")
@@ -288,7 +321,7 @@ class Worker:
                 # Sent before the app runs, so it reaches the gateway before any reply
                 # (and, for a WebSocket, before the accept lets the client send frames).
                 await self._send_claim(instance)
-            await self.application(dict(instance.scope), instance.queue.get, send)
+            await self.application(dict(instance.scope), instance.receive, send)
             self.stats.instances_finished += 1
         except StopConsumer:
             self.stats.instances_finished += 1
@@ -307,6 +340,13 @@ class Worker:
 
     async def _send_reply(self, instance: _Instance, message: Message) -> None:
         message_type = message.get("type")
+        if message_type == CLAIM:
+            # A consumer asking for ordered handling (``ordered = True``) of a connection
+            # that is not sticky by itself, such as a UDP socket or an MQTT session.
+            if not instance.claim and isinstance(instance.scope.get("reply_channel"), str):
+                instance.claim = True
+                await self._send_claim(instance)
+            return
         if message_type == "http.response.start":
             instance.response_started = True
         elif message_type == "websocket.accept":

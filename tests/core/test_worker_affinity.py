@@ -199,3 +199,89 @@ async def test_held_events_go_to_the_pool_when_no_worker_claims_in_time(layer: C
     assert await texts(sink, 1) == ["b:x"]  # resumed by b (accept swallowed) once the hold timed out
     await pool.close()
     await gateway.stop()
+
+
+def slow_app(name: str, delay: float) -> Any:
+    """Echoes with its name after ``delay``: a handler still busy when a deploy starts."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif event["type"] == "websocket.receive":
+                await asyncio.sleep(delay)
+                await send({"type": "websocket.send", "text": f"{name}:{event['text']}"})
+            elif event["type"] == "websocket.disconnect":
+                return
+
+    return app
+
+
+async def test_order_holds_across_a_deploy(layer: ChannelLayer) -> None:
+    """The new worker starts on a connection only after the old one finished its events."""
+    gateway = Gateway(layer)
+    await gateway.start()
+    stops = {name: asyncio.Event() for name in "ab"}
+    workers = {
+        name: Worker(slow_app(name, 0.004), layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
+        for name in "ab"
+    }
+    loop = asyncio.get_running_loop()
+    tasks = {"a": loop.create_task(workers["a"].run(stops["a"], drain_timeout=5))}
+    try:
+        sink = Delivered()
+        connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+        await gateway.send_event(connection, {"type": "websocket.connect"})
+        await sink.wait_for(1)
+        tasks["b"] = loop.create_task(workers["b"].run(stops["b"], drain_timeout=5))
+        for n in range(300):
+            await gateway.send_event(connection, {"type": "websocket.receive", "text": str(n)})
+            await asyncio.sleep(0.001)  # a client typing faster than the handler keeps up
+            if n == 100:
+                stops["a"].set()  # deploy while a still has a backlog
+        replies = await texts(sink, 301)
+        assert [int(text.split(":")[1]) for text in replies] == list(range(300))
+        owners = [text.split(":")[0] for text in replies]
+        assert owners[0] == "a" and owners[-1] == "b"
+        assert owners == sorted(owners)  # all of a's events before any of b's: no overlap
+        assert gateway.stats.events_held > 0  # b's first events waited for a to drain
+    finally:
+        for stop in stops.values():
+            stop.set()
+        await asyncio.gather(*tasks.values())
+        await gateway.stop()
+
+
+async def test_consumer_can_ask_for_ordering_on_a_connectionless_socket(layer: ChannelLayer) -> None:
+    """A non-sticky connection (a UDP socket, say) spreads; ``switchboard.claim`` pins it."""
+
+    def app(name: str) -> Any:
+        async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await send({"type": "switchboard.claim"})
+            while True:
+                event = await receive()
+                await send({"type": "udp.send", "data": name.encode(), "n": event["n"]})
+
+        return handle
+
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "udp"}, sink)
+    stops = [asyncio.Event(), asyncio.Event()]
+    tasks = [
+        asyncio.get_running_loop().create_task(Worker(app(name), layer, protocols=["udp"], channels=[]).run(stop))
+        for name, stop in zip("ab", stops)
+    ]
+    await gateway.send_event(connection, {"type": "udp.datagram", "n": 0})
+    await sink.wait_for(1)
+    for n in range(1, 200):
+        await gateway.send_event(connection, {"type": "udp.datagram", "n": n})
+    replies = await sink.wait_for(200)
+    assert [m["n"] for m in replies] == list(range(200))
+    assert len({m["data"] for m in replies}) == 1  # one worker handled them all
+    for stop in stops:
+        stop.set()
+    await asyncio.gather(*tasks)
+    await gateway.stop()

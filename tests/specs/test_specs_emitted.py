@@ -34,6 +34,7 @@ EMITTED_BY_CORE = {
     "switchboard.heartbeat": specs.WORKER_TO_GATEWAY,  # envelope.HEARTBEAT
     "switchboard.worker_stopping": specs.WORKER_TO_GATEWAY,  # envelope.WORKER_STOPPING
     "switchboard.released": specs.GATEWAY_TO_WORKER,  # envelope.RELEASED
+    "switchboard.drained": specs.WORKER_TO_GATEWAY,  # envelope.DRAINED
 }
 
 
@@ -174,6 +175,7 @@ def test_envelope_module_types_are_specified() -> None:
         "switchboard.heartbeat",
         "switchboard.worker_stopping",
         "switchboard.released",
+        "switchboard.drained",
     }
     assert names <= specs.known_types("message")
 
