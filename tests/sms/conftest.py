@@ -1,0 +1,481 @@
+"""Fixtures for the SMS plugin tests: a Twilio stand-in on both sides of the gateway.
+
+* Webhooks: real HTTP requests (aiohttp, which twilio depends on) to the gateway's HTTP
+  port, signed with twilio's own ``RequestValidator.compute_signature`` for the public URL
+  the plugin is configured with, exactly as Twilio signs them.
+* REST API: :class:`TwilioApiStub`, a small ``http.server`` in a thread on 127.0.0.1 that
+  records every form it is POSTed and answers like the Messages API (201 + JSON), or
+  with Twilio's error JSON for the numbers in :data:`FAILING_NUMBERS`.
+
+In-process stacks run the real gateway core, HTTP plugin, SMS plugin and a Worker over the
+in-memory layer. End-to-end deployments start ``switchboard gateway`` + ``switchboard
+worker`` over the real Redis (or ``switchboard run``) with ``sms_settings.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-sms-tests",
+        INSTALLED_APPS=[],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+from twilio.request_validator import RequestValidator
+
+from switchboard.gateway.config import parse_options
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+from switchboard.protocols.http import HttpPlugin
+from switchboard.protocols.sms import SmsOptions, SmsPlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 5.0  # safety net: a broken path fails the test instead of hanging it
+
+AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+#: What Twilio is "configured" with: deliberately not the gateway's own address, so a
+#: signature is only valid when the plugin checks it against public_base_url.
+PUBLIC_BASE_URL = "https://sms.example.test"
+TWILIO_NUMBER = "+15551230000"
+SENDER = "+15557654321"
+#: Recipients the API stub refuses (400, Twilio error 21211 "invalid 'To' number").
+FAILING_NUMBERS = frozenset({"+15550000400"})
+
+
+def new_sid(prefix: str = "SM") -> str:
+    return prefix + secrets.token_hex(16)
+
+
+async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# -- the Twilio REST API stand-in -------------------------------------------------------
+
+
+@dataclass
+class ApiRequest:
+    """One request the stub received: path, Basic-auth credentials and form fields."""
+
+    path: str
+    auth: tuple[str, str] | None
+    form: dict[str, list[str]]
+
+    def field(self, name: str) -> str | None:
+        values = self.form.get(name)
+        return values[-1] if values else None
+
+
+class TwilioApiStub:
+    """Records POSTs to ``/2010-04-01/Accounts/<sid>/Messages.json`` like Twilio's API."""
+
+    def __init__(self) -> None:
+        self.requests: list[ApiRequest] = []
+        self._lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+                request = ApiRequest(self.path, _basic_auth(self.headers.get("authorization")), form)
+                with stub._lock:
+                    stub.requests.append(request)
+                status, payload = stub.answer(request)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def answer(self, request: ApiRequest) -> tuple[int, dict[str, Any]]:
+        to = request.field("To") or ""
+        if to in FAILING_NUMBERS:
+            return 400, {"code": 21211, "message": f"The 'To' number {to} is not a valid phone number.",
+                         "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400}
+        sid = new_sid()
+        return 201, {
+            "sid": sid, "account_sid": ACCOUNT_SID, "to": to, "from": request.field("From"),
+            "messaging_service_sid": request.field("MessagingServiceSid"), "body": request.field("Body") or "",
+            "status": "queued", "num_media": str(len(request.form.get("MediaUrl", []))), "num_segments": "1",
+            "direction": "outbound-api", "api_version": "2010-04-01", "price": None, "error_code": None,
+            "error_message": None, "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json",
+            "date_created": "Wed, 25 Nov 2026 09:00:00 +0000", "date_updated": "Wed, 25 Nov 2026 09:00:00 +0000",
+            "date_sent": None, "subresource_uris": {},
+        }
+
+    def bodies(self) -> list[str]:
+        with self._lock:
+            return [request.field("Body") or "" for request in self.requests]
+
+    def snapshot(self) -> list[ApiRequest]:
+        with self._lock:
+            return list(self.requests)
+
+    async def wait_for(self, count: int, timeout: float = WAIT) -> list[ApiRequest]:
+        await wait_until(lambda: len(self.requests) >= count, timeout, f"{count} API request(s)")
+        return self.snapshot()
+
+    async def wait_for_body(self, predicate: Any, timeout: float = WAIT) -> ApiRequest:
+        found: list[ApiRequest] = []
+
+        def check() -> bool:
+            found[:] = [r for r in self.snapshot() if predicate(r.field("Body") or "")]
+            return bool(found)
+
+        await wait_until(check, timeout, "a matching API request")
+        return found[0]
+
+
+def _basic_auth(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    return user, password
+
+
+@pytest.fixture
+def api() -> Iterator[TwilioApiStub]:
+    stub = TwilioApiStub()
+    stub.thread.start()
+    try:
+        yield stub
+    finally:
+        stub.server.shutdown()
+        stub.server.server_close()
+
+
+# -- signed webhooks --------------------------------------------------------------------
+
+
+def sign(path: str, params: dict[str, str] | list[tuple[str, str]], *, token: str = AUTH_TOKEN,
+         base: str = PUBLIC_BASE_URL) -> str:
+    """The X-Twilio-Signature Twilio would send for ``params`` POSTed to ``base + path``."""
+    if isinstance(params, list):
+        multi: dict[str, list[str]] = {}
+        for key, value in params:
+            multi.setdefault(key, []).append(value)
+        return RequestValidator(token).compute_signature(base + path, _Multi(multi))
+    return RequestValidator(token).compute_signature(base + path, params)
+
+
+class _Multi(dict[str, list[str]]):
+    def getall(self, key: str) -> list[str]:
+        return self[key]
+
+
+def inbound_params(body: str = "hello", *, sid: str | None = None, media: list[tuple[str, str]] | None = None,
+                   **extra: str) -> dict[str, str]:
+    """The form fields of an incoming-message webhook, as Twilio sends them."""
+    params = {
+        "ToCountry": "US", "ToState": "CA", "SmsMessageSid": sid or "", "NumMedia": str(len(media or [])),
+        "ToCity": "", "FromZip": "", "SmsSid": sid or "", "FromState": "NY", "SmsStatus": "received",
+        "FromCity": "NEW YORK", "Body": body, "FromCountry": "US", "To": TWILIO_NUMBER, "ToZip": "",
+        "NumSegments": "1", "MessageSid": sid or new_sid(), "AccountSid": ACCOUNT_SID, "From": SENDER,
+        "ApiVersion": "2010-04-01",
+    }
+    params["SmsMessageSid"] = params["SmsSid"] = params["MessageSid"]
+    for index, (url, content_type) in enumerate(media or []):
+        params[f"MediaUrl{index}"] = url
+        params[f"MediaContentType{index}"] = content_type
+    params.update(extra)
+    return params
+
+
+def status_params(sid: str, status: str = "delivered", **extra: str) -> dict[str, str]:
+    """The form fields of a status callback."""
+    params = {"SmsSid": sid, "SmsStatus": status, "MessageStatus": status, "To": SENDER, "MessageSid": sid,
+              "AccountSid": ACCOUNT_SID, "From": TWILIO_NUMBER, "ApiVersion": "2010-04-01"}
+    params.update(extra)
+    return params
+
+
+@dataclass
+class WebhookReply:
+    status: int
+    text: str
+    headers: dict[str, str]
+
+
+async def post_webhook(
+    port: int,
+    path: str,
+    params: dict[str, str] | list[tuple[str, str]],
+    *,
+    signature: str | bool | None = True,
+    method: str = "POST",
+    data: bytes | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> WebhookReply:
+    """POST a webhook to the gateway; ``signature=True`` signs it for the public URL."""
+    headers = {}
+    if signature is True:
+        headers["X-Twilio-Signature"] = sign(path, params)
+    elif isinstance(signature, str):
+        headers["X-Twilio-Signature"] = signature
+    body: Any = data if data is not None else aiohttp.FormData(list(params.items()) if isinstance(params, dict) else params)
+    if data is not None:
+        headers["Content-Type"] = content_type
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"http://127.0.0.1:{port}{path}", data=body if method == "POST" else None, headers=headers,
+        timeout=aiohttp.ClientTimeout(total=20),
+    ) as response:
+        return WebhookReply(response.status, await response.text(), dict(response.headers))
+
+
+# -- the in-process stack -------------------------------------------------------------
+
+
+def sms_options(**raw: Any) -> SmsOptions:
+    """Options as the config would give them (so they pass the real validation)."""
+    raw.setdefault("auth_token", AUTH_TOKEN)
+    raw.setdefault("public_base_url", PUBLIC_BASE_URL)
+    return parse_options(SmsOptions, raw, where="PROTOCOLS.sms")
+
+
+@dataclass
+class Stack:
+    """Gateway core + HTTP plugin + SMS plugin (+ a worker running ``app``) on one layer."""
+
+    layer: ChannelLayer
+    gateway: Gateway
+    http: HttpPlugin
+    sms: SmsPlugin
+    worker: Worker | None = None
+    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_task: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    @property
+    def port(self) -> int:
+        return self.http.bound_addresses[0][1]
+
+    async def post(self, path: str, params: Any, **kwargs: Any) -> WebhookReply:
+        return await post_webhook(self.port, path, params, **kwargs)
+
+    async def stop(self) -> None:
+        """Production order: sms (drains webhooks and sends), http, gateway core, worker."""
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.sms.stop(2.0)
+        await self.http.stop(2.0)
+        await self.gateway.stop()
+        self.worker_stop.set()
+        if self.worker_task is not None:
+            await self.worker_task
+
+
+@pytest.fixture
+async def layer_config() -> dict[str, Any]:
+    return {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}}
+
+
+@pytest.fixture
+async def layer(layer_config: dict[str, Any]) -> AsyncIterator[ChannelLayer]:
+    """A fresh in-memory layer installed as the process layer (consumers' send_sms uses it)."""
+    channel_layer = build_layer(layer_config)
+    set_channel_layer(channel_layer)
+    try:
+        yield channel_layer
+    finally:
+        set_channel_layer(None)
+        await channel_layer.close()
+
+
+@pytest.fixture
+async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
+    """``await stack(app=..., **sms_options)`` starts a :class:`Stack`; stopped after the test."""
+    stacks: list[Stack] = []
+
+    async def start(app: Any = None, **options: Any) -> Stack:
+        gateway = Gateway(layer)
+        await gateway.start()
+        http = HttpPlugin(parse_options(HttpPlugin.Options, {"bind": ["127.0.0.1:0"]}, where="PROTOCOLS.http"))
+        sms = SmsPlugin(sms_options(**options))
+        await http.start(gateway)
+        await sms.start(gateway)
+        running = Stack(layer, gateway, http, sms)
+        stacks.append(running)
+        if app is not None:
+            running.worker = Worker(app, layer, protocols=["sms"], channels=[])
+            running.worker_task = asyncio.get_running_loop().create_task(
+                running.worker.run(running.worker_stop, drain_timeout=1)
+            )
+        return running
+
+    yield start
+    for running in stacks:
+        await running.stop()
+
+
+# -- OS processes ---------------------------------------------------------------------
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Deployment:
+    """Gateway and worker processes (or one ``run`` process) serving SMS webhooks on ``port``."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "sms_settings"],
+            cwd=HERE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        """SIGTERM (the clean shutdown path), then kill if it hangs."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    async def post(self, path: str, params: Any, **kwargs: Any) -> WebhookReply:
+        return await post_webhook(self.port, path, params, **kwargs)
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Text "hours" until the consumer answers inline: gateway up and a worker serving."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                reply = await self.post("/sms/inbound", inbound_params("hours"))
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.1)
+                continue
+            if reply.status == 200 and "open" in reply.text:
+                return
+        raise RuntimeError(f"no inline answer within {timeout}s\n{self.logs()}")
+
+
+@pytest.fixture(params=["split", "run"])
+def deployment(request: pytest.FixtureRequest, tmp_path: Path, api: TwilioApiStub) -> Iterator[Deployment]:
+    """``split``: gateway + worker processes over Redis; ``run``: one process, memory layer."""
+    mode = request.param
+    if mode == "split" and not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    port = free_tcp_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            "SMS_TEST_HTTP_BIND": f"127.0.0.1:{port}",
+            "SMS_TEST_API_BASE_URL": api.url,
+            "SMS_TEST_AUTH_TOKEN": AUTH_TOKEN,
+            "SMS_TEST_ACCOUNT_SID": ACCOUNT_SID,
+            "SMS_TEST_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        }
+    )
+    env.pop("SMS_TEST_REDIS_URL", None)
+    if mode == "split":
+        env["SMS_TEST_REDIS_URL"] = REDIS_URL
+        env["SMS_TEST_REDIS_PREFIX"] = f"sb-sms-{secrets.token_hex(4)}:"
+    deployment = Deployment(mode, port, env, tmp_path)
+    if mode == "split":
+        deployment.start("gateway", "gateway")
+        deployment.start("worker", "worker")
+    else:
+        deployment.start("run", "run")
+    try:
+        yield deployment
+    finally:
+        for name in list(deployment.processes):
+            deployment.stop(name)
+        rep_call = getattr(request.node, "rep_call", None)
+        if rep_call is not None and rep_call.failed:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
