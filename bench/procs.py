@@ -82,6 +82,18 @@ def read_usage(pid: int) -> ProcUsage | None:
     return ProcUsage((utime + stime) / _CLOCK_TICKS, peak)
 
 
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine, all cores (``/proc/stat``), for deltas."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return float("nan")
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    values = [int(v) for v in first[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    return busy / _CLOCK_TICKS
+
+
 def tree_usage(pids: Iterable[int]) -> ProcUsage:
     """Summed CPU and summed peak RSS of the given processes and their descendants."""
     cpu = 0.0
@@ -101,8 +113,9 @@ class ServerProcess:
     def __init__(self, spec: ProcSpec, log_path: Path) -> None:
         self.spec = spec
         self.log_path = log_path
+        self.killed = False
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")  # closed in stop()
         env = {**os.environ, **spec.env}
         self.popen = subprocess.Popen(
             spec.argv,
@@ -129,13 +142,19 @@ class ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after ``timeout``; returns the exit code."""
+        """SIGTERM the process group, SIGKILL it after ``timeout``; returns the exit code.
+
+        Safe to call twice. ``killed`` tells afterwards whether SIGKILL was needed.
+        """
+        if self._log.closed:
+            return self.popen.returncode
         try:
             if self.alive():
                 os.killpg(self.pid, signal.SIGTERM)
                 try:
                     self.popen.wait(timeout)
                 except subprocess.TimeoutExpired:
+                    self.killed = True
                     os.killpg(self.pid, signal.SIGKILL)
                     self.popen.wait(5)
             # Forked children that outlived their parent still belong to the group.
@@ -155,9 +174,7 @@ def wait_for_port(host: str, port: int, timeout: float, procs: Iterable[ServerPr
     while True:
         for proc in procs:
             if not proc.alive():
-                raise RuntimeError(
-                    f"{proc.spec.role} exited with {proc.popen.returncode} before listening:\n{proc.log_tail()}"
-                )
+                raise RuntimeError(f"{proc.spec.role} exited with {proc.popen.returncode} before listening:\n{proc.log_tail()}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return

@@ -9,9 +9,8 @@ from django.core.asgi import get_asgi_application
 django_http = get_asgi_application()  # set Django up before consumers import anything
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
-
 from channels_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
+from django.urls import path  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

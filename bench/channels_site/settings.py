@@ -20,7 +20,17 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")],
+            # redis-py 8 sets a 5 s default socket timeout, the same as the 5 s BZPOPMIN
+            # of channels-redis 4.3.0, so idle consumers die with "Timeout reading from
+            # 127.0.0.1:6379" (redis/redis-py#4091). socket_timeout=None restores the
+            # redis-py 7 default, the configuration channels-redis was written for.
+            "hosts": [
+                {
+                    "address": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11"),
+                    "socket_timeout": None,
+                    "socket_connect_timeout": 5,
+                }
+            ],
             "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-channels:"),
             # Same per-channel capacity as Switchboard's pool channels, so fan-out
             # scenarios are not decided by a default that drops messages earlier.

@@ -1,7 +1,6 @@
 """HTTP routes of the Channels benchmark site."""
 
-from django.urls import path
-
 from channels_site.views import hello
+from django.urls import path
 
 urlpatterns = [path("hello/", hello)]

@@ -5,9 +5,9 @@ from django.core.asgi import get_asgi_application
 django_http = get_asgi_application()  # set Django up before consumers import anything
 
 from django.urls import path  # noqa: E402
+from switchboard_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
 
 from switchboard.consumers import ProtocolTypeRouter, URLRouter  # noqa: E402
-from switchboard_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -25,7 +25,15 @@ SWITCHBOARD = {
             "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-switchboard:"),
         },
     },
-    "PROTOCOLS": {"http": {"bind": [os.environ.get("BENCH_BIND", "127.0.0.1:8765")]}},
+    "PROTOCOLS": {
+        "http": {
+            "bind": [os.environ.get("BENCH_BIND", "127.0.0.1:8765")],
+            # The parsers uvicorn picks by itself on the Channels side (its "auto"), so both
+            # sides frame HTTP and WebSocket with the same code.
+            "http": "httptools",
+            "ws": "websockets",
+        }
+    },
 }
 
 LOGGING = {

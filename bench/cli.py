@@ -1,0 +1,153 @@
+"""``python -m bench``: run the selected scenarios on the selected systems, report, save.
+
+Every system is started fresh for every scenario, one at a time, so the two cores are
+never shared between two systems under test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+import time
+
+from bench import env, report, scenarios, systems
+from bench.machine import machine_info
+from bench.procs import machine_cpu_seconds
+from bench.runner import RunFailure, run_pair
+from bench.scenarios import Options, Row
+
+RESULTS_DIR = systems.BENCH_DIR / "results"
+DOCS_PATH = systems.REPO_DIR / "docs" / "benchmarks.md"
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Switchboard vs Django Channels benchmark.")
+    parser.add_argument("--quick", action="store_true", help="short durations: a smoke test of the harness")
+    parser.add_argument("--systems", action="append", help=f"comma-separated, default all: {', '.join(systems.SYSTEMS)}")
+    parser.add_argument("--scenarios", action="append", help=f"comma-separated, default all: {', '.join(scenarios.SCENARIOS)}")
+    parser.add_argument("--connections", type=int, help="concurrent connections (default 50)")
+    parser.add_argument("--warmup", type=float, help="seconds of load before counting (default 2, quick 0.5)")
+    parser.add_argument("--duration", type=float, help="counted seconds per system (default 10, quick 2)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="rounds over all systems, best round reported (default 3, quick 1): "
+        "other load on the machine only ever slows a round down",
+    )
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--docs", dest="docs", action="store_true", default=None, help="write docs/benchmarks.md")
+    docs.add_argument("--no-docs", dest="docs", action="store_false", help="do not write docs/benchmarks.md")
+    return parser
+
+
+def _busy_cores(seconds: float = 0.5) -> float:
+    """Cores busy right now (the load average would still count a run that just ended)."""
+    before = machine_cpu_seconds()
+    time.sleep(seconds)
+    return (machine_cpu_seconds() - before) / seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    options = Options(
+        quick=args.quick,
+        connections=args.connections or 50,
+        warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
+        duration=args.duration if args.duration is not None else (2.0 if args.quick else 10.0),
+    )
+    chosen_systems = systems.select(_names(args.systems))
+    chosen_scenarios = scenarios.select(_names(args.scenarios))
+    # Docs hold full runs only, unless asked: a smoke test must not overwrite real numbers.
+    write_docs = args.docs if args.docs is not None else not args.quick
+
+    env_python: str | None = None
+    if any(s.needs_bench_env for s in chosen_systems):
+        env_python = str(env.ensure_env())
+    main_python = systems.main_python()
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir = RESULTS_DIR / f"logs-{stamp}"
+    repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
+    load_before = os.getloadavg()
+    busy = _busy_cores()
+    if busy > 0.3:
+        print(
+            f"bench: warning: other work keeps {busy:.1f} of {os.cpu_count()} cores busy; "
+            "numbers will be noisy, see the 'other CPU s' column",
+            flush=True,
+        )
+    all_rows: list[Row] = []
+    failures: list[RunFailure] = []
+    # Rounds go over every system in turn (ABCABC), so a burst of outside load hits one
+    # round of one system, not every round of it.
+    for round_number in range(1, repeat + 1):
+        for scenario in chosen_scenarios:
+            for system in chosen_systems:
+                if not scenario.applies_to(system):
+                    continue
+                print(f"bench: [round {round_number}/{repeat}] {scenario.name} on {system.name} ...", flush=True)
+                outcome = run_pair(
+                    system,
+                    scenario,
+                    options,
+                    main_python=main_python,
+                    env_python=env_python,
+                    log_dir=log_dir / f"round{round_number}",
+                )
+                if isinstance(outcome, RunFailure):
+                    failures.append(outcome)
+                    print(f"bench:   FAILED: {outcome.error.splitlines()[0]}", flush=True)
+                    continue
+                for row in outcome:
+                    row.round = round_number
+                    all_rows.append(row)
+                    print(
+                        f"bench:   {row.label}: {row.rate:,.0f} msg/s, p50 {row.p50_ms:.2f} ms, "
+                        f"p99 {row.p99_ms:.2f} ms, errors {row.errors}, other CPU {row.other_cpu_s:.1f} s",
+                        flush=True,
+                    )
+    rows = report.best_rounds(all_rows)
+
+    meta = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": ".venv/bin/python -m bench" + "".join(" " + shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "elapsed_s": time.monotonic() - started,
+        "options": {
+            "connections": options.connections,
+            "warmup_s": options.warmup,
+            "duration_s": options.duration,
+            "quick": options.quick,
+            "repeat": repeat,
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "machine": machine_info(main_python, env_python),
+        "logs": str(log_dir),
+    }
+    print(report.render_text(rows, failures))
+    json_path = report.write_json(RESULTS_DIR, stamp, all_rows, failures, meta)
+    print(f"\nbench: raw results in {json_path.relative_to(systems.REPO_DIR)}; server logs in {log_dir}")
+    if write_docs:
+        descriptions = {s.name: s.description for s in chosen_systems}
+        report.write_docs(DOCS_PATH, report.render_markdown(rows, failures, meta, descriptions))
+        print(f"bench: wrote {DOCS_PATH.relative_to(systems.REPO_DIR)}")
+    print(f"bench: done in {meta['elapsed_s']:.0f} s")
+    return 1 if failures else 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

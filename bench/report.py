@@ -1,0 +1,261 @@
+"""Tables for the terminal and docs/benchmarks.md, and the raw JSON in bench/results/.
+
+docs/benchmarks.md is half hand-written (method, fairness, caveats) and half generated:
+only the part between the two markers below is replaced, so the prose survives reruns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.runner import RunFailure
+from bench.scenarios import Row
+
+START_MARKER = "<!-- bench:results:start -->"
+END_MARKER = "<!-- bench:results:end -->"
+
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("system", "system"),
+    ("measurement", "label"),
+    ("conns", "connections"),
+    ("msgs", "count"),
+    ("msg/s", "rate"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("max ms", "max_ms"),
+    ("srv CPU s", "server_cpu_s"),
+    ("CPU us/msg", "cpu_us_per_msg"),
+    ("redis CPU s", "redis_cpu_s"),
+    ("client CPU s", "loadgen_cpu_s"),
+    ("other CPU s", "other_cpu_s"),
+    ("peak RSS MB", "peak_rss_mb"),
+    ("procs", "server_processes"),
+    ("errors", "errors"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _cells(row: Row) -> list[str]:
+    cells = []
+    for _title, attr in COLUMNS:
+        value = getattr(row, attr)
+        if attr == "label" and value == row.system:
+            value = ""
+        if attr == "server_processes" and value == 0:
+            value = "-"
+        cells.append(_fmt(value))
+    return cells
+
+
+def best_rounds(rows: Sequence[Row]) -> list[Row]:
+    """Per scenario, system and measurement, the round with the highest rate.
+
+    Best-of-N because outside load on a shared machine only ever slows a round down; the
+    other rounds' rates are kept in the notes (and all rounds in the JSON).
+    """
+    groups: dict[tuple[str, str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.scenario, row.system, row.label), []).append(row)
+    best = []
+    for group in groups.values():
+        chosen = max(group, key=lambda r: r.rate)
+        if len(group) > 1:
+            chosen = dataclasses.replace(chosen, notes=list(chosen.notes))
+            rates = " / ".join(f"{r.rate:,.0f}" for r in group)
+            what = "" if chosen.label == chosen.system else f"{chosen.label}: "
+            chosen.notes.append(f"{what}msg/s per round {rates}; round {chosen.round} shown")
+        best.append(chosen)
+    return best
+
+
+def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
+    """Switchboard / Channels for every pair in one scenario: rate, p50, p99, CPU per message.
+
+    Above 1 is better for Switchboard in ``msg/s``; below 1 is better in the other three.
+    """
+    ours = [r for r in rows if r.side == "switchboard" and r.count]
+    theirs = [r for r in rows if r.side == "channels" and r.count]
+    table = []
+    for a in ours:
+        for b in theirs:
+            table.append(
+                [
+                    a.system,
+                    b.system,
+                    _ratio(a.rate, b.rate),
+                    _ratio(a.p50_ms, b.p50_ms),
+                    _ratio(a.p99_ms, b.p99_ms),
+                    _ratio(a.cpu_us_per_msg, b.cpu_us_per_msg),
+                ]
+            )
+    return table
+
+
+RATIO_HEADER = ["switchboard", "channels", "msg/s ratio", "p50 ratio", "p99 ratio", "CPU/msg ratio"]
+
+
+def _ratio(a: float, b: float) -> str:
+    if not b or math.isnan(a) or math.isnan(b):
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def text_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    rows = [list(header), *[list(r) for r in body]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> str:
+    align = "|".join("---" if i < 2 else "---:" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", f"|{align}|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def by_scenario(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    grouped: dict[str, list[Row]] = {}
+    for row in rows:
+        grouped.setdefault(row.scenario, []).append(row)
+    return grouped
+
+
+def render_text(rows: Sequence[Row], failures: Sequence[RunFailure]) -> str:
+    out = []
+    header = [title for title, _ in COLUMNS]
+    for scenario, group in by_scenario(rows).items():
+        out.append(f"\n== {scenario} ==")
+        out.append(text_table(header, (_cells(r) for r in group)))
+        ratios = ratio_rows(group)
+        if ratios:
+            out.append("\nSwitchboard / Channels (same run):")
+            out.append(text_table(RATIO_HEADER, ratios))
+        notes = [(r.system, n) for r in group for n in r.notes]
+        for system, note in notes:
+            out.append(f"  note [{system}]: {note}")
+    for failure in failures:
+        out.append(f"\nFAILED {failure.scenario} on {failure.system}: {failure.error}")
+        for role, tail in failure.logs.items():
+            out.append(f"--- {role} log (tail) ---\n{tail}")
+    return "\n".join(out)
+
+
+def render_markdown(
+    rows: Sequence[Row], failures: Sequence[RunFailure], meta: dict[str, Any], descriptions: dict[str, str]
+) -> str:
+    machine = meta["machine"]
+    out = [
+        f"Last run: **{meta['date']}**, {meta['elapsed_s']:.0f} s wall, git `{machine['git']}`.",
+        "",
+        "```",
+        meta["command"],
+        "```",
+        "",
+        f"- Machine: {machine['nproc']} cores ({machine['cpu']}), {machine['memory_gib']} GiB, Linux {machine['kernel']}",
+        f"- Python {machine['python']}, Redis server {machine['redis_server']}",
+        "- Main venv (Switchboard, load generators): " + ", ".join(f"{k} {v}" for k, v in machine["main_venv"].items()),
+        "- bench/.env (Channels side): " + (", ".join(f"{k} {v}" for k, v in machine["bench_env"].items()) or "not used"),
+        _options_line(meta),
+        "",
+        "Systems in this run:",
+        "",
+    ]
+    for name, text in descriptions.items():
+        out.append(f"- `{name}`: {text}")
+    header = [title for title, _ in COLUMNS]
+    for scenario, group in by_scenario(rows).items():
+        out += ["", f"### {scenario}", "", markdown_table(header, (_cells(r) for r in group))]
+        ratios = ratio_rows(group)
+        if ratios:
+            out += [
+                "",
+                "Switchboard / Channels from the same run (msg/s: above 1 is better for Switchboard; "
+                "latency and CPU per message: below 1 is better):",
+                "",
+                markdown_table(RATIO_HEADER, ratios),
+            ]
+        notes = [f"- `{r.system}`: {n}" for r in group for n in r.notes]
+        if notes:
+            out += ["", "Notes:", "", *notes]
+    if failures:
+        out += ["", "### Failures", ""]
+        out += [f"- `{f.system}` / `{f.scenario}`: {f.error.splitlines()[0]}" for f in failures]
+    return "\n".join(out)
+
+
+def _options_line(meta: dict[str, Any]) -> str:
+    options = meta["options"]
+    load = "/".join(f"{x:.2f}" for x in meta.get("loadavg_before", ()))
+    load_after = "/".join(f"{x:.2f}" for x in meta.get("loadavg_after", ()))
+    return (
+        f"- Load: {options['connections']} connections, {options['warmup_s']:g} s warm-up, "
+        f"{options['duration_s']:g} s counted, best of {options['repeat']} round(s)"
+        f"{' (quick)' if options['quick'] else ''}; load average before {load}, after {load_after}"
+    )
+
+
+def write_docs(path: Path, generated: str) -> None:
+    """Replace the generated part of ``path``, keeping the hand-written text around it."""
+    block = f"{START_MARKER}\n{generated}\n{END_MARKER}"
+    if path.exists():
+        text = path.read_text()
+        if START_MARKER in text and END_MARKER in text:
+            before, _, rest = text.partition(START_MARKER)
+            _, _, after = rest.partition(END_MARKER)
+            path.write_text(before + block + after)
+            return
+        path.write_text(text.rstrip() + "\n\n## Results\n\n" + block + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\n## Results\n\n" + block + "\n")
+
+
+def _nan_to_none(value: Any) -> Any:
+    """NaN (not measured) becomes null, so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def write_json(directory: Path, stamp: str, rows: Sequence[Row], failures: Sequence[RunFailure], meta: dict[str, Any]) -> Path:
+    """Raw results (every field, unrounded) to bench/results/<stamp>.json and latest.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "meta": meta,
+        "rows": [{**dataclasses.asdict(r), "cpu_us_per_msg": r.cpu_us_per_msg} for r in rows],
+        "failures": [dataclasses.asdict(f) for f in failures],
+    }
+    text = json.dumps(_nan_to_none(payload), indent=2, default=str)
+    path = directory / f"{stamp}.json"
+    path.write_text(text)
+    (directory / "latest.json").write_text(text)
+    return path

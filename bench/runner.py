@@ -1,0 +1,215 @@
+"""Runs one scenario against one freshly started system and returns its rows.
+
+The order for every pair: flush the system's Redis db, start its processes, wait for the
+port and a real round trip through the whole stack, start the load generator in its own
+process, snapshot CPU at the generator's ``measure_start``/``measure_end`` lines, read the
+servers' total CPU and peak RSS, stop them (SIGTERM, then SIGKILL), flush the db again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from bench.procs import (
+    ServerProcess,
+    free_port,
+    machine_cpu_seconds,
+    process_tree,
+    read_usage,
+    tree_usage,
+    wait_for_port,
+)
+from bench.redisutil import flush_db, redis_cpu_seconds
+from bench.scenarios import Options, Row, Scenario, Window
+from bench.systems import REPO_DIR, Context, System
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class RunFailure:
+    """A system/scenario pair that could not be measured, and why."""
+
+    scenario: str
+    system: str
+    error: str
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+def probe(ctx: Context, deadline: float) -> None:
+    """Wait until a request crosses the whole stack: an HTTP view, then one WebSocket echo.
+
+    The port alone is not enough in split mode: the gateway listens before any worker reads
+    the layer, and a run must not start its clock while events pile up in Redis.
+    """
+    from websockets.sync.client import connect
+
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{ctx.host}:{ctx.port}/hello/", timeout=5) as response:
+                response.read()
+            with connect(f"ws://{ctx.host}:{ctx.port}/ws/echo/", open_timeout=5, compression=None) as ws:
+                ws.send("probe")
+                if ws.recv(timeout=5) != "probe":
+                    raise RuntimeError("the echo probe got a different reply")
+            return
+        except Exception as exc:  # any failure means not ready yet; the last one is reported
+            last_error = exc
+            time.sleep(0.2)
+    raise TimeoutError(f"not ready after {START_TIMEOUT:.0f}s: {last_error!r}")
+
+
+def _reader(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+class _Sampler:
+    """CPU readings at one instant: servers, load generator, Redis."""
+
+    def __init__(self, server_pids: list[int], loadgen_pid: int, ctx: Context) -> None:
+        self.server_pids = server_pids
+        self.loadgen_pid = loadgen_pid
+        self.ctx = ctx
+
+    def sample(self) -> tuple[float, float, float, float, float]:
+        loadgen = read_usage(self.loadgen_pid)
+        return (
+            time.perf_counter(),
+            tree_usage(self.server_pids).cpu_seconds,
+            loadgen.cpu_seconds if loadgen else math.nan,
+            redis_cpu_seconds(self.ctx.redis_host, self.ctx.redis_port),
+            machine_cpu_seconds(),
+        )
+
+
+def run_loadgen(
+    argv: list[str], timeout: float, log_path: Path, ctx: Context, server_pids: list[int]
+) -> tuple[dict[str, Any], list[Window]]:
+    """Run the generator process, turning its protocol lines into windows and a result."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+        sampler = _Sampler(server_pids, process.pid, ctx)
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        windows: list[Window] = []
+        result: dict[str, Any] | None = None
+        start: tuple[float, float, float, float, float] | None = None
+        label: str | None = None
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"load generator still running after {timeout:.0f}s")
+                try:
+                    line = lines.get(timeout=remaining)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                event = message.get("event")
+                if event == "measure_start":
+                    start, label = sampler.sample(), message.get("label")
+                elif event == "measure_end" and start is not None:
+                    end = sampler.sample()
+                    windows.append(Window(label, *(b - a for a, b in zip(start, end))))
+                    start = None
+                elif event == "result":
+                    result = message.get("data", {})
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
+    if result is None:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"load generator exited with {process.returncode} and no result:\n{tail}")
+    return result, windows
+
+
+def run_pair(
+    system: System, scenario: Scenario, options: Options, *, main_python: str, env_python: str | None, log_dir: Path
+) -> list[Row] | RunFailure:
+    """Measure ``scenario`` on a fresh ``system``; never raises for a system's failure."""
+    ctx = Context(HOST, free_port(HOST) if system.serves_http else 0, main_python, env_python)
+    url = system.redis_url(ctx)
+    started: list[ServerProcess] = []
+    pair_dir = log_dir / f"{scenario.name}--{system.name}"
+    pair_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if url:
+            flush_db(url)
+        for spec in system.processes(ctx):
+            started.append(ServerProcess(spec, pair_dir / f"{spec.role}.log"))
+        if system.serves_http:
+            deadline = time.monotonic() + START_TIMEOUT
+            wait_for_port(ctx.host, ctx.port, START_TIMEOUT, started)
+            probe(ctx, deadline)
+        pids = [p.pid for p in started]
+        result, windows = run_loadgen(
+            scenario.loadgen_argv(system, ctx, options, main_python),
+            scenario.timeout(options),
+            pair_dir / "loadgen.log",
+            ctx,
+            pids,
+        )
+        died = [p.spec.role for p in started if not p.alive()]
+        total = tree_usage(pids)
+        process_count = sum(len(process_tree(pid)) for pid in pids)
+        rows = scenario.rows(system, result, windows, options)
+        # Stop here, not only in `finally`, so an unclean shutdown shows up in the notes.
+        stop_notes = []
+        for proc in reversed(started):
+            stop_started = time.monotonic()
+            code = proc.stop(STOP_TIMEOUT)
+            if proc.killed:
+                stop_notes.append(f"{proc.spec.role} ignored SIGTERM for {STOP_TIMEOUT:.0f}s and was killed")
+            elif code not in (0, -15) and proc.spec.role not in died:
+                stop_notes.append(f"{proc.spec.role} exited with {code} on SIGTERM")
+            elif time.monotonic() - stop_started > 3:
+                stop_notes.append(f"{proc.spec.role} took {time.monotonic() - stop_started:.1f}s to stop")
+        for row in rows:
+            if started:
+                row.server_processes = process_count
+                row.server_cpu_total_s = total.cpu_seconds
+                row.peak_rss_mb = total.peak_rss_bytes / 2**20
+            else:
+                row.server_cpu_s = math.nan
+            if died:
+                row.notes.append(f"server process(es) died during the run: {', '.join(died)}")
+            row.notes.extend(stop_notes)
+        return rows
+    except Exception as exc:
+        logs = {p.spec.role: p.log_tail(40) for p in started}
+        return RunFailure(scenario.name, system.name, f"{type(exc).__name__}: {exc}", logs)
+    finally:
+        for proc in reversed(started):
+            proc.stop(STOP_TIMEOUT)
+        if url:
+            try:
+                flush_db(url)
+            except Exception as exc:  # a failed flush must not hide the run's own outcome
+                print(f"bench: could not flush {url}: {exc!r}")

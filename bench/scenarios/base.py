@@ -1,0 +1,131 @@
+"""The Scenario interface and the result row every scenario produces.
+
+A scenario names the load generator to run (a separate process, see bench.loadgen) and
+turns its result into :class:`Row`s. The runner owns everything around it: starting the
+system, CPU and memory of the servers, Redis CPU, stopping and flushing. A new scenario
+(group fan-out, HTTP GET, long-poll, UDP, MQTT) is one module with one subclass, plus a
+load generator, registered in :data:`bench.scenarios.SCENARIOS`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.systems import Context, System
+
+
+@dataclass(frozen=True)
+class Options:
+    """Run-wide knobs a scenario reads (``--quick`` shrinks the times)."""
+
+    quick: bool
+    connections: int
+    warmup: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """What the runner saw between one ``measure_start`` and ``measure_end`` pair."""
+
+    label: str | None
+    wall_s: float
+    server_cpu_s: float
+    loadgen_cpu_s: float
+    redis_cpu_s: float
+    machine_cpu_s: float = math.nan  # all cores, every process: to spot outside interference
+
+    @property
+    def other_cpu_s(self) -> float:
+        """CPU used by anything other than servers, client and Redis in the window."""
+        rest = self.machine_cpu_s - self.server_cpu_s - self.loadgen_cpu_s - self.redis_cpu_s
+        return max(0.0, rest)  # the samples are a few ms apart: never show a small negative
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    scenario: str
+    system: str
+    side: str
+    label: str
+    connections: int
+    count: int
+    seconds: float
+    rate: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+    errors: int = 0
+    server_processes: int = 0
+    server_cpu_s: float = math.nan
+    server_cpu_total_s: float = math.nan
+    peak_rss_mb: float = math.nan
+    redis_cpu_s: float = math.nan
+    loadgen_cpu_s: float = math.nan
+    other_cpu_s: float = math.nan
+    round: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_us_per_msg(self) -> float:
+        """Server CPU per completed message: the cost, independent of the rate reached."""
+        if not self.count or math.isnan(self.server_cpu_s):
+            return math.nan
+        return self.server_cpu_s / self.count * 1e6
+
+
+class Scenario(ABC):
+    """One kind of load, runnable against every system it applies to."""
+
+    name: str
+    description: str
+
+    @abstractmethod
+    def applies_to(self, system: System) -> bool:
+        """Whether this scenario makes sense for ``system``."""
+
+    @abstractmethod
+    def loadgen_argv(self, system: System, ctx: Context, options: Options, python: str) -> list[str]:
+        """Command line of the load generator process."""
+
+    def timeout(self, options: Options) -> float:
+        """Hard limit on the load generator process, in seconds."""
+        return options.warmup + options.duration + 60.0
+
+    @abstractmethod
+    def rows(self, system: System, result: dict[str, Any], windows: list[Window], options: Options) -> list[Row]:
+        """Turn the generator's result (and the runner's windows) into table rows."""
+
+
+def row_from_summary(
+    scenario: str, system: System, label: str, summary: dict[str, Any], window: Window | None, connections: int
+) -> Row:
+    """A :class:`Row` from a :func:`bench.loadgen.common.summarize_ns` summary."""
+    row = Row(
+        scenario=scenario,
+        system=system.name,
+        side=system.side,
+        label=label,
+        connections=connections,
+        count=int(summary.get("count", 0)),
+        seconds=float(summary.get("seconds", 0.0)),
+        rate=float(summary.get("rate", 0.0)),
+        p50_ms=float(summary.get("p50_ms", math.nan)),
+        p90_ms=float(summary.get("p90_ms", math.nan)),
+        p99_ms=float(summary.get("p99_ms", math.nan)),
+        max_ms=float(summary.get("max_ms", math.nan)),
+        mean_ms=float(summary.get("mean_ms", math.nan)),
+    )
+    if window is not None:
+        row.server_cpu_s = window.server_cpu_s
+        row.redis_cpu_s = window.redis_cpu_s
+        row.loadgen_cpu_s = window.loadgen_cpu_s
+        row.other_cpu_s = window.other_cpu_s
+    return row

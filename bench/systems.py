@@ -1,0 +1,222 @@
+"""The systems under test, each a recipe for the server processes to start.
+
+A :class:`System` knows how to start itself on a port with a Redis db of its own; the
+runner starts it fresh for every scenario, measures it, stops it and flushes its db.
+Adding a system is one small subclass plus an entry in :data:`SYSTEMS`.
+
+Fairness on a 2-core machine (see docs/benchmarks.md): the single-process systems
+(``switchboard-run``, ``channels-daphne``, ``channels-uvicorn``) are compared with each
+other, and the two-process ones (``switchboard-split``: gateway + worker;
+``channels-uvicorn-2w``: two uvicorn workers) with each other. ``switchboard-split-2w``
+(gateway + 2 workers) shows what a second worker buys when there is no third core.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import ProcSpec
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+
+# One Redis db per side, flushed before and after each run; nothing else should use them.
+CHANNELS_REDIS_DB = 11
+SWITCHBOARD_REDIS_DB = 12
+FLOOR_REDIS_DB = 13
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where and with what one system run starts."""
+
+    host: str
+    port: int
+    main_python: str
+    env_python: str | None
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+
+
+class System(ABC):
+    """A system under test: its processes, its Redis db, and how to tell it is ready."""
+
+    name: str
+    side: str  # "switchboard", "channels" or "baseline"
+    description: str
+    needs_bench_env: bool = False
+    serves_http: bool = True  # it listens on a port and serves channels_site-like routes
+    redis_db: int | None = None  # its own Redis db, flushed before and after each run
+
+    @abstractmethod
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        """The server processes, in start order."""
+
+    def redis_url(self, ctx: Context) -> str | None:
+        if self.redis_db is None:
+            return None
+        return f"redis://{ctx.redis_host}:{ctx.redis_port}/{self.redis_db}"
+
+    def redis_prefix(self) -> str:
+        return f"bench-{self.name}:"
+
+    def base_env(self, ctx: Context) -> dict[str, str]:
+        env = {
+            "BENCH_BIND": f"{ctx.host}:{ctx.port}",
+            "BENCH_REDIS_PREFIX": self.redis_prefix(),
+            "PYTHONPATH": str(BENCH_DIR),
+            "PYTHONUNBUFFERED": "1",
+        }
+        url = self.redis_url(ctx)
+        if url:
+            env["BENCH_REDIS_URL"] = url
+        return env
+
+
+class SwitchboardSystem(System):
+    """Switchboard from the main venv, configured by bench/switchboard_site/settings.py."""
+
+    side = "switchboard"
+    redis_db: int | None = SWITCHBOARD_REDIS_DB
+
+    def command(self, ctx: Context, *args: str) -> list[str]:
+        return [
+            ctx.main_python,
+            "-m",
+            "switchboard",
+            *args,
+            "--settings",
+            "switchboard_site.settings",
+            "--pythonpath",
+            str(BENCH_DIR),
+            "--log-level",
+            "WARNING",
+        ]
+
+
+class SwitchboardSplit(SwitchboardSystem):
+    """``switchboard gateway`` + ``workers`` x ``switchboard worker`` over the Redis layer."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = workers
+        self.description = f"switchboard gateway + {workers} worker{'s' if workers > 1 else ''}, Redis layer"
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        env = self.base_env(ctx)
+        specs = [ProcSpec("gateway", self.command(ctx, "gateway"), BENCH_DIR, env)]
+        specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), BENCH_DIR, env) for i in range(self.workers)]
+        return specs
+
+
+class SwitchboardRun(SwitchboardSystem):
+    """``switchboard run``: gateway and worker in one process on the in-memory layer."""
+
+    name = "switchboard-run"
+    description = "switchboard run (one process, in-memory layer)"
+    redis_db = None  # `run` always uses the in-memory layer
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        return [ProcSpec("server", self.command(ctx, "run"), BENCH_DIR, self.base_env(ctx))]
+
+
+class ChannelsSystem(System):
+    """Django Channels 4 from bench/.env, configured by bench/channels_site/settings.py."""
+
+    side = "channels"
+    needs_bench_env = True
+    redis_db: int | None = CHANNELS_REDIS_DB
+
+    def python(self, ctx: Context) -> str:
+        if ctx.env_python is None:
+            raise RuntimeError(f"{self.name} needs the comparison venv bench/.env")
+        return ctx.env_python
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {**self.base_env(ctx), "DJANGO_SETTINGS_MODULE": "channels_site.settings"}
+
+
+class ChannelsDaphne(ChannelsSystem):
+    """daphne (Twisted) serving the Channels application, consumers in the same process."""
+
+    name = "channels-daphne"
+    description = "Channels 4 on daphne (one process), channels-redis layer"
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        bin_dir = Path(self.python(ctx)).parent
+        argv = [str(bin_dir / "daphne"), "-b", ctx.host, "-p", str(ctx.port), "-v", "0"]
+        argv.append("channels_site.asgi:application")
+        return [ProcSpec("daphne", argv, BENCH_DIR, self.env(ctx))]
+
+
+class ChannelsUvicorn(ChannelsSystem):
+    """uvicorn (uvloop, httptools, websockets-sansio) serving the Channels application."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = workers
+        processes = f"{workers} process{'es' if workers > 1 else ''}"
+        self.description = f"Channels 4 on uvicorn ({processes}), channels-redis layer"
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        argv = [
+            self.python(ctx),
+            "-m",
+            "uvicorn",
+            "channels_site.asgi:application",
+            "--host",
+            ctx.host,
+            "--port",
+            str(ctx.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
+        return [ProcSpec("uvicorn", argv, BENCH_DIR, self.env(ctx))]
+
+
+class RawRedis(System):
+    """No server of ours: redis-py straight against Redis, for the floor measurement."""
+
+    name = "redis"
+    side = "baseline"
+    description = "redis-py asyncio (hiredis) straight to Redis: the floor"
+    serves_http = False
+    redis_db = FLOOR_REDIS_DB
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        return []
+
+
+SYSTEMS: dict[str, System] = {
+    system.name: system
+    for system in (
+        RawRedis(),
+        SwitchboardSplit("switchboard-split", workers=1),
+        SwitchboardSplit("switchboard-split-2w", workers=2),
+        SwitchboardRun(),
+        ChannelsDaphne(),
+        ChannelsUvicorn("channels-uvicorn", workers=1),
+        ChannelsUvicorn("channels-uvicorn-2w", workers=2),
+    )
+}
+
+
+def select(names: list[str] | None) -> list[System]:
+    """Systems by name, in :data:`SYSTEMS` order; ``None`` means all."""
+    if not names:
+        return list(SYSTEMS.values())
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
+    return [SYSTEMS[n] for n in SYSTEMS if n in names]
+
+
+def main_python() -> str:
+    """The interpreter of the main venv (the one running the harness)."""
+    return sys.executable
