@@ -1,0 +1,353 @@
+"""Helpers for the MQTT tests: a real paho test client, a private Mosquitto, polling.
+
+Kept out of conftest.py so test modules can import them by a name unique to this
+directory (``mqtt_helpers``) without clashing with other test directories' conftests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+
+BROKER_HOST = "127.0.0.1"
+BROKER_PORT = int(os.environ.get("SWITCHBOARD_TEST_MQTT_PORT", "1883"))
+WAIT = 10.0  # a safety net so a broken path fails the test instead of hanging it
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def mosquitto_reachable() -> bool:
+    return port_open(BROKER_PORT, BROKER_HOST)
+
+
+def unique_prefix() -> str:
+    """A topic prefix no other test (or parallel run) uses."""
+    return f"sb-test-{secrets.token_hex(4)}"
+
+
+class MqttTestClient:
+    """A plain paho client in its own thread: what a device or a script would be.
+
+    Subscriptions are re-sent on every connect, so the client follows a broker restart.
+    Received messages wait in a thread-safe queue; async tests read it with :meth:`aget`.
+    """
+
+    def __init__(self, port: int = BROKER_PORT, *, version: int = 4) -> None:
+        self.port = port
+        self.protocol = paho.MQTTv5 if version == 5 else paho.MQTTv311
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self._subscriptions: dict[str, int] = {}
+        self._acks: dict[int, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"sb-test-client-{secrets.token_hex(4)}",
+            protocol=self.protocol,
+        )
+        self.client.reconnect_delay_set(1, 1)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self.connected.clear()
+        self.client.on_message = lambda client, userdata, message: self.messages.put(message)
+        self.client.on_subscribe = self._on_ack
+        self.client.on_unsubscribe = self._on_ack
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            return
+        with self._lock:
+            subscriptions = list(self._subscriptions.items())
+        if subscriptions:
+            client.subscribe(subscriptions)
+        self.connected.set()
+
+    def _on_ack(self, client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        with self._lock:
+            event = self._acks.setdefault(mid, threading.Event())
+        event.set()
+
+    def _wait_ack(self, mid: int | None, what: str) -> None:
+        assert mid is not None, f"{what}: not connected"
+        with self._lock:
+            event = self._acks.setdefault(mid, threading.Event())
+        assert event.wait(WAIT), f"{what}: no acknowledgement from the broker"
+
+    def connect(self) -> MqttTestClient:
+        self.client.connect_async(BROKER_HOST, self.port, keepalive=30)
+        self.client.loop_start()
+        assert self.connected.wait(WAIT), f"test client cannot connect to 127.0.0.1:{self.port}"
+        return self
+
+    def subscribe(self, topic: str, qos: int = 0) -> None:
+        with self._lock:
+            self._subscriptions[topic] = qos
+        _, mid = self.client.subscribe(topic, qos)
+        self._wait_ack(mid, f"subscribe {topic}")
+
+    def unsubscribe(self, topic: str) -> None:
+        with self._lock:
+            self._subscriptions.pop(topic, None)
+        _, mid = self.client.unsubscribe(topic)
+        self._wait_ack(mid, f"unsubscribe {topic}")
+
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, properties: Properties | None = None
+    ) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if qos:
+            info.wait_for_publish(WAIT)
+
+    def get(self, timeout: float = WAIT) -> paho.MQTTMessage:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no MQTT message within {timeout}s") from None
+
+    async def aget(self, timeout: float = WAIT) -> paho.MQTTMessage:
+        return await asyncio.to_thread(self.get, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own on a free port, to kill and restart at will.
+
+    The system broker on 1883 is shared and never restarted by tests.
+    """
+
+    def __init__(self, directory: Path, listener_options: str = "", scheme: str = "mqtt") -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.scheme = scheme
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n{listener_options}allow_anonymous true\npersistence false\n"
+            f"log_dest file {directory / 'mosquitto.log'}\n"
+            # Started as root, mosquitto would switch to its own user and could no longer
+            # read the test's private tmp directory (keys, log). Ignored when not root.
+            "user root\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.process = subprocess.Popen(
+            [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + WAIT
+        while not port_open(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private mosquitto did not start on port {self.port}: {self.log()}")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """Stop the broker abruptly (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(WAIT)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.directory / "mosquitto.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``predicate`` on the loop until it holds (the test's safety net, not a speed check)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def wait_until_sync(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def publish_until_reply(
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT, every: float = 0.2
+) -> paho.MQTTMessage:
+    """Publish, then again every ``every`` seconds, until a message arrives; return it.
+
+    For subscriptions whose SUBACK the test cannot observe (a gateway subscribing after a
+    broker restart, a consumer's runtime subscribe): the first publish the broker routes
+    gets answered. Later duplicates may still arrive; callers must not count replies.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        client.publish(topic, payload)
+        try:
+            return client.messages.get(timeout=every)
+        except queue.Empty:
+            continue
+    raise AssertionError(f"no reply to publishes on {topic} within {timeout}s")
+
+
+async def apublish_until_reply(
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT
+) -> paho.MQTTMessage:
+    return await asyncio.to_thread(publish_until_reply, client, topic, payload, timeout)
+
+
+# -- end-to-end deployments (real OS processes) ----------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class Deployment:
+    """``switchboard gateway`` + ``worker`` over Redis (``split``) or ``switchboard run``.
+
+    Processes log to files in ``log_dir``; :meth:`logs` shows them when a test fails.
+    """
+
+    def __init__(self, mode: str, broker_url: str, prefix: str, log_dir: Path) -> None:
+        self.mode = mode
+        self.prefix = prefix
+        self.broker_port = int(broker_url.rsplit(":", 1)[1])
+        self.log_dir = log_dir
+        self.stats_file = log_dir / "mqtt-stats.json"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(HERE), env.get("PYTHONPATH", "")] if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["SB_MQTT_BROKER"] = broker_url
+        env["SB_MQTT_PREFIX"] = prefix
+        env["SB_MQTT_STATS"] = str(self.stats_file)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env.pop("SWITCHBOARD_REDIS_URL", None)
+        if mode == "split":
+            env["SWITCHBOARD_REDIS_URL"] = REDIS_URL
+            env["SWITCHBOARD_REDIS_PREFIX"] = f"{prefix}:"
+        self.env = env
+
+    def start(self, name: str, *args: str) -> None:
+        """Start ``python -m switchboard <args>`` as process ``name``."""
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "mqtt_e2e_settings"],
+            cwd=self.log_dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def start_all(self) -> None:
+        if self.mode == "split":
+            self.start("gateway", "gateway")
+            self.start("worker", "worker")
+        else:
+            self.start("run", "run")
+
+    @property
+    def gateway_name(self) -> str:
+        return "gateway" if self.mode == "split" else "run"
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    def wait_online(self, port: int = BROKER_PORT) -> None:
+        """Wait for the gateway's retained ``online`` status: connected and subscribed."""
+        client = MqttTestClient(port).connect()
+        try:
+            client.subscribe(f"{self.prefix}/status")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                self.check_alive()
+                try:
+                    message = client.messages.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if message.payload == b"online":
+                    client.publish(f"{self.prefix}/status", b"", qos=1, retain=True)  # leave no retained message
+                    return
+            raise AssertionError(f"the gateway never announced itself online\n{self.logs()}")
+        finally:
+            client.close()
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        """SIGTERM everything first, so the processes shut down in parallel."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name in list(self.processes):
+            self.stop(name)
+
+    def gateway_stats(self) -> dict[str, int]:
+        """Stop the gateway process and read the counters its MQTT plugin wrote."""
+        self.stop(self.gateway_name)
+        assert self.stats_file.exists(), f"no stats file written\n{self.logs()}"
+        stats: dict[str, int] = json.loads(self.stats_file.read_text())
+        return stats
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
