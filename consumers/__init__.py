@@ -12,32 +12,44 @@ connection's reply channel and group messages arrive through the normal ``receiv
 
 from switchboard.gateway.layers import get_channel_layer
 
+from .auth import AuthMiddleware, AuthMiddlewareStack, login, logout
 from .base import AsyncConsumer, SyncConsumer
 from .db import database_sync_to_async
 from .exceptions import DenyConnection, RouteNotFound, StopConsumer
 from .http import AsyncHttpConsumer, HttpConsumer
 from .middleware import BaseMiddleware
 from .routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter
+from .security import AllowedHostsOriginValidator, OriginValidator
+from .sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
 from .websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer, JsonWebsocketConsumer, WebsocketConsumer
 
 __all__ = [
+    "AllowedHostsOriginValidator",
     "AsyncConsumer",
     "AsyncHttpConsumer",
     "AsyncJsonWebsocketConsumer",
     "AsyncWebsocketConsumer",
+    "AuthMiddleware",
+    "AuthMiddlewareStack",
     "BaseMiddleware",
     "ChannelNameRouter",
+    "CookieMiddleware",
     "DenyConnection",
     "HttpConsumer",
     "JsonWebsocketConsumer",
+    "OriginValidator",
     "ProtocolTypeRouter",
     "RouteNotFound",
+    "SessionMiddleware",
+    "SessionMiddlewareStack",
     "StopConsumer",
     "SyncConsumer",
     "URLRouter",
     "WebsocketConsumer",
     "database_sync_to_async",
     "get_channel_layer",
+    "login",
+    "logout",
 ]
 
 # Protocol plugins' consumers load on first use, so a project that installs only some

@@ -1,12 +1,22 @@
-"""The example's routing plus consumers that exist to fail, for the bad-input tests."""
+"""The example's routing plus consumers that exist to fail, for the bad-input tests.
+
+The WebSocket routes are the example's own (``websocket_urlpatterns``) behind the same
+origin check and auth stack, plus ``/ws/boom/``.
+"""
 
 from __future__ import annotations
 
-from chat.consumers import ChatConsumer
 from chatsite.routing import application as example_application
+from chatsite.routing import websocket_urlpatterns
 from django.urls import path
 
-from switchboard.consumers import AsyncWebsocketConsumer, ProtocolTypeRouter, URLRouter
+from switchboard.consumers import (
+    AllowedHostsOriginValidator,
+    AsyncWebsocketConsumer,
+    AuthMiddlewareStack,
+    ProtocolTypeRouter,
+    URLRouter,
+)
 
 
 class BoomConsumer(AsyncWebsocketConsumer):
@@ -18,13 +28,9 @@ class BoomConsumer(AsyncWebsocketConsumer):
 
 application = ProtocolTypeRouter(
     {
-        "http": example_application.application_mapping["http"],
-        "websocket": URLRouter(
-            [
-                path("ws/chat/<str:room>/", ChatConsumer.as_asgi()),
-                path("ws/boom/", BoomConsumer.as_asgi()),
-            ]
+        **example_application.application_mapping,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter([*websocket_urlpatterns, path("ws/boom/", BoomConsumer.as_asgi())]))
         ),
-        **{k: v for k, v in example_application.application_mapping.items() if k not in ("http", "websocket")},
     }
 )

@@ -1,7 +1,8 @@
 """The example project end to end, in split mode (processes over Redis) and one-process mode.
 
 Real clients only: urllib for HTTP, raw sockets for malformed input, the ``websockets``
-client for WebSockets.
+client for WebSockets. WebSocket clients send the site's own ``Origin``, as a browser on
+its pages does (the chat refuses connections without one), and post as logged-in users.
 """
 
 from __future__ import annotations
@@ -9,27 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import urllib.error
-import urllib.request
 
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import Deployment
+from .e2e_clients import http, recv_json, ws
 
 pytestmark = pytest.mark.e2e
-
-
-def http(
-    deployment: Deployment, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, bytes]:
-    request = urllib.request.Request(deployment.base_url + path, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
 
 
 def test_plain_django_view_get_and_post(deployment: Deployment) -> None:
@@ -51,22 +39,24 @@ def test_unknown_http_url_is_djangos_404(deployment: Deployment) -> None:
 
 
 async def test_chat_group_two_clients_receive_each_others_messages(deployment: Deployment) -> None:
-    url = deployment.ws_url + "/ws/chat/lobby/"
-    async with connect(url) as alice, connect(url) as bob:
+    alice_session, bob_session = deployment.login("alice"), deployment.login("bob")
+    async with ws(deployment, "/ws/chat/lobby/", alice_session) as alice, ws(deployment, "/ws/chat/lobby/", bob_session) as bob:
         # Both are in the group once connect() ran; a first ping-pong proves it for each.
         await alice.send(json.dumps({"message": "hello from alice"}))
         await bob.send(json.dumps({"message": "hello from bob"}))
-        got_alice = {json.loads(await asyncio.wait_for(alice.recv(), 10))["message"] for _ in range(2)}
-        got_bob = {json.loads(await asyncio.wait_for(bob.recv(), 10))["message"] for _ in range(2)}
-    assert got_alice == got_bob == {"hello from alice", "hello from bob"}
+        got_alice = {tuple(sorted((await recv_json(alice)).items())) for _ in range(2)}
+        got_bob = {tuple(sorted((await recv_json(bob)).items())) for _ in range(2)}
+    expected = {(("message", "hello from alice"), ("user", "alice")), (("message", "hello from bob"), ("user", "bob"))}
+    assert got_alice == got_bob == expected
 
 
 async def test_rooms_are_separate(deployment: Deployment) -> None:
-    async with connect(deployment.ws_url + "/ws/chat/a/") as in_a, connect(deployment.ws_url + "/ws/chat/b/") as in_b:
+    session = deployment.login("alice")
+    async with ws(deployment, "/ws/chat/a/", session) as in_a, ws(deployment, "/ws/chat/b/", session) as in_b:
         await in_a.send(json.dumps({"message": "only a"}))
-        assert json.loads(await asyncio.wait_for(in_a.recv(), 10)) == {"message": "only a"}
+        assert await recv_json(in_a) == {"message": "only a", "user": "alice"}
         await in_b.send(json.dumps({"message": "only b"}))
-        assert json.loads(await asyncio.wait_for(in_b.recv(), 10)) == {"message": "only b"}
+        assert await recv_json(in_b) == {"message": "only b", "user": "alice"}
 
 
 def test_malformed_http_gets_400_and_gateway_keeps_serving(deployment: Deployment) -> None:
@@ -100,27 +90,27 @@ def test_oversized_body_gets_413(deployment: Deployment) -> None:
 
 
 async def test_oversized_frame_closes_1009_and_gateway_keeps_serving(deployment: Deployment) -> None:
-    async with connect(deployment.ws_url + "/ws/chat/big/", max_size=None) as ws:
-        await ws.send("x" * (256 * 1024))
+    async with ws(deployment, "/ws/chat/big/", max_size=None) as socket:
+        await socket.send("x" * (256 * 1024))
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.wait_for(socket.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
-    async with connect(deployment.ws_url + "/ws/chat/big/") as ws:
-        await ws.send(json.dumps({"message": "still here"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"message": "still here"}
+    async with ws(deployment, "/ws/chat/big/", deployment.login("alice")) as socket:
+        await socket.send(json.dumps({"message": "still here"}))
+        assert await recv_json(socket) == {"message": "still here", "user": "alice"}
 
 
 async def test_unknown_websocket_route_is_rejected_404(deployment: Deployment) -> None:
     with pytest.raises(InvalidStatus) as rejected:
-        async with connect(deployment.ws_url + "/ws/nowhere/"):
+        async with ws(deployment, "/ws/nowhere/"):
             pass
     assert rejected.value.response.status_code == 404
 
 
 async def test_consumer_exception_closes_1011_and_gateway_keeps_serving(deployment: Deployment) -> None:
-    async with connect(deployment.ws_url + "/ws/boom/") as ws:
-        await ws.send("anything")
+    async with ws(deployment, "/ws/boom/") as socket:
+        await socket.send("anything")
         with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.wait_for(socket.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert http(deployment, "/api/echo/")[0] == 200

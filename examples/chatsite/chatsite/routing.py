@@ -4,18 +4,41 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # set Django up before consumers import models
 
-from chat.consumers import ChatConsumer  # noqa: E402
-from django.urls import path  # noqa: E402
+from chat.consumers import ChatConsumer, ChatEventsConsumer  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 from emaildemo.consumers import MailToChatConsumer  # noqa: E402
+from thumbnails.consumers import CHANNEL as THUMBNAILS  # noqa: E402
+from thumbnails.consumers import ThumbnailConsumer  # noqa: E402
 from udpdemo.consumers import UppercaseEchoConsumer  # noqa: E402
 
-from switchboard.consumers import ProtocolTypeRouter, URLRouter  # noqa: E402
+from switchboard.consumers import (  # noqa: E402
+    AllowedHostsOriginValidator,
+    AuthMiddlewareStack,
+    ChannelNameRouter,
+    ProtocolTypeRouter,
+    URLRouter,
+)
+
+#: HTTP: server-sent events for one URL, every other URL to Django's views.
+http_urlpatterns = [
+    path("events/<str:room>/", ChatEventsConsumer.as_asgi()),
+    re_path(r"", django_http),
+]
+
+#: WebSocket routes. Anyone may read the chat; posting needs a login (scope["user"]).
+websocket_urlpatterns = [
+    path("ws/chat/<str:room>/", ChatConsumer.as_asgi(post_requires_login=True)),
+]
 
 application = ProtocolTypeRouter(
     {
-        "http": django_http,
-        "websocket": URLRouter([path("ws/chat/<str:room>/", ChatConsumer.as_asgi())]),
+        "http": URLRouter(http_urlpatterns),
+        # Pages of other sites may not open the chat socket with our users' cookies; the
+        # session cookie then gives scope["user"], as request.user in a view.
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "udp": UppercaseEchoConsumer.as_asgi(),
         "email": MailToChatConsumer.as_asgi(),
+        # Background work: what views send to the named channel "thumbnails".
+        "channel": ChannelNameRouter({THUMBNAILS: ThumbnailConsumer.as_asgi()}),
     }
 )

@@ -1,4 +1,5 @@
-"""Settings of the Switchboard example: a page, a JSON view and a WebSocket chat.
+"""Settings of the Switchboard example: a page, a JSON view, a WebSocket chat with logins,
+server-sent events and background thumbnails.
 
 Environment knobs (used by the end-to-end tests and handy for trying split mode):
 - SWITCHBOARD_HTTP_BIND   where the gateway listens (default 127.0.0.1:8000)
@@ -6,6 +7,8 @@ Environment knobs (used by the end-to-end tests and handy for trying split mode)
 - SWITCHBOARD_SMTP_BIND   the inbound mail server (default 127.0.0.1:2525)
 - SWITCHBOARD_REDIS_URL   use the Redis layer at this URL (default: in-memory layer)
 - SWITCHBOARD_REDIS_PREFIX  key prefix in Redis (tests isolate runs with it)
+- SWITCHBOARD_EXAMPLE_DB  the SQLite database file (default db.sqlite3 here; run
+  ``manage.py migrate`` first: sessions, users and thumbnails live there)
 """
 
 import os
@@ -26,6 +29,7 @@ INSTALLED_APPS = [
     "chat",
     "udpdemo",
     "emaildemo",
+    "thumbnails",
 ]
 
 MIDDLEWARE = [
@@ -52,10 +56,13 @@ DATABASES = {
     }
 }
 USE_TZ = True
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# The application workers run: Django views for HTTP, consumers for WebSockets.
+# The application workers run: Django views and server-sent events for HTTP, consumers for
+# WebSockets, and the named channel "thumbnails" (chatsite/routing.py).
 ASGI_APPLICATION = "chatsite.routing.application"
 
 _redis_url = os.environ.get("SWITCHBOARD_REDIS_URL")
