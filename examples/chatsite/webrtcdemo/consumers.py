@@ -1,0 +1,45 @@
+"""A chat member over a WebRTC data channel, in the same rooms as the WebSocket chat.
+
+The WebSocket ``ChatConsumer`` (``chat/consumers.py``) and this consumer join the same
+group, ``chat.<room>``, and speak the same group message, ``{"type": "chat.message",
+"message": ...}``: a browser on a data channel and browsers on WebSockets see each other's
+messages, and neither consumer knows the other's protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from switchboard.consumers.webrtc import AsyncJsonWebrtcConsumer
+
+#: The data channel the page opens for chat messages.
+CHAT_LABEL = "chat"
+
+
+class WebrtcChatConsumer(AsyncJsonWebrtcConsumer):
+    """One browser peer in room ``url_route["room"]``; JSON ``{"message": ...}`` both ways."""
+
+    async def connect(self) -> None:
+        self.room = self.scope["url_route"]["kwargs"]["room"]
+        self.group = f"chat.{self.room}"
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, reason: str) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, label: str, content: Any) -> None:
+        if label != CHAT_LABEL:
+            return
+        try:
+            message = str(content["message"])[:2000]
+        except (KeyError, TypeError):
+            await self.send_json(CHAT_LABEL, {"error": 'send JSON like {"message": "hi"}'})
+            return
+        await self.channel_layer.group_send(self.group, {"type": "chat.message", "message": message})
+
+    async def invalid_json(self, label: str, text: str | None, bytes_data: bytes | None, error: str) -> None:
+        await self.send_json(CHAT_LABEL, {"error": 'send JSON like {"message": "hi"}'})
+
+    async def chat_message(self, event: dict[str, Any]) -> None:
+        """A message of the room, from any member (WebSocket or WebRTC)."""
+        await self.send_json(CHAT_LABEL, {"message": event["message"]})

@@ -1,0 +1,375 @@
+"""Fixtures for the WebRTC plugin tests: in-process stacks, a real aiortc client peer, OS processes.
+
+In-process tests run the real HTTP plugin (uvicorn on 127.0.0.1:0), the WebRTC plugin, the
+gateway core and a worker over the in-memory layer; the client is a real aiortc peer in
+the test process that signals over real HTTP. End-to-end tests start ``switchboard
+gateway`` + ``switchboard worker`` over the real Redis (or ``switchboard run``) as OS
+processes with ``webrtc_settings.py``.
+
+ICE stays on loopback: aioice leaves 127.0.0.1 out of its host candidates, so the gateway
+gets ``ice_host_addresses: ["127.0.0.1"]`` and the test's client peer the same through the
+``loopback_ice`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 10.0  # safety net: a broken path fails the test instead of hanging it
+
+if str(EXAMPLE) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE))  # the example's chat and webrtcdemo apps
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-webrtc-tests",
+        INSTALLED_APPS=[],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+import aioice.ice  # noqa: E402
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+
+from switchboard.gateway.config import parse_options  # noqa: E402
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer  # noqa: E402
+from switchboard.gateway.server import Gateway  # noqa: E402
+from switchboard.gateway.worker import Worker  # noqa: E402
+from switchboard.protocols.http import HttpOptions, HttpPlugin  # noqa: E402
+from switchboard.protocols.webrtc import WebrtcOptions, WebrtcPlugin  # noqa: E402
+
+
+async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
+    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's own aiortc peers gather host candidates on 127.0.0.1 only."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+
+
+# -- HTTP helpers (urllib in a thread: a plain, independent HTTP client) --------------
+
+
+def _request(url: str, body: bytes | None, method: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+async def http(
+    url: str, body: bytes | None = None, *, method: str = "POST", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """``(status, headers, body)`` of one real HTTP request."""
+    return await asyncio.to_thread(_request, url, body, method, headers or {"content-type": "application/json"})
+
+
+async def post_offer(url: str, offer: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    status, _, body = await http(url, json.dumps(offer).encode(), headers=headers)
+    return status, json.loads(body)
+
+
+# -- a real aiortc client peer --------------------------------------------------------
+
+
+class ClientPeer:
+    """An aiortc peer in the test process with data channels, like a browser page."""
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.channels: dict[str, RTCDataChannel] = {}
+        self.inbox: dict[str, asyncio.Queue[str | bytes]] = {}
+        self.opened: dict[str, asyncio.Event] = {}
+        self.closed = asyncio.Event()
+        self.pc.on("connectionstatechange", self._on_state)
+        for label in labels:
+            self.add_channel(label)
+
+    def add_channel(self, label: str) -> RTCDataChannel:
+        channel = self.pc.createDataChannel(label)
+        inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+        opened = asyncio.Event()
+        channel.on("message", inbox.put_nowait)
+        channel.on("open", opened.set)
+        self.channels[label] = channel
+        self.inbox[label] = inbox
+        self.opened[label] = opened
+        return channel
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState in ("closed", "failed"):
+            self.closed.set()
+
+    async def offer(self) -> dict[str, str]:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+
+    async def accept(self, answer: dict[str, str]) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    async def wait_open(self, *labels: str) -> None:
+        for label in labels or tuple(self.channels):
+            await asyncio.wait_for(self.opened[label].wait(), WAIT)
+
+    async def receive(self, label: str, timeout: float = WAIT) -> str | bytes:
+        return await asyncio.wait_for(self.inbox[label].get(), timeout)
+
+    async def nothing_within(self, label: str, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.inbox[label].get(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def close(self) -> None:
+        await self.pc.close()
+
+
+async def connect_peer(url: str, labels: tuple[str, ...] = ("chat",), headers: dict[str, str] | None = None) -> ClientPeer:
+    """Offer over HTTP, apply the answer, wait until every channel is open."""
+    peer = ClientPeer(labels)
+    status, answer = await post_offer(url, await peer.offer(), headers)
+    assert status == 200, answer
+    assert answer["type"] == "answer"
+    await peer.accept(answer)
+    await peer.wait_open()
+    return peer
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[ClientPeer]]:
+    """Client peers a test appends here are closed after it."""
+    opened: list[ClientPeer] = []
+    yield opened
+    for peer in opened:
+        await peer.close()
+
+
+# -- the in-process stack -------------------------------------------------------------
+
+
+@pytest.fixture
+async def layer(request: pytest.FixtureRequest) -> AsyncIterator[ChannelLayer]:
+    """A fresh in-memory layer installed as the process layer (indirect param: extra CONFIG)."""
+    config = {"block_timeout": 0.05, **getattr(request, "param", {})}
+    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": config})
+    set_channel_layer(channel_layer)
+    try:
+        yield channel_layer
+    finally:
+        set_channel_layer(None)
+        await channel_layer.close()
+
+
+def webrtc_options(**raw: Any) -> WebrtcOptions:
+    """Options as the config would give them (so they pass the real validation)."""
+    raw.setdefault("ice_host_addresses", ["127.0.0.1"])
+    return parse_options(WebrtcOptions, raw, where="PROTOCOLS.webrtc")
+
+
+@dataclass
+class Stack:
+    """HTTP plugin + WebRTC plugin + gateway core (+ a worker running ``app``) on one layer."""
+
+    layer: ChannelLayer
+    gateway: Gateway
+    http: HttpPlugin
+    plugin: WebrtcPlugin
+    worker: Worker | None = None
+    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    worker_task: asyncio.Task[None] | None = None
+    stopped: bool = False
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.http.bound_addresses[0]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str = "/webrtc/offer/test/echo/") -> str:
+        return self.base_url + path
+
+    async def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        await self.plugin.stop(2.0)
+        await self.http.stop(1.0)
+        self.worker_stop.set()
+        if self.worker_task is not None:
+            await self.worker_task
+        await self.gateway.stop()
+
+
+@pytest.fixture
+async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
+    """``await stack(app=..., **webrtc_options)`` starts a :class:`Stack`; stopped after the test."""
+    stacks: list[Stack] = []
+
+    async def start(app: Any = None, protocols: tuple[str, ...] = ("webrtc",), **options: Any) -> Stack:
+        gateway = Gateway(layer, worker_timeout=5.0)
+        await gateway.start()
+        http_plugin = HttpPlugin(parse_options(HttpOptions, {"bind": ["127.0.0.1:0"], "response_timeout": 5}, where="http"))
+        plugin = WebrtcPlugin(webrtc_options(**options))
+        gateway.plugins = [http_plugin, plugin]  # type: ignore[attr-defined]
+        await http_plugin.start(gateway)
+        await plugin.start(gateway)
+        running = Stack(layer, gateway, http_plugin, plugin)
+        stacks.append(running)
+        if app is not None:
+            running.worker = Worker(app, layer, protocols=list(protocols), channels=[])
+            running.worker_task = asyncio.get_running_loop().create_task(running.worker.run(running.worker_stop, drain_timeout=1))
+        return running
+
+    yield start
+    for running in stacks:
+        await running.stop()
+
+
+# -- OS processes ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Deployment:
+    """Gateway and worker processes (or one ``run`` process) serving the test site."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "webrtc_settings"],
+            cwd=HERE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def stop(self, name: str, timeout: float = 15) -> int:
+        """SIGTERM (the clean shutdown path), then kill if it hangs."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Until a worker answers a Django view through the gateway."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                status, _, _ = await http(self.base_url + "/ready/", method="GET", headers={})
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"deployment not ready after {timeout}s\n{self.logs()}")
+
+
+def start_deployment(mode: str, log_dir: Path) -> Deployment:
+    """``split``: gateway + worker over Redis; ``run``: one process on the memory layer."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            "WEBRTC_TEST_BIND": f"127.0.0.1:{port}",
+        }
+    )
+    env.pop("WEBRTC_TEST_REDIS_URL", None)
+    if mode == "split":
+        env["WEBRTC_TEST_REDIS_URL"] = REDIS_URL
+        env["WEBRTC_TEST_REDIS_PREFIX"] = f"sb-webrtc-{secrets.token_hex(4)}:"
+    deployment = Deployment(mode, port, env, log_dir)
+    if mode == "split":
+        deployment.start("gateway", "gateway")
+        deployment.start("worker", "worker")
+    else:
+        deployment.start("run", "run")
+    return deployment
+
+
+@pytest.fixture(scope="module", params=["split", "run"])
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The test site deployed in ``split`` (over Redis) or ``run`` mode, shared by a module."""
+    mode = request.param
+    if mode == "split" and not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    running = start_deployment(mode, tmp_path_factory.mktemp(f"webrtc-{mode}"))
+    try:
+        yield running
+    finally:
+        for name in list(running.processes):
+            running.stop(name)
+        print(running.logs())  # shown by pytest only when a test of the module failed
