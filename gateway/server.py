@@ -111,6 +111,9 @@ class Gateway:
         self._holding: set[Connection] = set()
         self._draining: dict[str, set[Connection]] = {}
         self._mount_order: list[str] = []
+        # Every plugin of this gateway, set by run_gateway before any starts (None when a
+        # gateway is built by hand, e.g. in tests: then nobody can tell what is enabled).
+        self.plugins: list[ProtocolPlugin[Any]] | None = None
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -359,6 +362,7 @@ class Gateway:
             except LayerClosed:
                 return
             forwards = []
+            direct: list[tuple[Connection, Message]] = []
             for channel, message in batch:
                 connection = connections.get(channel)
                 message_type = message.get("type")
@@ -382,12 +386,34 @@ class Gateway:
                         logger.exception("delivering %s to %s failed", message_type, channel)
                     stats.replies_delivered += 1
                 else:
-                    forwards.append(self.send_event(connection, message))
                     stats.replies_forwarded += 1
+                    if connection.worker is not None or (not connection.sticky and connection.held is None and not self._claim_pending(connection)):
+                        # Nothing to hold or claim: batch it (a group message to 1,000
+                        # members is one send_many, not 1,000 tasks).
+                        direct.append((connection, message))
+                    else:
+                        forwards.append(self.send_event(connection, message))
+            if direct:
+                forwards.append(self._forward_many(direct))
+                direct = []
             if forwards:
                 for result in await asyncio.gather(*forwards, return_exceptions=True):
                     if isinstance(result, Exception):
                         logger.warning("forwarding a message to the worker pool failed: %r", result)
+
+    async def _forward_many(self, items: list[tuple[Connection, Message]]) -> None:
+        """Forward messages of connections that need no holding: one ``send_many``."""
+        envelopes = [(c.events_channel, wrap(c.channel, c.scope, m)) for c, m in items]
+        try:
+            results = await self.layer.send_many(envelopes)
+        except Exception:
+            self.stats.events_failed += len(items)
+            raise
+        for ok in results:
+            if ok:
+                self.stats.events_sent += 1
+            else:
+                self.stats.events_dropped_full += 1
 
     async def stop(self) -> None:
         """Stop the reply loop (after plugins drained)."""
@@ -421,6 +447,7 @@ async def run_gateway(
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     gateway = Gateway(layer)
+    gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
     await gateway.start()
     started_plugins: list[ProtocolPlugin[Any]] = []
     try:

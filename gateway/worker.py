@@ -34,11 +34,14 @@ logger = logging.getLogger("switchboard.worker")
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 # Events after which a connection has nothing more to say: no instance is built for them.
-_FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect"})
+_FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "webrtc.disconnect"})
 
 # How to resume an established connection on a worker that never saw it open: the
 # opening event to replay, and the reply to swallow because the client already had it.
-_RESUME: dict[str, tuple[str, str]] = {"websocket": ("websocket.connect", "websocket.accept")}
+_RESUME: dict[str, tuple[str, str | None]] = {
+    "websocket": ("websocket.connect", "websocket.accept"),
+    "webrtc": ("webrtc.connect", None),  # a peer has no accept step to swallow
+}
 
 
 @dataclass
@@ -354,7 +357,7 @@ class Worker:
                 instance.accepted = True
                 return  # the client was accepted long ago, by the previous worker
             instance.accepted = True
-        elif message_type == "websocket.close":
+        elif message_type in ("websocket.close", "webrtc.close"):
             instance.closed = True
         reply_channel = instance.scope.get("reply_channel")
         if reply_channel is None:
@@ -377,6 +380,8 @@ class Worker:
                 await self._send_reply(instance, {"type": "http.response.body", "body": body, "more_body": False})
             elif scope_type == "http":
                 await self._send_reply(instance, {"type": "http.response.body", "body": b"", "more_body": False})
+            elif scope_type == "webrtc" and not instance.closed:
+                await self._send_reply(instance, {"type": "webrtc.close"})
             elif scope_type == "websocket" and not instance.closed:
                 denial = "websocket.http.response" in (instance.scope.get("extensions") or {})
                 if not instance.accepted and denial:

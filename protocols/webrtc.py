@@ -646,8 +646,8 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
 def _check_http_plugin(gateway: Gateway) -> None:
     """Signaling rides on the http plugin: without it no peer could ever connect.
 
-    ``run_gateway`` does not hand plugins the plugin list; when the gateway carries one
-    (``gateway.plugins``), a missing http plugin stops start-up here.
+    ``run_gateway`` sets ``gateway.plugins`` before any plugin starts, so a missing http
+    plugin stops start-up here; a gateway built by hand has None there and is trusted.
     """
     plugins = getattr(gateway, "plugins", None)
     if plugins is not None and not any(getattr(plugin, "name", None) == "http" for plugin in plugins):
