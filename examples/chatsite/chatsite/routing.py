@@ -7,9 +7,12 @@ django_http = get_asgi_application()  # set Django up before consumers import mo
 from chat.consumers import ChatConsumer, ChatEventsConsumer  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 from emaildemo.consumers import MailToChatConsumer  # noqa: E402
+from mqttdemo.routing import mqtt_application  # noqa: E402
+from smsdemo.consumers import AutoResponderConsumer  # noqa: E402
 from thumbnails.consumers import CHANNEL as THUMBNAILS  # noqa: E402
 from thumbnails.consumers import ThumbnailConsumer  # noqa: E402
 from udpdemo.consumers import UppercaseEchoConsumer  # noqa: E402
+from webrtcdemo.consumers import WebrtcChatConsumer  # noqa: E402
 
 from switchboard.consumers import (  # noqa: E402
     AllowedHostsOriginValidator,
@@ -38,6 +41,13 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         "udp": UppercaseEchoConsumer.as_asgi(),
         "email": MailToChatConsumer.as_asgi(),
+        "sms": AutoResponderConsumer.as_asgi(),
+        "mqtt": mqtt_application,
+        # A browser on a data channel chats in the same rooms as the WebSocket clients,
+        # with the same rules: the site's origin only, logged-in users post.
+        "webrtc": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter([path("webrtc/offer/<str:room>/", WebrtcChatConsumer.as_asgi(post_requires_login=True))]))
+        ),
         # Background work: what views send to the named channel "thumbnails".
         "channel": ChannelNameRouter({THUMBNAILS: ThumbnailConsumer.as_asgi()}),
     }

@@ -30,6 +30,9 @@ INSTALLED_APPS = [
     "udpdemo",
     "emaildemo",
     "thumbnails",
+    "smsdemo",
+    "webrtcdemo",
+    "mqttdemo",
 ]
 
 MIDDLEWARE = [
@@ -88,6 +91,27 @@ SWITCHBOARD = {
         "udp": {"bind": [os.environ.get("SWITCHBOARD_UDP_BIND", "127.0.0.1:9999")]},
         # Mail to <room>@chat.example.com is posted to that chat room.
         "smtp": {"bind": os.environ.get("SWITCHBOARD_SMTP_BIND", "127.0.0.1:2525"), "domains": ["chat.example.com"]},
+        # Twilio SMS webhooks on the HTTP port (/sms/inbound, /sms/status); see docs/sms.md.
+        "sms": {
+            "auth_token": os.environ.get("TWILIO_AUTH_TOKEN", "example-not-a-real-token"),
+            "account_sid": os.environ.get("TWILIO_ACCOUNT_SID"),  # unset: inline replies only
+            "public_base_url": os.environ.get(
+                "SWITCHBOARD_SMS_PUBLIC_URL", "http://" + os.environ.get("SWITCHBOARD_HTTP_BIND", "127.0.0.1:8000")
+            ),
+            "default_from": os.environ.get("TWILIO_FROM_NUMBER"),
+        },
+        # WebRTC data channels: signaling at /webrtc/offer/<room>/ on the HTTP port.
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"]},
     },
 }
+
+# MQTT is opt-in, so the example runs without a broker: SWITCHBOARD_MQTT_BROKER=mqtt://127.0.0.1:1883
+_mqtt_broker = os.environ.get("SWITCHBOARD_MQTT_BROKER")
+if _mqtt_broker:
+    SWITCHBOARD["PROTOCOLS"]["mqtt"] = {
+        "brokers": [_mqtt_broker],
+        "subscriptions": ["switchboard-demo/sensors/+/temp", "switchboard-demo/rpc/+"],
+        "status_topic": "switchboard-demo/status",
+        "protocol_version": "5",
+    }
 

@@ -4,10 +4,12 @@ from chat import views
 from django.contrib.auth import views as auth_views
 from django.urls import path
 from thumbnails import views as thumbnail_views
+from webrtcdemo import views as webrtc_views
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("chat/<str:room>/", views.room, name="room"),
+    path("chat/<str:room>/webrtc/", webrtc_views.room, name="webrtc-room"),
     path("api/echo/", views.echo, name="echo"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -17,7 +17,14 @@ CHAT_LABEL = "chat"
 
 
 class WebrtcChatConsumer(AsyncJsonWebrtcConsumer):
-    """One browser peer in room ``url_route["room"]``; JSON ``{"message": ...}`` both ways."""
+    """One browser peer in room ``url_route["room"]``; JSON ``{"message": ...}`` both ways.
+
+    With ``post_requires_login`` (set by the example's routing, behind
+    ``AuthMiddlewareStack``: the signaling request carried the site's cookies) only a
+    logged-in user may post, as on the WebSocket chat.
+    """
+
+    post_requires_login: bool = False
 
     async def connect(self) -> None:
         self.room = self.scope["url_route"]["kwargs"]["room"]
@@ -29,6 +36,10 @@ class WebrtcChatConsumer(AsyncJsonWebrtcConsumer):
 
     async def receive_json(self, label: str, content: Any) -> None:
         if label != CHAT_LABEL:
+            return
+        user = self.scope.get("user")
+        if self.post_requires_login and (user is None or not user.is_authenticated):
+            await self.send_json(CHAT_LABEL, {"error": "log in to post"})
             return
         try:
             message = str(content["message"])[:2000]

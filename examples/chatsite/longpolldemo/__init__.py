@@ -1,0 +1,1 @@
+"""Long-poll demo: read a chat room over plain HTTP requests held open until a message comes."""
