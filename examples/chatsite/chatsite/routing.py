@@ -33,6 +33,11 @@ websocket_urlpatterns = [
     path("ws/chat/<str:room>/", ChatConsumer.as_asgi(post_requires_login=True)),
 ]
 
+#: WebRTC signaling routes (the offer endpoint is mounted on the HTTP port).
+webrtc_urlpatterns = [
+    path("webrtc/offer/<str:room>/", WebrtcChatConsumer.as_asgi(post_requires_login=True)),
+]
+
 application = ProtocolTypeRouter(
     {
         "http": URLRouter(http_urlpatterns),
@@ -45,9 +50,7 @@ application = ProtocolTypeRouter(
         "mqtt": mqtt_application,
         # A browser on a data channel chats in the same rooms as the WebSocket clients,
         # with the same rules: the site's origin only, logged-in users post.
-        "webrtc": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([path("webrtc/offer/<str:room>/", WebrtcChatConsumer.as_asgi(post_requires_login=True))]))
-        ),
+        "webrtc": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(webrtc_urlpatterns))),
         # Background work: what views send to the named channel "thumbnails".
         "channel": ChannelNameRouter({THUMBNAILS: ThumbnailConsumer.as_asgi()}),
     }
