@@ -59,6 +59,7 @@ DATABASES = {
     }
 }
 USE_TZ = True
+TIME_ZONE = "UTC"  # also the process time zone Django sets: log times in UTC
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/"
 STATIC_URL = "static/"
