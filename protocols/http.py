@@ -47,7 +47,12 @@ _WS_IMPLEMENTATIONS: dict[str, tuple[str, str]] = {  # name -> (uvicorn name, mo
     "wsproto": ("wsproto", "wsproto"),
     "auto": ("auto", "websockets"),
 }
-_HTTP_IMPLEMENTATIONS: dict[str, str] = {"auto": "h11", "httptools": "httptools", "h11": "h11"}
+# "auto" picks httptools when installed, as uvicorn does (h11 is pure Python and slower).
+_HTTP_IMPLEMENTATIONS: dict[str, str] = {
+    "auto": "httptools" if importlib.util.find_spec("httptools") is not None else "h11",
+    "httptools": "httptools",
+    "h11": "h11",
+}
 
 # After the plugin closes a WebSocket, how long to wait for uvicorn to finish the closing
 # handshake before giving up on the client (uvicorn's own close timeout is the same).

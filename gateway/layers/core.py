@@ -104,6 +104,10 @@ class ChannelLayer:
         ]
         self._capacity_cache: dict[str, int] = {}
         self._local_readers: dict[str, _LocalDemux] = {}
+        # Coalesce concurrent sends into push_many calls on storages where a push is a
+        # network round trip (Redis); the in-memory storage pushes synchronously anyway.
+        self._coalesce = bool(getattr(storage, "coalesce_sends", False))
+        self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
 
     # -- Channels API ---------------------------------------------------------------
 
@@ -136,10 +140,50 @@ class ChannelLayer:
             raise TypeError(f"message must be a dict, not {type(message).__name__}")
         key, suffix = split_local(channel)
         item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
-        if not await self.storage.push(key, item, self.capacity_for(key), self.options.expiry):
+        capacity = self.capacity_for(key)
+        if self._coalesce:
+            # Sends issued in the same loop pass (one per connection or consumer) travel
+            # together: one round trip per shard instead of one per message.
+            ok = await self._batcher().add(key, item, capacity)
+        else:
+            ok = await self.storage.push(key, item, capacity, self.options.expiry)
+        if not ok:
             self.stats.full += 1
             raise ChannelFull(channel)
         self.stats.sent += 1
+
+    async def send_many(self, messages: Sequence[tuple[str, Message]]) -> list[bool]:
+        """Send several ``(channel, message)`` at once: one storage round trip per shard.
+
+        Returns one result per message, in order: False where the channel was full (counted
+        in ``stats.full``, nothing raised), so one full channel never fails the others.
+        """
+        batch = []
+        expires_at = time.time() + self.options.expiry
+        for channel, message in messages:
+            check_channel_name(channel)
+            if not isinstance(message, dict):
+                raise TypeError(f"message must be a dict, not {type(message).__name__}")
+            key, suffix = split_local(channel)
+            batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
+        if not batch:
+            return []
+        results = await self.storage.push_many(batch, self.options.expiry)
+        for ok in results:
+            if ok:
+                self.stats.sent += 1
+            else:
+                self.stats.full += 1
+        return list(results)
+
+    def _batcher(self) -> _SendBatcher:
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            for stale in [other for other in self._batchers if other.is_closed()]:
+                del self._batchers[stale]
+            batcher = self._batchers[loop] = _SendBatcher(self, loop)
+        return batcher
 
     async def receive(self, channel: str) -> Message:
         """Wait for and return the next message on ``channel``.
@@ -229,6 +273,75 @@ class ChannelLayer:
         """A long-lived reader over many channels and process-local prefixes at once."""
         keys = [check_channel_name(name, receive=True) for name in channels]
         return Receiver(self, keys, max_buffered=max_buffered)
+
+
+class _SendBatcher:
+    """Group commit for :meth:`ChannelLayer.send` on one event loop.
+
+    Each send appends ``(key, item, capacity)`` and waits on a future. The first send of
+    a quiet period schedules a flush with ``call_soon``, so every send issued in the same
+    loop pass (50 connections' events, 50 consumers' replies) goes out in one
+    ``push_many`` (one Lua call per shard). While a flush is in flight, new sends queue
+    and go out together when it returns: under load batches grow by themselves, and one
+    sender's sends can never overtake each other (each waits for its own result).
+    """
+
+    __slots__ = ("flushing", "layer", "loop", "pending", "scheduled")
+
+    def __init__(self, layer: ChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
+        self.layer = layer
+        self.loop = loop
+        self.pending: list[tuple[str, bytes, int, asyncio.Future[bool]]] = []
+        self.scheduled = False
+        self.flushing = False
+
+    def add(self, key: str, item: bytes, capacity: int) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = self.loop.create_future()
+        self.pending.append((key, item, capacity, future))
+        if not self.scheduled and not self.flushing:
+            self.scheduled = True
+            self.loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self.scheduled = False
+        if self.flushing or not self.pending:
+            return
+        self.flushing = True
+        batch, self.pending = self.pending, []
+        self.loop.create_task(self._flush(batch))
+
+    async def _flush(self, batch: list[tuple[str, bytes, int, asyncio.Future[bool]]]) -> None:
+        storage = self.layer.storage
+        ttl = self.layer.options.expiry
+        try:
+            while batch:
+                try:
+                    if len(batch) == 1:
+                        key, item, capacity, _future = batch[0]
+                        results: Sequence[bool] = [await storage.push(key, item, capacity, ttl)]
+                    else:
+                        results = await storage.push_many([entry[:3] for entry in batch], ttl)
+                except BaseException as exc:
+                    for entry in batch:
+                        if not entry[3].done():
+                            entry[3].set_exception(exc)
+                    if isinstance(exc, asyncio.CancelledError):
+                        for entry in self.pending:
+                            if not entry[3].done():
+                                entry[3].set_exception(LayerClosed("send cancelled"))
+                        self.pending = []
+                        raise
+                else:
+                    for entry, ok in zip(batch, results):
+                        if not entry[3].done():
+                            entry[3].set_result(bool(ok))
+                batch, self.pending = self.pending, []
+        finally:
+            self.flushing = False
+            if self.pending and not self.scheduled:
+                self.scheduled = True
+                self.loop.call_soon(self._start)
 
 
 class Receiver:

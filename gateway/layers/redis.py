@@ -54,14 +54,24 @@ DEFAULT_HOST = "redis://127.0.0.1:6379/0"
 _PUSH_LUA = """
 local ttl = ARGV[1]
 local results = {}
+local lengths = {}
+local pushed = {}
 for i, key in ipairs(KEYS) do
-    if redis.call('LLEN', key) < tonumber(ARGV[2 * i + 1]) then
-        redis.call('RPUSH', key, ARGV[2 * i])
-        redis.call('EXPIRE', key, ttl)
+    local length = lengths[key]
+    if length == nil then
+        length = redis.call('LLEN', key)
+    end
+    if length < tonumber(ARGV[2 * i + 1]) then
+        length = redis.call('RPUSH', key, ARGV[2 * i])
+        pushed[key] = true
         results[i] = 1
     else
         results[i] = 0
     end
+    lengths[key] = length
+end
+for key in pairs(pushed) do
+    redis.call('EXPIRE', key, ttl)
 end
 return results
 """
@@ -205,6 +215,8 @@ class RedisStorage:
     # Cancelling a blocking pop after Redis removed the items but before their reply was
     # read loses them, so readers let a pop finish (within its block timeout) instead.
     pop_cancel_safe = False
+    # A push is a network round trip: the layer coalesces concurrent sends into push_many.
+    coalesce_sends = True
 
     def __init__(
         self,
@@ -397,6 +409,8 @@ class RedisStorage:
             return list(await shards[index].push(keys=keys, args=args))
 
         jobs = list(by_shard.items())
+        if len(jobs) == 1:  # the common case: no gather, no extra task
+            return [bool(ok) for ok in await push_shard(*jobs[0])]
         outcomes = await asyncio.gather(*(push_shard(index, positions) for index, positions in jobs), return_exceptions=True)
         # Wait for every shard before raising, so no push is left running unobserved.
         for outcome in outcomes:
