@@ -15,6 +15,7 @@ extras = {
     "smtp": ["aiosmtpd>=1.4"],
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
+    "metrics": ["prometheus_client>=0.20"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [

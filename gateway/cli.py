@@ -1,7 +1,11 @@
-"""Command line: ``switchboard gateway | worker | run``.
+"""Command line: ``switchboard gateway | worker | run | status``.
 
 ``gateway`` holds client connections; ``worker`` runs consumers; ``run`` does both in one
-process over the in-memory layer, the embedded mode that needs nothing else installed.
+process over the in-memory layer, the embedded mode that needs nothing else installed;
+``status`` shows the running gateways and workers (docs/observability.md).
+
+Every serving process also runs an observer (``gateway/observer.py``) that answers
+``switchboard status`` and, when a metrics bind is configured, feeds a Prometheus endpoint.
 """
 
 from __future__ import annotations
@@ -12,19 +16,44 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import ConfigError, SwitchboardConfig, from_django_settings, from_toml
+from . import logs
+from .config import ConfigError, MetricsOptions, SwitchboardConfig, from_django_settings, from_toml, parse_bind
+from .observer import Observer, ProcessView
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .plugins import ProtocolPlugin
+    from .server import Gateway
 
 logger = logging.getLogger("switchboard.cli")
 
+T = TypeVar("T")
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+# Django settings whose values are secrets or hold some (URLs with passwords, PASSWORD keys).
+_SECRET_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASES", "CACHES", "CHANNEL_LAYERS", "EMAIL_HOST_PASSWORD")
+
+
+def _add_common(parser: argparse.ArgumentParser, *, serving: bool = True) -> None:
     parser.add_argument("--settings", help="Django settings module (else DJANGO_SETTINGS_MODULE)")
     parser.add_argument("--config", help="TOML config file, instead of settings.SWITCHBOARD")
     parser.add_argument("--pythonpath", help="directory to add to sys.path (default: the current one)")
     parser.add_argument("--log-level", default=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text (default) or json: one JSON object per line (else SWITCHBOARD_LOG_FORMAT)",
+    )
+    if serving:
+        parser.add_argument(
+            "--metrics-bind",
+            default=os.environ.get("SWITCHBOARD_METRICS_BIND"),
+            metavar="HOST:PORT",
+            help="serve Prometheus metrics of this process here, or 'off' "
+            "(default: METRICS bind, or worker_bind for a worker; else SWITCHBOARD_METRICS_BIND)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("channels", nargs="*", help="only consume these named channels (no connections)")
     run = sub.add_parser("run", help="gateway and worker in one process on the in-memory layer")
     _add_common(run)
+    status = sub.add_parser("status", help="show the running gateways and workers (through the channel layer)")
+    _add_common(status, serving=False)
+    status.add_argument("--once", action="store_true", help="print one snapshot and exit (1 if nobody answered)")
+    status.add_argument("--json", action="store_true", help="machine-readable output: one JSON object per snapshot")
+    status.add_argument("--wait", type=float, default=2.0, help="seconds to collect answers with --once (default 2)")
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes when live (default 1)")
     return parser
 
 
@@ -76,18 +111,105 @@ def load_application(config: SwitchboardConfig) -> Any:
     return get_asgi_application()
 
 
-def run_async(main: Coroutine[Any, Any, None]) -> None:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when it is installed, else the default asyncio loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
+        return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
-async def _run_worker(config: SwitchboardConfig, channels: Sequence[str]) -> None:
+# -- observability ----------------------------------------------------------------------
+
+
+def metrics_bind(args: argparse.Namespace, options: MetricsOptions, kind: str) -> str | None:
+    """Where this process serves metrics: ``--metrics-bind`` (``off`` disables), else config."""
+    value = getattr(args, "metrics_bind", None)
+    if value is not None:
+        if value.strip().lower() in ("", "off", "none"):
+            return None
+        parse_bind(value, where="--metrics-bind")
+        return str(value)
+    return options.worker_bind if kind == "worker" else options.bind
+
+
+class Observability:
+    """The observer and metrics endpoint of one serving process; either may be off.
+
+    The endpoint is bound at construction, so a taken port stops start-up with a
+    configuration error; the observer starts with :meth:`start` once the gateway (or
+    worker) exists, and stops before the layer closes.
+    """
+
+    def __init__(self, view: ProcessView, options: MetricsOptions, bind: str | None) -> None:
+        self.view = view
+        self.metrics: Metrics | None = None
+        self.observer: Observer | None = None
+        if bind is not None:
+            try:
+                from .metrics import Metrics
+            except ImportError as exc:
+                raise ConfigError(
+                    f"METRICS: serving metrics needs prometheus_client: pip install 'switchboard[metrics]' ({exc})"
+                ) from exc
+            self.metrics = Metrics()
+        if self.metrics is not None or options.status:
+            self.observer = Observer(view, interval=options.interval, status=options.status, probe=self.metrics is not None)
+        if self.metrics is not None and self.observer is not None and bind is not None:
+            self.metrics.attach(self.observer)
+            self.metrics.serve(bind)
+
+    def start(self) -> None:
+        if self.observer is not None:
+            self.observer.start()
+
+    async def close(self) -> None:
+        if self.observer is not None:
+            await self.observer.stop()
+        if self.metrics is not None:
+            await self.metrics.close()
+
+
+def _attach_gateway(view: ProcessView, observability: Observability) -> Callable[[Gateway, list[ProtocolPlugin[Any]]], None]:
+    """The ``started`` callback of ``run_gateway``: what the observer needs, once it exists."""
+
+    def started(gateway: Gateway, plugins: list[ProtocolPlugin[Any]]) -> None:
+        view.gateway = gateway
+        view.plugins = list(plugins)
+        logs.CONTEXT["gateway_id"] = gateway.id
+        observability.start()
+
+    return started
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
+    from .layers import build_layer
+    from .server import run_gateway
+
+    layer = build_layer(config.layer)
+    stop = stop or asyncio.Event()
+    view = ProcessView("gateway", layer, stopping=stop)
+    observability: Observability | None = None
+    try:
+        observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"))
+        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
+    finally:
+        if observability is not None:
+            await observability.close()
+        await layer.close()
+
+
+async def _run_worker(
+    config: SwitchboardConfig,
+    channels: Sequence[str],
+    args: argparse.Namespace | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     from .layers import build_layer, set_channel_layer
     from .server import _install_signal_handlers
     from .worker import Worker
@@ -95,20 +217,27 @@ async def _run_worker(config: SwitchboardConfig, channels: Sequence[str]) -> Non
     application = load_application(config)
     layer = build_layer(config.layer)
     set_channel_layer(layer)
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     options = dict(config.worker)
     if channels:
         worker = Worker(application, layer, protocols=[], channels=channels)
     else:
         worker = Worker(application, layer, protocols=options.get("protocols"), channels=options.get("channels"))
+    logs.CONTEXT["worker_id"] = worker.id
+    view = ProcessView("worker", layer, worker=worker, stopping=stop)
+    observability: Observability | None = None
     try:
+        observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
+        observability.start()
         await worker.run(stop)
     finally:
+        if observability is not None:
+            await observability.close()
         await layer.close()
 
 
-async def _run_both(config: SwitchboardConfig) -> None:
+async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None = None, stop: asyncio.Event | None = None) -> None:
     from .layers import build_layer, set_channel_layer
     from .server import run_gateway
     from .worker import Worker
@@ -121,34 +250,77 @@ async def _run_both(config: SwitchboardConfig) -> None:
     application = load_application(config)
     options = dict(config.worker)
     worker = Worker(application, layer, protocols=options.get("protocols"), channels=options.get("channels"))
-    stop = asyncio.Event()
+    logs.CONTEXT["worker_id"] = worker.id
+    stop = stop or asyncio.Event()
+    view = ProcessView("run", layer, worker=worker, stopping=stop)
+    observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"))
     worker_task = asyncio.get_running_loop().create_task(worker.run(stop))
     try:
-        await run_gateway(config, layer=layer, stop=stop)
+        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
     finally:
         stop.set()
         await worker_task
+        await observability.close()
         await layer.close()
 
 
+async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
+    from .layers import build_layer
+    from .status import run_status
+
+    if str(config.layer.get("BACKEND", "memory")) == "memory":
+        raise ConfigError(
+            "switchboard status reaches processes through a shared channel layer (e.g. Redis); "
+            "the in-memory layer of `switchboard run` is private to that process (use its metrics endpoint)"
+        )
+    from .server import _install_signal_handlers
+
+    layer = build_layer(config.layer)
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)  # SIGINT/SIGTERM end the live view cleanly
+    try:
+        return await run_status(layer, once=args.once, as_json=args.json, wait=args.wait, interval=args.interval, stop=stop)
+    finally:
+        await layer.close()
+
+
+def _register_secrets(config: SwitchboardConfig) -> None:
+    """Tell the log redaction every secret value configuration holds (see gateway/logs.py)."""
+    found = logs.secrets_in({"layer": config.layer, "protocols": config.protocols, "worker": config.worker})
+    try:
+        from django.conf import settings
+
+        if settings.configured:
+            found |= logs.secrets_in({name: getattr(settings, name, None) for name in _SECRET_SETTINGS})
+    except ImportError:
+        pass
+    logs.register_secrets(found)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log_format = args.log_format or os.environ.get("SWITCHBOARD_LOG_FORMAT", "text")
+    if log_format not in logs.FORMATS:
+        parser.error(f"SWITCHBOARD_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
+    logs.setup_logging(args.log_level, log_format)
+    logs.register_secrets(logs.environment_secrets())
+    if args.command != "status":
+        logs.CONTEXT["kind"] = args.command
     try:
         config = load_config(args)
+        _register_secrets(config)
+        logs.protect_root_handlers()  # Django's LOGGING setting may have added handlers
         if args.command == "gateway":
-            from .server import run_gateway
-
-            run_async(run_gateway(config))
+            run_async(_run_gateway(config, args))
         elif args.command == "worker":
-            run_async(_run_worker(config, args.channels))
+            run_async(_run_worker(config, args.channels, args))
         elif args.command == "run":
-            run_async(_run_both(config))
+            run_async(_run_both(config, args))
+        elif args.command == "status":
+            return run_async(_status(config, args))
     except ConfigError as exc:
-        print(f"switchboard: configuration error: {exc}", file=sys.stderr)
+        print(f"switchboard: configuration error: {logs.REDACTOR.redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

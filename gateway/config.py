@@ -7,10 +7,11 @@ Django settings form::
         "LAYER": {"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}},
         "PROTOCOLS": {"http": {"bind": ["127.0.0.1:8000"]}},
         "WORKER": {"protocols": ["http", "websocket"], "channels": ["thumbnails"]},
+        "METRICS": {"bind": "127.0.0.1:9100", "worker_bind": "127.0.0.1:9101"},
     }
 
 TOML form (``switchboard gateway --config switchboard.toml``) uses the same keys in lower
-case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``.
+case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``, ``[metrics]``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,35 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class MetricsOptions:
+    """``SWITCHBOARD["METRICS"]``: Prometheus endpoints and the ``switchboard status`` answer.
+
+    Metrics are off unless a bind is given, because an endpoint is a listening socket a
+    deployment must decide to expose. ``bind`` serves gateway (and ``switchboard run``)
+    processes, ``worker_bind`` worker processes: the two kinds usually share a host, so
+    they need different ports. Several workers on one host each need their own port; pass
+    it per process with ``switchboard worker --metrics-bind HOST:PORT``.
+    """
+
+    #: ``"host:port"`` for gateway and ``run`` processes; None: no endpoint.
+    bind: str | None = None
+    #: ``"host:port"`` for worker processes; None: no endpoint.
+    worker_bind: str | None = None
+    #: Seconds between stats snapshots and layer latency probes (what metrics read).
+    interval: float = 1.0
+    #: Answer ``switchboard status`` requests (one extra blocking reader per process).
+    status: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("bind", "worker_bind"):
+            value = getattr(self, name)
+            if value is not None:
+                parse_bind(value, where=name)  # parse_options prefixes "METRICS: "
+        if not self.interval > 0:
+            raise ValueError(f"interval must be > 0, got {self.interval!r}")
+
+
+@dataclass
 class SwitchboardConfig:
     """Everything the gateway and worker processes read from configuration."""
 
@@ -38,6 +68,7 @@ class SwitchboardConfig:
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     worker: dict[str, Any] = field(default_factory=dict)
     settings_module: str | None = None
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
 
 def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,7 +78,7 @@ def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> SwitchboardConfig:
     """Build a config from a ``SWITCHBOARD``-style mapping (keys in any case)."""
     data = _upper_keys(raw)
-    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "DJANGO_SETTINGS_MODULE"}
+    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "DJANGO_SETTINGS_MODULE"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown SWITCHBOARD keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -61,12 +92,16 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
     worker = data.get("WORKER") or {}
     if not isinstance(worker, Mapping):
         raise ConfigError("SWITCHBOARD['WORKER'] must be a mapping")
+    metrics = data.get("METRICS") or {}
+    if not isinstance(metrics, Mapping):
+        raise ConfigError("SWITCHBOARD['METRICS'] must be a mapping")
     return SwitchboardConfig(
         application=data.get("APPLICATION"),
         layer=layer,
         protocols={str(k): dict(v) for k, v in protocols.items()},
         worker=dict(worker),
         settings_module=data.get("DJANGO_SETTINGS_MODULE") or settings_module,
+        metrics=parse_options(MetricsOptions, {str(k).lower(): v for k, v in metrics.items()}, where="METRICS"),
     )
 
 

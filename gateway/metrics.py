@@ -1,0 +1,286 @@
+"""Prometheus metrics for gateway and worker processes (``pip install 'switchboard[metrics]'``).
+
+Values come from the :class:`~switchboard.gateway.observer.Observer`'s latest snapshot of
+the stats objects the core already keeps, turned into metric families at scrape time by a
+custom collector. So the hot path gains no ``inc()`` calls, the core's counters stay the one
+source of truth (``switchboard status`` shows the same numbers), and a counter the core
+adds later (an ``extra`` key, a new plugin counter) appears without a change here.
+
+The endpoint is prometheus_client's own HTTP server in a daemon thread: a scrape never runs
+on the event loop, and the collector only reads an immutable snapshot, so it needs no lock.
+The three histograms (layer send, layer round trip, loop lag) are ordinary
+``prometheus_client`` histograms fed by the observer's probe; they are thread-safe.
+
+Every metric name and label is listed in docs/observability.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import GCCollector, Histogram, PlatformCollector, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .config import ConfigError, parse_bind
+from .observer import Observer, Snapshot, drop_counts
+
+logger = logging.getLogger("switchboard.metrics")
+
+# Latency buckets from 100 µs (in-memory layer) to 5 s (a Redis in trouble).
+LATENCY_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass(frozen=True)
+class ProtocolCounters:
+    """Which plugin counters mean "connection opened", "message in" and "message out".
+
+    A name ending in ``*`` sums every counter with that prefix (``http.responses.*``).
+    """
+
+    opened: tuple[str, ...] = ()
+    inbound: tuple[str, ...] = ()
+    outbound: tuple[str, ...] = ()
+
+
+#: Plugin name -> protocol (scope type) -> its counters. Plugins count in their own words,
+#: so this table translates; a plugin not listed here is read with the standard names
+#: ``connections_opened``, ``messages_in`` and ``messages_out`` under its own name.
+PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
+    "http": {
+        "http": ProtocolCounters(opened=("http.requests",), inbound=("http.requests",), outbound=("http.responses.*",)),
+        "websocket": ProtocolCounters(
+            opened=("websocket.connections",), inbound=("websocket.messages_in",), outbound=("websocket.messages_out",)
+        ),
+    },
+    "udp": {"udp": ProtocolCounters(inbound=("received",), outbound=("sent",))},
+    "mqtt": {"mqtt": ProtocolCounters(inbound=("received",), outbound=("published",))},
+    "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
+    "sms": {"sms": ProtocolCounters(inbound=("received",), outbound=("sent",))},
+    "webrtc": {"webrtc": ProtocolCounters(opened=("peers_opened",), inbound=("messages_in",), outbound=("messages_out",))},
+}
+_STANDARD: Final = ProtocolCounters(opened=("connections_opened",), inbound=("messages_in",), outbound=("messages_out",))
+
+# Help texts of the core counters; a counter not listed gets a generic one.
+_HELP: Final[dict[str, str]] = {
+    "connections_opened": "Connections registered with the gateway core",
+    "connections_closed": "Connections closed in the gateway core",
+    "events_sent": "Client events the gateway put on the layer for workers",
+    "events_dropped_full": "Events refused because the channel (or the held queue) was full",
+    "events_failed": "Events the layer raised on (other than full)",
+    "replies_delivered": "Replies handed to a plugin to write to a client",
+    "replies_forwarded": "Non-protocol messages forwarded to workers as events",
+    "replies_orphaned": "Replies to connections that were already closed",
+    "claims": "Connections claimed by a worker",
+    "claims_refused": "Claims refused because another live worker held the connection",
+    "events_held": "Events held in the gateway while a claim was pending",
+    "workers_lost": "Workers released because they missed their heartbeats",
+    "events": "Connection events handled",
+    "named_messages": "Messages on named channels handled",
+    "instances_started": "Consumer instances started",
+    "instances_finished": "Consumer instances that finished normally",
+    "instances_failed": "Consumer instances that raised",
+    "events_ignored": "Final events for connections without an instance",
+    "bad_messages": "Non-envelope messages on pool channels, dropped",
+    "resumed": "Connections resumed from a stopped worker",
+    "sent": "Messages stored by send",
+    "received": "Messages read",
+    "full": "Sends refused because the channel was full",
+    "group_sent": "Group-send items stored (one per process-local prefix)",
+    "group_dropped_full": "Group-send items skipped because the member channel was full",
+    "expired": "Messages discarded on read because they had expired",
+    "corrupt": "Items that could not be decoded, dropped",
+}
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", text)
+
+
+def _sum(stats: Mapping[str, int], names: Iterable[str]) -> int | None:
+    """Sum of the named counters (``prefix*`` sums a family); None if none exists."""
+    total = None
+    for name in names:
+        if name.endswith("*"):
+            values = [v for k, v in stats.items() if k.startswith(name[:-1])]
+        else:
+            values = [stats[name]] if name in stats else []
+        if values:
+            total = (total or 0) + sum(values)
+    return total
+
+
+class SwitchboardCollector(Collector):
+    """Turns the observer's latest :class:`Snapshot` into metric families at scrape time."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self.observer.latest
+        view = self.observer.view
+        info = InfoMetricFamily("switchboard", "This process", labels=["kind", "id", "host"])
+        info.add_metric([view.kind, view.id, view.host], {})
+        yield info
+        yield GaugeMetricFamily("switchboard_start_time_seconds", "Unix time the process started", value=view.started)
+        if snapshot is None:
+            return
+        yield GaugeMetricFamily(
+            "switchboard_snapshot_age_seconds",
+            "Seconds since the stats were last copied on the event loop (grows while the loop is blocked)",
+            value=max(time.time() - snapshot.time, 0.0),
+        )
+        yield from self._core("layer", snapshot.layer)
+        if snapshot.gateway is not None:
+            yield from self._core("gateway", snapshot.gateway)
+            yield from self._gateway_gauges(snapshot)
+        if snapshot.worker is not None:
+            yield from self._core("worker", snapshot.worker)
+            yield from self._worker_gauges(snapshot)
+        if snapshot.plugins:
+            yield from self._plugins(snapshot)
+        yield from self._protocols(snapshot)
+        drops = CounterMetricFamily(
+            "switchboard_drops", "Messages lost, each counted once where it was dropped", labels=["component", "reason"]
+        )
+        for (component, reason), value in sorted(drop_counts(snapshot).items()):
+            drops.add_metric([component, reason], value)
+        yield drops
+
+    def _core(self, part: str, stats: Mapping[str, int]) -> Iterable[Metric]:
+        for key, value in sorted(stats.items()):
+            name = f"switchboard_{part}_{_metric_name(key)}"
+            yield CounterMetricFamily(name, _HELP.get(key, f"{part} counter {key}"), value=value)
+
+    def _gateway_gauges(self, snapshot: Snapshot) -> Iterable[Metric]:
+        open_now = GaugeMetricFamily("switchboard_connections_open", "Open gateway connections", labels=["protocol"])
+        for protocol, count in sorted(snapshot.connections.items()):
+            open_now.add_metric([protocol], count)
+        yield open_now
+        yield GaugeMetricFamily("switchboard_gateway_held_events", "Events waiting for a worker's claim", value=snapshot.held)
+        yield GaugeMetricFamily(
+            "switchboard_gateway_claimed_connections", "Connections a worker holds a claim on", value=snapshot.claimed
+        )
+        yield GaugeMetricFamily(
+            "switchboard_gateway_claiming_workers", "Workers holding claims on this gateway", value=snapshot.claiming_workers
+        )
+        if snapshot.gateway_buffered is not None:
+            yield GaugeMetricFamily(
+                "switchboard_gateway_receiver_buffered",
+                "Replies read from the layer, not yet routed",
+                value=snapshot.gateway_buffered,
+            )
+
+    def _worker_gauges(self, snapshot: Snapshot) -> Iterable[Metric]:
+        yield GaugeMetricFamily("switchboard_worker_instances", "Running consumer instances", value=snapshot.instances)
+        yield GaugeMetricFamily(
+            "switchboard_worker_queued_events", "Events waiting in consumer instance queues", value=snapshot.queued
+        )
+        yield GaugeMetricFamily(
+            "switchboard_worker_claimed_connections", "Connections this worker holds a claim on", value=snapshot.worker_claimed
+        )
+        yield GaugeMetricFamily(
+            "switchboard_worker_claim_gateways", "Gateways this worker holds claims with", value=snapshot.claim_gateways
+        )
+
+    def _plugins(self, snapshot: Snapshot) -> Iterable[Metric]:
+        counters = CounterMetricFamily(
+            "switchboard_plugin_events", "A protocol plugin's own counters", labels=["plugin", "counter"]
+        )
+        gauges = GaugeMetricFamily("switchboard_plugin_value", "A protocol plugin's own gauges", labels=["plugin", "name"])
+        for plugin, stats in sorted(snapshot.plugins.items()):
+            plugin_gauges = snapshot.plugin_gauges.get(plugin, frozenset())
+            for key, value in sorted(stats.items()):
+                (gauges if key in plugin_gauges else counters).add_metric([plugin, key], value)
+        yield counters
+        yield gauges
+
+    def _protocols(self, snapshot: Snapshot) -> Iterable[Metric]:
+        opened = CounterMetricFamily(
+            "switchboard_connections_opened", "Connections (requests, sockets, sessions, peers) opened", labels=["protocol"]
+        )
+        messages = CounterMetricFamily(
+            "switchboard_messages", "Protocol messages from clients (in) and to clients (out)", labels=["protocol", "direction"]
+        )
+        for plugin, stats in sorted(snapshot.plugins.items()):
+            known = plugin in PROTOCOL_COUNTERS
+            for protocol, names in PROTOCOL_COUNTERS.get(plugin, {plugin: _STANDARD}).items():
+                for family, labels, counter_names in (
+                    (opened, [protocol], names.opened),
+                    (messages, [protocol, "in"], names.inbound),
+                    (messages, [protocol, "out"], names.outbound),
+                ):
+                    value = _sum(stats, counter_names)
+                    if value is None and known and counter_names:
+                        value = 0  # plugins create counters on first use; the series exists from the start
+                    if value is not None:
+                        family.add_metric(labels, value)
+        yield opened
+        yield messages
+
+
+class Metrics:
+    """A process's metrics: registry, probe histograms and the HTTP endpoint."""
+
+    def __init__(self, observer: Observer | None = None) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.layer_send = Histogram(
+            "switchboard_layer_send_seconds",
+            "Time layer.send took for the periodic probe message",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.layer_roundtrip = Histogram(
+            "switchboard_layer_roundtrip_seconds",
+            "Time from sending the probe to this process's own channel until it was read back",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "switchboard_event_loop_lag_seconds",
+            "How late the event loop woke from the observer's sleep",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.server: WSGIServer | None = None
+        if observer is not None:
+            self.attach(observer)
+
+    def attach(self, observer: Observer) -> None:
+        """Collect from ``observer`` and feed its probe into the histograms."""
+        observer.on_send = self.layer_send.observe
+        observer.on_roundtrip = self.layer_roundtrip.observe
+        observer.on_lag = self.loop_lag.observe
+        self.registry.register(SwitchboardCollector(observer))
+
+    def serve(self, bind: str) -> tuple[str, int]:
+        """Serve ``/metrics`` on ``bind`` (``host:port``; port 0 picks one) in a daemon thread.
+
+        Returns the bound address. A port in use is a :class:`ConfigError`, so a process
+        fails at start-up rather than running unobserved.
+        """
+        host, port = parse_bind(bind, where="METRICS")
+        try:
+            self.server, _thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"METRICS: cannot serve metrics on {bind}: {exc}") from exc
+        address = (host, int(self.server.server_port))
+        logger.info("metrics on http://%s:%d/metrics", *address)
+        return address
+
+    async def close(self) -> None:
+        """Stop the endpoint (``shutdown`` waits for the server thread, so not on the loop)."""
+        server, self.server = self.server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()

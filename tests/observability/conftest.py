@@ -1,0 +1,117 @@
+"""Fixtures for the observability tests: Django settings for in-process stacks, OS deployments.
+
+In-process tests run the real CLI wiring (``cli._run_both``) on the test's event loop and
+talk to it over real sockets. OS-process tests start ``switchboard gateway`` +
+``switchboard worker`` over the real Redis on 127.0.0.1:6379 (skipped with a reason when
+it is not reachable), each test under its own key prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+from obs_helpers import HERE, REDIS_URL, ROOT, SECRETS, Deployment, Stack, eventually, free_port, http_get, redis_reachable
+
+from switchboard.gateway import cli
+from switchboard.gateway.config import from_mapping
+from switchboard.gateway.layers import set_channel_layer
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-observability-tests",
+        INSTALLED_APPS=[],
+        DATABASES={},
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    """``switchboard run`` in this process: the obs routing, metrics on, a fast interval."""
+    http_port, metrics_port = free_port(), free_port()
+    config = from_mapping(
+        {
+            "APPLICATION": "obs_routing.application",
+            "PROTOCOLS": {"http": {"bind": [f"127.0.0.1:{http_port}"]}},
+            "METRICS": {"bind": f"127.0.0.1:{metrics_port}", "interval": 0.05},
+        }
+    )
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(cli._run_both(config, argparse.Namespace(metrics_bind=None), stop=stop))
+    running = Stack(http_port, metrics_port, stop, task)
+    try:
+        await eventually(lambda: task.done() or http_get(running.base_url + "/ready")[0] == 200, "the gateway")
+        if task.done():
+            task.result()  # raise what stopped it
+        yield running
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        set_channel_layer(None)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
+    """``deployment(redis=True, metrics={...})``: an environment for obs_settings processes.
+
+    Processes started through it are stopped after the test; their logs are printed when
+    the test failed.
+    """
+    made: list[Deployment] = []
+
+    def make(*, redis: bool = True, metrics: dict[str, Any] | None = None) -> Deployment:
+        if redis and not redis_reachable():
+            pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+        env = dict(os.environ)
+        http_port = free_port()
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
+                "PYTHONUNBUFFERED": "1",
+                "OBS_HTTP_BIND": f"127.0.0.1:{http_port}",
+                "OBS_METRICS": json.dumps(metrics or {"interval": 0.2}),
+                **SECRETS,
+            }
+        )
+        for name in ("OBS_REDIS_URL", "OBS_REDIS_PREFIX", "SWITCHBOARD_LOG_FORMAT", "SWITCHBOARD_METRICS_BIND"):
+            env.pop(name, None)
+        if redis:
+            env["OBS_REDIS_URL"] = REDIS_URL
+            env["OBS_REDIS_PREFIX"] = f"sb-obs-{secrets.token_hex(4)}:"
+        log_dir = tmp_path / f"deployment-{len(made)}"
+        log_dir.mkdir()
+        made.append(Deployment(env, log_dir, http_port))
+        return made[-1]
+
+    yield make
+    for deployment in made:
+        deployment.stop_all()
+        rep_call = getattr(request.node, "rep_call", None)
+        if rep_call is not None and rep_call.failed:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report

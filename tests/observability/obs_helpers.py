@@ -1,0 +1,213 @@
+"""Helpers for the observability tests: ports, HTTP, metric scraping, OS processes.
+
+Real clients only: urllib for HTTP and the Prometheus endpoint (parsed with
+prometheus_client's own text parser), the ``websockets`` client for WebSockets, and
+``python -m switchboard`` subprocesses for the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 20.0  # safety net: a broken path fails the test instead of hanging it
+
+#: Secrets the OS processes' configuration holds (obs_settings.py); none may reach a log.
+SECRETS = {
+    "OBS_REDIS_PW": "hunter2-redis-pw-5b1f",
+    "OBS_UPSTREAM_KEY": "tok-obs-9c2d1e77",
+}
+SECRET_KEY = "obs-secret-key-do-not-log-7f3a"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a Prometheus endpoint: ``(name, sorted labels) -> value``."""
+    _status, body = http_get(url)
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value, 0 when absent (a counter not yet created)."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    """Run the blocking ``check`` in a thread until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await asyncio.to_thread(check)
+        except OSError as exc:  # not listening yet
+            last = exc
+        else:
+            if last:
+                return last
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def wait_sync(check: Callable[[], Any], what: str, timeout: float = WAIT, alive: Callable[[], None] | None = None) -> Any:
+    """Blocking version of :func:`eventually`, for the OS-process tests."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        try:
+            last = check()
+        except OSError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Stack:
+    """``switchboard run`` wiring (``cli._run_both``) running on the test's own loop."""
+
+    http_port: int
+    metrics_port: int
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def scrape(self) -> Samples:
+        return scrape(self.metrics_url)
+
+
+@dataclass
+class Deployment:
+    """``switchboard`` OS processes sharing one environment (obs_settings.py)."""
+
+    env: dict[str, str]
+    log_dir: Path
+    http_port: int
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "obs_settings"],
+            cwd=HERE,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def command(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run ``switchboard <args>`` to completion (``status``), capturing its output."""
+        return subprocess.run(
+            [sys.executable, "-m", "switchboard", *args, "--settings", "obs_settings"],
+            cwd=HERE,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def stop(self, name: str, timeout: float = 20) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def wait_ready(self) -> None:
+        """Until a request answers through the gateway: it is bound and a worker serves."""
+        wait_sync(lambda: http_get(self.base_url + "/ready", timeout=5)[0] == 200, "the deployment", alive=self.check_alive)
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Parse every non-empty line as one JSON object (fails on any other line)."""
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise AssertionError(f"line {number} is not JSON: {line!r}") from exc
+    return records
