@@ -17,7 +17,7 @@ read it alongside ``receive``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, cast
 
 from asgiref.sync import async_to_sync
@@ -31,6 +31,9 @@ from .dispatch import Source, dispatch_from
 from .exceptions import StopConsumer
 
 DEFAULT_CHANNEL_LAYER = "default"
+
+#: What an ``ordered`` consumer sends to be pinned to its worker (specs/layer.md).
+CLAIM_TYPE = "switchboard.claim"
 
 
 def handler_name(message: Message) -> str:
@@ -84,6 +87,14 @@ class AsyncConsumer:
     #: Groups a websocket consumer joins on connect and leaves on disconnect.
     groups: list[str] = []
 
+    #: Ask for ordered handling of a connection that is not sticky by itself (a UDP
+    #: socket, an MQTT session, SMTP): before its first message the instance sends
+    #: ``{"type": "switchboard.claim"}`` and the worker pins the connection to itself, so
+    #: from the claim on its events stop spreading over the workers and are handled one
+    #: at a time, in order, by this instance (docs/ordering.md). Sticky connections
+    #: (WebSockets, HTTP requests) are ordered anyway; for them this changes nothing.
+    ordered: bool = False
+
     scope: Scope
     # Typed as always present, as handlers use them (``self.channel_layer.group_send``).
     # They are None only when the consumer opted out (``channel_layer_alias = None``);
@@ -132,10 +143,31 @@ class AsyncConsumer:
             sources.append(functools.partial(layer.receive, channel_name))
         self.channel_layer = cast(ChannelLayer, layer)
         self.channel_name = cast(str, channel_name)
+        handle: Callable[[Message], Awaitable[None]] = self.dispatch
+        if self.ordered and isinstance(reply_channel, str):
+            handle = self._claim_first(send)
         try:
-            await dispatch_from(sources, self.dispatch)
+            await dispatch_from(sources, handle)
         except StopConsumer:
             pass
+
+    def _claim_first(self, send: Send) -> Callable[[Message], Awaitable[None]]:
+        """``dispatch`` preceded, once, by the claim that pins the connection to this worker.
+
+        The claim goes through the raw ASGI ``send`` (the worker intercepts it; it never
+        reaches the client) before the first handler runs, so it reaches the gateway ahead
+        of any reply. Without a reply channel there is no gateway to pin to: no claim.
+        """
+        claimed = False
+
+        async def handle(message: Message) -> None:
+            nonlocal claimed
+            if not claimed:
+                claimed = True
+                await send({"type": CLAIM_TYPE})
+            await self.dispatch(message)
+
+        return handle
 
     def find_handler(self, message: Message) -> Callable[[Message], Any]:
         name = handler_name(message)

@@ -16,16 +16,26 @@ from __future__ import annotations
 from typing import Any
 
 from chat.consumers import chat_payload, room_group
+from django.conf import settings
 
 from switchboard.consumers.longpoll import AsyncLongPollConsumer
+
+
+def hold_seconds(longest: float = 20.0) -> float:
+    """How long to hold a poll: ``longest``, or less when the gateway gives up sooner.
+
+    The gateway answers 503 to a request whose response has not started within the http
+    plugin's ``response_timeout``; gateway and workers read the same settings here, so
+    stay at two thirds of it (the example sets 30 s; its e2e tests 10 s).
+    """
+    http_options = getattr(settings, "SWITCHBOARD", {}).get("PROTOCOLS", {}).get("http", {})
+    return min(longest, float(http_options.get("response_timeout", 60.0)) * 2 / 3)
 
 
 class ChatPollConsumer(AsyncLongPollConsumer):
     """One held GET per poll; ``chat_message`` answers it with ``{"message", "user"?}``."""
 
-    # Well below the gateway's response_timeout (the example sets 30 s), which would
-    # answer 503 to a request held longer.
-    timeout = 20.0
+    timeout = hold_seconds()
 
     async def handle(self, body: bytes) -> None:
         if room_group(self.scope["url_route"]["kwargs"]["room"]) is None:

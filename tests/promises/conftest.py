@@ -1,0 +1,282 @@
+"""Fixtures for the Channels promises: long-poll, ordering, zero-downtime deploys.
+
+In-process tests (``test_*_consumer.py``) drive consumers with queues on the in-memory
+layer. End-to-end tests start real OS processes with the test project in this directory
+(``promises_settings.py``, ``promises_routing.py``, ``promises_consumers.py``, plus the
+example's ``longpolldemo`` app):
+
+- ``split``: ``switchboard gateway`` and one or more ``switchboard worker`` processes over
+  the real Redis on 127.0.0.1:6379 (skipped with a reason when it is not reachable);
+- ``run``: ``switchboard run``, one process on the in-memory layer.
+
+Every process is stopped in teardown; their logs are printed when a test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import django
+import pytest
+from django.conf import settings
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="switchboard-promises-tests",
+        INSTALLED_APPS=[],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        USE_TZ=True,
+    )
+    django.setup()
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chatsite"
+HERE = Path(__file__).resolve().parent
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+WAIT = 10.0  # safety net for one expected answer: a broken path fails instead of hanging
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def require_redis() -> None:
+    if not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
+
+
+@dataclass
+class Deployment:
+    """The OS processes of one test deployment, and how to reach them."""
+
+    mode: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    udp_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def log_prefix(self) -> str:
+        """Where the test consumers' Redis logs live (``promises_consumers.log_handled``)."""
+        return self.env["PROMISES_LOG_PREFIX"]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def gateway(self) -> str:
+        """The process holding the client connections."""
+        return "gateway" if self.mode == "split" else "run"
+
+    def start(self, name: str, command: str) -> subprocess.Popen[bytes]:
+        """Start ``switchboard <command>`` as process ``name``, logging to ``<name>.log``."""
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "switchboard", command, "--settings", "promises_settings"],
+                cwd=HERE,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Send ``sig`` (SIGTERM: the graceful path) and wait; kill if it hangs."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        """Workers first, while the gateway can still acknowledge their stop; then the gateway."""
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    async def wait_logged(self, name: str, text: str, timeout: float = 30, count: int = 1) -> None:
+        """Wait until ``name``'s log has ``text`` ``count`` times (e.g. a worker listening)."""
+        deadline = time.monotonic() + timeout
+        while self.log(name).count(text) < count:
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} did not log {text!r} within {timeout}s\n{self.logs()}")
+            await asyncio.sleep(0.05)
+
+    async def start_worker(self, name: str) -> None:
+        """Start a worker process and wait until it reads the layer."""
+        self.start(name, "worker")
+        await self.wait_logged(name, "listening on")
+
+    async def request(self, method: str, path: str, body: bytes = b"", timeout: float = WAIT) -> tuple[int, bytes]:
+        """One HTTP/1.1 request on a fresh connection (``Connection: close``); status and body."""
+        return await asyncio.wait_for(http_request(self.port, method, path, body), timeout)
+
+    async def get_json(self, path: str, timeout: float = WAIT) -> Any:
+        status, body = await self.request("GET", path, timeout=timeout)
+        assert status == 200, (path, status, body)
+        return json.loads(body)
+
+    async def wait_ready(self, timeout: float = 30) -> None:
+        """Wait until a worker answers through the gateway."""
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                status, _ = await self.request("GET", "/pid/", timeout=5)
+                if status == 200:
+                    return
+            except (OSError, TimeoutError) as exc:
+                last = exc
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"deployment not ready after {timeout}s: {last!r}\n{self.logs()}")
+
+
+async def http_request(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """A raw asyncio HTTP/1.1 client: cheap enough to hold thousands of requests at once."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        return parse_response(await reader.read())
+    finally:
+        writer.close()
+
+
+def parse_response(raw: bytes) -> tuple[int, bytes]:
+    """Status and body of one whole ``Connection: close`` response (chunked or not)."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head:
+        raise ConnectionError("connection closed without a response")
+    status = int(head.split(b" ", 2)[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        decoded = b""
+        while body:
+            size_line, _, rest = body.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                break
+            decoded += rest[:size]
+            body = rest[size + 2 :]
+        body = decoded
+    return status, body
+
+
+def new_deployment(tmp_path: Path, mode: str, **extra_env: str) -> Deployment:
+    """A deployment's environment (not started): its ports, Redis prefix, log keys."""
+    port = free_port()
+    prefix = f"sb-promises-{secrets.token_hex(4)}:"
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), env.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            "PROMISES_HTTP_BIND": f"127.0.0.1:{port}",
+            "PROMISES_LOG_REDIS_URL": REDIS_URL,
+            "PROMISES_LOG_PREFIX": prefix + "log:",
+        }
+    )
+    for name in ("PROMISES_REDIS_URL", "PROMISES_REDIS_PREFIX", "PROMISES_UDP_BINDS", "DJANGO_SETTINGS_MODULE"):
+        env.pop(name, None)
+    if mode == "split":
+        env["PROMISES_REDIS_URL"] = REDIS_URL
+        env["PROMISES_REDIS_PREFIX"] = prefix
+    env.update(extra_env)
+    return Deployment(mode, port, env, tmp_path)
+
+
+@pytest.fixture
+def make_deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """``make_deployment(mode, **env)``: a :class:`Deployment`, stopped after the test."""
+    made: list[Deployment] = []
+
+    def make(mode: str, **extra_env: str) -> Deployment:
+        if mode == "split":
+            require_redis()
+        deployment = new_deployment(tmp_path / f"{mode}-{len(made)}", mode, **extra_env)
+        deployment.log_dir.mkdir(parents=True)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.stop_all()
+        report = getattr(request.node, "rep_call", None)
+        if report is None or report.failed:
+            print(deployment.logs())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, "rep_" + report.when, report)
+    return report
+
+
+def redis_client() -> Any:
+    """A synchronous Redis client for reading the consumers' logs in the test process."""
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def read_log(deployment: Deployment, key: str) -> list[tuple[int, int, int]]:
+    """``(pid, number, active)`` entries a consumer logged under ``key``, in log order."""
+    entries = redis_client().lrange(deployment.log_prefix + key, 0, -1)
+    result = []
+    for entry in entries:
+        pid, number, active = entry.decode().split(":")
+        result.append((int(pid), int(number), int(active)))
+    return result
