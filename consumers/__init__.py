@@ -67,6 +67,12 @@ _LAZY = {
     "SmsConsumer": "sms",
     "SyncSmsConsumer": "sms",
     "WebrtcConsumer": "webrtc",
+    "AsyncWebrtcConsumer": "webrtc",
+    "AsyncJsonWebrtcConsumer": "webrtc",
+    "JsonWebrtcConsumer": "webrtc",
+    "AsyncLongPollConsumer": "longpoll",
+    "LongPollConsumer": "longpoll",
+    "publish": "longpoll",
 }
 
 

@@ -7,6 +7,7 @@ django_http = get_asgi_application()  # set Django up before consumers import mo
 from chat.consumers import ChatConsumer, ChatEventsConsumer  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 from emaildemo.consumers import MailToChatConsumer  # noqa: E402
+from longpolldemo.consumers import ChatPollConsumer  # noqa: E402
 from mqttdemo.routing import mqtt_application  # noqa: E402
 from smsdemo.consumers import AutoResponderConsumer  # noqa: E402
 from thumbnails.consumers import CHANNEL as THUMBNAILS  # noqa: E402
@@ -25,6 +26,7 @@ from switchboard.consumers import (  # noqa: E402
 #: HTTP: server-sent events for one URL, every other URL to Django's views.
 http_urlpatterns = [
     path("events/<str:room>/", ChatEventsConsumer.as_asgi()),
+    path("poll/chat/<str:room>/", ChatPollConsumer.as_asgi()),
     re_path(r"", django_http),
 ]
 

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "smsdemo",
     "webrtcdemo",
     "mqttdemo",
+    "longpolldemo",
 ]
 
 MIDDLEWARE = [
