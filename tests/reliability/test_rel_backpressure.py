@@ -1,0 +1,162 @@
+"""Backpressure, not memory growth: floods in both directions of a WebSocket.
+
+Why: a gateway holds thousands of sockets; one client that sends faster than its consumer
+handles, or reads slower than its consumer writes, must cost a bounded amount of memory
+and end in a stated policy (a counted drop, or a close code), never in the process
+growing until the kernel kills it with everyone else's connections. The assertions are on
+memory (RSS from /proc, against generous fixed ceilings) and queue lengths, never on time.
+
+Where the code does not bound a buffer, the test is a strict xfail naming that buffer; the
+fix is described in docs/reliability.md ("Core fixes needed").
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rel_clients import frame_bytes, ws_handshake
+from rel_harness import REDIS_URL, InProcessGateway, ProcessDeployment, redis_reachable, rss_bytes, wait_for
+from websockets.sync.client import connect
+
+Deploy = Callable[..., ProcessDeployment]
+MiB = 1024 * 1024
+#: Growth allowed over the baseline: generous (a few MiB are plenty for one connection),
+#: but far below what the floods push through (192 MiB and 256 MiB).
+CEILING = 100 * MiB
+
+
+class PeakRss:
+    """Samples a process's RSS in a thread until stopped; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.baseline = rss_bytes(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, rss_bytes(self.pid))
+            except (OSError, AssertionError):
+                return
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.growth
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis (the floods need a real layer between two processes)."""
+    if not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+def test_client_flooding_a_slow_consumer_costs_the_gateway_bounded_memory(deploy: Deploy, redis_url: str) -> None:
+    """192 MiB sent as fast as possible to a consumer that takes 0.2 s per message.
+
+    The gateway reads the next frame only once the previous event is on the layer
+    (uvicorn pauses reading until the bridge takes the message), so its memory stays flat
+    whatever the client does. Where the backlog goes instead is the next test's subject.
+    """
+    deployment = deploy(redis_url)
+    with connect(f"ws://127.0.0.1:{deployment.http_port}/ws/slow", open_timeout=10, max_size=None) as ws:
+        ws.send(b"warm-up")
+        gateway = PeakRss(deployment.pid("gateway"))
+        worker = PeakRss(deployment.pid("worker0"))
+        payload = b"f" * (32 * 1024)
+        for _ in range(6000):
+            ws.send(payload)
+        ws.ping().wait(30)  # every frame before the ping has been read by the gateway
+        gateway_growth, worker_growth = gateway.stop(), worker.stop()
+    print(f"flood in: gateway RSS +{gateway_growth / MiB:.1f} MiB, worker RSS +{worker_growth / MiB:.1f} MiB")
+    deployment.stop("worker0", sig=signal.SIGKILL)  # its backlog is 20 minutes of sleeps: no drain
+    assert gateway_growth < CEILING, f"gateway grew by {gateway_growth / MiB:.0f} MiB"
+    deployment.check_alive()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="unbounded buffer: gateway/worker.py _Instance.queue is an unbounded asyncio.Queue; the worker pulls "
+    "every event off its channel whether or not the instance keeps up, so the layer's capacity never fills and "
+    "the 1013 policy of specs/websocket.md never applies: the backlog grows in the worker",
+)
+def test_client_flooding_a_slow_consumer_is_bounded_by_the_layer_capacity() -> None:
+    """20,000 messages to a slow consumer: the backlog may not exceed the channel capacity.
+
+    The worker's channel holds at most 10,000 events (``channel_capacity`` "worker.*"); past
+    that the gateway closes the flooding client with 1013. So no instance should ever
+    hold more than that many events queued.
+    """
+    gateway = InProcessGateway({"http": {"bind": ["127.0.0.1:0"], "max_frame_size": 1024}}).start()
+    peak = 0
+    closed_with: int | None = None
+    try:
+        assert gateway.worker is not None
+        worker = gateway.worker
+
+        async def backlog() -> int:
+            return max((instance.queue.qsize() for instance in worker.instances.values()), default=0)
+
+        with connect(f"ws://127.0.0.1:{gateway.http_port}/ws/slow", open_timeout=10) as ws:
+            try:
+                for index in range(20_000):
+                    ws.send(b"m")
+                    if index % 500 == 0:
+                        peak = max(peak, gateway.call(backlog))
+                ws.ping().wait(30)
+            except Exception as exc:  # a closed connection is the policy we look for
+                closed_with = getattr(getattr(exc, "rcvd", None), "code", None)
+            peak = max(peak, gateway.call(backlog))
+    finally:
+        gateway.stop()
+    print(f"flood in: peak instance backlog {peak} events, closed with {closed_with}")
+    assert peak <= 10_000, f"the worker queued {peak} events for one slow instance (policy: close 1013 past 10,000)"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="unbounded buffer: protocols/_http_common.py Mailbox (the per-connection reply queue) has no bound; the "
+    "gateway's reply loop moves every reply off the layer into it while uvicorn's send waits for the slow client, "
+    "so a slow reader grows the gateway by everything its consumer sends",
+)
+def test_slow_reading_client_costs_the_gateway_bounded_memory(deploy: Deploy, redis_url: str, tmp_path: Path) -> None:
+    """A consumer streams 256 MiB to a client that reads nothing: the gateway must not hold it all.
+
+    Bounded behaviour would be: the reply channel fills (the consumer's send raises
+    ``ChannelFull``, counted), or the gateway closes the slow client (1008/1013) and
+    counts it; either way its RSS stays near the baseline.
+    """
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    deployment = deploy(redis_url, REL_MARK_DIR=str(marks))
+    sock, _ = ws_handshake(deployment.http_port, "/ws/stream")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        gateway = PeakRss(deployment.pid("gateway"))
+        sock.sendall(frame_bytes(1, b"4096:65536"))  # then never read
+        try:
+            wait_for(lambda: gateway.peak - gateway.baseline > CEILING or (marks / "stream-done").exists(), 120,
+                     "the stream to end or the gateway to pass the ceiling")
+            if (marks / "stream-done").exists():
+                deployment.check_alive()
+        finally:
+            growth = gateway.stop()
+        print(f"slow reader: gateway RSS +{growth / MiB:.1f} MiB")
+        assert growth < CEILING, f"the gateway buffered {growth / MiB:.0f} MiB for one slow reader"
+    finally:
+        sock.close()
