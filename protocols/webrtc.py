@@ -625,6 +625,10 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         self._advertise_max_message_size(pc)
         try:
             await pc.setLocalDescription(await pc.createAnswer())  # gathers candidates
+        except ValueError as exc:
+            # aiortc checks parts of the offer only while answering (a section without a
+            # usable a=mid, say): still the client's input, so 400 and no traceback.
+            raise SignalingError(400, f"offer refused: {exc}"[:300]) from None
         except Exception:
             logger.exception("could not answer a webrtc offer")
             raise SignalingError(500, "could not create an answer") from None

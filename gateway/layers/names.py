@@ -11,8 +11,9 @@ import re
 
 MAX_NAME_LENGTH = 100
 
-_CHANNEL_RE = re.compile(r"^[a-zA-Z\d\-_.]+(![\w\-.]*)?$")
-_GROUP_RE = re.compile(r"^[a-zA-Z\d\-_.]+$")
+# Checked with fullmatch: "$" alone would also match before a trailing newline.
+_CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\w\-.]*)?")
+_GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
 
 
 class InvalidName(ValueError):
@@ -29,7 +30,7 @@ def check_channel_name(name: object, *, receive: bool = False) -> str:
         raise InvalidName(f"channel name must be a str, not {type(name).__name__}")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"channel name {name[:20]!r}... is over {MAX_NAME_LENGTH} characters")
-    if not _CHANNEL_RE.match(name):
+    if not _CHANNEL_RE.fullmatch(name):
         raise InvalidName(f"invalid channel name {name!r}: must match {_CHANNEL_RE.pattern}")
     if name.endswith("!") and not receive:
         raise InvalidName(f"{name!r} is a process-local prefix, not a channel to send to")
@@ -42,7 +43,7 @@ def check_group_name(name: object) -> str:
         raise InvalidName(f"group name must be a str, not {type(name).__name__}")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"group name {name[:20]!r}... is over {MAX_NAME_LENGTH} characters")
-    if not _GROUP_RE.match(name):
+    if not _GROUP_RE.fullmatch(name):
         raise InvalidName(f"invalid group name {name!r}: must match {_GROUP_RE.pattern}")
     return name
 

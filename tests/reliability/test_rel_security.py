@@ -160,9 +160,6 @@ def test_a_client_cannot_make_the_gateway_log_tracebacks(http_gateway: InProcess
     assert not traced, f"{len(traced)} traceback(s) logged for 3 bad frames: {traced[0].getMessage()!r}"
 
 
-@pytest.mark.xfail(strict=True, reason="protocols/webrtc.py _answer: aiortc's ValueError from createAnswer/"
-                   "setLocalDescription ('Media sections in answer do not match offer') for an offer whose data "
-                   "section has no a=mid is answered 500 and logged with a traceback; specs/webrtc.md says 400")
 def test_offer_without_mid_gets_400_not_500(http_gateway: InProcessGateway) -> None:
     """An offer aiortc refuses is the client's mistake: 400 per specs/webrtc.md, not a 500 with a traceback."""
     offer = OFFER_SDP.replace("a=mid:0\r\n", "a=mid\n0\r\n")  # the fuzz's input: ':' became a line feed
@@ -311,7 +308,7 @@ def test_the_layer_refuses_every_name_outside_the_rules(name: str, fuzz_ledger: 
     import re
 
     if name.endswith("\n"):
-        name = name.rstrip("\n") + "\x00"  # trailing newlines: the known bug pinned below; keep the name invalid
+        name = name.rstrip("\n") + "\x00"  # trailing newlines have their own test below; keep the name invalid
     channel_ok = bool(re.fullmatch(r"[a-zA-Z\d\-_.]+(![\w\-.]*)?", name)) and len(name) <= 100 and not name.endswith("!")
     try:
         check_channel_name(name)
@@ -328,9 +325,6 @@ def test_the_layer_refuses_every_name_outside_the_rules(name: str, fuzz_ledger: 
         assert not group_ok
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/layers/names.py checks names with re.match and a pattern ending in "
-                   "'$', which also matches before a trailing newline: 'lobby\\n' passes as a group name and "
-                   "'gateway.x!tok\\n' as a channel name (use re.fullmatch or \\Z)")
 @pytest.mark.parametrize("check, name", [(check_group_name, "lobby\n"), (check_channel_name, "gateway.abc!tok\n"),
                                          (check_channel_name, "thumbnails\n")])
 def test_names_with_a_trailing_newline_are_refused(check: Callable[[str], str], name: str) -> None:
