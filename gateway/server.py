@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SwitchboardConfig
-from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, WORKER_STOPPING, pool_channel, wrap
+from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, SCOPE, SCOPE_REQUEST, WORKER_STOPPING, pool_channel, wrap
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
 
@@ -29,7 +29,7 @@ logger = logging.getLogger("switchboard.gateway")
 Deliver = Callable[[Message], None]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Connection:
     """One client connection (or peer, or session) held by a plugin in this gateway.
 
@@ -74,6 +74,7 @@ class GatewayStats:
     claims_refused: int = 0
     events_held: int = 0
     workers_lost: int = 0
+    scopes_resent: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -151,8 +152,13 @@ class Gateway:
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
         """
+        if connection.held is not None:
+            # Events are still waiting (for a claim, or being flushed to the new worker):
+            # this one queues behind them, or it would overtake them.
+            self._hold(connection, event)
+            return
         if connection.worker is None:
-            if connection.held is not None or self._claim_pending(connection):
+            if self._claim_pending(connection):
                 self._hold(connection, event)
                 return
             if connection.sticky:
@@ -162,11 +168,13 @@ class Gateway:
         await self._send_envelope(connection, event)
 
     async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False) -> None:
-        envelope = wrap(connection.channel, connection.scope, event)
+        worker = connection.worker
+        # The claiming worker has the instance and so the scope: only pool sends carry it.
+        envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
         if claim:
             envelope["claim"] = True
         try:
-            await self.layer.send(connection.events_channel, envelope)
+            await self.layer.send(worker or connection.pool, envelope)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -273,6 +281,10 @@ class Gateway:
             return
         self._unclaim(connection)
         connection.worker = worker
+        # Claimed once, sticky from now on: when this worker goes, the connection's events
+        # wait for the next worker's claim instead of spreading (an ordered consumer's
+        # UDP socket keeps its order across a deploy too).
+        connection.sticky = True
         self.worker_claims.setdefault(worker, set()).add(connection)
         self.worker_seen[worker] = time.monotonic()
         self.stats.claims += 1
@@ -369,6 +381,9 @@ class Gateway:
                 if connection is None:
                     if channel == self.control_channel:
                         await self._control(message)
+                    elif message_type == SCOPE_REQUEST:
+                        # Closed already: say so, so the worker drops what it holds now.
+                        forwards.append(self._send_scope(None, message.get("worker"), channel))
                     else:
                         stats.replies_orphaned += 1
                     continue
@@ -379,6 +394,8 @@ class Gateway:
                 elif message_type == RELEASE:
                     if connection.worker == message.get("worker"):
                         self._unclaim(connection)
+                elif message_type == SCOPE_REQUEST:
+                    forwards.append(self._send_scope(connection, message.get("worker")))
                 elif isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
                     try:
                         connection.deliver(message)
@@ -387,7 +404,9 @@ class Gateway:
                     stats.replies_delivered += 1
                 else:
                     stats.replies_forwarded += 1
-                    if connection.worker is not None or (not connection.sticky and connection.held is None and not self._claim_pending(connection)):
+                    if connection.held is None and (
+                        connection.worker is not None or (not connection.sticky and not self._claim_pending(connection))
+                    ):
                         # Nothing to hold or claim: batch it (a group message to 1,000
                         # members is one send_many, not 1,000 tasks).
                         direct.append((connection, message))
@@ -401,9 +420,28 @@ class Gateway:
                     if isinstance(result, Exception):
                         logger.warning("forwarding a message to the worker pool failed: %r", result)
 
+    async def _send_scope(self, connection: Connection | None, worker: Any, channel: str = "") -> None:
+        """Answer a worker that got scope-less events of a connection it has no instance for.
+
+        That happens when its instance ended (or failed) while the connection stayed open
+        and claimed: the worker holds those events, in order, until this answer gives it
+        the scope to build (resume) the instance with. No scope in the answer means the
+        connection is closed: the worker drops the held events.
+        """
+        if not isinstance(worker, str) or not worker.startswith("worker."):
+            return
+        answer: Message = {"type": SCOPE, "connection": channel if connection is None else connection.channel}
+        if connection is not None and connection.open:
+            answer["scope"] = connection.scope
+        self.stats.scopes_resent += 1
+        await self.layer.send(worker, answer)
+
     async def _forward_many(self, items: list[tuple[Connection, Message]]) -> None:
         """Forward messages of connections that need no holding: one ``send_many``."""
-        envelopes = [(c.events_channel, wrap(c.channel, c.scope, m)) for c, m in items]
+        envelopes = [
+            (c.worker, wrap(c.channel, None, m)) if c.worker is not None else (c.pool, wrap(c.channel, c.scope, m))
+            for c, m in items
+        ]
         try:
             results = await self.layer.send_many(envelopes)
         except Exception:

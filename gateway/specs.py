@@ -1008,7 +1008,22 @@ def validate_envelope(envelope: Any) -> None:
     if _type_of(envelope, "envelope") != EVENT_TYPE:
         raise SpecError(f"an envelope has type {EVENT_TYPE!r}, got {envelope['type']!r}", key="type")
     validate_message(envelope)
-    scope = envelope["scope"]
+    scope = envelope.get("scope")
+    if scope is None:
+        # Sent to the claiming worker's own channel, which has the scope (specs/layer.md).
+        if envelope.get("claim"):
+            raise SpecError(f"{EVENT_TYPE}: a claim envelope must carry the scope", type_name=EVENT_TYPE, key="scope")
+        event = envelope["event"]
+        try:
+            event_type = event.get("type")
+            spec = _registry().messages.get(event_type) if isinstance(event_type, str) else None
+            if spec is not None:
+                validate_message(event, direction=GATEWAY_TO_WORKER)
+            else:
+                validate_message(event, allow_unknown=True)
+        except SpecError as exc:
+            raise SpecError(f"{EVENT_TYPE}: key 'event': {exc}", type_name=EVENT_TYPE, key="event") from None
+        return
     try:
         validate_scope(scope)
     except SpecError as exc:

@@ -20,13 +20,25 @@ previous worker stopped) *resumes* it: it runs the consumer's connect handler ag
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import CLAIM, DRAINED, EVENT_TYPE, HEARTBEAT, RELEASED, WORKER_STOPPING, control_channel_of, pool_channel
+from .envelope import (
+    CLAIM,
+    DRAINED,
+    EVENT_TYPE,
+    HEARTBEAT,
+    RELEASED,
+    SCOPE,
+    SCOPE_REQUEST,
+    WORKER_STOPPING,
+    control_channel_of,
+    pool_channel,
+)
 from .layers import ChannelLayer, LayerClosed, Message
 
 logger = logging.getLogger("switchboard.worker")
@@ -55,6 +67,10 @@ class WorkerStats:
     bad_messages: int = 0
     claims: int = 0
     resumed: int = 0
+    # Scope-less events (sent to our channel) of a connection we had no instance for:
+    # asked the gateway for the scope / dropped because no answer or the connection closed.
+    scope_requests: int = 0
+    events_unscoped_dropped: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -63,15 +79,57 @@ class WorkerStats:
         return data
 
 
+class _EventQueue:
+    """The queue feeding one instance's ``receive``: ``asyncio.Queue``'s used part, cheaper.
+
+    ``asyncio.Queue`` asks for the running loop on every wait (a ``getpid`` system call
+    inside ``get_running_loop``) and keeps getter/putter deques and a finished-event per
+    queue; this binds its loop once and allocates a future only while the app waits.
+    """
+
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._items: collections.deque[Message] = collections.deque()
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Message) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Message:
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def get_nowait(self) -> Message:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = ("accepted", "claim", "closed", "key", "queue", "response_started", "resumed", "scope", "task", "waiting")
 
-    def __init__(self, key: str, scope: dict[str, Any]) -> None:
+    def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.key = key
         self.scope = scope
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.queue = _EventQueue(loop or asyncio.get_running_loop())
         self.task: asyncio.Task[None] | None = None
         self.response_started = False
         self.accepted = False
@@ -137,6 +195,10 @@ class Worker:
         self.stats = WorkerStats()
         self._acks: set[str] = set()
         self._acked = asyncio.Event()
+        # Connection -> (asked at, envelopes in arrival order) while we wait for its scope.
+        self._unscoped: dict[str, tuple[float, list[Message]]] = {}
+        self.scope_timeout = 5.0
+        self.max_unscoped_events = 1000
 
     def listen_channels(self) -> list[str]:
         return [pool_channel(p) for p in self.protocols] + self.channels
@@ -198,6 +260,8 @@ class Worker:
         """Tell gateways we hold claims on that we are alive (they release us otherwise)."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            if self._unscoped:
+                self._expire_unscoped()
             for control in list(self.claims):
                 try:
                     await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel})
@@ -240,6 +304,8 @@ class Worker:
         message_type = message.get("type")
         if message_type == EVENT_TYPE:
             self._dispatch_event(message)
+        elif message_type == SCOPE and channel == self.channel:
+            self._scope_arrived(message)
         elif message_type == RELEASED and channel == self.channel:
             self._acks.discard(str(message.get("gateway")))
             self.claims.pop(str(message.get("gateway")), None)
@@ -255,17 +321,34 @@ class Worker:
         connection = envelope.get("connection")
         event = envelope.get("event")
         scope = envelope.get("scope")
-        if not isinstance(connection, str) or not isinstance(event, dict) or not isinstance(scope, dict):
+        if not isinstance(connection, str) or not isinstance(event, dict) or not (scope is None or isinstance(scope, dict)):
             self.stats.bad_messages += 1
             logger.warning("malformed event envelope dropped: keys %s", sorted(envelope))
             return
+        instance = self.instances.get(connection)
+        if self._unscoped and connection in self._unscoped:
+            if scope is None:
+                self._hold_unscoped(connection, envelope)
+                return
+            self._release_unscoped(connection, scope)  # this envelope brings the scope
+            instance = self.instances.get(connection)
         self.stats.events += 1
         event_type = event.get("type")
-        instance = self.instances.get(connection)
         if instance is None:
             if event_type in _FINAL_EVENTS:
                 self.stats.events_ignored += 1
                 return
+            if scope is None:
+                # Sent to our channel because we claimed the connection, but its instance
+                # has ended here: hold the event (and any that follow) until the gateway
+                # tells us the scope, then build (resume) the instance as for a pool event.
+                self.stats.events -= 1
+                self._hold_unscoped(connection, envelope)
+                return
+            if event_type in _FINAL_EVENTS:
+                self.stats.events_ignored += 1
+                return
+            assert scope is not None
             instance = _Instance(connection, scope)
             instance.claim = bool(envelope.get("claim"))
             resume = _RESUME.get(str(scope.get("type")))
@@ -280,6 +363,61 @@ class Worker:
             instance.claim = True
             asyncio.get_running_loop().create_task(self._send_claim(instance))
         instance.queue.put_nowait(event)
+
+    def _hold_unscoped(self, connection: str, envelope: Message) -> None:
+        pending = self._unscoped.get(connection)
+        if pending is None:
+            if not connection.startswith("gateway.") or "!" not in connection:
+                self.stats.events_unscoped_dropped += 1
+                return
+            pending = self._unscoped[connection] = (asyncio.get_running_loop().time(), [])
+            self.stats.scope_requests += 1
+            asyncio.get_running_loop().create_task(self._request_scope(connection))
+        if len(pending[1]) >= self.max_unscoped_events:
+            self.stats.events_unscoped_dropped += 1
+            return
+        pending[1].append(envelope)
+
+    async def _request_scope(self, connection: str) -> None:
+        try:
+            await self.layer.send(connection, {"type": SCOPE_REQUEST, "worker": self.channel})
+        except Exception as exc:
+            logger.warning("could not ask %s for its scope: %r", connection, exc)
+            dropped = self._unscoped.pop(connection, None)
+            if dropped is not None:
+                self.stats.events_unscoped_dropped += len(dropped[1])
+
+    def _scope_arrived(self, message: Message) -> None:
+        connection = message.get("connection")
+        scope = message.get("scope")
+        if not isinstance(connection, str):
+            return
+        if isinstance(scope, dict):
+            self._release_unscoped(connection, scope)
+            return
+        dropped = self._unscoped.pop(connection, None)
+        if dropped is not None:  # the connection closed meanwhile
+            finals = sum(1 for envelope in dropped[1] if envelope["event"].get("type") in _FINAL_EVENTS)
+            self.stats.events_ignored += finals
+            self.stats.events_unscoped_dropped += len(dropped[1]) - finals
+
+    def _release_unscoped(self, connection: str, scope: dict[str, Any]) -> None:
+        """Dispatch the held scope-less events of ``connection``, in order, with ``scope``."""
+        pending = self._unscoped.pop(connection, None)
+        if pending is None:
+            return
+        for envelope in pending[1]:
+            self._dispatch_event({**envelope, "scope": scope})
+
+    def _expire_unscoped(self) -> None:
+        deadline = asyncio.get_running_loop().time() - self.scope_timeout
+        for connection, (asked, envelopes) in list(self._unscoped.items()):
+            if asked < deadline:
+                del self._unscoped[connection]
+                self.stats.events_unscoped_dropped += len(envelopes)
+                logger.warning(
+                    "no scope for %s came in %.1fs: %d event(s) dropped", connection, self.scope_timeout, len(envelopes)
+                )
 
     def _dispatch_named(self, channel: str, message: Message) -> None:
         self.stats.named_messages += 1

@@ -68,7 +68,7 @@ class WebSocketSession:
         self.receive = receive
         self.send = send
         self.loop = asyncio.get_running_loop()
-        self.queue: Mailbox[Message | _Signal] = Mailbox()
+        self.queue: Mailbox[Message | _Signal] = Mailbox(self.loop)
         self.connection: Connection | None = None
         self.state = CONNECTING
         self.deadline: float | None = self.loop.time() + ctx.response_timeout
@@ -167,8 +167,11 @@ class WebSocketSession:
         """Write worker replies to the client until the client side has ended."""
         while True:
             try:
-                async with asyncio.timeout_at(self.deadline):
+                if self.deadline is None:  # open, no idle timeout: no timer to arm per frame
                     item = await self.queue.get()
+                else:
+                    async with asyncio.timeout_at(self.deadline):
+                        item = await self.queue.get()
             except TimeoutError:
                 if not await self._on_timeout():
                     return

@@ -146,6 +146,15 @@ class HttpOptions:
                 raise ValueError(f"the {module} package is not installed: pip install {module}")
 
 
+def _ws_protocol(name: str) -> Any:
+    """uvicorn's ``ws`` setting; websockets-sansio as our leaner subclass (_http_uvicorn)."""
+    if _WS_IMPLEMENTATIONS[name][0] == "websockets-sansio":
+        from ._http_uvicorn import LeanWebSocketsSansIOProtocol
+
+        return LeanWebSocketsSansIOProtocol
+    return _WS_IMPLEMENTATIONS[name][0]
+
+
 class HttpPlugin(ProtocolPlugin[HttpOptions]):
     """Serves HTTP/1.1 and WebSocket clients through uvicorn; scope types http and websocket."""
 
@@ -232,7 +241,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             log_config=None,
             access_log=options.access_log,
             http=options.http,
-            ws=_WS_IMPLEMENTATIONS[options.ws][0],
+            ws=_ws_protocol(options.ws),
             ws_max_size=options.max_frame_size,
             ws_ping_interval=options.websocket_ping_interval,
             ws_ping_timeout=options.websocket_ping_timeout,

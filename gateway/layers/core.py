@@ -14,6 +14,7 @@ import fnmatch
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class ChannelLayer:
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
+        self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher] | None = None
 
     # -- Channels API ---------------------------------------------------------------
 
@@ -177,12 +179,19 @@ class ChannelLayer:
         return list(results)
 
     def _batcher(self) -> _SendBatcher:
+        # Fast path without asyncio.get_running_loop(), which costs a getpid() system call
+        # per send: a thread runs one loop at a time, so if the loop last used from this
+        # thread is running, it is the running one.
+        cached = self._last_batcher
+        if cached is not None and cached[0] == threading.get_ident() and cached[1].is_running():
+            return cached[2]
         loop = asyncio.get_running_loop()
         batcher = self._batchers.get(loop)
         if batcher is None:
             for stale in [other for other in self._batchers if other.is_closed()]:
                 del self._batchers[stale]
             batcher = self._batchers[loop] = _SendBatcher(self, loop)
+        self._last_batcher = (threading.get_ident(), loop, batcher)
         return batcher
 
     async def receive(self, channel: str) -> Message:

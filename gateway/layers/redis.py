@@ -31,7 +31,7 @@ import math
 import re
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,7 +41,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger("switchboard.layers.redis")
@@ -104,6 +104,29 @@ _GROUP_MEMBERS_LUA = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+
+
+def _resp(args: Sequence[Any]) -> bytes:
+    """One command in the Redis protocol (RESP): str, bytes and int arguments.
+
+    What redis-py's ``pack_command`` does, without its per-argument encoder and buffer
+    juggling (it was ~5% of a worker's samples on the hot path, one call per batch).
+    """
+    parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode("utf-8")
+        elif isinstance(arg, int) and not isinstance(arg, bool):
+            data = b"%d" % arg
+        else:
+            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+        append(b"$%d\r\n" % len(data))
+        append(data)
+        append(b"\r\n")
+    return b"".join(parts)
 
 
 def stable_hash(value: str) -> int:
@@ -180,7 +203,16 @@ def _glob_escape(text: str) -> str:
 
 @dataclass
 class _Shard:
-    """The clients of one Redis server, bound to one event loop."""
+    """The clients of one Redis server, bound to one event loop.
+
+    Besides redis-py's pools, a shard keeps connections of its own for the hot path: one
+    for pushes (the layer's send batcher keeps at most one push in flight per loop, so it
+    is nearly always free) and idle ones for blocking pops (one per Receiver pump in
+    practice). Commands on them skip what each pooled command costs: the pool lock, the
+    liveness check, the retry wrapper and, for writes with a socket timeout, the task
+    ``asyncio.wait_for`` creates. Both are made without a socket timeout; the callers
+    bound each command with one ``asyncio.timeout`` instead.
+    """
 
     url: str
     pool: ConnectionPool
@@ -191,9 +223,27 @@ class _Shard:
     pop_nowait: AsyncScript
     group_add: AsyncScript
     group_members: AsyncScript
+    push_connection: Any = None
+    push_busy: bool = False
+    idle_pop_connections: list[Any] | None = None
+    held: list[Any] | None = None  # every connection made for this shard, to close
+
+    def own_connection(self, pool: ConnectionPool) -> Any:
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        if self.held is None:
+            self.held = []
+        self.held.append(connection)
+        return connection
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.pool.aclose(), self.blocking_pool.aclose(), return_exceptions=True)
+        held = self.held or []
+        self.held = None
+        await asyncio.gather(
+            self.pool.aclose(),
+            self.blocking_pool.aclose(),
+            *(connection.disconnect() for connection in held),
+            return_exceptions=True,
+        )
 
 
 class RedisStorage:
@@ -296,7 +346,7 @@ class RedisStorage:
             },
         )
         # Set after from_url because URL query options override keyword arguments, and a
-        # read timeout shorter than the block would break every pop. _blocking_call bounds the wait.
+        # read timeout shorter than the block would break every pop. _blocking_pop bounds the wait.
         blocking_pool.connection_kwargs["socket_timeout"] = None
         client = Redis(connection_pool=pool)
         return _Shard(
@@ -386,8 +436,45 @@ class RedisStorage:
 
     async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
         shard = self._shards()[self.shard_index(key)]
-        result = await shard.push(keys=[self._list_key(key)], args=[_whole_seconds(ttl), item, capacity])
+        result = await self._push_script(shard, [self._list_key(key)], [_whole_seconds(ttl), item, capacity])
         return bool(result[0])
+
+    async def _push_script(self, shard: _Shard, keys: list[str], args: list[Any]) -> Any:
+        """Run the push script on the shard's own push connection (the pool if it is busy)."""
+        if shard.push_busy:
+            return await shard.push(keys=keys, args=args)
+        connection = shard.push_connection
+        if connection is None:
+            connection = shard.push_connection = shard.own_connection(shard.pool)
+        shard.push_busy = True
+        try:
+            command = _resp(["EVALSHA", shard.push.sha, len(keys), *keys, *args])
+            attempt = 0
+            while True:
+                try:
+                    async with asyncio.timeout(self._socket_timeout):
+                        await connection.send_packed_command(command, check_health=False)
+                        return await connection.read_response()
+                except NoScriptError:
+                    # Redis restarted (or SCRIPT FLUSH): the pooled path loads the script.
+                    return await shard.push(keys=keys, args=args)
+                except (RedisConnectionError, OSError) as exc:
+                    # As the pool's Retry: connection errors only, never after a timeout
+                    # (the push may have run; running it twice would duplicate messages).
+                    await connection.disconnect(nowait=True)
+                    attempt += 1
+                    if attempt > self._retries:
+                        raise exc if isinstance(exc, RedisConnectionError) else RedisConnectionError(str(exc)) from exc
+                    await asyncio.sleep(ExponentialWithJitterBackoff(cap=0.5, base=0.02).compute(attempt))
+                except TimeoutError as exc:
+                    await connection.disconnect(nowait=True)
+                    raise RedisTimeoutError(f"Timeout pushing to {node_identity(shard.url)}") from exc
+                except BaseException:
+                    # Cancelled mid-command: the reply may still come; never reuse the socket.
+                    await connection.disconnect(nowait=True)
+                    raise
+        finally:
+            shard.push_busy = False
 
     async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
         if not batch:
@@ -406,7 +493,7 @@ class RedisStorage:
                 keys.append(self._list_key(key))
                 args.append(item)
                 args.append(capacity)
-            return list(await shards[index].push(keys=keys, args=args))
+            return list(await self._push_script(shards[index], keys, args))
 
         jobs = list(by_shard.items())
         if len(jobs) == 1:  # the common case: no gather, no extra task
@@ -474,24 +561,43 @@ class RedisStorage:
         else:  # Redis 5 and older only take whole seconds.
             block = _whole_seconds(block)
             command = ("BLPOP", *names, int(block))
-        reply = await self._blocking_call(shard, block, lambda: shard.blocking.execute_command(*command))
+        reply = await self._blocking_pop(shard, block, command)
         if not reply:
             return None
         name, payload = reply[0], reply[1]
         items = list(payload) if command[0] == "BLMPOP" else [payload]
         return by_name[name], items
 
-    async def _blocking_call(self, shard: _Shard, block: float, call: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a blocking command with a read deadline longer than its block.
+    async def _blocking_pop(self, shard: _Shard, block: float, command: tuple[Any, ...]) -> Any:
+        """A blocking pop on one of the shard's own idle connections (made when none is idle).
 
-        The blocking pool has no socket timeout (it would have to exceed every possible
-        block); this deadline still catches a server that went silent without closing.
+        A connection goes back to the idle list only after a complete reply; an error or a
+        cancellation disconnects it (its reply could still arrive), and the next pop makes
+        a new one, so a Redis restart costs one failed pop.
         """
+        idle = shard.idle_pop_connections
+        if idle is None:
+            idle = shard.idle_pop_connections = []
+        connection = idle.pop() if idle else shard.own_connection(shard.blocking_pool)
         try:
             async with asyncio.timeout(block + self._blocking_margin):
-                return await call()
+                await connection.send_packed_command(_resp(command), check_health=False)
+                reply = await connection.read_response()
         except TimeoutError as exc:
+            await connection.disconnect(nowait=True)
+            self._forget(shard, connection)
             raise RedisTimeoutError(f"no reply from {node_identity(shard.url)} to a {block}s blocking pop") from exc
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            self._forget(shard, connection)
+            raise
+        idle.append(connection)
+        return reply
+
+    @staticmethod
+    def _forget(shard: _Shard, connection: Any) -> None:
+        if shard.held is not None and connection in shard.held:
+            shard.held.remove(connection)
 
     # -- Groups -----------------------------------------------------------------------
 

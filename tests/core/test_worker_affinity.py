@@ -285,3 +285,58 @@ async def test_consumer_can_ask_for_ordering_on_a_connectionless_socket(layer: C
         stop.set()
     await asyncio.gather(*tasks)
     await gateway.stop()
+
+
+async def test_scope_less_event_after_the_instance_ended_resumes_it(layer: ChannelLayer) -> None:
+    """Events to a claiming worker carry no scope; one that outlived its instance asks for it."""
+    log: list[tuple[str, str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            event = await receive()
+            log.append(("a", event["type"] + (":resumed" if scope.get("resumed") else "")))
+            if event["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif event["type"] == "websocket.receive":
+                await send({"type": "websocket.send", "text": f"{scope['path']}:{event['text']}"})
+                if event["text"] == "end":
+                    return  # the instance ends; the connection stays open and claimed
+
+    sent: list[dict[str, Any]] = []
+    original_send = layer.send
+
+    async def recording_send(channel: str, message: dict[str, Any]) -> None:
+        sent.append(message)
+        await original_send(channel, message)
+
+    layer.send = recording_send  # type: ignore[method-assign]
+    worker = Worker(app, layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=1))
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/p"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await sink.wait_for(1)
+    assert connection.worker == worker.channel
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "end"})
+    await texts(sink, 2)
+    for text in ("x", "y"):
+        await gateway.send_event(connection, {"type": "websocket.receive", "text": text})
+    assert await texts(sink, 4) == ["/p:end", "/p:x", "/p:y"]
+    envelopes = [m for m in sent if m["type"] == "switchboard.event"]
+    assert "scope" in envelopes[0] and all("scope" not in m for m in envelopes[1:])
+    assert ("a", "websocket.connect:resumed") in log
+    assert worker.stats.scope_requests == 1 and gateway.stats.scopes_resent == 1
+    # A scope request for a connection that closed meanwhile is answered without a scope.
+    gateway.close_connection(connection)
+    late = {"type": "switchboard.event", "connection": connection.channel, "event": {"type": "websocket.receive", "text": "z"}}
+    worker._hold_unscoped(connection.channel, late)
+    async with asyncio.timeout(5):
+        while worker._unscoped:
+            await asyncio.sleep(0.01)
+    assert worker.stats.events_unscoped_dropped == 1
+    stop.set()
+    await task
+    await gateway.stop()

@@ -3,17 +3,17 @@
 specs/layer.md (Worker affinity, 4) promises that a deploy loses no event and keeps a
 connection's events in order. These tests play the workers by hand against a real
 ``Gateway`` on the in-memory layer, so each check is deterministic, and each pins one gap
-in the gateway core (gateway/server.py, not ours to edit) that breaks the promise today:
+in the gateway core (gateway/server.py):
 
-1. an event arriving while held events are flushed to the new worker overtakes them;
+1. an event arriving while held events are flushed to the new worker must queue behind
+   them (fixed: it used to overtake them);
 2. with no worker for longer than ``claim_timeout``, one unclaimed connection gets several
-   envelopes in the pool, which workers starting together can split;
-3. a connection pinned by an ``ordered = True`` consumer (UDP, MQTT...) is not sticky, so
-   its held events go to the pool together, unclaimed, when its worker changes.
+   envelopes in the pool, which workers starting together can split (still open: a
+   strict xfail, which fails the run once fixed so the marker is removed);
+3. a connection pinned by an ``ordered = True`` consumer (UDP, MQTT...) stays pinned when
+   its worker changes (fixed: it used to fall back to spreading).
 
-They are strict xfails: once the gateway is fixed they pass, the marker fails the run,
-and it should be removed. The e2e deploy tests use the same reproductions to tell a known
-gap from a new failure.
+The e2e deploy tests use the same reproductions to tell a known gap from a new failure.
 """
 
 from __future__ import annotations
@@ -100,7 +100,6 @@ OVERTAKE_BUG = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=OVERTAKE_BUG)
 async def test_events_arriving_during_the_flush_to_the_new_worker_queue_behind_the_held_ones() -> None:
     assert await events_reach_the_new_worker_in_order() == [str(n) for n in range(1, 31)]
 
@@ -190,6 +189,5 @@ ORDERED_HANDOVER_GAP = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=ORDERED_HANDOVER_GAP)
 async def test_an_ordered_socket_changes_worker_one_claimed_event_at_a_time() -> None:
     assert await envelopes_pooled_after_an_ordered_socket_changes_worker() == 1

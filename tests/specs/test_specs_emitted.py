@@ -35,6 +35,8 @@ EMITTED_BY_CORE = {
     "switchboard.worker_stopping": specs.WORKER_TO_GATEWAY,  # envelope.WORKER_STOPPING
     "switchboard.released": specs.GATEWAY_TO_WORKER,  # envelope.RELEASED
     "switchboard.drained": specs.WORKER_TO_GATEWAY,  # envelope.DRAINED
+    "switchboard.scope_request": specs.WORKER_TO_GATEWAY,  # envelope.SCOPE_REQUEST
+    "switchboard.scope": specs.GATEWAY_TO_WORKER,  # envelope.SCOPE
 }
 
 
@@ -176,6 +178,8 @@ def test_envelope_module_types_are_specified() -> None:
         "switchboard.worker_stopping",
         "switchboard.released",
         "switchboard.drained",
+        "switchboard.scope_request",
+        "switchboard.scope",
     }
     assert names <= specs.known_types("message")
 

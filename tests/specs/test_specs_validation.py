@@ -339,11 +339,19 @@ def test_invalid_envelopes(kwargs: dict[str, Any], match: str) -> None:
 
 
 def test_envelope_missing_keys() -> None:
-    for key in ("connection", "scope", "event"):
+    for key in ("connection", "event"):
         data = envelope()
         del data[key]
         error = rejects(data, f"^switchboard.event: missing required key '{key}'", validate=validate_envelope)
         assert error.key == key
+
+
+def test_envelope_to_a_claiming_worker_has_no_scope() -> None:
+    data = envelope()
+    del data["scope"]
+    validate_envelope(data)
+    rejects({**data, "claim": True}, "^switchboard.event: a claim envelope must carry the scope", validate=validate_envelope)
+    rejects({**data, "event": {"type": "websocket.send", "text": "x"}}, "travels worker -> gateway", validate=validate_envelope)
 
 
 def test_envelope_error_names_the_envelope_part() -> None:
