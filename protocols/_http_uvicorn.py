@@ -79,5 +79,5 @@ class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
             # Only the handshake (and a 500 before it) reads these; free them.
-            self.request = None
+            self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
