@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import os
 import shlex
+import subprocess
 import sys
 import time
 
@@ -35,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--systems", action="append", help=f"comma-separated, default all: {', '.join(systems.SYSTEMS)}")
     parser.add_argument("--scenarios", action="append", help=f"comma-separated, default all: {', '.join(scenarios.SCENARIOS)}")
     parser.add_argument("--connections", type=int, help="concurrent connections (default 50)")
-    parser.add_argument("--warmup", type=float, help="seconds of load before counting (default 2, quick 0.5)")
-    parser.add_argument("--duration", type=float, help="counted seconds per system (default 10, quick 2)")
+    parser.add_argument("--warmup", type=float, help="seconds of load before counting (default 1, quick 0.5)")
+    parser.add_argument("--duration", type=float, help="counted seconds per system (default 5, quick 2)")
     parser.add_argument(
         "--repeat",
         type=int,
-        help="rounds over all systems, best round reported (default 3, quick 1): "
+        help="rounds over all systems, best round reported (default 2, quick 1): "
         "other load on the machine only ever slows a round down",
     )
     docs = parser.add_mutually_exclusive_group()
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(
         quick=args.quick,
         connections=args.connections or 50,
-        warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 2.0),
-        duration=args.duration if args.duration is not None else (2.0 if args.quick else 10.0),
+        warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0),
+        duration=args.duration if args.duration is not None else (2.0 if args.quick else 5.0),
     )
     chosen_systems = systems.select(_names(args.systems))
     chosen_scenarios = scenarios.select(_names(args.scenarios))
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir = RESULTS_DIR / f"logs-{stamp}"
-    repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 3))
+    repeat = max(1, args.repeat if args.repeat is not None else (1 if args.quick else 2))
     load_before = os.getloadavg()
     busy = _busy_cores()
     if busy > 0.3:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     for round_number in range(1, repeat + 1):
         for scenario in chosen_scenarios:
             for system in chosen_systems:
-                if not scenario.applies_to(system):
+                if not scenario.applies_to(system) or (scenario.single_round and round_number > 1):
                     continue
                 print(f"bench: [round {round_number}/{repeat}] {scenario.name} on {system.name} ...", flush=True)
                 outcome = run_pair(
@@ -137,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render_text(rows, failures))
     json_path = report.write_json(RESULTS_DIR, stamp, all_rows, failures, meta)
     print(f"\nbench: raw results in {json_path.relative_to(systems.REPO_DIR)}; server logs in {log_dir}")
+    if write_docs and env_python is not None:
+        plot = systems.REPO_DIR / "docs" / "img" / "benchmarks.png"
+        drawn = subprocess.run(
+            [env_python, "-m", "bench.plot", str(json_path), str(plot)],
+            cwd=systems.REPO_DIR, capture_output=True, text=True, check=False, timeout=120,
+        )
+        if drawn.returncode == 0:
+            meta["plot"] = "img/benchmarks.png"
+            print(f"bench: wrote {plot.relative_to(systems.REPO_DIR)}")
+        else:
+            print(f"bench: plot failed: {drawn.stderr[-1500:]}")
     if write_docs:
         descriptions = {s.name: s.description for s in chosen_systems}
         report.write_docs(DOCS_PATH, report.render_markdown(rows, failures, meta, descriptions))

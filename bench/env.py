@@ -30,6 +30,8 @@ REQUIREMENTS: tuple[str, ...] = (
     "django==5.2.19",
     "websockets==17.4",
     "hiredis==3.5.0",
+    # Only for the plot in docs/img/ (bench/plot.py), never a project dependency.
+    "matplotlib==3.11.2",
 )
 
 

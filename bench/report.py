@@ -39,6 +39,27 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Scenarios whose rows are not rates: their own columns (see bench/scenarios/idle_memory.py).
+MEMORY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("system", "system"),
+    ("measurement", "label"),
+    ("conns", "connections"),
+    ("held", "count"),
+    ("first proc KiB/conn", "extra:kib_first"),
+    ("all procs KiB/conn", "extra:kib_total"),
+    ("open s", "seconds"),
+    ("srv CPU s", "server_cpu_s"),
+    ("peak RSS MB", "peak_rss_mb"),
+    ("procs", "server_processes"),
+    ("failed", "errors"),
+)
+SCENARIO_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {"idle-ws": MEMORY_COLUMNS, "idle-poll": MEMORY_COLUMNS}
+
+
+def columns_for(scenario: str) -> tuple[tuple[str, str], ...]:
+    return SCENARIO_COLUMNS.get(scenario, COLUMNS)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -57,8 +78,11 @@ def _fmt(value: Any) -> str:
 
 def _cells(row: Row) -> list[str]:
     cells = []
-    for _title, attr in COLUMNS:
-        value = getattr(row, attr)
+    for _title, attr in columns_for(row.scenario):
+        if attr.startswith("extra:"):
+            value = row.extra.get(attr[6:], math.nan)
+        else:
+            value = getattr(row, attr)
         if attr == "label" and value == row.system:
             value = ""
         if attr == "server_processes" and value == 0:
@@ -78,7 +102,7 @@ def best_rounds(rows: Sequence[Row]) -> list[Row]:
         groups.setdefault((row.scenario, row.system, row.label), []).append(row)
     best = []
     for group in groups.values():
-        chosen = max(group, key=lambda r: r.rate)
+        chosen = max(group, key=lambda r: -1.0 if math.isnan(r.rate) else r.rate)
         if len(group) > 1:
             chosen = dataclasses.replace(chosen, notes=list(chosen.notes))
             rates = " / ".join(f"{r.rate:,.0f}" for r in group)
@@ -93,14 +117,16 @@ def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
 
     Above 1 is better for Switchboard in ``msg/s``; below 1 is better in the other three.
     """
-    ours = [r for r in rows if r.side == "switchboard" and r.count]
-    theirs = [r for r in rows if r.side == "channels" and r.count]
+    ours = [r for r in rows if r.side == "switchboard" and r.count and not math.isnan(r.rate)]
+    theirs = [r for r in rows if r.side == "channels" and r.count and not math.isnan(r.rate)]
     table = []
     for a in ours:
         for b in theirs:
+            if a.label != a.system and a.label != b.label:
+                continue  # multi-measurement scenarios (fan-out sizes): compare like with like
             table.append(
                 [
-                    a.system,
+                    a.system if a.label == a.system else f"{a.system} ({a.label})",
                     b.system,
                     _ratio(a.rate, b.rate),
                     _ratio(a.p50_ms, b.p50_ms),
@@ -147,8 +173,8 @@ def by_scenario(rows: Sequence[Row]) -> dict[str, list[Row]]:
 
 def render_text(rows: Sequence[Row], failures: Sequence[RunFailure]) -> str:
     out = []
-    header = [title for title, _ in COLUMNS]
     for scenario, group in by_scenario(rows).items():
+        header = [title for title, _ in columns_for(scenario)]
         out.append(f"\n== {scenario} ==")
         out.append(text_table(header, (_cells(r) for r in group)))
         ratios = ratio_rows(group)
@@ -187,8 +213,10 @@ def render_markdown(
     ]
     for name, text in descriptions.items():
         out.append(f"- `{name}`: {text}")
-    header = [title for title, _ in COLUMNS]
+    if meta.get("plot"):
+        out += ["", f"![Switchboard and Channels side by side]({meta['plot']})"]
     for scenario, group in by_scenario(rows).items():
+        header = [title for title, _ in columns_for(scenario)]
         out += ["", f"### {scenario}", "", markdown_table(header, (_cells(r) for r in group))]
         ratios = ratio_rows(group)
         if ratios:

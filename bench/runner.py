@@ -101,7 +101,14 @@ def run_loadgen(
     argv: list[str], timeout: float, log_path: Path, ctx: Context, server_pids: list[int]
 ) -> tuple[dict[str, Any], list[Window]]:
     """Run the generator process, turning its protocol lines into windows and a result."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_DIR),
+        "PYTHONUNBUFFERED": "1",
+        # For generators that read the servers' memory (idle-memory); the first is the
+        # gateway (or the only process).
+        "BENCH_SERVER_PIDS": ",".join(str(pid) for pid in server_pids),
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             argv, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True

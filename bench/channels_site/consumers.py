@@ -1,7 +1,9 @@
-"""The two benchmark consumers, written with Channels (mirrored in switchboard_site)."""
+"""The benchmark consumers, written with Channels (mirrored in switchboard_site)."""
 
+import asyncio
 from typing import Any
 
+from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 
@@ -31,3 +33,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def room_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
+
+
+class LongPollConsumer(AsyncHttpConsumer):
+    """A held long-poll: takes the request and answers nothing (the idle-memory scenario).
+
+    Channels ends the consumer when ``handle`` returns, so a Channels long-poll waits
+    inside ``handle``; Switchboard's returns and keeps the instance (consumers/http.py).
+    """
+
+    async def handle(self, body: bytes) -> None:
+        await asyncio.get_running_loop().create_future()  # until the client goes away

@@ -72,6 +72,8 @@ class Row:
     other_cpu_s: float = math.nan
     round: int = 1
     notes: list[str] = field(default_factory=list)
+    #: Scenario-specific numbers (idle-memory: KiB per connection), shown by its own columns.
+    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_us_per_msg(self) -> float:
@@ -86,6 +88,8 @@ class Scenario(ABC):
 
     name: str
     description: str
+    #: Run in the first round only (a measurement that outside CPU load cannot disturb).
+    single_round: bool = False
 
     @abstractmethod
     def applies_to(self, system: System) -> bool:

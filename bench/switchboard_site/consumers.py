@@ -1,8 +1,8 @@
-"""The two benchmark consumers, written with Switchboard (mirror of channels_site)."""
+"""The benchmark consumers, written with Switchboard (mirror of channels_site)."""
 
 from typing import Any
 
-from switchboard.consumers import AsyncWebsocketConsumer
+from switchboard.consumers import AsyncHttpConsumer, AsyncWebsocketConsumer
 
 
 class EchoConsumer(AsyncWebsocketConsumer):
@@ -31,3 +31,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def room_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=event["text"])
+
+
+class LongPollConsumer(AsyncHttpConsumer):
+    """A held long-poll: takes the request and answers nothing (the idle-memory scenario)."""
+
+    async def handle(self, body: bytes) -> None:
+        pass

@@ -4,14 +4,14 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # set Django up before consumers import anything
 
-from django.urls import path  # noqa: E402
-from switchboard_site.consumers import EchoConsumer, RoomConsumer  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
+from switchboard_site.consumers import EchoConsumer, LongPollConsumer, RoomConsumer  # noqa: E402
 
 from switchboard.consumers import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_http,
+        "http": URLRouter([path("poll/", LongPollConsumer.as_asgi()), re_path(r"", django_http)]),
         "websocket": URLRouter(
             [
                 path("ws/echo/", EchoConsumer.as_asgi()),
