@@ -24,6 +24,7 @@ extras["test"] = [
     "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
+    "psutil>=5.9",  # process memory in the long-poll test
     "ruff>=0.5",
     "mypy>=1.10",
 ]
