@@ -35,7 +35,8 @@ from django.core.exceptions import ImproperlyConfigured
 from paho.mqtt.client import topic_matches_sub
 
 from switchboard.gateway.layers import ChannelFull
-from switchboard.protocols.mqtt import _RateLimitedLog, check_qos, check_topic_filter, check_topic_name
+from switchboard.gateway.plugins import RateLimitedLog
+from switchboard.protocols.mqtt import check_qos, check_topic_filter, check_topic_name
 
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .base import AsyncConsumer, SyncConsumer
@@ -261,7 +262,7 @@ class TopicRouter:
             self.routes.append(_Route(topic_filter, _application(app, f"TopicRouter[{topic_filter!r}]")))
         self.queue_size = queue_size
         self.stats: dict[str, int] = {"routed": 0, "unmatched": 0, "no_topic": 0, "dropped_queue_full": 0, "route_failures": 0}
-        self._log = _RateLimitedLog()
+        self._log = RateLimitedLog(logger, "mqtt")
 
     def match(self, topic: str) -> _Route | None:
         """The first route whose filter matches ``topic``, or None."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -69,6 +71,36 @@ class ProtocolPlugin(Generic[OptionsT]):
     def stats(self) -> dict[str, int]:
         """Counters for metrics and ``switchboard status``."""
         return dict(self.counters)
+
+
+class RateLimitedLog:
+    """One warning per reason per interval, so a flood of bad input cannot flood the logs.
+
+    Every plugin drops and counts bad input; this is how each drop is also logged without
+    letting a client decide how much we write. Lines name how many were held back. Safe to
+    call from a library's own thread (paho's) as well as from the loop.
+    """
+
+    def __init__(self, logger: logging.Logger, prefix: str, interval: float = 1.0) -> None:
+        self.logger = logger
+        self.prefix = prefix
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def warning(self, reason: str, message: str, *args: Any) -> None:
+        """Log ``message % args`` under ``reason`` unless that reason was logged just now."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(reason, -self.interval) < self.interval:
+                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+                return
+            self._last[reason] = now
+            suppressed = self._suppressed.pop(reason, 0)
+        text = message % args if args else message
+        extra = f" ({suppressed} more since last report)" if suppressed else ""
+        self.logger.warning("%s: %s: %s%s", self.prefix, reason, text, extra)
 
 
 def load_plugin_class(name: str) -> type[ProtocolPlugin[Any]]:

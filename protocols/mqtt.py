@@ -46,7 +46,6 @@ import os
 import re
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
@@ -61,7 +60,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 if TYPE_CHECKING:
@@ -426,27 +425,6 @@ class BadMessage(ValueError):
 # -- logging -------------------------------------------------------------------------------
 
 
-class _RateLimitedLog:
-    """One warning per reason per second, so a flood of bad input cannot flood the logs."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-        self._lock = threading.Lock()  # called from paho's thread and the loop
-
-    def warning(self, reason: str, detail: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(reason, -self.interval) < self.interval:
-                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-                return
-            self._last[reason] = now
-            suppressed = self._suppressed.pop(reason, 0)
-        extra = f" ({suppressed} more since last report)" if suppressed else ""
-        logger.warning("mqtt: %s: %s%s", reason, detail, extra)
-
-
 # -- the plugin ----------------------------------------------------------------------------
 
 
@@ -460,7 +438,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
     def __init__(self, options: MqttOptions) -> None:
         super().__init__(options)
         self.brokers = options.broker_list()
-        self.log = _RateLimitedLog()
+        self.log = RateLimitedLog(logger, "mqtt")
         self.connected = False
         self.client: paho.Client | None = None
         self.connection: Connection | None = None

@@ -28,13 +28,12 @@ import json
 import logging
 import os
 import socket
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from switchboard.gateway.config import ConfigError, parse_bind
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 if TYPE_CHECKING:
@@ -133,25 +132,6 @@ class _Refusal(NamedTuple):
     counter: str
     key: str
     reason: str
-
-
-class _RateLimitedLog:
-    """Logs one warning per reason per second, so a flood of bad input cannot flood logs."""
-
-    def __init__(self, interval: float = 1.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, reason: str, detail: str) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -self.interval) < self.interval:
-            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
-            return
-        self._last[reason] = now
-        suppressed = self._suppressed.pop(reason, 0)
-        extra = f" ({suppressed} more since last report)" if suppressed else ""
-        logger.warning("udp: %s: %s%s", reason, detail, extra)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -397,7 +377,7 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
     def __init__(self, options: UdpOptions) -> None:
         super().__init__(options)
         self.listeners: list[_Listener] = []
-        self.log = _RateLimitedLog()
+        self.log = RateLimitedLog(logger, "udp")
         for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors"):
             self.counters[counter] = 0
 

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,7 +37,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
@@ -190,19 +189,6 @@ class _HostAddresses:
 
 
 HOST_ADDRESSES = _HostAddresses()
-
-
-class _RateLimitedLog:
-    """One warning per reason per second: a flood of bad input must not flood the logs."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, float] = {}
-
-    def warning(self, reason: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(reason, -1.0) >= 1.0:
-            self._last[reason] = now
-            logger.warning(message, *args)
 
 
 def _offer_media_problem(offer_sdp: str) -> str | None:
@@ -513,7 +499,7 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         self.peers: set[_Peer] = set()
         self.pending = 0  # offers being answered: they count against max_peers too
         self.stopping = False
-        self.log = _RateLimitedLog()
+        self.log = RateLimitedLog(logger, "webrtc")
         self._configuration = options.rtc_configuration()
         self._host_addresses: list[str] | None = None
 
