@@ -60,6 +60,27 @@ class MetricsOptions:
 
 
 @dataclass
+class GatewayOptions:
+    """``SWITCHBOARD["GATEWAY"]``: how long the gateway waits on workers (specs/layer.md).
+
+    ``worker_timeout``: a worker silent this long (no heartbeat) is taken as dead and its
+    connections go back to the pool. ``claim_timeout``: events of a connection wait this
+    long for the worker that took its first event to claim it. ``drain_timeout``: how
+    long a stopping worker's connections are held for it to finish, and how long the
+    gateway itself drains open requests on SIGTERM.
+    """
+
+    worker_timeout: float = 5.0
+    claim_timeout: float = 2.0
+    drain_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("worker_timeout", "claim_timeout", "drain_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass
 class SwitchboardConfig:
     """Everything the gateway and worker processes read from configuration."""
 
@@ -69,6 +90,7 @@ class SwitchboardConfig:
     worker: dict[str, Any] = field(default_factory=dict)
     settings_module: str | None = None
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    gateway: GatewayOptions = field(default_factory=GatewayOptions)
 
 
 def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +100,7 @@ def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> SwitchboardConfig:
     """Build a config from a ``SWITCHBOARD``-style mapping (keys in any case)."""
     data = _upper_keys(raw)
-    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "DJANGO_SETTINGS_MODULE"}
+    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "GATEWAY", "DJANGO_SETTINGS_MODULE"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown SWITCHBOARD keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -95,6 +117,9 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
     metrics = data.get("METRICS") or {}
     if not isinstance(metrics, Mapping):
         raise ConfigError("SWITCHBOARD['METRICS'] must be a mapping")
+    gateway = data.get("GATEWAY") or {}
+    if not isinstance(gateway, Mapping):
+        raise ConfigError("SWITCHBOARD['GATEWAY'] must be a mapping")
     return SwitchboardConfig(
         application=data.get("APPLICATION"),
         layer=layer,
@@ -102,6 +127,7 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
         worker=dict(worker),
         settings_module=data.get("DJANGO_SETTINGS_MODULE") or settings_module,
         metrics=parse_options(MetricsOptions, {str(k).lower(): v for k, v in metrics.items()}, where="METRICS"),
+        gateway=parse_options(GatewayOptions, {str(k).lower(): v for k, v in gateway.items()}, where="GATEWAY"),
     )
 
 

@@ -469,12 +469,16 @@ async def run_gateway(
     layer: ChannelLayer | None = None,
     stop: asyncio.Event | None = None,
     started: Callable[[Gateway, list[ProtocolPlugin[Any]]], None] | None = None,
-    drain_timeout: float = 10.0,
+    drain_timeout: float | None = None,
 ) -> None:
     """Run a gateway until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and exit.
 
     Plugins are built (options validated) before the layer connects or any socket opens.
+    Timeouts come from ``SWITCHBOARD["GATEWAY"]``; ``drain_timeout`` overrides its own.
     """
+    timeouts = config.gateway
+    if drain_timeout is None:
+        drain_timeout = timeouts.drain_timeout
     plugins = build_plugins(config.protocols)
     if not plugins:
         logger.warning("no protocol plugins enabled (SWITCHBOARD['PROTOCOLS'] is empty)")
@@ -484,7 +488,12 @@ async def run_gateway(
     set_channel_layer(layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    gateway = Gateway(layer)
+    gateway = Gateway(
+        layer,
+        worker_timeout=timeouts.worker_timeout,
+        claim_timeout=timeouts.claim_timeout,
+        drain_timeout=timeouts.drain_timeout,
+    )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
     await gateway.start()
     started_plugins: list[ProtocolPlugin[Any]] = []

@@ -85,3 +85,33 @@ def test_unknown_plugin_lists_known_ones() -> None:
 def test_build_plugins_validates_before_start() -> None:
     with pytest.raises(ConfigError, match=r"PROTOCOLS\.http"):
         build_plugins({"http": {"no_such_option": 1}})
+
+
+def test_gateway_timeouts_are_settings() -> None:
+    config = from_mapping({"GATEWAY": {"worker_timeout": 12, "claim_timeout": 0.5}})
+    assert (config.gateway.worker_timeout, config.gateway.claim_timeout, config.gateway.drain_timeout) == (12.0, 0.5, 10.0)
+    with pytest.raises(ConfigError, match=r"GATEWAY"):
+        from_mapping({"GATEWAY": {"worker_timout": 1}})
+    with pytest.raises(ConfigError, match=r"claim_timeout must be > 0"):
+        from_mapping({"GATEWAY": {"claim_timeout": 0}})
+
+
+async def test_run_gateway_builds_the_gateway_with_the_configured_timeouts() -> None:
+    import asyncio
+
+    from switchboard.gateway.layers import build_layer
+    from switchboard.gateway.server import Gateway, run_gateway
+
+    config = from_mapping({"GATEWAY": {"worker_timeout": 7, "claim_timeout": 1.5, "drain_timeout": 3}})
+    seen: list[Gateway] = []
+    stop = asyncio.Event()
+
+    def started(gateway: Gateway, plugins: list[object]) -> None:
+        seen.append(gateway)
+        stop.set()
+
+    layer = build_layer()
+    await run_gateway(config, layer=layer, stop=stop, started=started)
+    await layer.close()
+    (gateway,) = seen
+    assert (gateway.worker_timeout, gateway.claim_timeout, gateway.drain_timeout) == (7.0, 1.5, 3.0)
