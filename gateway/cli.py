@@ -219,18 +219,21 @@ async def _run_worker(
     set_channel_layer(layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
-    options = dict(config.worker)
-    if channels:
-        worker = Worker(application, layer, protocols=[], channels=channels)
-    else:
-        worker = Worker(application, layer, protocols=options.get("protocols"), channels=options.get("channels"))
+    options = config.worker_options
+    worker = Worker(
+        application, layer,
+        protocols=[] if channels else options.protocols,
+        channels=list(channels) if channels else options.channels,
+        heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        local_delivery=options.local_delivery,
+    )
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
     try:
         observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
         observability.start()
-        await worker.run(stop)
+        await worker.run(stop, drain_timeout=options.drain_timeout)
     finally:
         if observability is not None:
             await observability.close()
@@ -248,13 +251,17 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     layer = build_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
-    options = dict(config.worker)
-    worker = Worker(application, layer, protocols=options.get("protocols"), channels=options.get("channels"))
+    options = config.worker_options
+    worker = Worker(
+        application, layer, protocols=options.protocols, channels=options.channels,
+        heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        local_delivery=options.local_delivery,
+    )
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
     view = ProcessView("run", layer, worker=worker, stopping=stop)
     observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"))
-    worker_task = asyncio.get_running_loop().create_task(worker.run(stop))
+    worker_task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=options.drain_timeout))
     try:
         await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
     finally:

@@ -81,6 +81,45 @@ class GatewayOptions:
 
 
 @dataclass
+class WorkerOptions:
+    """``SWITCHBOARD["WORKER"]``: what a worker reads and how it bounds its work.
+
+    ``protocols`` / ``channels``: pool channels and named channels to read (default: what
+    the application routes). ``heartbeat_interval``: seconds between heartbeats to the
+    gateways it holds connections on (keep it well under the gateway's
+    ``worker_timeout``). ``drain_timeout``: on SIGTERM, how long to wait for gateways to
+    take connections back and for instances to finish. ``max_instance_backlog``: events
+    one instance may have queued; past it the connection gets the protocol's "try again
+    later" (WebSocket close 1013, HTTP 503) instead of the worker buffering without bound
+    (specs/layer.md, Backpressure). ``local_delivery``: deliver group messages and sends
+    to connections this worker has claimed straight to their instance, without the round
+    trip through the gateway (specs/layer.md, Local delivery).
+
+    Other keys are left for the project's own use (they were always allowed here).
+    """
+
+    protocols: list[str] | None = None
+    channels: list[str] | None = None
+    heartbeat_interval: float = 1.0
+    drain_timeout: float = 10.0
+    max_instance_backlog: int = 1000
+    local_delivery: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "drain_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_instance_backlog < 1:
+            raise ValueError(f"max_instance_backlog must be >= 1, got {self.max_instance_backlog!r}")
+
+    @classmethod
+    def from_config(cls, worker: Mapping[str, Any]) -> WorkerOptions:
+        """Validate the known keys of ``SWITCHBOARD["WORKER"]`` (others are the project's)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return parse_options(cls, {k: v for k, v in worker.items() if k in known}, where="WORKER")
+
+
+@dataclass
 class SwitchboardConfig:
     """Everything the gateway and worker processes read from configuration."""
 
@@ -91,6 +130,10 @@ class SwitchboardConfig:
     settings_module: str | None = None
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
+
+    @property
+    def worker_options(self) -> WorkerOptions:
+        return WorkerOptions.from_config(self.worker)
 
 
 def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,6 +163,7 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
     gateway = data.get("GATEWAY") or {}
     if not isinstance(gateway, Mapping):
         raise ConfigError("SWITCHBOARD['GATEWAY'] must be a mapping")
+    WorkerOptions.from_config(worker)  # fail at start-up on a bad value, not at first use
     return SwitchboardConfig(
         application=data.get("APPLICATION"),
         layer=layer,

@@ -188,7 +188,8 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
     (``group_dropped_full``); a message was read after its expiry (``expired``) or could
     not be decoded (``corrupt``). ``gateway``: a reply reached a closed connection
     (``replies_orphaned``) or the layer raised on an event (``events_failed``). ``worker``:
-    a non-envelope on a pool channel (``bad_messages``). Plugins: see :func:`is_plugin_drop`.
+    a non-envelope on a pool channel (``bad_messages``), an event past an instance's
+    backlog bound (``events_dropped_backlog``). Plugins: see :func:`is_plugin_drop`.
     """
     drops: dict[tuple[str, str], int] = {}
     for reason in ("full", "group_dropped_full", "expired", "corrupt"):
@@ -197,7 +198,8 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
         for reason in ("replies_orphaned", "events_failed"):
             drops["gateway", reason] = snapshot.gateway.get(reason, 0)
     if snapshot.worker is not None:
-        drops["worker", "bad_messages"] = snapshot.worker.get("bad_messages", 0)
+        for reason in ("bad_messages", "events_dropped_backlog"):
+            drops["worker", reason] = snapshot.worker.get(reason, 0)
     for name, stats in snapshot.plugins.items():
         gauges = snapshot.plugin_gauges.get(name, frozenset())
         for counter, value in stats.items():

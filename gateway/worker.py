@@ -23,6 +23,7 @@ import asyncio
 import collections
 import logging
 import secrets
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelLayer, LayerClosed, Message
+from .layers.core import unpack
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -71,6 +73,12 @@ class WorkerStats:
     # asked the gateway for the scope / dropped because no answer or the connection closed.
     scope_requests: int = 0
     events_unscoped_dropped: int = 0
+    # Events refused because their instance already had ``max_instance_backlog`` queued
+    # (its connection got the protocol's "try again later"), and connections so closed.
+    events_dropped_backlog: int = 0
+    backlog_closes: int = 0
+    # Messages handed to a claimed connection's instance in process (no gateway round trip).
+    events_local: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -124,7 +132,10 @@ class _EventQueue:
 class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
-    __slots__ = ("accepted", "claim", "closed", "key", "queue", "response_started", "resumed", "scope", "task", "waiting")
+    __slots__ = (
+        "accepted", "claim", "closed", "key", "local", "on_room", "overflowed", "queue", "response_started", "resumed",
+        "scope", "task", "waiting",
+    )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.key = key
@@ -137,13 +148,21 @@ class _Instance:
         self.claim = False
         self.resumed = False
         self.waiting = False  # the app is blocked in receive(): it has finished what it had
+        # Claimed before the app ran, so every message for it reaches this worker: messages
+        # sent in this process may be handed over directly (Worker._deliver_local).
+        self.local = False
+        self.overflowed = False  # the backlog bound was hit; the connection was told to go
+        self.on_room: Callable[[], None] | None = None  # called when the backlog has room again
 
     async def receive(self) -> Message:
         self.waiting = True
         try:
-            return await self.queue.get()
+            message = await self.queue.get()
         finally:
             self.waiting = False
+        if self.on_room is not None:
+            self.on_room()
+        return message
 
     @property
     def idle(self) -> bool:
@@ -180,6 +199,8 @@ class Worker:
         protocols: Iterable[str] | None = None,
         channels: Iterable[str] | None = None,
         heartbeat_interval: float = 1.0,
+        max_instance_backlog: int = 1000,
+        local_delivery: bool = True,
     ) -> None:
         self.application = application
         self.layer = layer
@@ -199,6 +220,14 @@ class Worker:
         self._unscoped: dict[str, tuple[float, list[Message]]] = {}
         self.scope_timeout = 5.0
         self.max_unscoped_events = 1000
+        self.max_instance_backlog = max_instance_backlog
+        self.local_delivery = local_delivery
+        self._stopping = False
+        self._thread = 0
+        # Named channels are read only while their instances have room (backpressure: the
+        # rest waits on the layer, bounded by its capacity, instead of in this process).
+        self._named_room = asyncio.Event()
+        self._named_room.set()
 
     def listen_channels(self) -> list[str]:
         return [pool_channel(p) for p in self.protocols] + self.channels
@@ -211,22 +240,37 @@ class Worker:
             raise RuntimeError("worker has no channels to listen on: route a protocol or name channels")
         logger.info("worker %s listening on %s", self.id, ", ".join(names))
         loop = asyncio.get_running_loop()
-        shared = self.layer.receiver(names)
+        self._thread = threading.get_ident()
+        pools = [pool_channel(p) for p in self.protocols]
+        shared = [self.layer.receiver(pools)] if pools else []
+        if self.channels:
+            shared.append(self.layer.receiver(self.channels, max_buffered=self.max_instance_backlog))
         own = self.layer.receiver([self.local_prefix])
-        readers = [loop.create_task(self._read_loop(shared)), loop.create_task(self._read_loop(own))]
+        readers = [
+            loop.create_task(self._read_loop(receiver, throttled=bool(self.channels) and receiver is shared[-1]))
+            for receiver in shared
+        ]
+        own_reader = loop.create_task(self._read_loop(own))
         heartbeat = loop.create_task(self._heartbeat())
+        if self.local_delivery:
+            self.layer.add_local_route(self._deliver_local)
         try:
             await stop.wait()
+            # Local delivery ends with the claims: from here on the gateways route.
+            self._stopping = True
+            self.layer.remove_local_route(self._deliver_local)
             # Stop taking new work from the pool, but keep reading our own channel until
             # every gateway we hold connections on has moved them back to the pool.
-            for channel, message in await shared.close():
-                self._dispatch(channel, message)
-            await readers[0]
+            self._named_room.set()
+            for receiver in shared:
+                for channel, message in await receiver.close():
+                    self._dispatch(channel, message)
+            await asyncio.gather(*readers)
             controls = await self._release_all(drain_timeout)
             heartbeat.cancel()
             for channel, message in await own.close():
                 self._dispatch(channel, message)
-            await readers[1]
+            await own_reader
             # Finish every event we already have before the gateways send the next ones
             # on: that is what keeps a connection's events in order across a deploy.
             await self._wait_idle(drain_timeout)
@@ -239,18 +283,24 @@ class Worker:
         finally:
             # Also reached when run() itself is cancelled: leave no reader or heartbeat behind.
             heartbeat.cancel()
-            shared.abort()
+            self.layer.remove_local_route(self._deliver_local)
+            for receiver in shared:
+                receiver.abort()
             own.abort()
-            for task in readers:
+            for task in [*readers, own_reader]:
                 task.cancel()
             for instance in list(self.instances.values()):
                 if instance.task is not None:
                     instance.task.cancel()
 
-    async def _read_loop(self, receiver: Any) -> None:
+    async def _read_loop(self, receiver: Any, *, throttled: bool = False) -> None:
         while True:
+            limit = 256
+            if throttled:
+                await self._named_room.wait()
+                limit = self._named_room_left()
             try:
-                batch = await receiver.get_batch()
+                batch = await receiver.get_batch(limit)
             except LayerClosed:
                 return
             for channel, message in batch:
@@ -362,7 +412,64 @@ class Worker:
         elif envelope.get("claim") and not instance.claim:
             instance.claim = True
             asyncio.get_running_loop().create_task(self._send_claim(instance))
-        instance.queue.put_nowait(event)
+        self._enqueue(instance, event)
+
+    def _enqueue(self, instance: _Instance, event: Message) -> None:
+        """Queue ``event`` for ``instance``, within ``max_instance_backlog``.
+
+        Past the bound the event is refused and counted, and the connection is told to go
+        with its protocol's "try again later" (once): otherwise a client faster than its
+        consumer would move its whole backlog into this process, where no channel
+        capacity limits it (specs/layer.md, Backpressure).
+        """
+        if instance.queue.qsize() < self.max_instance_backlog:
+            instance.queue.put_nowait(event)
+            return
+        self.stats.events_dropped_backlog += 1
+        if event.get("type") in _FINAL_EVENTS:
+            instance.queue.put_nowait(event)  # a disconnect must reach the app, bound or not
+            return
+        if not instance.overflowed:
+            instance.overflowed = True
+            self.stats.backlog_closes += 1
+            logger.warning(
+                "%s %s has %d events queued (max_instance_backlog): refusing its events",
+                instance.scope.get("type"), instance.key, instance.queue.qsize(),
+            )
+            asyncio.get_running_loop().create_task(self._fail(instance, http_status=503, websocket_code=1013))
+
+    def _deliver_local(self, channel: str, message: Message, item: bytes) -> bool:
+        """Layer local route: hand a message for a connection we have claimed to its instance.
+
+        Only messages the gateway would forward to the connection's worker (not replies
+        of its protocol, such as ``websocket.send``, nor ``switchboard.*`` control
+        messages), for instances claimed before their app ran (every message of theirs
+        comes to this worker anyway, so in-process delivery keeps their order), while this
+        worker is not stopping (then the gateways route again), from this worker's own
+        thread, and within the backlog bound (past it the layer path applies the policy).
+        """
+        instance = self.instances.get(channel)
+        message_type = message.get("type")
+        if (
+            instance is None
+            or not isinstance(message_type, str)
+            or message_type.startswith("switchboard.")
+            or message_type.startswith(str(instance.scope.get("type")) + ".")
+            or not instance.local
+            or instance.closed
+            or instance.overflowed
+            or self._stopping
+            or instance.queue.qsize() >= self.max_instance_backlog
+            or threading.get_ident() != self._thread
+        ):
+            return False
+        try:
+            _expires_at, _suffixes, message = unpack(item)
+        except Exception:
+            return False
+        self.stats.events_local += 1
+        instance.queue.put_nowait(message)
+        return True
 
     def _hold_unscoped(self, connection: str, envelope: Message) -> None:
         pending = self._unscoped.get(connection)
@@ -424,7 +531,24 @@ class Worker:
         instance = self.instances.get(channel)
         if instance is None:
             instance = self._start(_Instance(channel, {"type": "channel", "channel": channel}))
-        instance.queue.put_nowait(message)
+            instance.on_room = self._named_has_room
+        instance.queue.put_nowait(message)  # never dropped: the reader pauses instead
+        if instance.queue.qsize() >= self.max_instance_backlog:
+            self._named_room.clear()
+
+    def _named_room_left(self) -> int:
+        """How many more named-channel messages fit in the fullest named instance's backlog."""
+        instances = self.instances
+        fullest = max((instances[name].queue.qsize() for name in self.channels if name in instances), default=0)
+        return max(1, min(256, self.max_instance_backlog - fullest))
+
+    def _named_has_room(self) -> None:
+        if self._named_room.is_set():
+            return
+        low_water = self.max_instance_backlog // 2 + 1
+        instances = self.instances
+        if all(name not in instances or instances[name].queue.qsize() < low_water for name in self.channels):
+            self._named_room.set()
 
     def _start(self, instance: _Instance) -> _Instance:
         self.instances[instance.key] = instance
@@ -462,6 +586,7 @@ class Worker:
                 # Sent before the app runs, so it reaches the gateway before any reply
                 # (and, for a WebSocket, before the accept lets the client send frames).
                 await self._send_claim(instance)
+                instance.local = True
             await self.application(dict(instance.scope), instance.receive, send)
             self.stats.instances_finished += 1
         except StopConsumer:
@@ -478,6 +603,8 @@ class Worker:
             self._forget_claim(instance)
             if self.instances.get(instance.key) is instance:
                 del self.instances[instance.key]
+            if instance.on_room is not None:
+                instance.on_room()  # a named consumer that ended (or failed) holds nothing back
 
     async def _send_reply(self, instance: _Instance, message: Message) -> None:
         message_type = message.get("type")
@@ -509,7 +636,7 @@ class Worker:
             return
         try:
             if scope_type == "http" and not instance.response_started:
-                body = b"Not Found" if http_status == 404 else b"Internal Server Error"
+                body = {404: b"Not Found", 503: b"Service Unavailable"}.get(http_status, b"Internal Server Error")
                 await self._send_reply(instance, {
                     "type": "http.response.start",
                     "status": http_status,

@@ -16,7 +16,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,11 @@ from .storage import Storage
 logger = logging.getLogger("switchboard.layers")
 
 Message = dict[str, Any]
+
+#: A process-local shortcut for sends (see :meth:`ChannelLayer.add_local_route`): given a
+#: channel, the message and its packed item, deliver a copy in this process and return
+#: True, or return False to let the message take the layer as usual.
+LocalRoute = Callable[[str, Message, bytes], bool]
 
 
 class ChannelFull(Exception):
@@ -49,6 +54,8 @@ class LayerStats:
     group_dropped_full: int = 0
     expired: int = 0
     corrupt: int = 0
+    #: Sends and group members delivered in this process by a local route (no storage hop).
+    local_delivered: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -110,6 +117,33 @@ class ChannelLayer:
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
         self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher] | None = None
+        self._local_routes: list[LocalRoute] = []
+
+    # -- Process-local delivery -------------------------------------------------------
+
+    def add_local_route(self, route: LocalRoute) -> None:
+        """Let ``route`` take sends to channels it serves in this process.
+
+        A worker registers one for the connections it has claimed: the gateway would
+        forward their messages straight back to it, so handing them over in process saves
+        two storage hops per message (a group message to the members of a room on the
+        same worker costs nothing beyond the membership read). The route gets the packed
+        item, so what it delivers is what the storage would have delivered (a copy, with
+        the same serialization rules) and a message that cannot cross the storage fails
+        here as well.
+        """
+        self._local_routes.append(route)
+
+    def remove_local_route(self, route: LocalRoute) -> None:
+        if route in self._local_routes:
+            self._local_routes.remove(route)
+
+    def _route_locally(self, channel: str, message: Message, item: bytes) -> bool:
+        for route in self._local_routes:
+            if route(channel, message, item):
+                self.stats.local_delivered += 1
+                return True
+        return False
 
     # -- Channels API ---------------------------------------------------------------
 
@@ -142,6 +176,9 @@ class ChannelLayer:
             raise TypeError(f"message must be a dict, not {type(message).__name__}")
         key, suffix = split_local(channel)
         item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        if suffix is not None and self._local_routes and self._route_locally(channel, message, item):
+            self.stats.sent += 1
+            return
         capacity = self.capacity_for(key)
         if self._coalesce:
             # Sends issued in the same loop pass (one per connection or consumer) travel
@@ -245,16 +282,22 @@ class ChannelLayer:
         members = await self.storage.group_members(group, time.time(), self.options.group_expiry)
         if not members:
             return
+        expires_at = time.time() + self.options.expiry
+        local_item = pack(message, expires_at, None) if self._local_routes else None
         by_key: dict[str, list[str] | None] = {}
         for channel in members:
             key, suffix = split_local(channel)
+            if local_item is not None and suffix is not None and self._route_locally(channel, message, local_item):
+                self.stats.group_sent += 1
+                continue
             if suffix is None:
                 by_key[key] = None
             else:
                 suffixes = by_key.setdefault(key, [])
                 assert suffixes is not None
                 suffixes.append(suffix)
-        expires_at = time.time() + self.options.expiry
+        if not by_key:
+            return
         batch = [
             (key, pack(message, expires_at, suffixes), self.capacity_for(key))
             for key, suffixes in by_key.items()
