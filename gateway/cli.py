@@ -225,6 +225,7 @@ async def _run_worker(
         protocols=[] if channels else options.protocols,
         channels=list(channels) if channels else options.channels,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
     )
     logs.CONTEXT["worker_id"] = worker.id
@@ -255,6 +256,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     worker = Worker(
         application, layer, protocols=options.protocols, channels=options.channels,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
     )
     logs.CONTEXT["worker_id"] = worker.id

@@ -89,11 +89,14 @@ class WorkerOptions:
     gateways it holds connections on (keep it well under the gateway's
     ``worker_timeout``). ``drain_timeout``: on SIGTERM, how long to wait for gateways to
     take connections back and for instances to finish. ``max_instance_backlog``: events
-    one instance may have queued; past it the connection gets the protocol's "try again
-    later" (WebSocket close 1013, HTTP 503) instead of the worker buffering without bound
-    (specs/layer.md, Backpressure). ``local_delivery``: deliver group messages and sends
-    to connections this worker has claimed straight to their instance, without the round
-    trip through the gateway (specs/layer.md, Local delivery).
+    one connection's instance may have queued; past it the connection gets the protocol's
+    "try again later" (WebSocket close 1013, HTTP 503) instead of the worker buffering
+    without bound (specs/layer.md, Bounded worker backlog). ``max_listener_backlog``: the
+    same for the instance of a listener (a UDP socket, an MQTT session, the SMTP server),
+    which serves all of its peers; past it their events are dropped and counted.
+    ``local_delivery``: deliver group messages and sends to connections this worker has
+    claimed straight to their instance, without the round trip through the gateway
+    (specs/layer.md, Local delivery).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -103,14 +106,16 @@ class WorkerOptions:
     heartbeat_interval: float = 1.0
     drain_timeout: float = 10.0
     max_instance_backlog: int = 1000
+    max_listener_backlog: int = 20000
     local_delivery: bool = True
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.max_instance_backlog < 1:
-            raise ValueError(f"max_instance_backlog must be >= 1, got {self.max_instance_backlog!r}")
+        for name in ("max_instance_backlog", "max_listener_backlog"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
     @classmethod
     def from_config(cls, worker: Mapping[str, Any]) -> WorkerOptions:

@@ -50,6 +50,9 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[
 # Events after which a connection has nothing more to say: no instance is built for them.
 _FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "webrtc.disconnect"})
 
+# Scope types whose instance serves one client connection (others serve a listener's peers).
+_CONNECTION_SCOPES = frozenset({"http", "websocket", "webrtc"})
+
 # How to resume an established connection on a worker that never saw it open: the
 # opening event to replay, and the reply to swallow because the client already had it.
 _RESUME: dict[str, tuple[str, str | None]] = {
@@ -133,8 +136,8 @@ class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = (
-        "accepted", "claim", "closed", "key", "local", "on_room", "overflowed", "queue", "response_started", "resumed",
-        "scope", "task", "waiting",
+        "accepted", "bound", "claim", "closed", "key", "local", "on_room", "overflowed", "queue", "response_started",
+        "resumed", "scope", "task", "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -153,6 +156,7 @@ class _Instance:
         self.local = False
         self.overflowed = False  # the backlog bound was hit; the connection was told to go
         self.on_room: Callable[[], None] | None = None  # called when the backlog has room again
+        self.bound = 0  # most events it may have queued (set by the worker)
 
     async def receive(self) -> Message:
         self.waiting = True
@@ -200,6 +204,7 @@ class Worker:
         channels: Iterable[str] | None = None,
         heartbeat_interval: float = 1.0,
         max_instance_backlog: int = 1000,
+        max_listener_backlog: int = 20000,
         local_delivery: bool = True,
     ) -> None:
         self.application = application
@@ -221,6 +226,7 @@ class Worker:
         self.scope_timeout = 5.0
         self.max_unscoped_events = 1000
         self.max_instance_backlog = max_instance_backlog
+        self.max_listener_backlog = max_listener_backlog
         self.local_delivery = local_delivery
         self._stopping = False
         self._thread = 0
@@ -422,7 +428,7 @@ class Worker:
         consumer would move its whole backlog into this process, where no channel
         capacity limits it (specs/layer.md, Backpressure).
         """
-        if instance.queue.qsize() < self.max_instance_backlog:
+        if instance.queue.qsize() < instance.bound:
             instance.queue.put_nowait(event)
             return
         self.stats.events_dropped_backlog += 1
@@ -433,7 +439,7 @@ class Worker:
             instance.overflowed = True
             self.stats.backlog_closes += 1
             logger.warning(
-                "%s %s has %d events queued (max_instance_backlog): refusing its events",
+                "%s %s has %d events queued (its backlog bound): refusing its events",
                 instance.scope.get("type"), instance.key, instance.queue.qsize(),
             )
             asyncio.get_running_loop().create_task(self._fail(instance, http_status=503, websocket_code=1013))
@@ -459,7 +465,7 @@ class Worker:
             or instance.closed
             or instance.overflowed
             or self._stopping
-            or instance.queue.qsize() >= self.max_instance_backlog
+            or instance.queue.qsize() >= instance.bound
             or threading.get_ident() != self._thread
         ):
             return False
@@ -551,6 +557,10 @@ class Worker:
             self._named_room.set()
 
     def _start(self, instance: _Instance) -> _Instance:
+        # A connection's instance serves one client; a listener's (a UDP socket, an MQTT
+        # session, the SMTP server) serves all of its peers, so it gets a larger bound.
+        connection = instance.scope.get("type") in _CONNECTION_SCOPES
+        instance.bound = self.max_instance_backlog if connection else self.max_listener_backlog
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")

@@ -287,16 +287,26 @@ class Deployment:
 
 
 async def wait_ready(deployment: Deployment, client: UdpClient, timeout: float = 30) -> None:
-    """Ping until the consumer answers: the gateway is bound and a worker is serving."""
+    """Ping until the consumer answers: the gateway is bound and a worker is serving.
+
+    Pings sent while the worker was still starting wait on the layer and are answered
+    late: their answers are drained here (until all are in or 0.5 s pass without one), so
+    the test's own first answer is not a stale ``READY?``.
+    """
     deadline = time.monotonic() + timeout
+    pings = 0
     while time.monotonic() < deadline:
         deployment.check_alive()
         client.send(b"ready?", deployment.address)
+        pings += 1
         try:
             data, _ = await client.receive(timeout=0.2)
         except TimeoutError:
             continue
         if data == b"READY?":
+            for _ in range(pings - 1):
+                if await client.nothing_within(0.5):
+                    break
             return
     raise RuntimeError(f"no UDP answer within {timeout}s\n{deployment.logs()}")
 
