@@ -2,8 +2,9 @@
 
 The SMTP dialogue (commands, DATA dot-stuffing, SIZE, STARTTLS, AUTH PLAIN/LOGIN) is
 aiosmtpd's; MIME parsing is the standard library's :mod:`email` (see ``_smtp_message``).
-This module is policy: which recipients are ours, how big a message may be, when the
-sender hears ``250``.
+This module is policy: which recipients are ours, how big a message may be, how many
+sessions one address and how many messages one session may have, when the sender hears
+``250``.
 
 The one rule that shapes it: a sender is told ``250 Message accepted`` only after the
 event is on the channel layer. Until then it still owns the message, and any failure
@@ -23,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 from ._smtp_message import BuiltEvent, Storage, build_event, is_clean
@@ -62,6 +64,16 @@ BAD_SENDER = "553 5.1.7 Sender address is not valid UTF-8"
 BAD_RECIPIENT = "553 5.1.3 Recipient address is not valid UTF-8"
 UNPARSABLE = "554 5.6.0 Message could not be parsed"
 TOO_BUSY = "421 4.3.2 Too many connections, try again later"
+TOO_BUSY_FROM_IP = "421 4.7.0 Too many connections from your address, try again later"
+TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in this session, continue in a new one"
+
+# Every counter of ``SmtpPlugin.stats()`` (specs/email.md), present from the start at 0.
+COUNTERS = (
+    "sessions", "sessions_refused", "sessions_refused_per_ip", "sessions_over_message_limit",
+    "messages_accepted", "bytes_accepted", "parts_stored", "messages_deferred_full",
+    "messages_deferred_error", "storage_errors", "messages_unparsable", "recipients_rejected",
+    "recipients_over_limit", "auth_succeeded", "auth_failed", "errors", "outbound_dropped",
+)
 
 _HASH_PREFIX = "pbkdf2_sha256$"
 
@@ -113,6 +125,19 @@ class SmtpOptions:
     max_recipients: int = 100
     #: Concurrent client sessions; more get ``421`` (each may hold up to max_message_size).
     max_sessions: int = 100
+    #: Concurrent sessions from one client IP; one more gets ``421`` and is disconnected, so
+    #: one host cannot take every session. 20 is Postfix's default
+    #: ``default_destination_concurrency_limit``: a sending Postfix opens at most that many
+    #: sessions to one server, so honest MTAs are never refused, while it takes five
+    #: addresses to fill the default ``max_sessions``. ``None`` turns it off (needed behind
+    #: a proxy that hides client addresses: every session would come from the proxy).
+    max_sessions_per_ip: int | None = 20
+    #: Mail transactions (``MAIL FROM`` accepted) per session; the next ``MAIL`` gets
+    #: ``421`` and the session is closed (the client reconnects and carries on), so one
+    #: connection cannot hold a session slot forever. 1,000 is Exim's default
+    #: (``smtp_accept_max_per_connection``). Counted at ``MAIL``, not at a successful
+    #: ``DATA``: transactions refused later (552, RSET) cost work too. ``None``: no limit.
+    max_messages_per_session: int | None = 1000
     #: Parts (and the raw message) larger than this are stored in ``storage_path``.
     attachment_inline_limit: int = 256 * 1024
     storage_path: str | None = None
@@ -139,6 +164,10 @@ class SmtpOptions:
         for name in ("max_message_size", "max_recipients", "max_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("max_sessions_per_ip", "max_messages_per_session"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or null for no limit)")
         if self.attachment_inline_limit < 0:
             raise ValueError("attachment_inline_limit must be 0 or more")
         if self.timeout <= 0:
@@ -220,10 +249,20 @@ class _Handler:
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+        # Called once aiosmtpd has checked HELO, AUTH, syntax and nesting.
+        limit = self.plugin.options.max_messages_per_session
+        if isinstance(server, _Session) and limit is not None and server.transactions >= limit:
+            self.plugin.count("sessions_over_message_limit")
+            self.plugin.log.warning("session over max_messages_per_session",
+                                    "%s started %d mail transactions in one session; closing it", server.peer_ip, limit)
+            server.hang_up_after_reply()
+            return TOO_MANY_MESSAGES
         if not is_clean(address):
             return BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        if isinstance(server, _Session):
+            server.transactions += 1
         return "250 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
@@ -268,19 +307,79 @@ class _Handler:
         return AuthResult(success=True, auth_data=user)
 
 
-class _Session(SMTP):
-    """aiosmtpd's SMTP protocol for one client, which leaves ``sessions`` when it ends.
+def peer_ip(peername: Any) -> str | None:
+    """The client IP that ``max_sessions_per_ip`` counts, from a socket's peer name.
 
-    The set of live sessions is what ``max_sessions`` counts and what ``stop`` hangs up.
+    IPv4-mapped IPv6 (``::ffff:192.0.2.1``, what a dual-stack socket reports for an IPv4
+    client) counts as the IPv4 address, so one client has one count whichever way it came.
+    """
+    if not isinstance(peername, tuple) or not peername or not isinstance(peername[0], str):
+        return None
+    host = peername[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # a scoped IPv6 literal ("fe80::1%eth0"): count it as written
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+class _Session(SMTP):
+    """aiosmtpd's SMTP protocol for one client, admitted by the plugin's per-IP limit.
+
+    The peer address is only known in ``connection_made`` (the server's protocol factory
+    is called without it), so that is where the session asks the plugin for a slot. A
+    refused client gets ``421`` from here and aiosmtpd never starts (no banner, no state):
+    ``connection_lost`` and ``eof_received`` must then not reach aiosmtpd, which assumes a
+    started session.
     """
 
-    def __init__(self, sessions: set[SMTP], handler: _Handler, **kwargs: Any) -> None:
+    def __init__(self, plugin: SmtpPlugin, handler: _Handler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._live = sessions
+        self._plugin = plugin
+        self._state = "new"  # -> "admitted" (aiosmtpd runs) or "refused"
+        self._hang_up = False
+        #: The address this session counts against while it does (None once released).
+        self.peer_ip: str | None = None
+        #: Mail transactions started in this session (``max_messages_per_session``).
+        self.transactions = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._state == "admitted":  # after STARTTLS: the same client, now over TLS
+            super().connection_made(transport)
+            return
+        ip = peer_ip(transport.get_extra_info("peername"))
+        if not self._plugin.admit(self, ip):
+            self._state = "refused"
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(TOO_BUSY_FROM_IP.encode("ascii") + b"\r\n")
+            transport.close()
+            return
+        self._state = "admitted"
+        self.peer_ip = ip
+        super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._live.discard(self)
-        super().connection_lost(error)
+        self._plugin.release(self)  # idempotent: aiosmtpd may report a lost TLS session twice
+        if self._state == "admitted":
+            super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        if self._state != "admitted":
+            return False  # close: a refused client has nothing more to say
+        return super().eof_received()
+
+    def hang_up_after_reply(self) -> None:
+        """Close the connection once the next reply is written (a ``421`` from a hook)."""
+        self._hang_up = True
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        if self._hang_up and self.transport is not None:
+            # aiosmtpd's own 421s do the same: reply, then close; connection_lost ends the
+            # session's task.
+            self.transport.close()
 
 
 class _Busy(asyncio.Protocol):
@@ -306,7 +405,13 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         self.address: tuple[str, int] | None = None
         self.storage = Storage(Path(options.storage_path or _default_storage_path()))
         self._server: asyncio.Server | None = None
+        #: Live sessions: what ``max_sessions`` counts and what ``stop`` hangs up.
         self.sessions: set[SMTP] = set()
+        #: Admitted sessions per client IP (``max_sessions_per_ip``); no entry at zero, so
+        #: it never holds more than ``max_sessions`` addresses.
+        self.sessions_per_ip: dict[str, int] = {}
+        self.log = RateLimitedLog(logger, "smtp")
+        self.counters.update(dict.fromkeys(COUNTERS, 0))
         hashed = [secret for secret in options.users.values() if secret.startswith(_HASH_PREFIX)]
         self._dummy_secret = f"{_HASH_PREFIX}{hashed[0].split('$')[1]}$dummy$-" if hashed else "-"
         self._in_flight = 0
@@ -329,7 +434,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
                 self.count("sessions_refused")
                 return _Busy()
             session = _Session(
-                self.sessions,
+                self,
                 handler,
                 data_size_limit=options.max_message_size,
                 enable_SMTPUTF8=options.smtputf8,
@@ -343,8 +448,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
                 authenticator=_collect_credentials,
                 loop=loop,
             )
-            self.sessions.add(session)
-            self.count("sessions")
+            self.sessions.add(session)  # now, not in connection_made: the bound stays exact
             return session
 
         self._server = await loop.create_server(new_session, options.host, options.port)
@@ -389,6 +493,37 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.options.tls_cert_file), str(self.options.tls_key_file))
         return context
+
+    # -- sessions -------------------------------------------------------------------
+
+    def admit(self, session: _Session, ip: str | None) -> bool:
+        """Whether a new session from ``ip`` may start (False: the caller answers 421).
+
+        A peer without an address (it is already gone) is not counted against anyone.
+        """
+        limit = self.options.max_sessions_per_ip
+        if ip is not None and limit is not None and self.sessions_per_ip.get(ip, 0) >= limit:
+            self.sessions.discard(session)
+            self.count("sessions_refused_per_ip")
+            self.log.warning("too many sessions from one address",
+                             "%s already has %d; refused with 421", ip, limit)
+            return False
+        if ip is not None:
+            self.sessions_per_ip[ip] = self.sessions_per_ip.get(ip, 0) + 1
+        self.count("sessions")
+        return True
+
+    def release(self, session: _Session) -> None:
+        """A session ended: free its slot and its address's count (once, however often called)."""
+        self.sessions.discard(session)
+        ip, session.peer_ip = session.peer_ip, None
+        if ip is None:
+            return
+        left = self.sessions_per_ip.get(ip, 0) - 1
+        if left > 0:
+            self.sessions_per_ip[ip] = left
+        else:
+            self.sessions_per_ip.pop(ip, None)
 
     # -- inbound --------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ plumbing to asyncio's ``DatagramProtocol``; this module is only policy:
   rather than buffering without limit — under overload UDP's answer is loss, not latency.
 * Every inbound datagram ends in exactly one counter, so at any moment
   ``received == delivered + dropped_* + queued`` (see :meth:`UdpPlugin.stats`).
+* An optional token bucket per peer address (``max_datagrams_per_second_per_peer``) keeps
+  one sender from taking the whole queue; its buckets are capped (``max_tracked_peers``) so
+  the limiter is bounded in memory too (see :class:`PeerRateLimiter`).
 * Every outbound ``udp.send`` is checked (payload type and size, address shape, IP literal
   of the socket's family) before ``transport.sendto``; a bad one is logged with its reason
   (never its payload), counted and dropped. Host names are refused because resolving them
@@ -26,8 +29,12 @@ import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -54,6 +61,7 @@ SPEC_VERSION = "1.0"
 INBOUND_OUTCOMES = (
     "delivered",
     "dropped_oversize",
+    "dropped_rate_limited",
     "dropped_queue_full",
     "dropped_channel_full",
     "dropped_layer_error",
@@ -102,6 +110,23 @@ class UdpOptions:
     #: When set, the final counters are written there as JSON when the plugin stops (they
     #: are also logged at INFO).
     stats_file: str | None = None
+    #: Datagrams per second one peer address (its IP, whatever the source port) may send;
+    #: beyond it they are dropped and counted (``dropped_rate_limited``). Off by default:
+    #: UDP source addresses are not authenticated, so a per-address limit cannot stop a
+    #: deliberate (spoofed) flood and a forged source can get a real peer throttled; and
+    #: honest traffic from one address ranges from one reading a minute to a relay sending
+    #: tens of thousands a second, so no default fits everyone. What it does well is keep
+    #: one runaway sender from filling the queue that every other peer shares: set it to a
+    #: few times your busiest honest peer's rate.
+    max_datagrams_per_second_per_peer: float | None = None
+    #: Datagrams a peer may send at once before the rate applies (the bucket's size).
+    #: Default: one second's worth, at least 1.
+    max_datagram_burst_per_peer: int | None = None
+    #: Peers whose buckets are kept (about 300 bytes each: 10,000 is ~3 MB). Past it the
+    #: least recently seen is forgotten (``rate_limit_evictions``): bounded memory even
+    #: when sources are spoofed at random, and it fails open (a forgotten peer starts
+    #: again with a full bucket, it is never throttled by someone else's flood).
+    max_tracked_peers: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.addresses:  # parsed here so a bad bind fails before start-up
@@ -113,6 +138,25 @@ class UdpOptions:
         _check_range("send_buffer_limit", self.send_buffer_limit, 1, 2**31)
         if self.receive_buffer_size is not None:
             _check_range("receive_buffer_size", self.receive_buffer_size, 1, 2**31)
+        self._check_rate_limit()
+
+    def _check_rate_limit(self) -> None:
+        rate = self.max_datagrams_per_second_per_peer
+        if rate is None:
+            if self.max_datagram_burst_per_peer is not None:
+                raise ValueError("max_datagram_burst_per_peer needs max_datagrams_per_second_per_peer")
+        elif not 0 < rate <= 10_000_000:
+            raise ValueError(f"max_datagrams_per_second_per_peer must be above 0 and at most 10000000, got {rate}")
+        if self.max_datagram_burst_per_peer is not None:
+            _check_range("max_datagram_burst_per_peer", self.max_datagram_burst_per_peer, 1, 10_000_000)
+        _check_range("max_tracked_peers", self.max_tracked_peers, 1, 10_000_000)
+
+    @property
+    def peer_burst(self) -> int:
+        """The bucket size in effect: the option, or one second's worth (at least 1)."""
+        if self.max_datagram_burst_per_peer is not None:
+            return self.max_datagram_burst_per_peer
+        return max(1, math.ceil(self.max_datagrams_per_second_per_peer or 1))
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -123,6 +167,55 @@ class UdpOptions:
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+class PeerRateLimiter:
+    """A token bucket per peer address, at most ``max_peers`` of them.
+
+    Keyed by the IP alone: one host can pick any number of source ports, so a bucket per
+    (IP, port) would not limit anything. Buckets live in an LRU order (an ``OrderedDict``,
+    O(1) per datagram); past ``max_peers`` the least recently seen is dropped. A bucket
+    idle for ``burst / rate`` seconds has refilled and is the same as a new one, so
+    forgetting it costs nothing; forgetting a busier one forgives its debt, which is why
+    eviction is counted and ``max_peers`` should exceed the number of peers active at once.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        max_peers: int,
+        on_evict: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_peers = max_peers
+        self.on_evict = on_evict
+        self.clock = clock
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # host -> [tokens, at]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, host: str) -> bool:
+        """Take one token from ``host``'s bucket; False when it is empty."""
+        now = self.clock()
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= self.max_peers:
+                self._buckets.popitem(last=False)
+                self.on_evict()
+            self._buckets[host] = [self.burst - 1.0, now]
+            return True
+        self._buckets.move_to_end(host)
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < 1.0:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1.0
+        return True
 
 
 class _Refusal(NamedTuple):
@@ -205,6 +298,11 @@ class _Listener:
         elif len(data) > plugin.options.max_datagram_size:
             plugin.count("dropped_oversize")
             plugin.log.warning("oversize datagram", f"{len(data)} bytes from {client[0]} on {self.label}")
+        elif plugin.limiter is not None and not plugin.limiter.allow(str(client[0])):
+            plugin.count("dropped_rate_limited")
+            # Formatted only when logged: this branch is the one a flood takes.
+            plugin.log.warning("peer over its rate", "%s on %s sends more than %g datagrams/s",
+                               client[0], self.label, plugin.limiter.rate)
         elif self.queue.full() or self.queued_bytes + len(data) > plugin.options.queue_bytes:
             plugin.count("dropped_queue_full")
             plugin.log.warning(
@@ -378,8 +476,17 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
         super().__init__(options)
         self.listeners: list[_Listener] = []
         self.log = RateLimitedLog(logger, "udp")
-        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors"):
+        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors", "rate_limit_evictions"):
             self.counters[counter] = 0
+        #: One limiter for every socket of the plugin: a peer's rate is its rate to us.
+        self.limiter: PeerRateLimiter | None = None
+        if options.max_datagrams_per_second_per_peer is not None:
+            self.limiter = PeerRateLimiter(
+                options.max_datagrams_per_second_per_peer,
+                options.peer_burst,
+                options.max_tracked_peers,
+                on_evict=lambda: self.count("rate_limit_evictions"),
+            )
 
     @property
     def bound_addresses(self) -> list[tuple[str, int]]:
@@ -413,12 +520,14 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
             _write_atomically(self.options.stats_file, json.dumps(stats, sort_keys=True))
 
     def stats(self) -> dict[str, int]:
-        """Counters plus ``queued`` (accepted, not yet handed to the layer).
+        """Counters plus the gauges ``queued`` (accepted, not yet handed to the layer) and
+        ``rate_limit_peers`` (buckets the per-peer limiter holds).
 
         Invariant: ``received == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
         """
         stats = dict(self.counters)
         stats["queued"] = sum(listener.queued() for listener in self.listeners)
+        stats["rate_limit_peers"] = len(self.limiter) if self.limiter is not None else 0
         return stats
 
 
