@@ -44,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="rounds over all systems, best round reported (default 2, quick 1): "
         "other load on the machine only ever slows a round down",
     )
+    parser.add_argument(
+        "--pace-rate",
+        type=float,
+        help="ws-echo-paced: echo msg/s to send when the run has no ws-echo peak of the system to halve",
+    )
+    parser.add_argument(
+        "--pace-fanout-rate",
+        type=float,
+        help="ws-echo-paced: fan-out x100 deliveries/s when the run has no ws-fanout rate to halve (else no fan-out)",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None, help="write docs/benchmarks.md")
     docs.add_argument("--no-docs", dest="docs", action="store_false", help="do not write docs/benchmarks.md")
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections or 50,
         warmup=args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0),
         duration=args.duration if args.duration is not None else (2.0 if args.quick else 5.0),
+        pace_rate=args.pace_rate,
+        pace_fanout_rate=args.pace_fanout_rate,
     )
     chosen_systems = systems.select(_names(args.systems))
     chosen_scenarios = scenarios.select(_names(args.scenarios))
@@ -89,14 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     all_rows: list[Row] = []
     failures: list[RunFailure] = []
+    pair_seconds: dict[str, float] = {}  # wall time of every start-measure-stop: the run's budget
     # Rounds go over every system in turn (ABCABC), so a burst of outside load hits one
     # round of one system, not every round of it.
     for round_number in range(1, repeat + 1):
         for scenario in chosen_scenarios:
             for system in chosen_systems:
-                if not scenario.applies_to(system) or (scenario.single_round and round_number > 1):
+                if (
+                    not scenario.applies_to(system)
+                    or (scenario.single_round and round_number > 1)
+                    or (scenario.last_round and round_number < repeat)
+                ):
                     continue
                 print(f"bench: [round {round_number}/{repeat}] {scenario.name} on {system.name} ...", flush=True)
+                pair_started = time.monotonic()
                 outcome = run_pair(
                     system,
                     scenario,
@@ -104,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                     main_python=main_python,
                     env_python=env_python,
                     log_dir=log_dir / f"round{round_number}",
+                    prior=all_rows,
                 )
+                seconds = pair_seconds[f"{round_number}/{scenario.name}/{system.name}"] = time.monotonic() - pair_started
                 if isinstance(outcome, RunFailure):
                     failures.append(outcome)
-                    print(f"bench:   FAILED: {outcome.error.splitlines()[0]}", flush=True)
+                    print(f"bench:   FAILED after {seconds:.1f} s: {outcome.error.splitlines()[0]}", flush=True)
                     continue
+                print(f"bench:   {seconds:.1f} s start to stop", flush=True)
                 for row in outcome:
                     row.round = round_number
                     all_rows.append(row)
@@ -129,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": options.duration,
             "quick": options.quick,
             "repeat": repeat,
+            "pace_rate": options.pace_rate,
+            "pace_fanout_rate": options.pace_fanout_rate,
         },
+        "pair_seconds": pair_seconds,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "machine": machine_info(main_python, env_python),
@@ -150,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"bench: plot failed: {drawn.stderr[-1500:]}")
     if write_docs:
-        descriptions = {s.name: s.description for s in chosen_systems}
+        ran = {r.system for r in all_rows} | {f.system for f in failures}
+        descriptions = {s.name: s.description for s in chosen_systems if s.name in ran}
         report.write_docs(DOCS_PATH, report.render_markdown(rows, failures, meta, descriptions))
         print(f"bench: wrote {DOCS_PATH.relative_to(systems.REPO_DIR)}")
     print(f"bench: done in {meta['elapsed_s']:.0f} s")

@@ -6,13 +6,14 @@ on three systems of its own: Switchboard split (gateway + worker over Redis), Sw
 same library. Every system is started fresh for every measurement, one at a time; rounds
 go over all of them in turn (ABCABC) and the best round of each is reported.
 
-The scenarios follow the shared harness's Scenario interface and can be registered there
-(see docs/benchmarks-plugins.md); this module is their standalone runner. It reuses the
-harness's load generator runner (``bench.runner.run_loadgen``: CPU windows at the
-generator's ``measure_start``/``measure_end`` lines) and process handling
-(``bench.procs``); it differs from ``bench.runner.run_pair`` only in stopping a
-system's processes in parallel (a split-mode worker and gateway each take ~2 s to drain),
-which keeps a full run under four minutes.
+The scenarios follow the shared harness's Scenario interface; ``udp-echo`` and
+``mqtt-rtt`` are registered there too, with shorter windows (see
+docs/benchmarks-plugins.md). This module is their standalone runner, with all four and
+longer windows. It reuses the harness's load generator runner
+(``bench.runner.run_loadgen``: CPU windows at the generator's
+``measure_start``/``measure_end`` lines) and process handling (``bench.procs``); like
+``bench.runner.run_pair`` it stops a system's processes in parallel (a split-mode worker
+and gateway each take ~2 s to drain), which keeps a full run under four minutes.
 
 Writes ``bench/results/plugins-<stamp>.json`` (every round, unrounded) and, for full runs,
 the results section of ``docs/benchmarks-plugins.md``.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.runner import RunFailure
-from bench.scenarios import Row
+from bench.scenarios import SCENARIOS, Row
 
 START_MARKER = "<!-- bench:results:start -->"
 END_MARKER = "<!-- bench:results:end -->"
@@ -53,7 +53,57 @@ MEMORY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("procs", "server_processes"),
     ("failed", "errors"),
 )
-SCENARIO_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {"idle-ws": MEMORY_COLUMNS, "idle-poll": MEMORY_COLUMNS}
+# Open loop at a fixed rate (bench/scenarios/ws_echo_paced.py): the rate asked for beside
+# the rate carried, and how far the client's sends were behind their schedule.
+PACED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("system", "system"),
+    ("measurement", "label"),
+    ("conns", "connections"),
+    ("target/s", "extra:target_rate"),
+    ("msgs", "count"),
+    ("msg/s", "rate"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("max ms", "max_ms"),
+    ("send lag p99 ms", "extra:send_lag_p99_ms"),
+    ("srv CPU s", "server_cpu_s"),
+    ("CPU us/msg", "cpu_us_per_msg"),
+    ("redis CPU s", "redis_cpu_s"),
+    ("client CPU s", "loadgen_cpu_s"),
+    ("other CPU s", "other_cpu_s"),
+    ("peak RSS MB", "peak_rss_mb"),
+    ("procs", "server_processes"),
+    ("errors", "errors"),
+)
+# Protocol plugins (bench/scenarios/plugin_base.py): requests in flight, and the MQTT broker's CPU.
+PLUGIN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("system", "system"),
+    ("measurement", "label"),
+    ("in flight", "connections"),
+    ("msgs", "count"),
+    ("msg/s", "rate"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("max ms", "max_ms"),
+    ("srv CPU s", "server_cpu_s"),
+    ("CPU us/msg", "cpu_us_per_msg"),
+    ("redis CPU s", "redis_cpu_s"),
+    ("broker CPU s", "extra:broker_cpu_s"),
+    ("client CPU s", "loadgen_cpu_s"),
+    ("other CPU s", "other_cpu_s"),
+    ("peak RSS MB", "peak_rss_mb"),
+    ("procs", "server_processes"),
+    ("errors", "errors"),
+)
+SCENARIO_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "idle-ws": MEMORY_COLUMNS,
+    "idle-poll": MEMORY_COLUMNS,
+    "ws-echo-paced": PACED_COLUMNS,
+    "udp-echo": PLUGIN_COLUMNS,
+    "mqtt-rtt": PLUGIN_COLUMNS,
+}
+# Each system runs at its own rate here, so a Switchboard / Channels ratio compares unlike loads.
+NO_RATIOS = {"ws-echo-paced"}
 
 
 def columns_for(scenario: str) -> tuple[tuple[str, str], ...]:
@@ -78,6 +128,7 @@ def _fmt(value: Any) -> str:
 
 def _cells(row: Row) -> list[str]:
     cells = []
+    value: Any
     for _title, attr in columns_for(row.scenario):
         if attr.startswith("extra:"):
             value = row.extra.get(attr[6:], math.nan)
@@ -112,13 +163,21 @@ def best_rounds(rows: Sequence[Row]) -> list[Row]:
     return best
 
 
+def ratio_side(rows: Sequence[Row]) -> str:
+    """What Switchboard is compared with in this group: Channels, or a plugin's bare server."""
+    return "bare" if any(r.side == "bare" for r in rows) else "channels"
+
+
 def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
-    """Switchboard / Channels for every pair in one scenario: rate, p50, p99, CPU per message.
+    """Switchboard / Channels (or / bare) for every pair in one scenario: rate, p50, p99, CPU per message.
 
     Above 1 is better for Switchboard in ``msg/s``; below 1 is better in the other three.
     """
+    if any(r.scenario in NO_RATIOS for r in rows):
+        return []
+    other = ratio_side(rows)
     ours = [r for r in rows if r.side == "switchboard" and r.count and not math.isnan(r.rate)]
-    theirs = [r for r in rows if r.side == "channels" and r.count and not math.isnan(r.rate)]
+    theirs = [r for r in rows if r.side == other and r.count and not math.isnan(r.rate)]
     table = []
     for a in ours:
         for b in theirs:
@@ -138,6 +197,21 @@ def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
 
 
 RATIO_HEADER = ["switchboard", "channels", "msg/s ratio", "p50 ratio", "p99 ratio", "CPU/msg ratio"]
+
+
+def ratio_header(rows: Sequence[Row]) -> list[str]:
+    return [RATIO_HEADER[0], ratio_side(rows), *RATIO_HEADER[2:]]
+
+
+def summary_lines(scenario: str, rows: Sequence[Row]) -> list[str]:
+    """The scenario's own lines under its table (ws-echo-paced: the 5 ms verdicts)."""
+    found = SCENARIOS.get(scenario)
+    return found.summary(rows) if found is not None else []
+
+
+def headline_lines(rows: Sequence[Row]) -> list[str]:
+    """Every scenario's lines for the top of the Results (ws-echo-paced: the issue's target)."""
+    return [line for name, group in by_scenario(rows).items() if name in SCENARIOS for line in SCENARIOS[name].headline(group)]
 
 
 def _ratio(a: float, b: float) -> str:
@@ -179,11 +253,15 @@ def render_text(rows: Sequence[Row], failures: Sequence[RunFailure]) -> str:
         out.append(text_table(header, (_cells(r) for r in group)))
         ratios = ratio_rows(group)
         if ratios:
-            out.append("\nSwitchboard / Channels (same run):")
-            out.append(text_table(RATIO_HEADER, ratios))
-        notes = [(r.system, n) for r in group for n in r.notes]
+            out.append(f"\nSwitchboard / {'bare' if ratio_side(group) == 'bare' else 'Channels'} (same run):")
+            out.append(text_table(ratio_header(group), ratios))
+        for line in summary_lines(scenario, group):
+            out.append(f"  {line}")
+        notes = list(dict.fromkeys((r.system, n) for r in group for n in r.notes))  # stop notes repeat per row
         for system, note in notes:
             out.append(f"  note [{system}]: {note}")
+    for line in headline_lines(rows):
+        out.append(f"\n{line}")
     for failure in failures:
         out.append(f"\nFAILED {failure.scenario} on {failure.system}: {failure.error}")
         for role, tail in failure.logs.items():
@@ -213,6 +291,9 @@ def render_markdown(
     ]
     for name, text in descriptions.items():
         out.append(f"- `{name}`: {text}")
+    headlines = headline_lines(rows)
+    if headlines:
+        out += ["", *headlines]
     if meta.get("plot"):
         out += ["", f"![Switchboard and Channels side by side]({meta['plot']})"]
     for scenario, group in by_scenario(rows).items():
@@ -220,14 +301,18 @@ def render_markdown(
         out += ["", f"### {scenario}", "", markdown_table(header, (_cells(r) for r in group))]
         ratios = ratio_rows(group)
         if ratios:
+            other = "the bare server" if ratio_side(group) == "bare" else "Channels"
             out += [
                 "",
-                "Switchboard / Channels from the same run (msg/s: above 1 is better for Switchboard; "
+                f"Switchboard / {other} from the same run (msg/s: above 1 is better for Switchboard; "
                 "latency and CPU per message: below 1 is better):",
                 "",
-                markdown_table(RATIO_HEADER, ratios),
+                markdown_table(ratio_header(group), ratios),
             ]
-        notes = [f"- `{r.system}`: {n}" for r in group for n in r.notes]
+        summary = summary_lines(scenario, group)
+        if summary:
+            out += ["", *(f"- {line}" for line in summary)]
+        notes = list(dict.fromkeys(f"- `{r.system}`: {n}" for r in group for n in r.notes))
         if notes:
             out += ["", "Notes:", "", *notes]
     if failures:

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +27,7 @@ from bench.procs import (
     machine_cpu_seconds,
     process_tree,
     read_usage,
+    stop_together,
     tree_usage,
     wait_for_port,
 )
@@ -158,15 +160,27 @@ def run_loadgen(
 
 
 def run_pair(
-    system: System, scenario: Scenario, options: Options, *, main_python: str, env_python: str | None, log_dir: Path
+    system: System,
+    scenario: Scenario,
+    options: Options,
+    *,
+    main_python: str,
+    env_python: str | None,
+    log_dir: Path,
+    prior: Sequence[Row] = (),
 ) -> list[Row] | RunFailure:
-    """Measure ``scenario`` on a fresh ``system``; never raises for a system's failure."""
+    """Measure ``scenario`` on a fresh ``system``; never raises for a system's failure.
+
+    ``prior`` is every row measured earlier in the run, for scenarios whose load depends
+    on one (:meth:`Scenario.use_prior`).
+    """
     ctx = Context(HOST, free_port(HOST) if system.serves_http else 0, main_python, env_python)
     url = system.redis_url(ctx)
     started: list[ServerProcess] = []
     pair_dir = log_dir / f"{scenario.name}--{system.name}"
     pair_dir.mkdir(parents=True, exist_ok=True)
     try:
+        scenario.use_prior(system, options, prior)
         if url:
             flush_db(url)
         for spec in system.processes(ctx):
@@ -188,16 +202,8 @@ def run_pair(
         process_count = sum(len(process_tree(pid)) for pid in pids)
         rows = scenario.rows(system, result, windows, options)
         # Stop here, not only in `finally`, so an unclean shutdown shows up in the notes.
-        stop_notes = []
-        for proc in reversed(started):
-            stop_started = time.monotonic()
-            code = proc.stop(STOP_TIMEOUT)
-            if proc.killed:
-                stop_notes.append(f"{proc.spec.role} ignored SIGTERM for {STOP_TIMEOUT:.0f}s and was killed")
-            elif code not in (0, -15) and proc.spec.role not in died:
-                stop_notes.append(f"{proc.spec.role} exited with {code} on SIGTERM")
-            elif time.monotonic() - stop_started > 3:
-                stop_notes.append(f"{proc.spec.role} took {time.monotonic() - stop_started:.1f}s to stop")
+        # All at once: a split system's gateway and workers drain in parallel.
+        stop_notes = stop_together(list(reversed(started)), STOP_TIMEOUT)
         for row in rows:
             if started:
                 row.server_processes = process_count
@@ -213,8 +219,7 @@ def run_pair(
         logs = {p.spec.role: p.log_tail(40) for p in started}
         return RunFailure(scenario.name, system.name, f"{type(exc).__name__}: {exc}", logs)
     finally:
-        for proc in reversed(started):
-            proc.stop(STOP_TIMEOUT)
+        stop_together(list(reversed(started)), STOP_TIMEOUT)  # no-op for processes already stopped
         if url:
             try:
                 flush_db(url)

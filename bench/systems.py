@@ -50,6 +50,9 @@ class System(ABC):
     needs_bench_env: bool = False
     serves_http: bool = True  # it listens on a port and serves channels_site-like routes
     redis_db: int | None = None  # its own Redis db, flushed before and after each run
+    #: Other names ``--systems`` selects it by (a plugin bench's ``udp-switchboard-run``
+    #: answers to ``switchboard-run``, its baseline to ``bare``).
+    aliases: tuple[str, ...] = ()
 
     @abstractmethod
     def processes(self, ctx: Context) -> list[ProcSpec]:
@@ -208,13 +211,14 @@ SYSTEMS: dict[str, System] = {
 
 
 def select(names: list[str] | None) -> list[System]:
-    """Systems by name, in :data:`SYSTEMS` order; ``None`` means all."""
+    """Systems by name or alias, in :data:`SYSTEMS` order; ``None`` means all."""
     if not names:
         return list(SYSTEMS.values())
-    unknown = [n for n in names if n not in SYSTEMS]
+    known = set(SYSTEMS) | {alias for system in SYSTEMS.values() for alias in system.aliases}
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
-    return [SYSTEMS[n] for n in SYSTEMS if n in names]
+        raise SystemExit(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)} (and 'bare')")
+    return [s for n, s in SYSTEMS.items() if n in names or any(alias in names for alias in s.aliases)]
 
 
 def main_python() -> str:

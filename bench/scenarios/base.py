@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,10 @@ class Options:
     connections: int
     warmup: float
     duration: float
+    #: ``ws-echo-paced`` when the run has no ``ws-echo`` (``ws-fanout`` x100) peak of the
+    #: system to halve: echo messages/s (fan-out deliveries/s) to send instead.
+    pace_rate: float | None = None
+    pace_fanout_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class Scenario(ABC):
     description: str
     #: Run in the first round only (a measurement that outside CPU load cannot disturb).
     single_round: bool = False
+    #: Run in the last round only (a scenario that reads the best of the earlier rounds).
+    last_round: bool = False
 
     @abstractmethod
     def applies_to(self, system: System) -> bool:
@@ -102,6 +109,23 @@ class Scenario(ABC):
     def timeout(self, options: Options) -> float:
         """Hard limit on the load generator process, in seconds."""
         return options.warmup + options.duration + 60.0
+
+    def use_prior(self, system: System, options: Options, prior: Sequence[Row]) -> None:
+        """Called by the runner before ``system`` is started, with every row of the run so far.
+
+        For a scenario whose load depends on an earlier measurement (``ws-echo-paced``:
+        half of the system's ``ws-echo`` peak). Raising here fails the pair before any
+        server starts.
+        """
+        return None
+
+    def summary(self, rows: Sequence[Row]) -> list[str]:
+        """Lines printed under the scenario's table (its best rows); none by default."""
+        return []
+
+    def headline(self, rows: Sequence[Row]) -> list[str]:
+        """Lines for the top of the Results (a target met or not); none by default."""
+        return []
 
     @abstractmethod
     def rows(self, system: System, result: dict[str, Any], windows: list[Window], options: Options) -> list[Row]:

@@ -98,6 +98,7 @@ class SwitchboardPlugin(PluginSystem):
         self.plugin = plugin
         self.mode = mode
         self.name = f"{plugin}-switchboard-{mode}"
+        self.aliases = (f"switchboard-{mode}",)  # `--systems switchboard-run` takes it too
         extra = " + http" if plugin in ("webrtc", "sms") else ""
         if mode == "split":
             self.redis_db = PLUGIN_REDIS_DB
@@ -135,6 +136,7 @@ class BareSystem(PluginSystem):
         super().__init__()
         self.plugin = plugin
         self.name = f"{plugin}-bare"
+        self.aliases = ("bare",)
         self.description = description
 
     @abstractmethod
@@ -156,12 +158,19 @@ class PluginScenario(Scenario):
     #: The systems this scenario runs on (and only these); register them with the harness.
     own_systems: tuple[PluginSystem, ...] = ()
 
+    def __init__(self, max_times: tuple[float, float] | None = None) -> None:
+        #: Upper bounds on (warm-up, counted seconds): the shared harness runs these
+        #: scenarios with shorter windows than its own default 1 s + 5 s.
+        self.max_times = max_times
+
     def applies_to(self, system: System) -> bool:
         return any(system.name == own.name for own in self.own_systems)
 
     def window_times(self, options: Options) -> tuple[float, float]:
         """(warm-up, counted seconds) of the xN window; x1 gets about half and 40 %."""
-        return options.warmup, options.duration
+        if self.max_times is None:
+            return options.warmup, options.duration
+        return min(options.warmup, self.max_times[0]), min(options.duration, self.max_times[1])
 
     def timeout(self, options: Options) -> float:
         warmup, duration = self.window_times(options)
