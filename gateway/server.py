@@ -51,6 +51,9 @@ class Connection:
     # reach a worker other than the one that will hold the instance.
     hold_until: float | None = None
     held: list[Message] | None = None
+    # The stored item of the last claim-asking envelope sent to the pool, until a claim
+    # comes: while it is still unread, no second one is sent (two could go to two workers).
+    claim_item: bytes | None = None
 
     @property
     def events_channel(self) -> str:
@@ -75,6 +78,9 @@ class GatewayStats:
     events_held: int = 0
     workers_lost: int = 0
     scopes_resent: int = 0
+    # Claim timeouts passed while the connection's envelope still waited in the pool (no
+    # worker running): its events kept waiting instead of a second envelope being sent.
+    claims_awaited: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -158,7 +164,9 @@ class Gateway:
             self._hold(connection, event)
             return
         if connection.worker is None:
-            if self._claim_pending(connection):
+            if self._claim_pending(connection) or connection.claim_item is not None:
+                # A claim is on its way, or the envelope asking for one is not answered
+                # yet: wait behind it (the watcher decides what to do once it is late).
                 self._hold(connection, event)
                 return
             if connection.sticky:
@@ -171,10 +179,12 @@ class Gateway:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
-        if claim:
-            envelope["claim"] = True
         try:
-            await self.layer.send(worker or connection.pool, envelope)
+            if claim:
+                envelope["claim"] = True
+                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope)
+            else:
+                await self.layer.send(worker or connection.pool, envelope)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -281,6 +291,7 @@ class Gateway:
             return
         self._unclaim(connection)
         connection.worker = worker
+        connection.claim_item = None
         # Claimed once, sticky from now on: when this worker goes, the connection's events
         # wait for the next worker's claim instead of spreading (an ordered consumer's
         # UDP socket keeps its order across a deploy too).
@@ -353,15 +364,42 @@ class Gateway:
             await asyncio.sleep(interval)
             for connection in list(self._holding):
                 if connection.worker is None and not self._claim_pending(connection):
-                    logger.warning("no worker took %s in time: its held events go to the pool", connection.channel)
-                    connection.hold_until = None
-                    await self._flush_held(connection)
+                    await self._claim_late(connection)
             deadline = time.monotonic() - self.worker_timeout
             for worker, seen in list(self.worker_seen.items()):
                 if seen < deadline:
                     released = self.release_worker(worker)
                     self.stats.workers_lost += 1
                     logger.warning("worker %s missed its heartbeats: %d connection(s) back to the pool", worker, released)
+
+    async def _claim_late(self, connection: Connection) -> None:
+        """No claim came within ``claim_timeout`` for a connection with held events.
+
+        If the envelope that asked for the claim is still unread in the pool, no worker is
+        running (a deploy with a slow start): keep holding, so that when workers start
+        there is exactly one envelope of this connection for one of them to take. Sending
+        the next event as another claim-asking envelope would let two workers starting
+        together take one each and split the connection. Only when the envelope has been
+        read and still no claim came (its reader died, or dropped it as expired) do the
+        held events go on, the first asking for a claim again.
+        """
+        item = connection.claim_item
+        if item is not None:
+            try:
+                waiting = await self.layer.still_queued(connection.pool, item)
+            except Exception as exc:
+                logger.warning("could not check the pool for %s: %r", connection.channel, exc)
+                waiting = True  # check again next round rather than risk a second envelope
+            if connection.worker is not None or not connection.open:
+                return  # the claim came (or the client left) while we looked
+            if waiting:
+                connection.hold_until = time.monotonic() + self.claim_timeout
+                self.stats.claims_awaited += 1
+                return
+        logger.warning("no worker took %s in time: its held events go to the pool", connection.channel)
+        connection.claim_item = None
+        connection.hold_until = None
+        await self._flush_held(connection)
 
     async def _reply_loop(self) -> None:
         receiver = self._receiver

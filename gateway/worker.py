@@ -415,7 +415,9 @@ class Worker:
                 instance.queue.put_nowait({"type": resume[0]})
                 self.stats.resumed += 1
             self._start(instance)
-        elif envelope.get("claim") and not instance.claim:
+        elif envelope.get("claim"):
+            # Asked again (the gateway released us, say after late heartbeats, and this
+            # envelope came back to us from the pool): claim again, or it waits in vain.
             instance.claim = True
             asyncio.get_running_loop().create_task(self._send_claim(instance))
         self._enqueue(instance, event)

@@ -191,6 +191,33 @@ class ChannelLayer:
             raise ChannelFull(channel)
         self.stats.sent += 1
 
+    async def send_tracked(self, channel: str, message: Message) -> bytes:
+        """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
+
+        Never taken by a local route: the caller wants to know whether a reader of the
+        channel has taken the message.
+        """
+        check_channel_name(channel)
+        if not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        key, suffix = split_local(channel)
+        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        capacity = self.capacity_for(key)
+        if self._coalesce:
+            ok = await self._batcher().add(key, item, capacity)
+        else:
+            ok = await self.storage.push(key, item, capacity, self.options.expiry)
+        if not ok:
+            self.stats.full += 1
+            raise ChannelFull(channel)
+        self.stats.sent += 1
+        return item
+
+    async def still_queued(self, channel: str, item: bytes) -> bool:
+        """Whether an item :meth:`send_tracked` stored on ``channel`` is still unread."""
+        key, _suffix = split_local(check_channel_name(channel))
+        return await self.storage.contains(key, item)
+
     async def send_many(self, messages: Sequence[tuple[str, Message]]) -> list[bool]:
         """Send several ``(channel, message)`` at once: one storage round trip per shard.
 

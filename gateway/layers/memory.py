@@ -91,6 +91,9 @@ class MemoryStorage:
                         if not waiters:
                             del self._waiters[key]
 
+    async def contains(self, key: str, item: bytes) -> bool:
+        return item in self._lists.get(key, ())
+
     async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:
         self._groups.setdefault(group, {})[channel] = now
 

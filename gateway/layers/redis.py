@@ -599,6 +599,11 @@ class RedisStorage:
         if shard.held is not None and connection in shard.held:
             shard.held.remove(connection)
 
+    async def contains(self, key: str, item: bytes) -> bool:
+        shard = self._shards()[self.shard_index(key)]
+        # redis-py's stubs say str; it sends bytes as they are, which is what was stored.
+        return await shard.client.lpos(self._list_key(key), item) is not None  # type: ignore[arg-type]
+
     # -- Groups -----------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:

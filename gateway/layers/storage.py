@@ -49,6 +49,14 @@ class Storage(Protocol):
         """
         ...
 
+    async def contains(self, key: str, item: bytes) -> bool:
+        """Whether ``item`` is still in list ``key``, not read yet.
+
+        O(length of the list): for rare checks only (the gateway asks it when a worker's
+        claim is late, to tell "no worker has read it yet" from "a reader lost it").
+        """
+        ...
+
     async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:
         """Add or refresh ``channel`` in ``group`` at time ``now``."""
         ...

@@ -309,7 +309,14 @@ async def test_scope_less_event_after_the_instance_ended_resumes_it(layer: Chann
         sent.append(message)
         await original_send(channel, message)
 
+    original_send_tracked = layer.send_tracked
+
+    async def recording_send_tracked(channel: str, message: dict[str, Any]) -> bytes:
+        sent.append(message)
+        return await original_send_tracked(channel, message)
+
     layer.send = recording_send  # type: ignore[method-assign]
+    layer.send_tracked = recording_send_tracked  # type: ignore[method-assign]
     worker = Worker(app, layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=1))

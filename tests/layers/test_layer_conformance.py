@@ -61,6 +61,18 @@ async def test_fifo_order(layer: ChannelLayer) -> None:
     assert [(await layer.receive("test.fifo"))["i"] for _ in range(50)] == list(range(50))
 
 
+async def test_a_tracked_send_is_still_queued_until_read(layer: ChannelLayer) -> None:
+    """What the gateway asks when a claim is late: is my envelope still in the pool?"""
+    first = await layer.send_tracked("test.tracked", {"n": 1})
+    second = await layer.send_tracked("test.tracked", {"n": 1})  # same message, another item
+    assert await layer.still_queued("test.tracked", first)
+    assert (await layer.receive("test.tracked")) == {"n": 1}
+    assert (await layer.receive("test.tracked")) == {"n": 1}
+    assert not await layer.still_queued("test.tracked", first)
+    assert not await layer.still_queued("test.tracked", second)
+    assert not await layer.still_queued("test.never-used", first)
+
+
 async def test_channels_are_independent(layer: ChannelLayer) -> None:
     await layer.send("test.one", {"to": "one"})
     await layer.send("test.two", {"to": "two"})
