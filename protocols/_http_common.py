@@ -14,14 +14,16 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.plugins import RateLimitedLog
 
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
 
 logger = logging.getLogger("switchboard.protocols.http")
+_layer_errors = RateLimitedLog(logger, "http")
 
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -50,22 +52,67 @@ class Mailbox(Generic[T]):
     and a future only while the consumer waits. ``put_nowait`` never blocks, as the
     gateway's ``deliver`` must not. The loop is bound once: ``asyncio.get_running_loop()``
     makes a ``getpid()`` system call, which per reply showed in the gateway's profile.
+
+    With a :class:`ReplyBound`, :meth:`offer` refuses what would pass it: replies come
+    off the layer as fast as workers write them, while the client may read slowly or not
+    at all, so without a bound one slow reader grows the gateway by everything its
+    consumer sends. ``put_nowait`` stays unbounded for the bridge's own signals.
     """
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_bound", "_bytes", "_items", "_loop", "_waiter", "overflowed")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None, bound: ReplyBound | None = None) -> None:
         self._items: collections.deque[T] | None = None
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
+        self._bound = bound
+        self._bytes = 0
+        #: Set by the first refused :meth:`offer`; from then on every offer is refused.
+        self.overflowed = False
 
     def put_nowait(self, item: T) -> None:
         if self._items is None:
             self._items = collections.deque()
         self._items.append(item)
+        if self._bound is not None:
+            self._bytes += reply_size(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def offer(self, item: T, keeps_up: Callable[[], bool] | None = None) -> bool:
+        """Queue ``item`` unless that would pass the bound; False (and ``overflowed``) if not.
+
+        ``keeps_up()`` is asked only past the bound: True lets the item in anyway, for a
+        burst to a client that is reading (the gateway hands over a whole batch of
+        replies before the writer runs; that costs at most the layer receiver's buffer).
+        Refusing from the first refusal on, rather than taking replies again once there
+        is room, keeps a consumer's stream whole: the caller closes the connection
+        instead of letting a gap into it.
+        """
+        if self.overflowed:
+            return False
+        bound = self._bound
+        if (
+            bound is not None
+            and self._items  # one reply always fits, however large: the bound is on piling up
+            and (len(self._items) >= bound.max_items or self._bytes + reply_size(item) > bound.max_bytes)
+            and not (keeps_up is not None and keeps_up())
+        ):
+            self.overflowed = True
+            return False
+        self.put_nowait(item)
+        return True
+
+    def discard(self, keep: Callable[[T], bool]) -> int:
+        """Drop every waiting item ``keep`` rejects; how many were dropped."""
+        if not self._items:
+            return 0
+        kept = [item for item in self._items if keep(item)]
+        dropped = len(self._items) - len(kept)
+        self._items = collections.deque(kept) if kept else None
+        self._bytes = sum(reply_size(item) for item in kept) if self._bound is not None else 0
+        return dropped
 
     def empty(self) -> bool:
         return not self._items
@@ -87,7 +134,55 @@ class Mailbox(Generic[T]):
         item = self._items.popleft()
         if not self._items:
             self._items = None
+        if self._bound is not None:
+            self._bytes -= reply_size(item)
         return item
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyBound:
+    """How much one connection may hold of replies its client has not taken yet."""
+
+    max_items: int
+    max_bytes: int
+
+
+def reply_size(item: object) -> int:
+    """Payload bytes a reply holds (text counted by characters); 0 for anything else."""
+    if isinstance(item, dict):
+        for key in ("bytes", "text", "body"):
+            value = item.get(key)
+            if isinstance(value, (bytes, str)):
+                return len(value)
+    return 0
+
+
+class ClientLink(Protocol):
+    """What the bridge may ask of the uvicorn protocol object serving its client."""
+
+    def keeps_up(self) -> bool:
+        """Whether the client takes what is written (the transport is not paused for writing)."""
+
+    def drop_slow_client(self, code: int, reason: str) -> None:
+        """End the connection now, although the client reads nothing (see _http_uvicorn)."""
+
+
+#: Where the plugin's uvicorn protocols put themselves in the scope's ``state`` (which
+#: is process-local and never crosses the layer: see :func:`wire_scope`).
+LINK_KEY = "switchboard.client_link"
+
+
+def client_link(scope: dict[str, Any]) -> ClientLink | None:
+    """The :class:`ClientLink` of this scope, if its uvicorn protocol is one of ours."""
+    state = scope.get("state")
+    link = state.get(LINK_KEY) if isinstance(state, dict) else None
+    return cast(ClientLink, link) if link is not None else None
+
+
+class Counter(Protocol):
+    """The plugin's :meth:`~switchboard.gateway.plugins.ProtocolPlugin.count`."""
+
+    def __call__(self, counter: str, amount: int = 1) -> None: ...
 
 
 @dataclass(slots=True)
@@ -99,12 +194,18 @@ class BridgeContext:
     """
 
     gateway: Gateway
-    count: Callable[[str], None]
+    count: Counter
     max_body_size: int
     response_timeout: float
     idle_timeout: float | None
     close_timeout: float
     over_limit: Callable[[], bool]
+    #: Per-connection bound on replies waiting for a slow client (``max_pending_replies``...).
+    reply_bound: ReplyBound
+    #: WebSocket messages a client may send per second on average (None: no limit)...
+    message_rate: float | None = None
+    #: ...and in one burst (the token bucket's size).
+    message_burst: int = 1
 
 
 async def send_event(ctx: BridgeContext, connection: Connection, event: Message, *, what: str) -> bool:
@@ -118,9 +219,15 @@ async def send_event(ctx: BridgeContext, connection: Connection, event: Message,
     except ChannelFull:
         ctx.count(f"{what}.events_full")
         return False
-    except Exception:
-        logger.exception("sending %s to the worker pool failed", event.get("type"))
+    except Exception as exc:
+        # While the layer is down every client message fails the same way: one line per
+        # reason per second (with how many were held back), the traceback only at DEBUG.
         ctx.count(f"{what}.layer_errors")
+        kind = event.get("type")
+        _layer_errors.warning(
+            f"{kind}: {type(exc).__name__}", "sending it to the worker pool failed (%s); the client is told to retry", exc
+        )
+        logger.debug("sending %s to the worker pool failed", kind, exc_info=True)
         return False
     return True
 

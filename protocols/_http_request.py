@@ -3,13 +3,16 @@
 The body is read whole at the gateway and sent as a single ``http.request`` event: the
 worker that picks the event up may be in another process, and one bounded message is
 both cheaper on the layer and the only way to enforce ``max_body_size`` before a worker
-is bothered. Replies stream back as they come (server-sent events work).
+is bothered. Replies stream back as they come (server-sent events work); a client that
+reads a stream slower than its consumer writes it is cut off once the reply bound is
+passed (``max_pending_replies`` / ``max_pending_reply_bytes``), never buffered for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._http_common import (
@@ -18,6 +21,7 @@ from ._http_common import (
     Receive,
     Send,
     check_http_reply,
+    client_link,
     declared_length,
     logger,
     send_event,
@@ -37,6 +41,13 @@ class _Body(enum.Enum):
     GONE = "client disconnected"
 
 
+class _End(enum.Enum):
+    """Items the bridge itself puts on the reply queue next to worker replies."""
+
+    GONE = "the client went away (or the response is done)"
+    SLOW = "the client reads slower than its consumer writes; the reply queue is full"
+
+
 async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """Serve one request: read the body, hand it to the worker pool, relay the reply."""
     ctx.count("http.requests")
@@ -52,10 +63,10 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
         ctx.count("http.client_disconnects")
         return
     assert isinstance(body, bytes)
-    queue: Mailbox[Message | None] = Mailbox()
+    queue: Mailbox[Message | _End] = Mailbox(None, ctx.reply_bound)
     # Sticky: a held response (long-poll, server-sent events) gets its group messages and
     # its http.disconnect in the same consumer instance that took the request.
-    connection = ctx.gateway.open_connection(wire_scope(scope), queue.put_nowait, sticky=True)
+    connection = ctx.gateway.open_connection(wire_scope(scope), _deliverer(ctx, scope, queue), sticky=True)
     try:
         if not await send_event(ctx, connection, {"type": "http.request", "body": body, "more_body": False}, what="http"):
             ctx.count("http.503_full")
@@ -64,6 +75,34 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
         await _relay(ctx, connection, scope, receive, send, queue)
     finally:
         ctx.gateway.close_connection(connection)
+
+
+def _deliverer(ctx: BridgeContext, scope: dict[str, Any], queue: Mailbox[Message | _End]) -> Callable[[Message], None]:
+    """The gateway's ``deliver`` for one request: queue replies up to the bound, then cut off.
+
+    It must not wait (it runs in the gateway's reply loop). Past the bound the response
+    cannot be finished honestly (HTTP has no "too slow" after the headers), so the
+    connection is dropped: uvicorn's ``send``, probably blocked on the full socket,
+    returns, and the relay sees :attr:`_End.SLOW`. Replies dropped meanwhile are counted.
+    """
+
+    link = client_link(scope)
+    keeps_up = link.keeps_up if link is not None else None
+
+    def deliver(message: Message) -> None:
+        already = queue.overflowed
+        if queue.offer(message, keeps_up):
+            return
+        dropped = 1 + queue.discard(lambda item: isinstance(item, _End))
+        ctx.count("http.replies_dropped_slow_reader", dropped)
+        if already:
+            return
+        ctx.count("http.slow_readers")
+        queue.put_nowait(_End.SLOW)
+        if link is not None:
+            link.drop_slow_client(1013, "client too slow")
+
+    return deliver
 
 
 async def _reject_too_large(ctx: BridgeContext, send: Send) -> None:
@@ -103,7 +142,7 @@ async def _relay(
     scope: dict[str, Any],
     receive: Receive,
     send: Send,
-    queue: Mailbox[Message | None],
+    queue: Mailbox[Message | _End],
 ) -> None:
     """Relay replies to the client while a watcher task turns a disconnect into a queue item.
 
@@ -111,8 +150,7 @@ async def _relay(
     queue leaves a single await point, so the response timeout is one ``timeout_at``.
     """
     watcher = asyncio.get_running_loop().create_task(_wait_disconnect(receive))
-    # None on the queue means "the client went away".
-    watcher.add_done_callback(lambda _task: queue.put_nowait(None))
+    watcher.add_done_callback(lambda _task: queue.put_nowait(_End.GONE))
     finished = False
     try:
         finished = await _relay_replies(ctx, scope, send, queue)
@@ -124,7 +162,7 @@ async def _relay(
             await send_event(ctx, connection, {"type": "http.disconnect"}, what="http")
 
 
-async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, queue: Mailbox[Message | None]) -> bool:
+async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, queue: Mailbox[Message | _End]) -> bool:
     """Write replies until the final body; False if the exchange ended any other way."""
     started = False
     deadline = asyncio.get_running_loop().time() + ctx.response_timeout
@@ -137,7 +175,9 @@ async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, 
             logger.warning("no worker answered %s %s within %.1fs", scope["method"], scope["path"], ctx.response_timeout)
             await send_plain(send, 503, "Service Unavailable: no worker answered in time\n", retry_after=1)
             return False
-        if message is None:
+        if message is _End.SLOW:
+            return False  # counted by the deliverer; the connection is already dropped
+        if message is _End.GONE:
             ctx.count("http.client_disconnects")
             return False
         problem = check_http_reply(message, started)

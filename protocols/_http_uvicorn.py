@@ -12,16 +12,39 @@ protocol itself stay uvicorn's and websockets'.
 Both replacements bind the loop once: ``asyncio.Queue`` and ``asyncio.Event`` ask for the
 running loop on every wait, which is a ``getpid()`` system call each (``_LoopBoundMixin``),
 per frame received and per frame sent.
+
+The same subclasses carry the plugin's policy where only the protocol object can apply
+it: header limits before a header block is buffered (httptools has none), UTF-8 checks in
+frame order (so a close frame in the same read cannot turn a 1007 into an InvalidState
+crash), and closing a client that reads nothing (``drop_slow_client``) without waiting
+for it to read. Classes get their settings from :func:`http_protocol` and
+:func:`websocket_protocol`, since uvicorn builds protocol objects itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import codecs
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import httptools
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from ._http_common import Mailbox
+from ._http_common import LINK_KEY, Mailbox
+
+logger = logging.getLogger("switchboard.protocols.http")
+
+Count = Callable[[str], None]
 
 
 class _Flag:
@@ -64,20 +87,305 @@ class _Flag:
                 self._waiters.remove(waiter)
 
 
+class _Utf8CheckingServerProtocol(ServerProtocol):
+    """websockets' server protocol that checks text messages are UTF-8 as frames arrive.
+
+    websockets' sans-I/O core leaves decoding to its caller; uvicorn decodes only once it
+    handles the parsed events, by which time a close frame from the same read has moved
+    the connection to CLOSING, and its ``send_close(1007)`` raises ``InvalidState``. Here
+    a bad byte raises ``UnicodeDecodeError`` inside the parser, which websockets answers
+    itself, in order: close 1007 (RFC 6455 8.1) and everything after it discarded.
+    """
+
+    #: Decoder of the fragmented text message being received; None between messages.
+    _text: codecs.IncrementalDecoder | None = None
+
+    def recv_frame(self, frame: Frame) -> None:
+        super().recv_frame(frame)
+        if frame.opcode is Opcode.TEXT:
+            if frame.fin:
+                codecs.utf_8_decode(frame.data, "strict", True)
+            else:
+                self._text = codecs.getincrementaldecoder("utf-8")()
+                self._text.decode(frame.data)
+        elif frame.opcode is Opcode.CONT and self._text is not None:
+            decoder = self._text
+            if frame.fin:
+                self._text = None
+            decoder.decode(frame.data, final=frame.fin)
+
+
 class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` WebSocket protocol with smaller per-connection state."""
+    """uvicorn's ``websockets-sansio`` WebSocket protocol with smaller per-connection state.
+
+    Also: UTF-8 checked in frame order (:class:`_Utf8CheckingServerProtocol`), a close
+    that does not wait for the client to read what is buffered before it, and
+    :meth:`drop_slow_client` for the bridge.
+    """
+
+    #: The plugin's limits and counters (set by :func:`websocket_protocol`).
+    settings: ClassVar[ProtocolSettings]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.conn = _Utf8CheckingServerProtocol(
+            extensions=self.conn.available_extensions, max_size=self.config.ws_max_size, logger=self.conn.logger
+        )
         self.queue = Mailbox(self.loop)  # type: ignore[assignment]
         writable = _Flag(self.loop)
         if self.writable.is_set():
             writable.set()
         self.writable = writable  # type: ignore[assignment]
 
+    def data_received(self, data: bytes) -> None:
+        failed_before = self.conn.parser_exc is not None
+        try:
+            super().data_received(data)
+        except InvalidState:
+            # uvicorn answered an event after the connection stopped being OPEN; asyncio
+            # would log "Fatal error" with a traceback and drop the socket. Do the same
+            # quietly: the client's close handshake is already under way.
+            self.settings.count("websocket.invalid_state")
+            logger.debug("websocket event after the connection left OPEN; closing", exc_info=True)
+            self.transport.close()
+            return
+        if not failed_before and isinstance(self.conn.parser_exc, UnicodeDecodeError):
+            # A client's mistake, answered with 1007: counted, not logged as an error.
+            self.settings.count("websocket.invalid_utf8")
+            logger.debug("websocket text message is not UTF-8 (%s); closed with 1007", self.conn.parser_exc.reason)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["state"][LINK_KEY] = self
+
     async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if self.handshake_complete and self.initial_response is None and kind in ("websocket.send", "websocket.close"):
+            if kind == "websocket.close" and not self.close_sent:
+                # A close frame is tiny: queue it behind whatever the client has not
+                # read yet instead of waiting for the client to read that first.
+                self._send_close(message.get("code", 1000), message.get("reason", "") or "")
+                return
+            await self.writable.wait()
+            if self.close_sent and not self.disconnected:
+                # The connection was closed under the application (drop_slow_client, a
+                # client's protocol error): what it still sends has nowhere to go.
+                return
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
             # Only the handshake (and a 500 before it) reads these; free them.
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+
+    def _send_close(self, code: int, reason: str) -> None:
+        if self.disconnected:
+            raise ClientDisconnected()
+        if self.transport.is_closing():
+            return
+        if self.conn.state is not State.OPEN:
+            raise ClientDisconnected()  # the client's close or a protocol error came first
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+        self.close_timer = self.loop.call_later(self.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        """No close handshake within the close timeout: drop the socket, unread data too.
+
+        ``transport.close()`` would wait to write what the client never reads, keeping
+        the socket (and that buffer) as long as the client keeps its window shut.
+        """
+        self.close_timer = None
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def keeps_up(self) -> bool:
+        """See :class:`~._http_common.ClientLink`."""
+        return self.writable.is_set()
+
+    def drop_slow_client(self, code: int, reason: str) -> None:
+        """Close now with ``code`` although the client reads nothing; abort after the close timeout.
+
+        The close frame goes behind what is already buffered: a client that is only slow
+        still learns why. The application gets its ``websocket.disconnect`` at once.
+        """
+        if self.disconnected or self.transport.is_closing():
+            return
+        if self.handshake_complete and self.initial_response is None and not self.close_sent:
+            try:
+                self._send_close(code, reason)
+                return
+            except ClientDisconnected:
+                pass
+        self.transport.abort()
+
+
+class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that refuses oversized header blocks with 431.
+
+    httptools (llhttp) has no header limit, and its Python wrapper accumulates a header
+    value across reads until it is complete, so a client could make the gateway buffer
+    any amount. Counted here: the request line and headers as the parser reports them,
+    and the raw bytes of reads that fall wholly inside an unfinished header block.
+    Past ``max_header_size`` bytes or ``max_headers`` headers the client gets ``431``
+    with ``connection: close`` and nothing of the request reaches the application.
+    """
+
+    #: The plugin's limits and counters (set by :func:`http_protocol`).
+    settings: ClassVar[ProtocolSettings]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0
+        self._head_count = 0
+        self._in_head = False
+        self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering after a 431: read and discard until the client closes
+        continuing = self._in_head
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._refused:
+                return  # our own stop (HeaderBlockTooLarge), already answered
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if continuing and self._in_head:
+            # The whole read was header bytes the parser holds (a value not complete yet).
+            self._head_bytes += len(data)
+            if self._head_bytes > self.settings.max_header_size:
+                self._refuse(f"header block over {self.settings.max_header_size} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+        self._head_count = 0
+        self._in_head = True
+
+    def on_url(self, url: bytes) -> None:
+        self._add_head(len(url), 0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._add_head(len(name) + len(value) + 4, 1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self.scope["state"][LINK_KEY] = self
+        super().on_headers_complete()
+
+    def _add_head(self, size: int, headers: int) -> None:
+        self._head_bytes += size
+        self._head_count += headers
+        if self._head_count > self.settings.max_headers:
+            self._refuse(f"more than {self.settings.max_headers} headers")
+        elif self._head_bytes > self.settings.max_header_size:
+            self._refuse(f"header block over {self.settings.max_header_size} bytes")
+        else:
+            return
+        raise HeaderBlockTooLarge()  # stops the parser; data_received knows why
+
+    def _refuse(self, why: str) -> None:
+        """Answer 431, stop parsing, and linger: read and discard until the client closes.
+
+        Closing at once, with the rest of the header block unread, would make the
+        kernel reset the connection, and a reset can destroy the 431 before the client
+        reads it. Lingering is bounded by the keep-alive timeout.
+        """
+        self._refused = True
+        self._in_head = False
+        self.settings.count("http.431")
+        logger.debug("refused a request from %s: %s", self.client, why)
+        body = b"Request header fields too large\n"
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body))
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger = self.loop.call_later(self.timeout_keep_alive, self.transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        super().connection_lost(exc)
+
+    def keeps_up(self) -> bool:
+        """See :class:`~._http_common.ClientLink`."""
+        return not self.flow.write_paused
+
+    def drop_slow_client(self, code: int, reason: str) -> None:
+        """A response nobody reads: there is no way to say so in HTTP; drop the connection."""
+        self.transport.abort()
+
+
+class HeaderBlockTooLarge(Exception):
+    """Raised from a parser callback to stop httptools once a header limit is passed."""
+
+
+class LinkedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, giving the bridge a way to drop a slow reader.
+
+    h11 limits the header block itself (``h11_max_incomplete_event_size``, answered 400).
+    """
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        scope = getattr(self, "scope", None)
+        if scope is not None and scope.get("type") == "http":
+            # The request's task was created but has not run yet: it sees this.
+            scope["state"].setdefault(LINK_KEY, self)
+
+    def keeps_up(self) -> bool:
+        """See :class:`~._http_common.ClientLink`."""
+        return not self.flow.write_paused
+
+    def drop_slow_client(self, code: int, reason: str) -> None:
+        """See :meth:`HeaderLimitedHttpToolsProtocol.drop_slow_client`."""
+        self.transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSettings:
+    """What the plugin's uvicorn protocols need from its options, and its counters."""
+
+    max_header_size: int
+    max_headers: int
+    count: Count
+
+
+def http_protocol(implementation: str, settings: ProtocolSettings) -> type[asyncio.Protocol]:
+    """uvicorn's ``http`` setting: our subclass of the chosen implementation, configured."""
+    if implementation == "h11":
+        return LinkedH11Protocol
+    return type("ConfiguredHttpToolsProtocol", (HeaderLimitedHttpToolsProtocol,), {"settings": settings})
+
+
+def websocket_protocol(settings: ProtocolSettings) -> type[asyncio.Protocol]:
+    """uvicorn's ``ws`` setting for "websockets": the lean subclass, counting into the plugin."""
+    return type("ConfiguredWebSocketsProtocol", (LeanWebSocketsSansIOProtocol,), {"settings": settings})

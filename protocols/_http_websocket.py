@@ -8,6 +8,11 @@ await point and every timeout (handshake, idle, closing) is one ``timeout_at``.
 
 Whatever ends the connection, the worker pool gets exactly one ``websocket.disconnect``:
 that is what lets the worker finish the consumer instance instead of leaking it.
+
+Two limits protect the gateway from one client: the reply queue is bounded
+(``max_pending_replies`` / ``max_pending_reply_bytes``), and a client that cannot keep up
+with its consumer is closed with 1013 rather than buffered for; and, optionally, a token
+bucket bounds how fast a client may send (``websocket_max_messages_per_second``, 1008).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ._http_common import (
     Receive,
     Send,
     check_websocket_reply,
+    client_link,
     logger,
     send_event,
     wire_scope,
@@ -39,6 +45,8 @@ class _Signal(enum.Enum):
 
     ENDED = "the client side is finished; websocket.disconnect was forwarded"
     FULL = "the worker pool refused a client event"
+    RATE = "the client sent faster than websocket_max_messages_per_second allows"
+    SLOW = "the client does not read its replies fast enough; the reply queue is full"
 
 
 # Handshake/lifecycle states; they also select which replies are valid (see _http_common).
@@ -49,11 +57,13 @@ class WebSocketSession:
     """State of one WebSocket connection; ``__slots__`` because 10k idle ones must stay cheap."""
 
     __slots__ = (
+        "allowance",
         "connection",
         "ctx",
         "deadline",
         "disconnect_sent",
         "last_activity",
+        "last_refill",
         "loop",
         "queue",
         "receive",
@@ -68,12 +78,15 @@ class WebSocketSession:
         self.receive = receive
         self.send = send
         self.loop = asyncio.get_running_loop()
-        self.queue: Mailbox[Message | _Signal] = Mailbox(self.loop)
+        self.queue: Mailbox[Message | _Signal] = Mailbox(self.loop, ctx.reply_bound)
         self.connection: Connection | None = None
         self.state = CONNECTING
         self.deadline: float | None = self.loop.time() + ctx.response_timeout
         self.last_activity = self.loop.time()
         self.disconnect_sent = False
+        # Token bucket of websocket_max_messages_per_second: messages the client may still send.
+        self.allowance = float(ctx.message_burst)
+        self.last_refill = self.last_activity
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -89,7 +102,7 @@ class WebSocketSession:
             return
         # Sticky: the worker that takes the connect claims the connection, so one consumer
         # instance sees every event of this socket, in order, however many workers run.
-        self.connection = self.ctx.gateway.open_connection(wire_scope(self.scope), self.queue.put_nowait, sticky=True)
+        self.connection = self.ctx.gateway.open_connection(wire_scope(self.scope), self._deliver, sticky=True)
         try:
             if not await self._forward({"type": "websocket.connect"}):
                 self.ctx.count("websocket.503_full")
@@ -113,6 +126,13 @@ class WebSocketSession:
             if not self.disconnect_sent:
                 self.disconnect_sent = True
                 await self._forward({"type": "websocket.disconnect", "code": 1006})
+
+    async def refuse(self, status: int, text: str) -> None:
+        """Deny the handshake without asking a worker (the plugin's own limits)."""
+        if (await self.receive())["type"] != "websocket.connect":
+            return
+        await self._deny(status, text)
+        await self._wait_denied()
 
     async def _wait_denied(self) -> None:
         """After refusing the handshake ourselves, let uvicorn finish before returning.
@@ -143,6 +163,10 @@ class WebSocketSession:
                 if kind == "websocket.receive":
                     self.last_activity = self.loop.time()
                     self.ctx.count("websocket.messages_in")
+                    if self.ctx.message_rate is not None and not self._take_token():
+                        self.ctx.count("websocket.messages_dropped_rate")
+                        self.queue.put_nowait(_Signal.RATE)
+                        continue
                     event = {"type": kind, "bytes": message.get("bytes"), "text": message.get("text")}
                     if not await self._forward({k: v for k, v in event.items() if v is not None}):
                         self.queue.put_nowait(_Signal.FULL)
@@ -151,6 +175,18 @@ class WebSocketSession:
                     return
         finally:
             self.queue.put_nowait(_Signal.ENDED)
+
+    def _take_token(self) -> bool:
+        """One message's worth from the token bucket; False when the client is over its rate."""
+        rate = self.ctx.message_rate
+        assert rate is not None
+        now = self.loop.time()
+        self.allowance = min(float(self.ctx.message_burst), self.allowance + (now - self.last_refill) * rate)
+        self.last_refill = now
+        if self.allowance < 1.0:
+            return False
+        self.allowance -= 1.0
+        return True
 
     async def _forward_disconnect(self, message: Message) -> None:
         code = message.get("code", 1005)
@@ -180,6 +216,10 @@ class WebSocketSession:
                 return
             if item is _Signal.FULL:
                 await self._on_full()
+            elif item is _Signal.RATE:
+                await self._on_rate()
+            elif item is _Signal.SLOW:
+                await self._on_slow()
             else:
                 await self._on_reply(item)
 
@@ -212,6 +252,45 @@ class WebSocketSession:
         elif self.state == CONNECTING:
             self.ctx.count("websocket.503_full")
             await self._deny(503, "server busy, try again later")
+
+    async def _on_rate(self) -> None:
+        """The client sends faster than allowed: close 1008 (the messages were dropped, counted)."""
+        if self.state == OPEN:
+            self.ctx.count("websocket.rate_limited")
+            await self._close(1008, "message rate exceeded")
+
+    def _deliver(self, message: Message) -> None:
+        """The gateway's ``deliver``: queue a reply, or give up on a client that reads too slowly.
+
+        Runs in the gateway's reply loop, so it must not wait. Past the bound the queued
+        replies are dropped (counted) and the client is closed with 1013: a gap in the
+        middle of a stream would corrupt it, a close is what the client can act on.
+        """
+        already = self.queue.overflowed
+        link = client_link(self.scope) if self.queue.qsize() else None  # only needed past the bound
+        if self.queue.offer(message, link.keeps_up if link is not None else None):
+            return
+        dropped = 1 + self.queue.discard(lambda item: isinstance(item, _Signal))
+        self.ctx.count("websocket.replies_dropped_slow_reader", dropped)
+        if already or self.state == CLOSING:
+            return
+        self.ctx.count("websocket.slow_readers")
+        if link is not None and self.state == OPEN:
+            # The reply side is most likely blocked in uvicorn's send on this client's full
+            # buffer; the protocol can still queue the close frame, and it aborts the socket
+            # if the client does not complete the close in time.
+            self.ctx.count("websocket.closes.1013")
+            self._closing()
+            link.drop_slow_client(1013, "client too slow")
+        else:
+            self.queue.put_nowait(_Signal.SLOW)
+
+    async def _on_slow(self) -> None:
+        """The fallback of :meth:`_deliver` (no link to the protocol): close once the reply side is free."""
+        if self.state == OPEN:
+            await self._close(1013, "client too slow")
+        elif self.state != CLOSING:
+            await self._bad_reply(f"more replies than the reply bound before the handshake ended ({self.state})")
 
     async def _on_reply(self, message: Message) -> None:
         problem = check_websocket_reply(message, self.state)

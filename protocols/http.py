@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -25,8 +26,9 @@ import uvicorn
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.plugins import ProtocolPlugin
 
-from ._http_common import BridgeContext, Receive, Send
+from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
 from ._http_request import serve_http
+from ._http_uvicorn import ProtocolSettings, http_protocol, websocket_protocol
 from ._http_websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -85,6 +87,26 @@ class HttpOptions:
     websocket_per_message_deflate: bool = False
     #: Most concurrent connections (HTTP and WebSocket); beyond it new requests get 503.
     max_connections: int | None = None
+    #: Most requests and WebSockets open at once from one client address (``scope["client"]``,
+    #: so the X-Forwarded-For address with ``proxy_headers``); beyond it HTTP 503 and WebSocket
+    #: denial 503. None: no limit (the default: behind a proxy every client has its address).
+    max_connections_per_ip: int | None = None
+    #: Largest request header block (request line and headers, bytes); larger ones get 431
+    #: before they are buffered (400 with ``http: h11``, whose parser enforces it).
+    max_header_size: int = 64 * 1024
+    #: Most request headers; more get 431.
+    max_headers: int = 100
+    #: Most replies one connection may hold that its client has not read yet. Past it (or
+    #: ``max_pending_reply_bytes``) the client is too slow for its consumer: a WebSocket is
+    #: closed with 1013 ``client too slow``, a streaming HTTP response is cut off.
+    max_pending_replies: int = 1000
+    #: Most payload bytes (bodies, WebSocket data) of replies one connection may hold unread.
+    max_pending_reply_bytes: int = 4 * 1024 * 1024
+    #: WebSocket messages a client may send per second on average; faster clients are
+    #: closed with 1008 (policy violation). None: no limit.
+    websocket_max_messages_per_second: float | None = None
+    #: Messages a client may send in one burst above that rate (default: one second's worth).
+    websocket_message_burst: int | None = None
     #: Listen backlog of each socket.
     backlog: int = 2048
     #: ASGI ``root_path`` (the URL prefix a proxy mounts the site under).
@@ -121,6 +143,12 @@ class HttpOptions:
             "max_frame_size": (self.max_frame_size, 1),
             "backlog": (self.backlog, 1),
             "max_connections": (self.max_connections, 1),
+            "max_connections_per_ip": (self.max_connections_per_ip, 1),
+            "max_header_size": (self.max_header_size, 256),
+            "max_headers": (self.max_headers, 1),
+            "max_pending_replies": (self.max_pending_replies, 1),
+            "max_pending_reply_bytes": (self.max_pending_reply_bytes, 1),
+            "websocket_message_burst": (self.websocket_message_burst, 1),
         }
         for name, (value, minimum) in minimums.items():
             if value is not None and value < minimum:
@@ -135,6 +163,18 @@ class HttpOptions:
         for name, seconds in positive.items():
             if seconds is not None and not seconds > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+        rate = self.websocket_max_messages_per_second
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"websocket_max_messages_per_second must be a positive number, got {rate!r}")
+        if self.websocket_message_burst is not None and rate is None:
+            raise ValueError("websocket_message_burst needs websocket_max_messages_per_second")
+
+    @property
+    def message_burst(self) -> int:
+        """The token bucket's size: ``websocket_message_burst``, else one second of the rate."""
+        if self.websocket_message_burst is not None:
+            return self.websocket_message_burst
+        return max(1, math.ceil(self.websocket_max_messages_per_second or 1))
 
     def _check_implementations(self) -> None:
         if self.http not in _HTTP_IMPLEMENTATIONS:
@@ -146,12 +186,10 @@ class HttpOptions:
                 raise ValueError(f"the {module} package is not installed: pip install {module}")
 
 
-def _ws_protocol(name: str) -> Any:
+def _ws_protocol(name: str, settings: ProtocolSettings) -> Any:
     """uvicorn's ``ws`` setting; websockets-sansio as our leaner subclass (_http_uvicorn)."""
     if _WS_IMPLEMENTATIONS[name][0] == "websockets-sansio":
-        from ._http_uvicorn import LeanWebSocketsSansIOProtocol
-
-        return LeanWebSocketsSansIOProtocol
+        return websocket_protocol(settings)
     return _WS_IMPLEMENTATIONS[name][0]
 
 
@@ -170,6 +208,8 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         self._sockets: list[socket.socket] = []
         self._main_loop: asyncio.Task[None] | None = None
         self._context: BridgeContext | None = None
+        #: Open requests and WebSockets per client address (only with max_connections_per_ip).
+        self._per_ip: dict[str, int] = {}
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -186,6 +226,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             idle_timeout=options.websocket_idle_timeout,
             close_timeout=_CLOSE_TIMEOUT,
             over_limit=self._over_limit,
+            reply_bound=ReplyBound(options.max_pending_replies, options.max_pending_reply_bytes),
+            message_rate=options.websocket_max_messages_per_second,
+            message_burst=options.message_burst,
         )
         sockets = bind_sockets(options.bind)
         try:
@@ -234,14 +277,17 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
 
     def _uvicorn_config(self) -> uvicorn.Config:
         options = self.options
+        settings = ProtocolSettings(options.max_header_size, options.max_headers, self.count)
+        implementation = _HTTP_IMPLEMENTATIONS[options.http]
         return uvicorn.Config(
             app=self._asgi,
             interface="asgi3",
             lifespan="off",
             log_config=None,
             access_log=options.access_log,
-            http=options.http,
-            ws=_ws_protocol(options.ws),
+            http=http_protocol(implementation, settings),
+            h11_max_incomplete_event_size=options.max_header_size,
+            ws=_ws_protocol(options.ws, settings),
             ws_max_size=options.max_frame_size,
             ws_ping_interval=options.websocket_ping_interval,
             ws_ping_timeout=options.websocket_ping_timeout,
@@ -265,13 +311,66 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         assert context is not None
         # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)
         # share this port and never reach the workers: see Gateway.mount.
-        mounted = context.gateway.find_mount(scope["path"]) if scope["type"] in ("http", "websocket") else None
-        if mounted is not None:
-            await mounted(scope, receive, send)
-        elif scope["type"] == "http":
-            await serve_http(context, scope, receive, send)
-        elif scope["type"] == "websocket":
-            await WebSocketSession(context, scope, receive, send).run()
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            return
+        if self._headers_over_limit(scope["headers"]):
+            await self._refuse(kind, scope, receive, send, 431, "Request header fields too large", "431")
+            return
+        address = self._client_address(scope)
+        limit = self.options.max_connections_per_ip
+        if address is not None and limit is not None and self._per_ip.get(address, 0) >= limit:
+            await self._refuse(kind, scope, receive, send, 503, "too many connections from your address", "503_per_ip")
+            return
+        if address is not None and limit is not None:
+            self._per_ip[address] = self._per_ip.get(address, 0) + 1
+        try:
+            # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)
+            # share this port and never reach the workers: see Gateway.mount.
+            mounted = context.gateway.find_mount(scope["path"])
+            if mounted is not None:
+                await mounted(scope, receive, send)
+            elif kind == "http":
+                await serve_http(context, scope, receive, send)
+            else:
+                await WebSocketSession(context, scope, receive, send).run()
+        finally:
+            if address is not None and limit is not None:
+                left = self._per_ip[address] - 1
+                if left:
+                    self._per_ip[address] = left
+                else:
+                    del self._per_ip[address]
+
+    async def _refuse(self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, status: int,
+                      text: str, counter: str) -> None:
+        """Answer a request or WebSocket handshake ourselves; nothing reaches a worker."""
+        context = self._context
+        assert context is not None
+        self.count(f"{kind}.{counter}")
+        if kind == "http":
+            await send_plain(send, status, f"{text}\n", close=True, retry_after=1 if status == 503 else None)
+        else:
+            await WebSocketSession(context, scope, receive, send).refuse(status, text)
+
+    def _headers_over_limit(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """The second line of the header limits, before anything opens on the layer.
+
+        Our httptools protocol refuses big header blocks before buffering them. h11 only
+        limits a block that arrives in pieces (``h11_max_incomplete_event_size``) and
+        counts no headers, so with h11 a block that came in one read is measured here.
+        """
+        options = self.options
+        if len(headers) > options.max_headers:
+            return True
+        if _HTTP_IMPLEMENTATIONS[options.http] != "h11":
+            return False
+        return sum(len(name) + len(value) + 4 for name, value in headers) > options.max_header_size
+
+    @staticmethod
+    def _client_address(scope: dict[str, Any]) -> str | None:
+        client = scope.get("client")
+        return str(client[0]) if client else None
 
     def _over_limit(self) -> bool:
         """Whether ``max_connections`` is exceeded (uvicorn checks HTTP itself, not upgrades)."""

@@ -117,17 +117,13 @@ def rss_bytes(pid: int) -> int:
 
 #: Log records that are *expected* under hostile input, each with why. Anything else at
 #: ERROR from the gateway's loggers, or any record carrying a traceback, fails a test.
-EXPECTED_LOG_LINES: dict[str, str] = {
-    # uvicorn's websockets-sansio bridge logs this with a traceback for every text frame
-    # that is not UTF-8; the client gets the right close code (1007). Counted and
-    # reported as a finding (log flooding), see test_rel_security.py.
-    "Invalid UTF-8 sequence received from client.": "uvicorn logs a client's bad UTF-8 at ERROR with a traceback",
-}
+#: (None today: uvicorn's traceback for a client's bad UTF-8 is gone since the gateway's
+#: WebSocket protocol checks UTF-8 itself and logs it at DEBUG.)
+EXPECTED_LOG_LINES: dict[str, str] = {}
 #: Log lines of known bugs (see docs/reliability.md), tolerated by the fuzz batches so they
-#: keep checking everything else; each bug has its own strict xfail test.
-KNOWN_BUG_LOG_LINES: dict[str, str] = {
-    "could not answer a webrtc offer": "an offer without a=mid is a 500 with a traceback (test_rel_security.py)",
-}
+#: keep checking everything else; each bug has its own strict xfail test. (None open: the
+#: WebRTC offer without ``a=mid`` is a 400 now.)
+KNOWN_BUG_LOG_LINES: dict[str, str] = {}
 _WATCHED_LOGGERS = ("switchboard", "uvicorn", "asyncio", "aiosmtpd", "mail.log")
 
 
