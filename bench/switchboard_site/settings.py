@@ -34,6 +34,9 @@ SWITCHBOARD = {
             "ws": "websockets",
         }
     },
+    # BENCH_LOCAL_DELIVERY=0 measures the group path through the gateway (specs/layer.md,
+    # Local delivery) for comparison; the harness leaves it on, the default.
+    "WORKER": {"local_delivery": os.environ.get("BENCH_LOCAL_DELIVERY", "1") != "0"},
 }
 
 LOGGING = {
