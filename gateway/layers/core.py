@@ -65,9 +65,31 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
     """Serialize one stored item: ``[expires_at, suffixes, message]``.
 
     Both backends store packed bytes, so a message that cannot cross Redis fails the same
-    way on the in-memory layer (no surprises when a project moves to split mode).
+    way on the in-memory layer (no surprises when a project moves to split mode). An
+    integer msgpack cannot hold (beyond 64 bits) is a ``TypeError`` naming its key, like
+    any other value that cannot cross the layer, not msgpack's bare ``OverflowError``.
     """
-    return msgpack.packb([expires_at, suffixes, message], use_bin_type=True)
+    try:
+        return msgpack.packb([expires_at, suffixes, message], use_bin_type=True)
+    except OverflowError as exc:
+        raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
+
+
+def _too_big_path(value: Any, path: str = "") -> str | None:
+    """Where in ``value`` the first integer outside msgpack's range is (``['a'][0]``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return path if not -(2**63) <= value < 2**64 else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _too_big_path(item, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:

@@ -402,3 +402,10 @@ async def test_receiver_waits_for_sends(layer: ChannelLayer) -> None:
         assert await asyncio.wait_for(getter, 5) == ("test.wait", {"x": 1})
     finally:
         assert await receiver.close() == []
+
+
+async def test_an_integer_beyond_64_bits_is_a_type_error_naming_where(layer: ChannelLayer) -> None:
+    with pytest.raises(TypeError, match=r"\['payload'\]\['n'\]\[1\]"):
+        await layer.send("test.bigint", {"type": "x", "payload": {"n": [1, 2**70]}})
+    await layer.send("test.bigint", {"type": "x", "n": 2**64 - 1, "m": -(2**63)})  # the edges still fit
+    assert (await layer.receive("test.bigint"))["n"] == 2**64 - 1
