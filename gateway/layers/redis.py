@@ -439,16 +439,17 @@ class RedisStorage:
         result = await self._push_script(shard, [self._list_key(key)], [_whole_seconds(ttl), item, capacity])
         return bool(result[0])
 
-    async def _push_script(self, shard: _Shard, keys: list[str], args: list[Any]) -> Any:
-        """Run the push script on the shard's own push connection (the pool if it is busy)."""
+    async def _push_script(self, shard: _Shard, keys: list[str], args: list[Any], script: AsyncScript | None = None) -> Any:
+        """Run the push script (or ``script``) on the shard's own push connection (the pool if it is busy)."""
+        script = script or shard.push
         if shard.push_busy:
-            return await shard.push(keys=keys, args=args)
+            return await script(keys=keys, args=args)
         connection = shard.push_connection
         if connection is None:
             connection = shard.push_connection = shard.own_connection(shard.pool)
         shard.push_busy = True
         try:
-            command = _resp(["EVALSHA", shard.push.sha, len(keys), *keys, *args])
+            command = _resp(["EVALSHA", script.sha, len(keys), *keys, *args])
             attempt = 0
             while True:
                 try:
@@ -457,7 +458,7 @@ class RedisStorage:
                         return await connection.read_response()
                 except NoScriptError:
                     # Redis restarted (or SCRIPT FLUSH): the pooled path loads the script.
-                    return await shard.push(keys=keys, args=args)
+                    return await script(keys=keys, args=args)
                 except (RedisConnectionError, OSError) as exc:
                     # As the pool's Retry: connection errors only, never after a timeout
                     # (the push may have run; running it twice would duplicate messages).
@@ -616,7 +617,9 @@ class RedisStorage:
 
     async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
         shard = self._shards()[self.group_shard_index(group)]
-        members = await shard.group_members(keys=[self._group_key(group)], args=[repr(now - expiry)])
+        # On the held connection: a group_send costs this read plus the pushes, and chat
+        # fan-out waits on it for every message.
+        members = await self._push_script(shard, [self._group_key(group)], [repr(now - expiry)], shard.group_members)
         return [member.decode("utf-8") if isinstance(member, bytes) else str(member) for member in members]
 
     # -- Whole storage ----------------------------------------------------------------
