@@ -66,6 +66,10 @@ class CapturingLayer:
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         self.sent.append((channel, message))
 
+    async def send_tracked(self, channel: str, message: dict[str, Any]) -> bytes:
+        self.sent.append((channel, message))
+        return b"item"
+
 
 REPLY = "gateway.3f2a9c1b7d4e!hV3kq9xZ0aBc"
 
