@@ -639,7 +639,8 @@ class Worker:
         reply_channel = instance.scope.get("reply_channel")
         if reply_channel is None:
             raise RuntimeError(f"instance {instance.key} has no reply channel to send {message_type!r} to")
-        await self.layer.send(reply_channel, message)
+        # What an instance sends is for its client, through the gateway: never a local route.
+        await self.layer.send(reply_channel, message, local=False)
 
     async def _fail(self, instance: _Instance, *, http_status: int, websocket_code: int) -> None:
         """Give the client a defined outcome after a consumer failure."""

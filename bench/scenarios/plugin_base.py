@@ -158,10 +158,12 @@ class PluginScenario(Scenario):
     #: The systems this scenario runs on (and only these); register them with the harness.
     own_systems: tuple[PluginSystem, ...] = ()
 
-    def __init__(self, max_times: tuple[float, float] | None = None) -> None:
+    def __init__(self, max_times: tuple[float, float] | None = None, *, single_round: bool = False) -> None:
         #: Upper bounds on (warm-up, counted seconds): the shared harness runs these
         #: scenarios with shorter windows than its own default 1 s + 5 s.
         self.max_times = max_times
+        #: One round in the shared harness, where the whole run must fit in ten minutes.
+        self.single_round = single_round
 
     def applies_to(self, system: System) -> bool:
         return any(system.name == own.name for own in self.own_systems)

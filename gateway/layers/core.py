@@ -191,14 +191,18 @@ class ChannelLayer:
             self._capacity_cache[key] = capacity
         return capacity
 
-    async def send(self, channel: str, message: Message) -> None:
-        """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity."""
+    async def send(self, channel: str, message: Message, *, local: bool = True) -> None:
+        """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
+
+        ``local=False`` skips the local routes: for callers that know the message is for
+        the process behind the channel (a worker's replies to its clients' gateway).
+        """
         check_channel_name(channel)
         if not isinstance(message, dict):
             raise TypeError(f"message must be a dict, not {type(message).__name__}")
         key, suffix = split_local(channel)
         item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
-        if suffix is not None and self._local_routes and self._route_locally(channel, message, item):
+        if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
             self.stats.sent += 1
             return
         capacity = self.capacity_for(key)

@@ -305,9 +305,9 @@ async def test_scope_less_event_after_the_instance_ended_resumes_it(layer: Chann
     sent: list[dict[str, Any]] = []
     original_send = layer.send
 
-    async def recording_send(channel: str, message: dict[str, Any]) -> None:
+    async def recording_send(channel: str, message: dict[str, Any], **options: Any) -> None:
         sent.append(message)
-        await original_send(channel, message)
+        await original_send(channel, message, **options)
 
     original_send_tracked = layer.send_tracked
 

@@ -35,9 +35,9 @@ def networked_layer() -> ChannelLayer:
     channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
     send = channel_layer.send
 
-    async def networked_send(channel: str, message: dict[str, Any]) -> None:
+    async def networked_send(channel: str, message: dict[str, Any], **options: Any) -> None:
         await asyncio.sleep(0.002)  # other tasks run meanwhile
-        await send(channel, message)
+        await send(channel, message, **options)
 
     channel_layer.send = networked_send  # type: ignore[method-assign]
     return channel_layer

@@ -63,7 +63,7 @@ class CapturingLayer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    async def send(self, channel: str, message: dict[str, Any]) -> None:
+    async def send(self, channel: str, message: dict[str, Any], **options: Any) -> None:
         self.sent.append((channel, message))
 
     async def send_tracked(self, channel: str, message: dict[str, Any]) -> bytes:
