@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 from bench.loadgen.windowed import phases
 from bench.machine import machine_info
-from bench.procs import ServerProcess, machine_cpu_seconds, process_tree, tree_usage
+from bench.procs import ServerProcess, machine_cpu_seconds, process_tree, stop_together, tree_usage
 from bench.redisutil import flush_db
 from bench.runner import RunFailure, run_loadgen
 from bench.scenarios.base import Options, Row
@@ -68,27 +67,6 @@ def kind_of(system: PluginSystem) -> str:
     return system.name.rsplit("-", 1)[1]
 
 
-def stop_all(started: Sequence[ServerProcess]) -> list[str]:
-    """SIGTERM every process group at once, then wait for each; notes on unclean stops."""
-    for proc in started:
-        if proc.alive():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    notes = []
-    began = time.monotonic()
-    for proc in started:
-        code = proc.stop(STOP_TIMEOUT)
-        if proc.killed:
-            notes.append(f"{proc.spec.role} ignored SIGTERM for {STOP_TIMEOUT:.0f}s and was killed")
-        elif code not in (0, -15, None):
-            notes.append(f"{proc.spec.role} exited with {code} on SIGTERM")
-    if time.monotonic() - began > 4:
-        notes.append(f"stopping took {time.monotonic() - began:.1f}s")
-    return notes
-
-
 def run_plugin_pair(system: PluginSystem, scenario: PluginScenario, options: Options, log_dir: Path) -> list[Row] | RunFailure:
     """Measure ``scenario`` on a fresh ``system`` (as bench.runner.run_pair, parallel stop)."""
     ctx = Context(HOST, 0, sys.executable, None)
@@ -111,7 +89,7 @@ def run_plugin_pair(system: PluginSystem, scenario: PluginScenario, options: Opt
         total = tree_usage(pids)
         process_count = sum(len(process_tree(pid)) for pid in pids)
         rows = scenario.rows(system, result, windows, options)
-        stop_notes = stop_all(started)
+        stop_notes = stop_together(started, STOP_TIMEOUT)
         for row in rows:
             row.server_processes = process_count
             row.server_cpu_total_s = total.cpu_seconds
@@ -125,7 +103,7 @@ def run_plugin_pair(system: PluginSystem, scenario: PluginScenario, options: Opt
         logs["loadgen"] = _tail(pair_dir / "loadgen.log")
         return RunFailure(scenario.name, system.name, f"{type(exc).__name__}: {exc}", logs)
     finally:
-        stop_all(started)
+        stop_together(started, STOP_TIMEOUT)
         if url:
             try:
                 flush_db(url)

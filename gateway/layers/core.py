@@ -197,25 +197,7 @@ class ChannelLayer:
         ``local=False`` skips the local routes: for callers that know the message is for
         the process behind the channel (a worker's replies to its clients' gateway).
         """
-        check_channel_name(channel)
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
-        key, suffix = split_local(channel)
-        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
-        if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
-            self.stats.sent += 1
-            return
-        capacity = self.capacity_for(key)
-        if self._coalesce:
-            # Sends issued in the same loop pass (one per connection or consumer) travel
-            # together: one round trip per shard instead of one per message.
-            ok = await self._batcher().add(key, item, capacity)
-        else:
-            ok = await self.storage.push(key, item, capacity, self.options.expiry)
-        if not ok:
-            self.stats.full += 1
-            raise ChannelFull(channel)
-        self.stats.sent += 1
+        await self._send(channel, message, local=local)
 
     async def send_tracked(self, channel: str, message: Message) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
@@ -223,13 +205,24 @@ class ChannelLayer:
         Never taken by a local route: the caller wants to know whether a reader of the
         channel has taken the message.
         """
+        item = await self._send(channel, message, local=False)
+        assert item is not None
+        return item
+
+    async def _send(self, channel: str, message: Message, *, local: bool) -> bytes | None:
+        """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
         if not isinstance(message, dict):
             raise TypeError(f"message must be a dict, not {type(message).__name__}")
         key, suffix = split_local(channel)
         item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
+            self.stats.sent += 1
+            return None
         capacity = self.capacity_for(key)
         if self._coalesce:
+            # Sends issued in the same loop pass (one per connection or consumer) travel
+            # together: one round trip per shard instead of one per message.
             ok = await self._batcher().add(key, item, capacity)
         else:
             ok = await self.storage.push(key, item, capacity, self.options.expiry)

@@ -7,12 +7,9 @@ so the tests see which worker handled what.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 
@@ -34,15 +31,6 @@ def tagged_app(name: str, log: list[tuple[str, str]]) -> Any:
                 return
 
     return app
-
-
-@pytest.fixture
-async def layer() -> AsyncIterator[ChannelLayer]:
-    layer = build_layer({"CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(layer)
-    yield layer
-    set_channel_layer(None)
-    await layer.close()
 
 
 class Pool:

@@ -10,26 +10,16 @@ again later", and named channels are read only as fast as their consumer keeps u
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from switchboard.gateway.config import ConfigError, WorkerOptions, from_mapping
-from switchboard.gateway.layers import ChannelLayer, build_layer, get_channel_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer, get_channel_layer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 
 from .test_gateway_worker import Delivered
-
-
-@pytest.fixture
-async def layer() -> AsyncIterator[ChannelLayer]:
-    layer = build_layer({"CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(layer)
-    yield layer
-    set_channel_layer(None)
-    await layer.close()
 
 
 def room_app(name: str, own_layer: ChannelLayer | None = None) -> Any:
