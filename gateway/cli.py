@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -172,6 +173,21 @@ class Observability:
             await self.metrics.close()
 
 
+def freeze_startup_objects() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    Django, the application, the plugins and their libraries leave a few hundred thousand
+    long-lived objects; every full (generation 2) collection walks them all, which under
+    load shows as latency spikes of tens of milliseconds at the p99. ``gc.freeze()`` puts
+    them in a permanent generation that collections skip (what CPython documents it for:
+    a server's start-up state); objects made while serving are collected as before.
+    """
+    if os.environ.get("SWITCHBOARD_GC_FREEZE", "1") == "0":
+        return
+    gc.collect()
+    gc.freeze()
+
+
 def _attach_gateway(view: ProcessView, observability: Observability) -> Callable[[Gateway, list[ProtocolPlugin[Any]]], None]:
     """The ``started`` callback of ``run_gateway``: what the observer needs, once it exists."""
 
@@ -180,6 +196,7 @@ def _attach_gateway(view: ProcessView, observability: Observability) -> Callable
         view.plugins = list(plugins)
         logs.CONTEXT["gateway_id"] = gateway.id
         observability.start()
+        freeze_startup_objects()
 
     return started
 
@@ -234,6 +251,7 @@ async def _run_worker(
     try:
         observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
         observability.start()
+        freeze_startup_objects()
         await worker.run(stop, drain_timeout=options.drain_timeout)
     finally:
         if observability is not None:
