@@ -93,10 +93,15 @@ _HELP: Final[dict[str, str]] = {
     "sent": "Messages stored by send",
     "received": "Messages read",
     "full": "Sends refused because the channel was full",
-    "group_sent": "Group-send items stored (one per process-local prefix)",
+    "group_sent": "Group-send items stored (one per process-local prefix) or delivered locally",
     "group_dropped_full": "Group-send items skipped because the member channel was full",
     "expired": "Messages discarded on read because they had expired",
     "corrupt": "Items that could not be decoded, dropped",
+    "local_delivered": "Messages handed to a claimed connection's instance in process (no layer hop)",
+    "claims_awaited": "Claim timeouts passed while the claim-asking envelope still waited in the pool",
+    "events_dropped_backlog": "Events refused because their instance's backlog was at its bound",
+    "backlog_closes": "Connections told to try again later because their instance's backlog was full",
+    "events_local": "Messages delivered to instances in process by local delivery",
 }
 
 
