@@ -18,18 +18,17 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
@@ -40,30 +39,13 @@ REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379
 USERS = {"alice": "alice-password", "bob": "bob-password"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """Processes of one running example deployment, and how to reach it."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings_module = "e2e_settings"
+    cwd = EXAMPLE
+    log_tail = 4000
 
     @property
     def base_url(self) -> str:
@@ -78,41 +60,12 @@ class Deployment:
         """The ``Origin`` a browser on the site's own pages sends."""
         return self.base_url
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``switchboard <args>`` as process ``name``, logging to a file."""
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "e2e_settings"],
-            cwd=EXAMPLE,
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.processes[name] = process
-        return process
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
-
     def wait_ready(self, timeout: float = 30) -> None:
         """Wait until a plain Django view answers through the gateway (so a worker is up)."""
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            self.check_alive()
             try:
                 with urllib.request.urlopen(self.base_url + "/api/echo/?ready=1", timeout=5) as response:
                     if response.status == 200:
@@ -154,14 +107,14 @@ class Deployment:
 
 
 def _env(port: int, mode: str, prefix: str, db: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(EXAMPLE), str(HERE), env.get("PYTHONPATH", "")])
-    env["SWITCHBOARD_EXAMPLE_DB"] = str(db)
-    env["SWITCHBOARD_HTTP_BIND"] = f"127.0.0.1:{port}"
-    env["SWITCHBOARD_UDP_BIND"] = "127.0.0.1:0"
-    env["SWITCHBOARD_SMTP_BIND"] = "127.0.0.1:0"
-    env["SWITCHBOARD_RESPONSE_TIMEOUT"] = "10"
-    env["PYTHONUNBUFFERED"] = "1"
+    env = process_env(
+        [EXAMPLE, HERE],
+        SWITCHBOARD_EXAMPLE_DB=str(db),
+        SWITCHBOARD_HTTP_BIND=f"127.0.0.1:{port}",
+        SWITCHBOARD_UDP_BIND="127.0.0.1:0",
+        SWITCHBOARD_SMTP_BIND="127.0.0.1:0",
+        SWITCHBOARD_RESPONSE_TIMEOUT="10",
+    )
     env.pop("SWITCHBOARD_REDIS_URL", None)
     if mode == "split":
         env["SWITCHBOARD_REDIS_URL"] = REDIS_URL
@@ -208,7 +161,7 @@ def deployment(
     tmp_path = tmp_path_factory.mktemp(f"e2e-{mode}")
     if mode == "split" and not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
-    port = free_port()
+    port = free_tcp_port()
     prefix = f"sb-e2e-{secrets.token_hex(4)}:"
     db = tmp_path / "example.sqlite3"
     shutil.copyfile(example_database, db)
@@ -225,7 +178,6 @@ def deployment(
         deployment.wait_ready()
         yield deployment
     finally:
-        for name in list(deployment.processes):
-            deployment.stop(name)
+        deployment.stop_all()
         # Shown by pytest only when a test of this module failed.
         print(deployment.logs())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +20,8 @@ import django
 import pytest
 from django.conf import settings
 from obs_helpers import HERE, REDIS_URL, ROOT, SECRETS, Deployment, Stack, eventually, free_port, http_get, redis_reachable
+from support.processes import process_env
+from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 from switchboard.gateway import cli
 from switchboard.gateway.config import from_mapping
@@ -81,16 +82,12 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     def make(*, redis: bool = True, metrics: dict[str, Any] | None = None) -> Deployment:
         if redis and not redis_reachable():
             pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-        env = dict(os.environ)
         http_port = free_port()
-        env.update(
-            {
-                "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")]),
-                "PYTHONUNBUFFERED": "1",
-                "OBS_HTTP_BIND": f"127.0.0.1:{http_port}",
-                "OBS_METRICS": json.dumps(metrics or {"interval": 0.2}),
-                **SECRETS,
-            }
+        env = process_env(
+            [HERE, ROOT],
+            OBS_HTTP_BIND=f"127.0.0.1:{http_port}",
+            OBS_METRICS=json.dumps(metrics or {"interval": 0.2}),
+            **SECRETS,
         )
         for name in ("OBS_REDIS_URL", "OBS_REDIS_PREFIX", "SWITCHBOARD_LOG_FORMAT", "SWITCHBOARD_METRICS_BIND"):
             env.pop(name, None)
@@ -109,9 +106,3 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
         if rep_call is not None and rep_call.failed:
             print(deployment.logs())
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report

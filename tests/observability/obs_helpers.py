@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from support.processes import ProcessDeployment
+from support.processes import free_port as free_port
+from support.processes import redis_reachable as redis_reachable
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -37,21 +37,6 @@ SECRETS = {
 SECRET_KEY = "obs-secret-key-do-not-log-7f3a"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, bytes]:
@@ -133,7 +118,7 @@ class Stack:
 
 
 @dataclass
-class Deployment:
+class Deployment(ProcessDeployment):
     """``switchboard`` OS processes sharing one environment (obs_settings.py)."""
 
     env: dict[str, str]
@@ -141,60 +126,24 @@ class Deployment:
     http_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
+    settings_module = "obs_settings"
+    cwd = HERE
+    stop_timeout = 20
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "obs_settings"],
-            cwd=HERE,
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        self.processes[name] = process
-        return process
-
     def command(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``switchboard <args>`` to completion (``status``), capturing its output."""
         return subprocess.run(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "obs_settings"],
-            cwd=HERE,
+            self.command_line(*args),
+            cwd=self.cwd,
             env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
         )
-
-    def stop(self, name: str, timeout: float = 20) -> int:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log")))
 
     def wait_ready(self) -> None:
         """Until a request answers through the gateway: it is bound and a worker serves."""

@@ -18,10 +18,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +27,8 @@ from typing import Any
 import django
 import pytest
 from django.conf import settings
+from support.processes import ModeDeployment, free_port, process_env, redis_reachable
+from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 if not settings.configured:
     settings.configure(
@@ -49,36 +47,20 @@ REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379
 WAIT = 10.0  # safety net for one expected answer: a broken path fails instead of hanging
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def require_redis() -> None:
     if not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
 
 
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """The OS processes of one test deployment, and how to reach them."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     udp_ports: dict[str, int] = field(default_factory=dict)
+
+    settings_module = "promises_settings"
+    cwd = HERE
+    stop_timeout = 20
 
     @property
     def log_prefix(self) -> str:
@@ -94,31 +76,6 @@ class Deployment:
         """The process holding the client connections."""
         return "gateway" if self.mode == "split" else "run"
 
-    def start(self, name: str, command: str) -> subprocess.Popen[bytes]:
-        """Start ``switchboard <command>`` as process ``name``, logging to ``<name>.log``."""
-        with open(self.log_dir / f"{name}.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "switchboard", command, "--settings", "promises_settings"],
-                cwd=HERE,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes[name] = process
-        return process
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        """Send ``sig`` (SIGTERM: the graceful path) and wait; kill if it hangs."""
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
     def stop_all(self) -> None:
         """Workers first, while the gateway can still acknowledge their stop; then the gateway."""
         for name in reversed(list(self.processes)):
@@ -126,20 +83,6 @@ class Deployment:
 
     def pid(self, name: str) -> int:
         return self.processes[name].pid
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
 
     async def wait_logged(self, name: str, text: str, timeout: float = 30, count: int = 1) -> None:
         """Wait until ``name``'s log has ``text`` ``count`` times (e.g. a worker listening)."""
@@ -218,15 +161,11 @@ def new_deployment(tmp_path: Path, mode: str, **extra_env: str) -> Deployment:
     """A deployment's environment (not started): its ports, Redis prefix, log keys."""
     port = free_port()
     prefix = f"sb-promises-{secrets.token_hex(4)}:"
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), env.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "PROMISES_HTTP_BIND": f"127.0.0.1:{port}",
-            "PROMISES_LOG_REDIS_URL": REDIS_URL,
-            "PROMISES_LOG_PREFIX": prefix + "log:",
-        }
+    env = process_env(
+        [HERE, EXAMPLE],
+        PROMISES_HTTP_BIND=f"127.0.0.1:{port}",
+        PROMISES_LOG_REDIS_URL=REDIS_URL,
+        PROMISES_LOG_PREFIX=prefix + "log:",
     )
     for name in ("PROMISES_REDIS_URL", "PROMISES_REDIS_PREFIX", "PROMISES_UDP_BINDS", "DJANGO_SETTINGS_MODULE"):
         env.pop(name, None)
@@ -256,13 +195,6 @@ def make_deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         report = getattr(request.node, "rep_call", None)
         if report is None or report.failed:
             print(deployment.logs())
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report
 
 
 def redis_client() -> Any:

@@ -19,10 +19,6 @@ import base64
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +32,8 @@ import aiohttp
 import django
 import pytest
 from django.conf import settings
+from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
+from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 if not settings.configured:
     settings.configure(
@@ -359,63 +357,12 @@ async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
 # -- OS processes ---------------------------------------------------------------------
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """Gateway and worker processes (or one ``run`` process) serving SMS webhooks on ``port``."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "sms_settings"],
-            cwd=HERE,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def stop(self, name: str, timeout: float = 15) -> int:
-        """SIGTERM (the clean shutdown path), then kill if it hangs."""
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+    settings_module = "sms_settings"
+    cwd = HERE
 
     async def post(self, path: str, params: Any, **kwargs: Any) -> WebhookReply:
         return await post_webhook(self.port, path, params, **kwargs)
@@ -442,40 +389,25 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path, api: TwilioApiStu
     if mode == "split" and not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     port = free_tcp_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "SMS_TEST_HTTP_BIND": f"127.0.0.1:{port}",
-            "SMS_TEST_API_BASE_URL": api.url,
-            "SMS_TEST_AUTH_TOKEN": AUTH_TOKEN,
-            "SMS_TEST_ACCOUNT_SID": ACCOUNT_SID,
-            "SMS_TEST_PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-        }
+    env = process_env(
+        [HERE, EXAMPLE, ROOT],
+        SMS_TEST_HTTP_BIND=f"127.0.0.1:{port}",
+        SMS_TEST_API_BASE_URL=api.url,
+        SMS_TEST_AUTH_TOKEN=AUTH_TOKEN,
+        SMS_TEST_ACCOUNT_SID=ACCOUNT_SID,
+        SMS_TEST_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
     )
     env.pop("SMS_TEST_REDIS_URL", None)
     if mode == "split":
         env["SMS_TEST_REDIS_URL"] = REDIS_URL
         env["SMS_TEST_REDIS_PREFIX"] = f"sb-sms-{secrets.token_hex(4)}:"
     deployment = Deployment(mode, port, env, tmp_path)
-    if mode == "split":
-        deployment.start("gateway", "gateway")
-        deployment.start("worker", "worker")
-    else:
-        deployment.start("run", "run")
+    deployment.start_mode()
     try:
         yield deployment
     finally:
-        for name in list(deployment.processes):
-            deployment.stop(name)
+        deployment.stop_all()
         rep_call = getattr(request.node, "rep_call", None)
         if rep_call is not None and rep_call.failed:
             print(deployment.logs())
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report

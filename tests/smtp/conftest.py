@@ -13,12 +13,9 @@ import datetime
 import ipaddress
 import os
 import secrets
-import signal
 import smtplib
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +25,8 @@ from typing import Any, ClassVar
 import django
 import pytest
 from django.conf import settings
+from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
+from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 if not settings.configured:
     settings.configure(
@@ -277,30 +276,12 @@ async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "conditi
 # -- OS processes ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """Gateway and worker processes (or one ``run`` process) serving SMTP on ``port``."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings_module = "smtp_settings"
+    cwd = HERE
 
     @property
     def address(self) -> tuple[str, int]:
@@ -314,39 +295,11 @@ class Deployment:
     def storage_dir(self) -> Path:
         return Path(self.env["SMTP_TEST_STORAGE"])
 
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "smtp_settings"],
-            cwd=HERE,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self, name: str, timeout: float = 15) -> int:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
     def wait_listening(self, timeout: float = 30) -> None:
         """Wait until the gateway answers with an SMTP banner."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            self.check_alive()
             try:
                 with socket.create_connection(self.address, timeout=2) as sock:
                     if sock.recv(64).startswith(b"220 "):
@@ -362,9 +315,7 @@ class Deployment:
             files = sorted(self.out_dir.glob("*.json"))
             if len(files) >= count:
                 return files
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+            self.check_alive()
             time.sleep(0.05)
         raise AssertionError(f"consumer wrote {len(list(self.out_dir.glob('*.json')))} of {count} files\n{self.logs()}")
 
@@ -377,40 +328,29 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     def start(mode: str) -> Deployment:
         if mode == "split" and not redis_reachable():
             pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
-        port = free_port()
+        port = free_tcp_port()
         out_dir = tmp_path / "out"
         out_dir.mkdir()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")])
-        env["PYTHONUNBUFFERED"] = "1"
-        env["SMTP_TEST_BIND"] = f"127.0.0.1:{port}"
-        env["SMTP_TEST_OUT_DIR"] = str(out_dir)
-        env["SMTP_TEST_STORAGE"] = str(tmp_path / "storage")
+        env = process_env(
+            [HERE, EXAMPLE, ROOT],
+            SMTP_TEST_BIND=f"127.0.0.1:{port}",
+            SMTP_TEST_OUT_DIR=str(out_dir),
+            SMTP_TEST_STORAGE=str(tmp_path / "storage"),
+        )
         env.pop("SMTP_TEST_REDIS_URL", None)
         if mode == "split":
             env["SMTP_TEST_REDIS_URL"] = REDIS_URL
             env["SMTP_TEST_REDIS_PREFIX"] = f"sb-smtp-{secrets.token_hex(4)}:"
         deployment = Deployment(mode, port, env, tmp_path)
         deployments.append(deployment)
-        if mode == "split":
-            deployment.start("gateway", "gateway")
-            deployment.start("worker", "worker")
-        else:
-            deployment.start("run", "run")
+        deployment.start_mode()
         deployment.wait_listening()
         return deployment
 
     yield start
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
     for deployment in deployments:
-        for name in list(deployment.processes):
-            deployment.stop(name)
+        deployment.stop_all()
         if failed:
             print(deployment.logs())
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report

@@ -12,10 +12,7 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +22,8 @@ from typing import Any
 import django
 import pytest
 from django.conf import settings
+from support.processes import ModeDeployment, free_udp_port, process_env, redis_reachable
+from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 if not settings.configured:
     settings.configure(
@@ -206,30 +205,12 @@ async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
 # -- OS processes ---------------------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """Gateway and worker processes (or one ``run`` process) serving UDP on ``port``."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings_module = "udp_settings"
+    cwd = HERE
 
     @property
     def address(self) -> tuple[str, int]:
@@ -242,39 +223,6 @@ class Deployment:
     @property
     def handled_file(self) -> Path:
         return Path(self.env["UDP_TEST_HANDLED_FILE"])
-
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "udp_settings"],
-            cwd=HERE,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def stop(self, name: str, timeout: float = 15) -> int:
-        """SIGTERM (the clean shutdown path), then kill if it hangs."""
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
 
     def gateway_name(self) -> str:
         return "gateway" if self.mode == "split" else "run"
@@ -318,38 +266,23 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
     if mode == "split" and not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     port = free_udp_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "UDP_TEST_BIND": f"127.0.0.1:{port}",
-            "UDP_TEST_STATS_FILE": str(tmp_path / "gateway-stats.json"),
-            "UDP_TEST_HANDLED_FILE": str(tmp_path / "handled.json"),
-        }
+    env = process_env(
+        [HERE, EXAMPLE, ROOT],
+        UDP_TEST_BIND=f"127.0.0.1:{port}",
+        UDP_TEST_STATS_FILE=str(tmp_path / "gateway-stats.json"),
+        UDP_TEST_HANDLED_FILE=str(tmp_path / "handled.json"),
     )
     env.pop("UDP_TEST_REDIS_URL", None)
     if mode == "split":
         env["UDP_TEST_REDIS_URL"] = REDIS_URL
         env["UDP_TEST_REDIS_PREFIX"] = f"sb-udp-{secrets.token_hex(4)}:"
     deployment = Deployment(mode, port, env, tmp_path)
-    if mode == "split":
-        deployment.start("gateway", "gateway")
-        deployment.start("worker", "worker")
-    else:
-        deployment.start("run", "run")
+    deployment.start_mode()
     try:
         yield deployment
     finally:
-        for name in list(deployment.processes):
-            deployment.stop(name)
+        deployment.stop_all()
         rep_call = getattr(request.node, "rep_call", None)
         if rep_call is not None and rep_call.failed:
             print(deployment.logs())
 
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, "rep_" + report.when, report)
-    return report

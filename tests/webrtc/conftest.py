@@ -17,9 +17,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -32,6 +29,7 @@ from typing import Any
 import django
 import pytest
 from django.conf import settings
+from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
@@ -261,65 +259,16 @@ async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
 # -- OS processes ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @dataclass
-class Deployment:
+class Deployment(ModeDeployment):
     """Gateway and worker processes (or one ``run`` process) serving the test site."""
 
-    mode: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    settings_module = "webrtc_settings"
+    cwd = HERE
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self, name: str, *args: str) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "webrtc_settings"],
-            cwd=HERE,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-
-    def stop(self, name: str, timeout: float = 15) -> int:
-        """SIGTERM (the clean shutdown path), then kill if it hangs."""
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log")))
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Until a worker answers a Django view through the gateway."""
@@ -338,25 +287,14 @@ class Deployment:
 
 def start_deployment(mode: str, log_dir: Path) -> Deployment:
     """``split``: gateway + worker over Redis; ``run``: one process on the memory layer."""
-    port = free_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "WEBRTC_TEST_BIND": f"127.0.0.1:{port}",
-        }
-    )
+    port = free_tcp_port()
+    env = process_env([HERE, EXAMPLE, ROOT], WEBRTC_TEST_BIND=f"127.0.0.1:{port}")
     env.pop("WEBRTC_TEST_REDIS_URL", None)
     if mode == "split":
         env["WEBRTC_TEST_REDIS_URL"] = REDIS_URL
         env["WEBRTC_TEST_REDIS_PREFIX"] = f"sb-webrtc-{secrets.token_hex(4)}:"
     deployment = Deployment(mode, port, env, log_dir)
-    if mode == "split":
-        deployment.start("gateway", "gateway")
-        deployment.start("worker", "worker")
-    else:
-        deployment.start("run", "run")
+    deployment.start_mode()
     return deployment
 
 
@@ -370,6 +308,5 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     try:
         yield running
     finally:
-        for name in list(running.processes):
-            running.stop(name)
+        running.stop_all()
         print(running.logs())  # shown by pytest only when a test of the module failed
