@@ -35,11 +35,14 @@ async def test_exposition_moves_with_traffic(stack: Stack) -> None:
             assert await asyncio.wait_for(socket.recv(), 10) == f"echo:{text}"
 
         def open_socket_seen() -> Samples | None:
+            # One snapshot may catch the gateway's side of the connection before the worker
+            # took its first event: wait until both sides show it.
             samples = stack.scrape()
-            return samples if value(samples, "switchboard_connections_open", protocol="websocket") == 1 else None
+            open_now = value(samples, "switchboard_connections_open", protocol="websocket") == 1
+            claimed = value(samples, "switchboard_worker_claimed_connections") >= 1  # the socket is sticky
+            return samples if open_now and claimed else None
 
-        during = await eventually(open_socket_seen, "the open WebSocket in the metrics")
-    assert value(during, "switchboard_worker_claimed_connections") >= 1  # the socket is sticky
+        during = await eventually(open_socket_seen, "the open WebSocket in the metrics, claimed by the worker")
     assert value(during, "switchboard_worker_instances") >= 1
 
     def after_close() -> Samples | None:
