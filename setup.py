@@ -8,7 +8,10 @@ the root; ``switchboard/`` links them in as subpackages so the import names are
 from setuptools import find_packages, setup
 
 extras = {
-    "http": ["uvicorn[standard]>=0.30", "websockets>=12"],
+    # protocols/_http_uvicorn.py subclasses uvicorn's httptools and websockets-sansio
+    # protocols and uses their attributes (close_timer arrived in 0.53): the range is
+    # the one tested, widened when a new uvicorn passes the suite.
+    "http": ["uvicorn[standard]>=0.53,<0.55", "websockets>=13"],
     "redis": ["redis[hiredis]>=5.0"],
     "udp": [],
     "mqtt": ["paho-mqtt>=2.0"],

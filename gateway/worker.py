@@ -50,8 +50,9 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[
 # Events after which a connection has nothing more to say: no instance is built for them.
 _FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "webrtc.disconnect"})
 
-# Scope types whose instance serves one client connection (others serve a listener's peers).
-_CONNECTION_SCOPES = frozenset({"http", "websocket", "webrtc"})
+# Scope types whose instance gets ``max_instance_backlog``: one client connection, or one
+# named channel (throttled at that bound, never dropped). Others serve a listener's peers.
+_ONE_CLIENT_SCOPES = frozenset({"http", "websocket", "webrtc", "channel"})
 
 # How to resume an established connection on a worker that never saw it open: the
 # opening event to replay, and the reply to swallow because the client already had it.
@@ -423,7 +424,7 @@ class Worker:
         self._enqueue(instance, event)
 
     def _enqueue(self, instance: _Instance, event: Message) -> None:
-        """Queue ``event`` for ``instance``, within ``max_instance_backlog``.
+        """Queue ``event`` for ``instance``, within its bound (``max_instance_backlog`` or ``max_listener_backlog``).
 
         Past the bound the event is refused and counted, and the connection is told to go
         with its protocol's "try again later" (once): otherwise a client faster than its
@@ -541,7 +542,7 @@ class Worker:
             instance = self._start(_Instance(channel, {"type": "channel", "channel": channel}))
             instance.on_room = self._named_has_room
         instance.queue.put_nowait(message)  # never dropped: the reader pauses instead
-        if instance.queue.qsize() >= self.max_instance_backlog:
+        if instance.queue.qsize() >= instance.bound:
             self._named_room.clear()
 
     def _named_room_left(self) -> int:
@@ -561,8 +562,8 @@ class Worker:
     def _start(self, instance: _Instance) -> _Instance:
         # A connection's instance serves one client; a listener's (a UDP socket, an MQTT
         # session, the SMTP server) serves all of its peers, so it gets a larger bound.
-        connection = instance.scope.get("type") in _CONNECTION_SCOPES
-        instance.bound = self.max_instance_backlog if connection else self.max_listener_backlog
+        one_client = instance.scope.get("type") in _ONE_CLIENT_SCOPES
+        instance.bound = self.max_instance_backlog if one_client else self.max_listener_backlog
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")
