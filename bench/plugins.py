@@ -39,6 +39,7 @@ from bench.loadgen.windowed import phases
 from bench.machine import machine_info
 from bench.procs import ServerProcess, machine_cpu_seconds, process_tree, stop_together, tree_usage
 from bench.redisutil import flush_db
+from bench.report import fmt
 from bench.runner import RunFailure, run_loadgen
 from bench.scenarios.base import Options, Row
 from bench.scenarios.mqtt_rtt import MqttRtt
@@ -135,24 +136,6 @@ def best_rounds(rows: Sequence[Row]) -> list[Row]:
 
 
 # -- tables -----------------------------------------------------------------------------
-
-
-def fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        if abs(value) >= 100:
-            return f"{value:.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        return f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def ratio(a: float, b: float) -> str:

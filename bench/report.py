@@ -110,7 +110,8 @@ def columns_for(scenario: str) -> tuple[tuple[str, str], ...]:
     return SCENARIO_COLUMNS.get(scenario, COLUMNS)
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A table cell: thousands separators, three significant digits, "-" for NaN."""
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
@@ -138,7 +139,7 @@ def _cells(row: Row) -> list[str]:
             value = ""
         if attr == "server_processes" and value == 0:
             value = "-"
-        cells.append(_fmt(value))
+        cells.append(fmt(value))
     return cells
 
 
