@@ -1,14 +1,15 @@
 """Packaging for Switchboard.
 
-The source tree keeps the layout ``gateway/``, ``protocols/``, ``consumers/``, ``specs/`` at
-the root; ``switchboard/`` links them in as subpackages so the import names are
-``switchboard.gateway``, ``switchboard.consumers`` and ``switchboard.protocols``.
+The design card's folders (``gateway/``, ``protocols/``, ``consumers/``, ``specs/``) are the
+``switchboard`` package's own folders (``switchboard/gateway/`` ...), so every module has one
+import name and every tool that follows imports (mypy, IDEs, pip) sees one ordinary package;
+docs/architecture.md, *Layout*, says why they are not mapped from the repository root.
 """
 
 from setuptools import find_packages, setup
 
 extras = {
-    # protocols/_http_uvicorn.py subclasses uvicorn's httptools and websockets-sansio
+    # switchboard/protocols/_http_uvicorn.py subclasses uvicorn's httptools and websockets-sansio
     # protocols and uses their attributes (close_timer arrived in 0.53): the range is
     # the one tested, widened when a new uvicorn passes the suite.
     "http": ["uvicorn[standard]>=0.53,<0.55", "websockets>=13"],

@@ -863,9 +863,9 @@ def parse_spec_markdown(text: str, source: str = "<string>") -> list[MessageSpec
 def specs_directory() -> Traversable:
     """The directory holding the spec files.
 
-    An installed package ships them as ``switchboard/specs/*.md`` (package data); in the
-    source tree ``switchboard/specs`` is a link to ``specs/``. Both are found through the
-    ``switchboard`` package; the path fallback serves imports that bypass it.
+    They are the package's own folder ``switchboard/specs/`` (package data when installed),
+    found through the ``switchboard`` package; the path fallback serves a loader that does
+    not offer resources.
     """
     package = __name__.rpartition(".")[0].rpartition(".")[0]
     if package:
