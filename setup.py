@@ -20,6 +20,8 @@ extras = {
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
     "metrics": ["prometheus_client>=0.20"],
+    # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
+    "reload": ["watchfiles>=0.20"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [

@@ -37,7 +37,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog, http_urls
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
@@ -502,6 +502,10 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         self.log = RateLimitedLog(logger, "webrtc")
         self._configuration = options.rtc_configuration()
         self._host_addresses: list[str] | None = None
+
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        path = self.options.path.rstrip("/")
+        return [f"{url}/...  (signaling: POST an SDP offer)" for url in http_urls(gateway, path)]
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -1,21 +1,26 @@
-"""``manage.py rungateway``: the same as ``switchboard gateway`` with this project's settings."""
+"""``manage.py rungateway``: ``switchboard gateway`` with this project's settings.
+
+The options are the ``switchboard`` command's own (gateway/options.py adds them to both
+parsers), so ``manage.py rungateway --bind 0.0.0.0:8000 --log-level DEBUG`` means what
+it means there.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from switchboard.gateway import cli
+from switchboard.gateway.options import add_options
+
 
 class Command(BaseCommand):
-    help = "Run the Switchboard gateway process (see switchboard gateway --help)."
+    help = "Run the Switchboard gateway process: the protocol servers (as `switchboard gateway`)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("args", nargs="*", help="extra arguments for switchboard gateway")
+        add_options(parser, "gateway", django=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from switchboard.gateway.cli import main
-
-        argv = ["gateway", "--settings", os.environ["DJANGO_SETTINGS_MODULE"], "--log-level", "INFO", *args]
-        raise SystemExit(main(argv))
+        raise SystemExit(cli.execute("gateway", argparse.Namespace(**options)))

@@ -1,21 +1,25 @@
-"""``manage.py runworker``: the same as ``switchboard worker`` with this project's settings."""
+"""``manage.py runworker``: ``switchboard worker`` with this project's settings.
+
+The options are the ``switchboard`` command's own (gateway/options.py adds them to both
+parsers): ``manage.py runworker thumbnails --log-level DEBUG`` as ``switchboard worker``.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from switchboard.gateway import cli
+from switchboard.gateway.options import add_options
+
 
 class Command(BaseCommand):
-    help = "Run the Switchboard worker process (see switchboard worker --help)."
+    help = "Run a Switchboard worker process: the consumers (as `switchboard worker`)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("args", nargs="*", help="extra arguments for switchboard worker")
+        add_options(parser, "worker", django=True)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from switchboard.gateway.cli import main
-
-        argv = ["worker", "--settings", os.environ["DJANGO_SETTINGS_MODULE"], "--log-level", "INFO", *args]
-        raise SystemExit(main(argv))
+        raise SystemExit(cli.execute("worker", argparse.Namespace(**options)))
