@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import fnmatch
 import logging
 import re
@@ -133,7 +134,7 @@ class ChannelLayer:
             for pattern, capacity in self.options.channel_capacity.items()
         ]
         self._capacity_cache: dict[str, int] = {}
-        self._local_readers: dict[str, _LocalDemux] = {}
+        self._local_readers: dict[str, _LocalChannels] = {}
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
@@ -280,16 +281,19 @@ class ChannelLayer:
     async def receive(self, channel: str) -> Message:
         """Wait for and return the next message on ``channel``.
 
-        A process-local channel (``"x!y"``) is read through one shared loop per prefix;
-        don't also read that prefix with :meth:`receiver` in the same process.
+        A process-local channel (``"x!y"``) is read through one shared pump per prefix and
+        event loop (see :class:`_LocalChannels`); don't also read that prefix with
+        :meth:`receiver` in the same process. Any event loop may call this, one after
+        another or at once (``async_to_sync(layer.receive)``, a test's own loop): what a
+        pump on one loop read for a channel waits in a buffer every loop reads.
         """
         check_channel_name(channel)
         key, suffix = split_local(channel)
         if suffix is not None:
-            demux = self._local_readers.get(key)
-            if demux is None:
-                demux = self._local_readers[key] = _LocalDemux(self, key)
-            return await demux.receive(channel)
+            local = self._local_readers.get(key)
+            if local is None:
+                local = self._local_readers.setdefault(key, _LocalChannels(self, key))
+            return await local.receive(channel)
         while True:
             result = await self.storage.pop([key], 1, self.options.block_timeout)
             if result is None:
@@ -360,8 +364,9 @@ class ChannelLayer:
         await self.storage.flush()
 
     async def close(self) -> None:
-        for demux in list(self._local_readers.values()):
-            await demux.close()
+        """Stop this loop's local-channel pumps and release the storage's connections."""
+        for local in list(self._local_readers.values()):
+            await local.close()
         self._local_readers.clear()
         await self.storage.close()
 
@@ -560,31 +565,125 @@ class Receiver:
         return leftover
 
 
-class _LocalDemux:
-    """Serves :meth:`ChannelLayer.receive` on process-local channels of one prefix."""
+class _LocalChannels:
+    """Serves :meth:`ChannelLayer.receive` on the process-local channels of one prefix.
+
+    One pump per event loop pops the prefix's storage key and files each message under its
+    channel in ``buffers``, which belong to no loop: a message a pump read for a channel
+    nobody on its loop was waiting for stays there for the next ``receive`` of that
+    channel from any loop. That is what lets ``async_to_sync(layer.receive)`` (a fresh
+    loop per call) or a second test loop read a channel whose message an earlier,
+    now closed, loop's pump already took from storage. Each buffer keeps at most the
+    channel's capacity; beyond it the oldest message is dropped and counted.
+
+    Read a prefix from one loop at a time. A loop that closes while its pump's blocking
+    pop is in flight cancels that pop, and on Redis a message the pop had just taken is
+    lost with it (channels_redis has the same window, and refuses two loops at once).
+    """
 
     def __init__(self, layer: ChannelLayer, key: str) -> None:
-        self.receiver = layer.receiver([key])
-        self.queues: dict[str, asyncio.Queue[Message]] = collections.defaultdict(asyncio.Queue)
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.layer = layer
+        self.key = key
+        self.buffers: dict[str, collections.deque[Message]] = {}
+        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.pumps: dict[asyncio.AbstractEventLoop, tuple[Receiver, asyncio.Task[None]]] = {}
+        self.lock = threading.Lock()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                batch = await self.receiver.get_batch()
-            except LayerClosed:
-                return
-            for channel, message in batch:
-                self.queues[channel].put_nowait(message)
+    def _take(self, channel: str) -> tuple[bool, Message | None]:
+        with self.lock:
+            buffer = self.buffers.get(channel)
+            if not buffer:
+                return False, None
+            message = buffer.popleft()
+            if not buffer:
+                del self.buffers[channel]
+            return True, message
 
     async def receive(self, channel: str) -> Message:
-        queue = self.queues[channel]
-        try:
-            return await queue.get()
-        finally:
-            if queue.empty() and not getattr(queue, "_getters", None):
-                self.queues.pop(channel, None)
+        loop = asyncio.get_running_loop()
+        while True:
+            found, message = self._take(channel)
+            if found:
+                assert message is not None
+                return message
+            self._ensure_pump(loop)
+            future: asyncio.Future[None] = loop.create_future()
+            with self.lock:
+                self.waiters.setdefault(channel, []).append(future)
+            try:
+                # A message may have been filed between _take and registering the waiter.
+                if self.buffers.get(channel):
+                    continue
+                await future
+            finally:
+                with self.lock:
+                    waiting = self.waiters.get(channel)
+                    if waiting is not None and future in waiting:
+                        waiting.remove(future)
+                        if not waiting:
+                            del self.waiters[channel]
+
+    def _ensure_pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop in self.pumps:
+            return
+        for stale in [other for other in self.pumps if other.is_closed()]:
+            # That loop's pump died with it; what it had popped is in the buffers.
+            receiver, _task = self.pumps.pop(stale)
+            self._file(receiver._buffer)
+            receiver._buffer.clear()
+        receiver = self.layer.receiver([self.key])
+        self.pumps[loop] = (receiver, loop.create_task(self._pump(receiver), name=f"local-channels:{self.key}"))
+
+    async def _pump(self, receiver: Receiver) -> None:
+        while True:
+            try:
+                batch = await receiver.get_batch()
+            except LayerClosed:
+                return
+            self._file(batch)
+
+    def _file(self, batch: collections.abc.Iterable[tuple[str, Message]]) -> None:
+        wake: list[asyncio.Future[None]] = []
+        with self.lock:
+            for channel, message in batch:
+                buffer = self.buffers.get(channel)
+                if buffer is None:
+                    buffer = self.buffers[channel] = collections.deque()
+                if len(buffer) >= self.layer.capacity_for(channel):
+                    buffer.popleft()
+                    self.layer.stats.full += 1
+                buffer.append(message)
+                wake.extend(self.waiters.get(channel, ()))
+        for future in wake:
+            _wake_future(future)
 
     async def close(self) -> None:
-        await self.receiver.close()
-        await self.task
+        """Stop the running loop's pump; pumps of other loops end with their loops."""
+        loop = asyncio.get_running_loop()
+        entry = self.pumps.pop(loop, None)
+        if entry is None:
+            return
+        receiver, task = entry
+        self._file(await receiver.close())
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _wake_future(future: asyncio.Future[None]) -> None:
+    """Resolve a waiter of any loop: directly on its own loop, else through that loop."""
+    loop = future.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        if not future.done():
+            future.set_result(None)
+    else:
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
