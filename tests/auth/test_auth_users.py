@@ -216,10 +216,24 @@ async def test_login_needs_a_session_and_a_user(scope: Any) -> None:
         await login(scope(), object())
     spy = ScopeSpy()
     await CookieMiddleware(SessionMiddleware(spy))(scope(), None, None)
-    with pytest.raises(ValueError, match="needs a user"):
+    with pytest.raises(ValueError, match="User must be passed"):
         await login(spy.scopes[0])
     await logout(spy.scopes[0])  # logging nobody out is fine
     assert "user" not in spy.scopes[0]
+
+
+async def test_login_into_a_scope_without_a_user(new_user: Any, scope: Any) -> None:
+    """Regression: a scope with a session but no "user" (no AuthMiddleware) used to raise
+    AttributeError after login() had already saved the session."""
+    alice = await new_user("alice")
+    spy = ScopeSpy()
+    await CookieMiddleware(SessionMiddleware(spy))(scope(), None, None)
+    session_scope = spy.scopes[0]
+    assert "user" not in session_scope
+    await login(session_scope, alice)
+    assert session_scope["user"] == alice
+    key = session_scope["session"].session_key
+    assert (await user_of(scope(headers=cookie_header(key)))).username == "alice"
 
 
 class LoginView(AsyncHttpConsumer):
