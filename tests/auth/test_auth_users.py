@@ -257,7 +257,7 @@ async def test_login_from_an_http_consumer_sets_the_new_session_cookie(new_user:
     await runner.send_input({"type": "http.request", "body": f"alice:{PASSWORD}".encode()})
     start = await runner.receive_output()
     assert start["status"] == 200
-    (cookie,) = [value.decode() for name, value in start["headers"] if name == b"set-cookie"]
+    (cookie,) = [value.decode() for name, value in start["headers"] if name.lower() == b"set-cookie"]
     key = cookie.split("=", 1)[1].split(";")[0]
     assert (await user_of(scope(headers=cookie_header(key)))).username == "alice"
 

@@ -16,8 +16,12 @@ _CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\w\-.]*)?")
 _GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
 
 
-class InvalidName(ValueError):
-    """A channel or group name breaks the naming rules."""
+class InvalidName(TypeError, ValueError):
+    """A channel or group name breaks the naming rules.
+
+    A TypeError, as Channels and channels_redis raise for bad names (so code and tests
+    written for them catch it), and a ValueError, as this layer raised before.
+    """
 
 
 def check_channel_name(name: object, *, receive: bool = False) -> str:
