@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import collections.abc
-import fnmatch
 import logging
 import re
 import secrets
@@ -23,7 +22,9 @@ from typing import Any
 
 import msgpack
 
+from .base import BaseChannelLayer, compile_capacities
 from .names import check_channel_name, check_group_name, split_local
+from .serializers import MsgPackSerializer, registry
 from .storage import Storage
 
 logger = logging.getLogger("switchboard.layers")
@@ -99,6 +100,11 @@ def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
     return expires_at, suffixes, message
 
 
+#: Capacities of Switchboard's own channels (worker pools, gateway and worker inboxes):
+#: each carries the traffic of many connections, so it gets more room than one channel.
+INTERNAL_CAPACITIES: dict[str, int] = {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
+
+
 @dataclass
 class LayerOptions:
     """Options common to every layer backend (the layer ``CONFIG`` mapping)."""
@@ -106,16 +112,20 @@ class LayerOptions:
     capacity: int = 100
     expiry: float = 60.0
     group_expiry: float = 86400.0
-    channel_capacity: Mapping[str, int] = field(
-        default_factory=lambda: {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
-    )
+    channel_capacity: Mapping[str, int] = field(default_factory=lambda: dict(INTERNAL_CAPACITIES))
     # How long one blocking pop may wait before the read loop checks for shutdown.
     block_timeout: float = 1.0
     # How many items one pop may return (one Redis round trip).
     batch_size: int = 64
+    #: Seal every message with Fernet under these keys (the first encrypts, all decrypt);
+    #: channels_redis's option of the same name (gateway/layers/serializers.py).
+    symmetric_encryption_keys: list[str] | None = None
+    #: How messages are serialized inside the layer's envelope: "msgpack" or any format
+    #: registered with ``serializers.registry``.
+    serializer_format: str = "msgpack"
 
 
-class ChannelLayer:
+class ChannelLayer(BaseChannelLayer):
     """Channel layer core over a :class:`Storage` backend.
 
     One instance is shared by everything in one process and one event loop family: the
@@ -123,16 +133,20 @@ class ChannelLayer:
     """
 
     extensions = ["groups", "flush"]
+    #: Channels' layers take dict messages only; a subclass may take any msgpack value.
+    require_dict_messages = True
 
     def __init__(self, storage: Storage, options: LayerOptions | None = None) -> None:
         self.storage = storage
         self.options = options or LayerOptions()
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
-        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = [
-            (re.compile(fnmatch.translate(pattern)), capacity)
-            for pattern, capacity in self.options.channel_capacity.items()
-        ]
+        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = compile_capacities(self.options.channel_capacity)
+        keys = self.options.symmetric_encryption_keys
+        # None: the fast path, the message packed inside the envelope in one msgpack call.
+        self._serializer: Any = None
+        if keys or self.options.serializer_format != "msgpack":
+            self._serializer = registry.get_serializer(self.options.serializer_format, symmetric_encryption_keys=keys)
         self._capacity_cache: dict[str, int] = {}
         self._local_readers: dict[str, _LocalChannels] = {}
         # Coalesce concurrent sends into push_many calls on storages where a push is a
@@ -168,15 +182,54 @@ class ChannelLayer:
                 return True
         return False
 
+    # -- Serialization ----------------------------------------------------------------
+
+    def pack_item(self, message: Any, expires_at: float, suffixes: list[str] | None) -> bytes:
+        """One stored item; the message sealed by the configured serializer, if any."""
+        if self._serializer is None:
+            return pack(message, expires_at, suffixes)
+        return pack(self._serializer.serialize(message), expires_at, suffixes)
+
+    def unpack_item(self, item: bytes) -> tuple[float, list[str] | None, Any]:
+        """``(expires_at, suffixes, message)`` of a stored item; raises if it cannot be read."""
+        expires_at, suffixes, message = unpack(item)
+        if self._serializer is not None:
+            if not isinstance(message, bytes):
+                raise ValueError("item holds no sealed message: another layer configuration wrote it")
+            message = self._serializer.deserialize(message)
+        return expires_at, suffixes, message
+
+    def serialize(self, message: Any) -> bytes:
+        """A message as this layer's serializer writes it (channels_redis's API)."""
+        return (self._serializer or MsgPackSerializer()).serialize(message)
+
+    def deserialize(self, data: bytes) -> Any:
+        return (self._serializer or MsgPackSerializer()).deserialize(data)
+
+    def _check_message(self, message: Any) -> None:
+        if self.require_dict_messages and not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+
     # -- Channels API ---------------------------------------------------------------
 
     @property
-    def expiry(self) -> float:
+    def expiry(self) -> float:  # type: ignore[override]
         return self.options.expiry
 
     @property
     def group_expiry(self) -> float:
         return self.options.group_expiry
+
+    @property
+    def capacity(self) -> int:  # type: ignore[override]
+        return self.options.capacity
+
+    @property
+    def channel_capacity(self) -> list[tuple[re.Pattern[str], int]]:  # type: ignore[override]
+        return self._capacity_patterns
+
+    def get_capacity(self, channel: str) -> int:
+        return self.capacity_for(channel)
 
     def capacity_for(self, key: str) -> int:
         """Capacity of the list ``key`` (first matching ``channel_capacity`` pattern)."""
@@ -213,10 +266,9 @@ class ChannelLayer:
     async def _send(self, channel: str, message: Message, *, local: bool) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        self._check_message(message)
         key, suffix = split_local(channel)
-        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        item = self.pack_item(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
         if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
             self.stats.sent += 1
             return None
@@ -248,10 +300,9 @@ class ChannelLayer:
         expires_at = time.time() + self.options.expiry
         for channel, message in messages:
             check_channel_name(channel)
-            if not isinstance(message, dict):
-                raise TypeError(f"message must be a dict, not {type(message).__name__}")
+            self._check_message(message)
             key, suffix = split_local(channel)
-            batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
+            batch.append((key, self.pack_item(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
         if not batch:
             return []
         results = await self.storage.push_many(batch, self.options.expiry)
@@ -299,7 +350,12 @@ class ChannelLayer:
             if result is None:
                 continue
             for item in result[1]:
-                expires_at, _suffixes, message = unpack(item)
+                try:
+                    expires_at, _suffixes, message = self.unpack_item(item)
+                except Exception as exc:
+                    self.stats.corrupt += 1
+                    logger.error("undecodable item on %s dropped: %r", key, exc)
+                    continue
                 if expires_at < time.time():
                     self.stats.expired += 1
                     continue
@@ -327,13 +383,12 @@ class ChannelLayer:
         of their suffixes, so a 1,000-member room on one gateway costs one push, not 1,000.
         """
         check_group_name(group)
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        self._check_message(message)
         members = await self.storage.group_members(group, time.time(), self.options.group_expiry)
         if not members:
             return
         expires_at = time.time() + self.options.expiry
-        local_item = pack(message, expires_at, None) if self._local_routes else None
+        local_item = self.pack_item(message, expires_at, None) if self._local_routes else None
         by_key: dict[str, list[str] | None] = {}
         for channel in members:
             key, suffix = split_local(channel)
@@ -349,16 +404,23 @@ class ChannelLayer:
         if not by_key:
             return
         batch = [
-            (key, pack(message, expires_at, suffixes), self.capacity_for(key))
+            (key, self.pack_item(message, expires_at, suffixes), self.capacity_for(key))
             for key, suffixes in by_key.items()
         ]
         results = await self.storage.push_many(batch, self.options.expiry)
+        over = 0
         for (key, _item, _cap), ok in zip(batch, results):
             if ok:
                 self.stats.group_sent += 1
             else:
                 self.stats.group_dropped_full += 1
-                logger.warning("group_send to %s: channel %s is full, message dropped", group, key)
+                suffixes = by_key[key]
+                over += 1 if suffixes is None else len(suffixes)
+        if over:
+            # One line per group_send, in channels_redis's words and level: a full member
+            # is a slow reader, counted in stats (and metrics); a line per member would
+            # flood the log exactly when the system is already behind.
+            logger.info("%d of %d channels over capacity in group %s", over, len(members), group)
 
     async def flush(self) -> None:
         await self.storage.flush()
@@ -492,7 +554,7 @@ class Receiver:
             now = time.time()
             for item in items:
                 try:
-                    expires_at, suffixes, message = unpack(item)
+                    expires_at, suffixes, message = layer.unpack_item(item)
                 except Exception as exc:
                     # One bad item (another writer, a version skew) must not kill the
                     # reader of every connection of this process.
