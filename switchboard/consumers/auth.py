@@ -189,7 +189,8 @@ def _login(scope: Scope, session: SessionBase, user: Any, backend: str | None) -
 
 
 async def logout(scope: Scope) -> None:
-    """Log the scope's user out: ``user_logged_out``, flush the session, ``AnonymousUser``.
+    """Log the scope's user out: ``user_logged_out`` (when one is logged in), flush the session,
+    ``AnonymousUser``.
 
     Flushing deletes the stored session, so there is nothing left to save.
     """
@@ -198,7 +199,14 @@ async def logout(scope: Scope) -> None:
 
 
 def _logout(scope: Scope) -> None:
+    user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        # Nobody is logged in on this scope: as Channels, no user_logged_out signal (Django's
+        # logout() would send one with user=None), just a fresh session.
+        scope["session"].flush()
+        if "user" in scope:
+            scope["user"] = _anonymous()
+        return
     request = ScopeRequest(scope)
     django_auth.logout(request)
-    if "user" in scope:
-        scope["user"] = request.user
+    scope["user"] = request.user
