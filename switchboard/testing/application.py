@@ -42,3 +42,29 @@ class ApplicationCommunicator(_AsgirefCommunicator):
 
     def _started(self, task: asyncio.Task[Any]) -> None:
         """Hook for subclasses that run something beside the application."""
+
+    async def receive_output(self, timeout: float = 1) -> Any:
+        """The application's next message; its exception as soon as it dies instead.
+
+        asgiref's version waits out the whole timeout before reporting that the
+        application has crashed; a test here fails at once, with the crash. When the
+        timeout passes with the application still running, it is cancelled and
+        ``TimeoutError`` raised, as in asgiref (and Channels).
+        """
+        if self.future.done():
+            self.future.result()
+        getter = asyncio.ensure_future(self.output_queue.get())
+        try:
+            await asyncio.wait({getter, self.future}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+                await asyncio.gather(getter, return_exceptions=True)
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if self.future.done():
+            self.future.result()  # raises what the application raised
+            raise TimeoutError("the application finished without sending another message")
+        self.future.cancel()
+        await asyncio.gather(self.future, return_exceptions=True)
+        raise TimeoutError(f"no message from the application within {timeout}s")

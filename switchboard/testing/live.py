@@ -23,7 +23,7 @@ import socket
 import threading
 from typing import Any, ClassVar
 
-from django.test import TransactionTestCase
+from django.test import TransactionTestCase, modify_settings
 
 __all__ = ["ChannelsLiveServerTestCase", "SwitchboardLiveServerTestCase"]
 
@@ -95,8 +95,11 @@ class SwitchboardLiveServerTestCase(TransactionTestCase):
     live_server_protocols: ClassVar[dict[str, dict[str, Any]]] = {}
     #: How long start-up may take before the class fails (seconds).
     live_server_start_timeout: ClassVar[float] = 30.0
+    #: How long stopping waits for open connections and requests (seconds).
+    live_server_drain_timeout: ClassVar[float] = 1.0
 
     _server_thread: ClassVar[_ServerThread | None] = None
+    _allowed_hosts: ClassVar[Any]
     _port: ClassVar[int] = 0
 
     @classmethod
@@ -108,9 +111,15 @@ class SwitchboardLiveServerTestCase(TransactionTestCase):
         from switchboard.gateway.config import from_django_settings
 
         config = from_django_settings()
+        # As Django's LiveServerTestCase: the server's host is an allowed host (and so an
+        # allowed WebSocket origin) while the class runs.
+        cls._allowed_hosts = modify_settings(ALLOWED_HOSTS={"append": cls.host})
+        cls._allowed_hosts.enable()
         cls._port = _free_port(cls.host)
         shown = f"[{cls.host}]" if ":" in cls.host else cls.host
         config.protocols = {"http": {"bind": [f"{shown}:{cls._port}"]}, **cls.live_server_protocols}
+        # Between test classes, a connection a test left open need not be waited for.
+        config.gateway.drain_timeout = cls.live_server_drain_timeout
         application = load_application(config)
         if cls.serve_static and "django.contrib.staticfiles" in settings.INSTALLED_APPS:
             application = _with_static_files(application)
@@ -124,6 +133,7 @@ class SwitchboardLiveServerTestCase(TransactionTestCase):
 
     @classmethod
     def _tearDownClassInternal(cls) -> None:
+        cls._allowed_hosts.disable()
         super().tearDownClass()
 
     @classmethod
@@ -131,7 +141,7 @@ class SwitchboardLiveServerTestCase(TransactionTestCase):
         thread, cls._server_thread = cls._server_thread, None
         if thread is not None:
             thread.terminate()
-        super().tearDownClass()
+        cls._tearDownClassInternal()
 
     @classmethod
     def _host_for_url(cls) -> str:
