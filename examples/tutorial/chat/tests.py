@@ -13,8 +13,8 @@ import urllib.request
 
 import websockets
 from django.test import TestCase
-
 from mysite.asgi import application
+
 from switchboard.layers import get_channel_layer
 from switchboard.testing import SwitchboardLiveServerTestCase, WebsocketCommunicator
 
