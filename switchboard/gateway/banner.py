@@ -46,7 +46,7 @@ def version_text() -> str:
 
 def layer_text(layer: ChannelLayer) -> str:
     """The layer and where it is, with passwords in URLs masked."""
-    storage = layer.storage
+    storage = getattr(layer, "storage", layer)
     name = type(storage).__name__.removesuffix("Storage").lower() or type(storage).__name__
     if name == "memory":
         return "in-memory (this process only)"

@@ -34,6 +34,7 @@ from .config import (
 from .observer import Observer, ProcessView
 
 if TYPE_CHECKING:
+    from .layers import ChannelLayer
     from .metrics import Metrics
     from .plugins import ProtocolPlugin
     from .server import Gateway
@@ -209,6 +210,21 @@ def _attach_gateway(
 # -- commands ---------------------------------------------------------------------------
 
 
+def build_configured_layer(layer_config: dict[str, Any]) -> ChannelLayer:
+    """The layer of ``LAYER`` (or ``CHANNEL_LAYERS``); a bad one is a ConfigError, as other settings.
+
+    Building connects nothing (Redis pools open on first use), so this runs before any
+    socket opens: a ``hosts`` entry that is no URL, an unknown option or a backend that
+    does not import is one line and exit code 2, not a traceback.
+    """
+    from .layers import build_layer
+
+    try:
+        return build_layer(layer_config)
+    except (ValueError, TypeError, ImportError, AttributeError) as exc:
+        raise ConfigError(f"LAYER: {exc}") from exc
+
+
 def _memory_layer(config: SwitchboardConfig) -> bool:
     return str(config.layer.get("BACKEND", "memory")) == "memory"
 
@@ -270,10 +286,9 @@ def with_static_files(application: Any, args: argparse.Namespace | None) -> tupl
 
 
 async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
-    from .layers import build_layer
     from .server import run_gateway
 
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     stop = stop or asyncio.Event()
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
@@ -292,12 +307,12 @@ async def _run_worker(
     args: argparse.Namespace | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    from .layers import build_layer, set_channel_layer
+    from .layers import set_channel_layer
     from .server import _install_signal_handlers
     from .worker import Worker
 
     application = load_application(config)
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     set_channel_layer(layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
@@ -327,14 +342,14 @@ async def _run_worker(
 
 
 async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None = None, stop: asyncio.Event | None = None) -> None:
-    from .layers import build_layer, set_channel_layer
+    from .layers import set_channel_layer
     from .server import run_gateway
     from .worker import Worker
 
     if not _memory_layer(config):
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
     memory_options = config.layer.get("CONFIG", {}) if _memory_layer(config) else {}
-    layer = build_layer({"BACKEND": "memory", "CONFIG": memory_options})
+    layer = build_configured_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
     options = config.worker_options
@@ -362,7 +377,6 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
 
 
 async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
-    from .layers import build_layer
     from .status import run_status
 
     if _memory_layer(config):
@@ -372,7 +386,7 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
         )
     from .server import _install_signal_handlers
 
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     stop = asyncio.Event()
     _install_signal_handlers(stop)  # SIGINT/SIGTERM end the live view cleanly
     try:

@@ -117,6 +117,14 @@ def test_gateway_or_worker_alone_on_the_in_memory_layer_is_refused(command: str)
     assert "BIND" not in stdout
 
 
+@pytest.mark.parametrize("command", ["gateway", "worker", "status"])
+def test_a_layer_that_cannot_be_built_is_one_line(command: str) -> None:
+    code, stdout, stderr = run_spied(command, "--settings", "cli_settings", CLI_REDIS_URL="localhost:6379")
+    assert code == 2
+    assert "configuration error: LAYER: Redis host must be a URL" in one_line(stderr)
+    assert "BIND" not in stdout
+
+
 def test_a_settings_module_that_does_not_import_is_one_line() -> None:
     result = run_cli("run", "--settings", "no_such_project.settings")
     assert result.returncode == 2
