@@ -84,7 +84,10 @@ def render(
     lines = [f"{version_text().split(' (')[0]} running: {ROLES.get(command, command)}"]
     if gateway is not None:
         for plugin in plugins:
-            endpoints = plugin.endpoints(gateway) or ["started"]
+            try:
+                endpoints = plugin.endpoints(gateway) or ["started"]
+            except Exception as exc:  # a third-party plugin's bug must not stop a started server
+                endpoints = [f"started (endpoints() failed: {exc!r})"]
             for index, endpoint in enumerate(endpoints):
                 lines.append(_row(plugin.name if index == 0 else "", endpoint))
     lines.append(_row("layer", layer_text(layer)))

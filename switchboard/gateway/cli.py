@@ -241,7 +241,7 @@ def refuse_split_memory_layer(command: str, config: SwitchboardConfig) -> None:
         raise ConfigError(
             f"switchboard {command} runs apart from the {other}s, so they need a shared channel layer, and this one is "
             "in-memory (private to each process: nothing would ever reach the other side). Run both in one process "
-            "with `switchboard run`, or set SWITCHBOARD['LAYER'] to a Redis layer, e.g. "
+            "with `switchboard run`, or set SWITCHBOARD['LAYER'] (or CHANNEL_LAYERS) to a Redis layer, e.g. "
             '{"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}'
         )
 

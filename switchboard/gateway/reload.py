@@ -89,8 +89,12 @@ def supervise(argv: Sequence[str], directories: Sequence[str], extra: Sequence[s
     child = _Child([sys.executable, "-m", "switchboard", *argv])
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        # Control-C reaches the server from the terminal already (one process group); a
+        # second SIGINT could land after its handlers are gone and print a traceback.
+        # Anything else (SIGTERM from kill or a process manager) is passed on.
         stop.set()
-        child.signal(signum)  # Control-C reaches the child from the terminal too; kill(1) does not
+        if signum != signal.SIGINT:
+            child.signal(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": ours names the files

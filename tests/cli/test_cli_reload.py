@@ -65,6 +65,7 @@ class Supervised:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "switchboard", "run", "--reload", "--settings", "rl_settings"],
                 cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, as a terminal gives it: Control-C is killpg
             )
 
     def log(self) -> str:
@@ -147,3 +148,13 @@ def test_data_files_do_not_restart_the_server(supervised: Supervised) -> None:
     assert supervised.log().count("INFO switchboard.reload") == 2  # "restarting on changes to ..." and one restart
     assert "db.sqlite3" not in supervised.log()
     assert not server.is_running()
+
+
+def test_control_c_stops_the_reloader_and_its_server_without_a_traceback(supervised: Supervised) -> None:
+    supervised.wait_for_page("v1")
+    servers = supervised.servers()
+    os.killpg(supervised.process.pid, signal.SIGINT)  # what Control-C in the terminal does
+    assert supervised.process.wait(deadline(30)) == 0
+    _gone, alive = psutil.wait_procs(servers, timeout=deadline(10))
+    assert not alive
+    assert "Traceback" not in supervised.log() and "KeyboardInterrupt" not in supervised.log()

@@ -7,6 +7,7 @@ websockets client, a UDP socket); nothing is asserted about timing.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import urllib.error
 import urllib.request
@@ -146,6 +147,8 @@ def test_static_files_follow_debug_like_runserver(deployment: CliDeployment, deb
     assert any(line.startswith("static ") for line in banner) == served
     assert fetch(deployment.base_url + "/")[0] == 200
     assert " - \"GET " not in deployment.log("run")  # --no-access-log
+    assert deployment.stop("run", signal.SIGINT) == 0  # Control-C: a clean stop, exit 0
+    assert "Traceback" not in deployment.log("run")
 
 
 @pytest.mark.redis
