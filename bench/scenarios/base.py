@@ -110,6 +110,13 @@ class Scenario(ABC):
         """Hard limit on the load generator process, in seconds."""
         return options.warmup + options.duration + 60.0
 
+    def prepare(self, main_python: str) -> None:
+        """Called once before the run's first pair of this scenario (``http-db``: its table).
+
+        Raising drops the scenario from the run as a failure, with the message.
+        """
+        return None
+
     def use_prior(self, system: System, options: Options, prior: Sequence[Row]) -> None:
         """Called by the runner before ``system`` is started, with every row of the run so far.
 
