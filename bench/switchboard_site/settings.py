@@ -38,7 +38,12 @@ SWITCHBOARD = {
     },
     # BENCH_LOCAL_DELIVERY=0 measures the group path through the gateway (specs/layer.md,
     # Local delivery) for comparison; the harness leaves it on, the default.
-    "WORKER": {"local_delivery": os.environ.get("BENCH_LOCAL_DELIVERY", "1") != "0"},
+    # BENCH_DJANGO_THREADS sizes the worker's pool for sync Django views (docs/http.md,
+    # Django views); the harness leaves the default.
+    "WORKER": {
+        "local_delivery": os.environ.get("BENCH_LOCAL_DELIVERY", "1") != "0",
+        "django_threads": int(os.environ.get("BENCH_DJANGO_THREADS", "8")),
+    },
 }
 
 LOGGING = {

@@ -37,6 +37,7 @@ coroutine on the worker's loop, where the channel layer lives.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import logging
 import os
@@ -202,8 +203,20 @@ class _Exchange:
         return not self.aborted
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coroutine`` on the loop and wait for its result (the thread blocks)."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        """Run ``coroutine`` on the loop and wait for its result (the thread blocks).
+
+        Waits as long as the coroutine takes (a part of an async stream may come minutes
+        apart), but not on a loop that has stopped: a stopping worker must not leave this
+        thread waiting for ever (the interpreter joins pool threads at exit).
+        """
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if self.loop.is_closed() or not self.loop.is_running():
+                    future.cancel()
+                    raise RuntimeError("the worker's event loop stopped during the response") from None
 
     # -- loop side ----------------------------------------------------------------------
 
