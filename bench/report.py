@@ -67,6 +67,7 @@ PACED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("max ms", "max_ms"),
     ("send lag p99 ms", "extra:send_lag_p99_ms"),
     ("srv CPU s", "server_cpu_s"),
+    ("srv wait s", "server_wait_s"),
     ("CPU us/msg", "cpu_us_per_msg"),
     ("redis CPU s", "redis_cpu_s"),
     ("client CPU s", "loadgen_cpu_s"),

@@ -27,6 +27,7 @@ from bench.procs import (
     machine_cpu_seconds,
     process_tree,
     read_usage,
+    run_delay_seconds,
     stop_together,
     tree_usage,
     wait_for_port,
@@ -91,7 +92,7 @@ class _Sampler:
         self.loadgen_pid = loadgen_pid
         self.ctx = ctx
 
-    def sample(self) -> tuple[float, float, float, float, float]:
+    def sample(self) -> tuple[float, float, float, float, float, float]:
         loadgen = read_usage(self.loadgen_pid)
         return (
             time.perf_counter(),
@@ -99,6 +100,7 @@ class _Sampler:
             loadgen.cpu_seconds if loadgen else math.nan,
             redis_cpu_seconds(self.ctx.redis_host, self.ctx.redis_port),
             machine_cpu_seconds(),
+            run_delay_seconds(self.server_pids),
         )
 
 
@@ -125,7 +127,7 @@ def run_loadgen(
         deadline = time.monotonic() + timeout
         windows: list[Window] = []
         result: dict[str, Any] | None = None
-        start: tuple[float, float, float, float, float] | None = None
+        start: tuple[float, float, float, float, float, float] | None = None
         label: str | None = None
         try:
             while True:
