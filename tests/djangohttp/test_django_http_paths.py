@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test.utils import override_settings
 from support.waiting import wait_until
 
 from djangohttp import parity_site
@@ -219,3 +220,15 @@ def test_bad_settings_are_refused() -> None:
         django_http.configure("fast", 4)
     with pytest.raises(ValueError, match="django_threads"):
         django_http.configure("auto", 0)
+
+
+async def test_the_remembered_choice_follows_the_urlconf(site: Any, runtime: Any) -> None:
+    runtime("auto")
+    handlers = site()
+    scope = Req(path="/hello/").scope()
+    assert handlers.ours.uses_sync_path(scope) and handlers.ours.uses_sync_path(scope)
+    with override_settings(ROOT_URLCONF="djangohttp.async_urls"):
+        assert not handlers.ours.uses_sync_path(scope)
+        outcome = await run_asgi(handlers.ours, Req(path="/hello/"))
+        assert outcome.body == b'{"hello": "async"}' and handlers.ours.stats == {"sync": 0, "async": 1}
+    assert handlers.ours.uses_sync_path(scope)
