@@ -300,9 +300,8 @@ def render_markdown(
     ]
     for name, text in descriptions.items():
         out.append(f"- `{name}`: {text}")
-    headlines = headline_lines(rows)
-    if headlines:
-        out += ["", *headlines]
+    for line in headline_lines(rows):
+        out += ["", line]  # each its own paragraph
     if meta.get("plot"):
         out += ["", f"![Switchboard and Channels side by side]({meta['plot']})"]
     for scenario, group in by_scenario(rows).items():
