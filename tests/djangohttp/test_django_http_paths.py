@@ -232,3 +232,23 @@ async def test_the_remembered_choice_follows_the_urlconf(site: Any, runtime: Any
         outcome = await run_asgi(handlers.ours, Req(path="/hello/"))
         assert outcome.body == b'{"hello": "async"}' and handlers.ours.stats == {"sync": 0, "async": 1}
     assert handlers.ours.uses_sync_path(scope)
+
+
+async def test_a_failed_send_fails_the_request_after_every_message_settled(site: Any, runtime: Any) -> None:
+    """Start and body go out together; a layer refusing the start is the request's error."""
+    runtime("auto")
+    handlers = site()
+    sent: list[str] = []
+    events = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        if message["type"] == "http.response.start":
+            raise RuntimeError("channel full")
+
+    with pytest.raises(RuntimeError, match="channel full"):
+        await asyncio.wait_for(handlers.ours(Req(path="/hello/").scope(), receive, send), WAIT)
+    assert sent == ["http.response.start", "http.response.body"]  # queued in order, both settled
