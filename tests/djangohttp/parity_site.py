@@ -266,6 +266,14 @@ def layer_send(request: HttpRequest) -> HttpResponse:
     return HttpResponse("sent")
 
 
+def group_send(request: HttpRequest) -> HttpResponse:
+    """Tell a room's WebSockets from a sync view, the way Channels sites do."""
+    from switchboard.consumers import get_channel_layer
+
+    async_to_sync(get_channel_layer().group_send)("djangohttp-room", {"type": "room.message", "text": request.GET["text"]})
+    return HttpResponse("told the room")
+
+
 def returns_none(request: HttpRequest) -> HttpResponseBase:
     trace("view:returns_none")
     return None  # type: ignore[return-value]  # Django turns this into a ValueError, then a 500
@@ -288,4 +296,5 @@ urlpatterns = [
     path("blocking/", blocking),
     path("layer-send/", layer_send),
     path("none/", returns_none),
+    path("group-send/", group_send),
 ]

@@ -14,12 +14,12 @@ from typing import Any
 import h11
 import pytest
 from django.core.handlers.asgi import ASGIHandler
-from django.urls import re_path
+from django.urls import path, re_path
 
 from djangohttp import parity_site
 from djangohttp.conftest import WAIT
-from switchboard.consumers import ProtocolTypeRouter, URLRouter, django_http
-from switchboard.gateway.layers import build_layer
+from switchboard.consumers import AsyncWebsocketConsumer, ProtocolTypeRouter, URLRouter, django_http
+from switchboard.gateway.layers import build_layer, set_channel_layer
 from switchboard.gateway.plugins import build_plugins
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
@@ -76,7 +76,8 @@ async def stack() -> AsyncIterator[Callable[[Any], Awaitable[Client]]]:
         gateway = Gateway(layer)
         await gateway.start()
         await plugin.start(gateway)
-        worker = Worker(app, layer, protocols=["http"], **worker_options)
+        set_channel_layer(layer)
+        worker = Worker(app, layer, protocols=["http", "websocket"], **worker_options)
         stop = asyncio.Event()
         task = asyncio.get_running_loop().create_task(worker.run(stop))
         client = Client(*await asyncio.open_connection("127.0.0.1", plugin.bound_addresses[0][1]))
@@ -87,10 +88,12 @@ async def stack() -> AsyncIterator[Callable[[Any], Awaitable[Client]]]:
             await gateway.stop()
             stop.set()
             await task
+            set_channel_layer(None)
             await layer.close()
 
         cleanups.append(cleanup)
         start.worker = worker  # type: ignore[attr-defined]
+        start.port = plugin.bound_addresses[0][1]  # type: ignore[attr-defined]
         return client
 
     yield start
@@ -135,3 +138,29 @@ async def test_the_worker_options_choose_the_path(stack: Any, site: Any, runtime
     status, _, parts = await client.request("GET", "/hello/")
     assert (status, b"".join(parts)) == (200, b'{"hello": "world"}')
     assert worker.application.stats == {"sync": 0, "async": 1}
+
+
+class Room(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.channel_layer.group_add("djangohttp-room", self.channel_name)
+        await self.accept()
+
+    async def room_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+
+async def test_a_sync_view_tells_websockets_through_async_to_sync(stack: Any, site: Any, runtime: Any) -> None:
+    """The Channels idiom: async_to_sync(channel_layer.group_send) in a pooled view reaches the room's sockets."""
+    from websockets.asyncio.client import connect
+
+    runtime("auto")
+    site()
+    app = ProtocolTypeRouter({
+        "http": URLRouter([re_path(r"", ASGIHandler())]),
+        "websocket": URLRouter([path("ws/room/", Room.as_asgi())]),
+    })
+    client = await stack(app)
+    async with connect(f"ws://127.0.0.1:{stack.port}/ws/room/", open_timeout=WAIT) as ws:
+        status, _, parts = await client.request("GET", "/group-send/?text=hello+room")
+        assert (status, b"".join(parts)) == (200, b"told the room")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "hello room"
