@@ -282,7 +282,34 @@ def with_static_files(application: Any, args: argparse.Namespace | None) -> tupl
     if handler.base_url.netloc:  # STATIC_URL on another host: nothing for us to serve
         return application, None
     why = "DEBUG is on" if settings.DEBUG else "--insecure"
-    return handler, f"static   {handler.base_url.path} served from the staticfiles finders ({why}; --nostatic turns it off)"
+    return StaticFirst(application, handler), (
+        f"static   {handler.base_url.path} served from the staticfiles finders ({why}; --nostatic turns it off)"
+    )
+
+
+class StaticFirst:
+    """``STATIC_URL`` requests to Django's static files handler, everything else to the application.
+
+    Rather than the handler wrapping the application (its own fallback), so the
+    application itself stays what the worker was given: Django's handler as the whole
+    application keeps its fast sync path (``consumers/django_http.py``), and routers
+    stay visible.
+    """
+
+    def __init__(self, application: Any, static: Any) -> None:
+        from switchboard.consumers.django_http import fast_django
+
+        self.application = fast_django(application)
+        self.static = static
+        self.prefix: str = static.base_url.path
+        #: What the application routes, for the worker (``worker.protocols_of``).
+        self.application_mapping = getattr(application, "application_mapping", None)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.static(scope, receive, send)
+        else:
+            await self.application(scope, receive, send)
 
 
 async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
