@@ -23,11 +23,15 @@ from typing import Any
 import msgpack
 
 from .names import check_channel_name, check_group_name, split_local
-from .storage import Storage
+from .storage import PushEntry, Storage
 
 logger = logging.getLogger("switchboard.layers")
 
 Message = dict[str, Any]
+
+#: How a send to a process-local channel may merge with identical ones in the batcher:
+#: ``(suffix, packed message, expires_at)``.
+_Part = tuple[str, bytes, float]
 
 #: A process-local shortcut for sends (see :meth:`ChannelLayer.add_local_route`): given a
 #: channel, the message and its packed item, deliver a copy in this process and return
@@ -49,7 +53,10 @@ class LayerStats:
 
     sent: int = 0
     received: int = 0
+    #: Sends refused because the channel was full: of items, or of bytes (``full_bytes``
+    #: counts the latter again on its own, so ``full`` stays the one count of refusals).
     full: int = 0
+    full_bytes: int = 0
     group_sent: int = 0
     group_dropped_full: int = 0
     expired: int = 0
@@ -75,6 +82,24 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
         raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
 
 
+def pack_message(message: Message) -> bytes:
+    """The message part of an item alone (see :func:`join_item`), with :func:`pack`'s errors."""
+    try:
+        return msgpack.packb(message, use_bin_type=True)
+    except OverflowError as exc:
+        raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
+
+
+def join_item(packed_message: bytes, expires_at: float, suffixes: list[str] | None) -> bytes:
+    """:func:`pack`, from a message packed once by :func:`pack_message`.
+
+    msgpack values are self-delimiting, so an array is its header followed by its packed
+    elements: one packed message can be stored under several suffix lists without packing
+    it again (what lets the send batcher merge identical replies, see ``_SendBatcher``).
+    """
+    return b"\x93" + msgpack.packb(expires_at) + msgpack.packb(suffixes, use_bin_type=True) + packed_message
+
+
 def _too_big_path(value: Any, path: str = "") -> str | None:
     """Where in ``value`` the first integer outside msgpack's range is (``['a'][0]``)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -98,6 +123,18 @@ def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
     return expires_at, suffixes, message
 
 
+def _patterns(mapping: Mapping[str, int]) -> list[tuple[re.Pattern[str], int]]:
+    """Shell-style ``{pattern: value}`` compiled, in order (the first match wins)."""
+    return [(re.compile(fnmatch.translate(pattern)), value) for pattern, value in mapping.items()]
+
+
+def _first_match(patterns: list[tuple[re.Pattern[str], int]], key: str, default: int) -> int:
+    for pattern, value in patterns:
+        if pattern.match(key):
+            return value
+    return default
+
+
 @dataclass
 class LayerOptions:
     """Options common to every layer backend (the layer ``CONFIG`` mapping)."""
@@ -108,6 +145,11 @@ class LayerOptions:
     channel_capacity: Mapping[str, int] = field(
         default_factory=lambda: {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
     )
+    # Bytes of packed messages one storage key may hold (a few large messages must not be
+    # able to fill the server: 300 one-megabyte requests are 300 messages, far below any
+    # message capacity). ``channel_byte_capacity`` overrides it per pattern, as above.
+    byte_capacity: int = 256 * 1024 * 1024
+    channel_byte_capacity: Mapping[str, int] = field(default_factory=dict)
     # How long one blocking pop may wait before the read loop checks for shutdown.
     block_timeout: float = 1.0
     # How many items one pop may return (one Redis round trip).
@@ -128,11 +170,9 @@ class ChannelLayer:
         self.options = options or LayerOptions()
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
-        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = [
-            (re.compile(fnmatch.translate(pattern)), capacity)
-            for pattern, capacity in self.options.channel_capacity.items()
-        ]
-        self._capacity_cache: dict[str, int] = {}
+        self._capacity_patterns = _patterns(self.options.channel_capacity)
+        self._byte_capacity_patterns = _patterns(self.options.channel_byte_capacity)
+        self._limits_cache: dict[str, tuple[int, int]] = {}
         self._local_readers: dict[str, _LocalDemux] = {}
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
@@ -178,26 +218,40 @@ class ChannelLayer:
         return self.options.group_expiry
 
     def capacity_for(self, key: str) -> int:
-        """Capacity of the list ``key`` (first matching ``channel_capacity`` pattern)."""
-        cached = self._capacity_cache.get(key)
+        """Capacity of the list ``key`` in messages (first matching ``channel_capacity`` pattern)."""
+        return self.limits_for(key)[0]
+
+    def byte_capacity_for(self, key: str) -> int:
+        """Capacity of the list ``key`` in bytes (first matching ``channel_byte_capacity`` pattern)."""
+        return self.limits_for(key)[1]
+
+    def limits_for(self, key: str) -> tuple[int, int]:
+        """``(messages, bytes)`` the list ``key`` may hold."""
+        cached = self._limits_cache.get(key)
         if cached is not None:
             return cached
-        capacity = self.options.capacity
-        for pattern, value in self._capacity_patterns:
-            if pattern.match(key):
-                capacity = value
-                break
-        if len(self._capacity_cache) < 10000:
-            self._capacity_cache[key] = capacity
-        return capacity
+        limits = (
+            _first_match(self._capacity_patterns, key, self.options.capacity),
+            _first_match(self._byte_capacity_patterns, key, self.options.byte_capacity),
+        )
+        if len(self._limits_cache) < 10000:
+            self._limits_cache[key] = limits
+        return limits
 
-    async def send(self, channel: str, message: Message, *, local: bool = True) -> None:
+    def _count_full(self, refused: int = 1) -> None:
+        self.stats.full += refused
+        self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
+
+    async def send(self, channel: str, message: Message, *, local: bool = True, wait: float = 0.0) -> None:
         """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
 
         ``local=False`` skips the local routes: for callers that know the message is for
         the process behind the channel (a worker's replies to its clients' gateway).
+        ``wait``: while the channel is full, try again (with a growing pause) for up to
+        that many seconds before raising: for a reader that is only behind for a moment.
+        Only the final refusal is counted in ``stats.full``.
         """
-        await self._send(channel, message, local=local)
+        await self._send(channel, message, local=local, wait=wait)
 
     async def send_tracked(self, channel: str, message: Message) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
@@ -205,32 +259,68 @@ class ChannelLayer:
         Never taken by a local route: the caller wants to know whether a reader of the
         channel has taken the message.
         """
-        item = await self._send(channel, message, local=False)
+        item = await self._send(channel, message, local=False, tracked=True)
         assert item is not None
         return item
 
-    async def _send(self, channel: str, message: Message, *, local: bool) -> bytes | None:
+    async def _send(
+        self, channel: str, message: Message, *, local: bool, tracked: bool = False, wait: float = 0.0
+    ) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
         if not isinstance(message, dict):
             raise TypeError(f"message must be a dict, not {type(message).__name__}")
         key, suffix = split_local(channel)
-        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        expires_at = time.time() + self.options.expiry
+        if suffix is None:
+            packed = b""
+            item = pack(message, expires_at, None)
+        else:
+            packed = pack_message(message)
+            item = join_item(packed, expires_at, [suffix])
         if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
             self.stats.sent += 1
             return None
-        capacity = self.capacity_for(key)
-        if self._coalesce:
-            # Sends issued in the same loop pass (one per connection or consumer) travel
-            # together: one round trip per shard instead of one per message.
-            ok = await self._batcher().add(key, item, capacity)
-        else:
-            ok = await self.storage.push(key, item, capacity, self.options.expiry)
+        capacity, max_bytes = self.limits_for(key)
+        # A tracked send must be stored as the very item it returns, so it never merges.
+        part = None if suffix is None or tracked else (suffix, packed, expires_at)
+        ok = await self._push(key, item, capacity, max_bytes, part)
+        if not ok and wait > 0:
+            ok = await self._push_when_room(key, item, capacity, max_bytes, part, wait)
         if not ok:
-            self.stats.full += 1
+            self._count_full()
             raise ChannelFull(channel)
         self.stats.sent += 1
         return item
+
+    async def _push(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> bool:
+        if self._coalesce:
+            # Sends issued in the same loop pass (one per connection or consumer) travel
+            # together: one round trip per shard instead of one per message; identical
+            # messages to channels of one process become one item (see _SendBatcher).
+            return await self._batcher().add(key, item, capacity, max_bytes, part)
+        return await self.storage.push(key, item, capacity, self.options.expiry, max_bytes)
+
+    async def _push_when_room(
+        self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None, wait: float
+    ) -> bool:
+        """Try a refused push again until it is stored or ``wait`` seconds have passed.
+
+        The pause doubles from 5 ms to 100 ms: a reader that is a moment behind (a gateway
+        taking a burst) frees room within a few tries, while a reader that is gone costs a
+        few pushes per second until ``wait`` ends.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = 0.005
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+            if await self._push(key, item, capacity, max_bytes, part):
+                return True
 
     async def still_queued(self, channel: str, item: bytes) -> bool:
         """Whether an item :meth:`send_tracked` stored on ``channel`` is still unread."""
@@ -243,22 +333,21 @@ class ChannelLayer:
         Returns one result per message, in order: False where the channel was full (counted
         in ``stats.full``, nothing raised), so one full channel never fails the others.
         """
-        batch = []
+        batch: list[PushEntry] = []
         expires_at = time.time() + self.options.expiry
         for channel, message in messages:
             check_channel_name(channel)
             if not isinstance(message, dict):
                 raise TypeError(f"message must be a dict, not {type(message).__name__}")
             key, suffix = split_local(channel)
-            batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
+            batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), *self.limits_for(key)))
         if not batch:
             return []
         results = await self.storage.push_many(batch, self.options.expiry)
-        for ok in results:
-            if ok:
-                self.stats.sent += 1
-            else:
-                self.stats.full += 1
+        stored = sum(1 for ok in results if ok)
+        self.stats.sent += stored
+        if stored < len(results):
+            self._count_full(len(results) - stored)
         return list(results)
 
     def _batcher(self) -> _SendBatcher:
@@ -344,16 +433,17 @@ class ChannelLayer:
                 suffixes.append(suffix)
         if not by_key:
             return
-        batch = [
-            (key, pack(message, expires_at, suffixes), self.capacity_for(key))
+        batch: list[PushEntry] = [
+            (key, pack(message, expires_at, suffixes), *self.limits_for(key))
             for key, suffixes in by_key.items()
         ]
         results = await self.storage.push_many(batch, self.options.expiry)
-        for (key, _item, _cap), ok in zip(batch, results):
+        for (key, *_rest), ok in zip(batch, results):
             if ok:
                 self.stats.group_sent += 1
             else:
                 self.stats.group_dropped_full += 1
+                self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
                 logger.warning("group_send to %s: channel %s is full, message dropped", group, key)
 
     async def flush(self) -> None:
@@ -376,12 +466,18 @@ class ChannelLayer:
 class _SendBatcher:
     """Group commit for :meth:`ChannelLayer.send` on one event loop.
 
-    Each send appends ``(key, item, capacity)`` and waits on a future. The first send of
-    a quiet period schedules a flush with ``call_soon``, so every send issued in the same
-    loop pass (50 connections' events, 50 consumers' replies) goes out in one
-    ``push_many`` (one Lua call per shard). While a flush is in flight, new sends queue
-    and go out together when it returns: under load batches grow by themselves, and one
-    sender's sends can never overtake each other (each waits for its own result).
+    Each send appends its push and waits on a future. The first send of a quiet period
+    schedules a flush with ``call_soon``, so every send issued in the same loop pass (50
+    connections' events, 50 consumers' replies) goes out in one ``push_many`` (one Lua
+    call per shard). While a flush is in flight, new sends queue and go out together when
+    it returns: under load batches grow by themselves, and one sender's sends can never
+    overtake each other (each waits for its own result).
+
+    Identical messages to channels of one process-local prefix become **one** item naming
+    all of their suffixes, as ``group_send`` stores them (see :func:`_merge_identical`):
+    the 20 members of a chat room each answering a group message with the same
+    ``websocket.send`` cost the gateway one item to read instead of 20, and one slot of
+    its reply list's capacity instead of 20.
     """
 
     __slots__ = ("flushing", "layer", "loop", "pending", "scheduled")
@@ -389,13 +485,13 @@ class _SendBatcher:
     def __init__(self, layer: ChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
         self.loop = loop
-        self.pending: list[tuple[str, bytes, int, asyncio.Future[bool]]] = []
+        self.pending: list[_Pending] = []
         self.scheduled = False
         self.flushing = False
 
-    def add(self, key: str, item: bytes, capacity: int) -> asyncio.Future[bool]:
+    def add(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = self.loop.create_future()
-        self.pending.append((key, item, capacity, future))
+        self.pending.append((key, item, capacity, max_bytes, part, future))
         if not self.scheduled and not self.flushing:
             self.scheduled = True
             self.loop.call_soon(self._start)
@@ -409,37 +505,90 @@ class _SendBatcher:
         batch, self.pending = self.pending, []
         self.loop.create_task(self._flush(batch))
 
-    async def _flush(self, batch: list[tuple[str, bytes, int, asyncio.Future[bool]]]) -> None:
+    async def _flush(self, batch: list[_Pending]) -> None:
         storage = self.layer.storage
         ttl = self.layer.options.expiry
         try:
             while batch:
+                entries, waiters = _merge_identical(batch)
                 try:
-                    if len(batch) == 1:
-                        key, item, capacity, _future = batch[0]
-                        results: Sequence[bool] = [await storage.push(key, item, capacity, ttl)]
+                    if len(entries) == 1:
+                        key, item, capacity, max_bytes = entries[0]
+                        results: Sequence[bool] = [await storage.push(key, item, capacity, ttl, max_bytes)]
                     else:
-                        results = await storage.push_many([entry[:3] for entry in batch], ttl)
+                        results = await storage.push_many(entries, ttl)
                 except BaseException as exc:
                     for entry in batch:
-                        if not entry[3].done():
-                            entry[3].set_exception(exc)
+                        if not entry[5].done():
+                            entry[5].set_exception(exc)
                     if isinstance(exc, asyncio.CancelledError):
                         for entry in self.pending:
-                            if not entry[3].done():
-                                entry[3].set_exception(LayerClosed("send cancelled"))
+                            if not entry[5].done():
+                                entry[5].set_exception(LayerClosed("send cancelled"))
                         self.pending = []
                         raise
                 else:
-                    for entry, ok in zip(batch, results):
-                        if not entry[3].done():
-                            entry[3].set_result(bool(ok))
+                    for futures, ok in zip(waiters, results):
+                        for future in futures:
+                            if not future.done():
+                                future.set_result(bool(ok))
                 batch, self.pending = self.pending, []
         finally:
             self.flushing = False
             if self.pending and not self.scheduled:
                 self.scheduled = True
                 self.loop.call_soon(self._start)
+
+
+#: A send waiting in the batcher: ``(key, item, capacity, max_bytes, part, future)``.
+_Pending = tuple[str, bytes, int, int, "_Part | None", "asyncio.Future[bool]"]
+
+
+def _merge_identical(batch: list[_Pending]) -> tuple[list[PushEntry], list[list[asyncio.Future[bool]]]]:
+    """The pushes of ``batch``, identical messages to one process-local prefix merged.
+
+    A send to ``key!b`` merges into an earlier item of the same packed message for
+    ``key!a`` (which then names both suffixes) only if nothing else was sent to ``key!b``
+    since that item: moving a message earlier in the list must never let it overtake
+    another message to its own channel. Returns the pushes and, per push, the futures
+    waiting on it (a merged item's result is each merged send's result).
+    """
+    entries: list[PushEntry] = []
+    waiters: list[list[asyncio.Future[bool]]] = []
+    if len(batch) < 2:
+        for key, item, capacity, max_bytes, _part, future in batch:
+            entries.append((key, item, capacity, max_bytes))
+            waiters.append([future])
+        return entries, waiters
+    # (key, packed message) -> index of the latest item it may merge into.
+    open_items: dict[tuple[str, bytes], int] = {}
+    # (key, suffix) -> index of the item holding that channel's latest message.
+    latest: dict[tuple[str, str], int] = {}
+    parts: dict[int, _Part] = {}
+    merged: dict[int, list[str]] = {}
+    for key, item, capacity, max_bytes, part, future in batch:
+        if part is not None:
+            suffix, packed, expires_at = part
+            index = open_items.get((key, packed))
+            if index is not None and latest.get((key, suffix), -1) < index:
+                suffixes = merged.get(index)
+                if suffixes is None:
+                    suffixes = merged[index] = [parts[index][0]]
+                suffixes.append(suffix)
+                latest[key, suffix] = index
+                waiters[index].append(future)
+                continue
+            index = len(entries)
+            open_items[key, packed] = index
+            latest[key, suffix] = index
+            parts[index] = part
+        entries.append((key, item, capacity, max_bytes))
+        waiters.append([future])
+    for index, suffixes in merged.items():
+        key, _item, capacity, byte_bound = entries[index]
+        _suffix, packed, expires_at = parts[index]
+        entries[index] = (key, join_item(packed, expires_at, suffixes), capacity, byte_bound)
+    return entries, waiters
 
 
 class Receiver:

@@ -12,6 +12,8 @@ import collections
 import time
 from collections.abc import Sequence
 
+from .storage import PushEntry
+
 
 class MemoryStorage:
     """Bounded FIFO lists and group memberships in process memory."""
@@ -21,6 +23,9 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._lists: dict[str, collections.deque[bytes]] = {}
+        # Bytes of the items each list holds now (the byte bound of push).
+        self._bytes: dict[str, int] = {}
+        self.refused_bytes = 0
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
@@ -43,22 +48,28 @@ class MemoryStorage:
         self._last_sweep = now
         for key in [k for k, t in self._touched.items() if now - t > ttl]:
             self._lists.pop(key, None)
+            self._bytes.pop(key, None)
             self._touched.pop(key, None)
 
-    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
         self._sweep(ttl)
         queue = self._lists.get(key)
         if queue is None:
             queue = self._lists[key] = collections.deque()
         if len(queue) >= capacity:
             return False
+        held = self._bytes.get(key, 0)
+        if max_bytes is not None and held + len(item) > max_bytes:
+            self.refused_bytes += 1
+            return False
         queue.append(item)
+        self._bytes[key] = held + len(item)
         self._touched[key] = time.monotonic()
         self._wake(key)
         return True
 
-    async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
-        return [await self.push(key, item, capacity, ttl) for key, item, capacity in batch]
+    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
+        return [await self.push(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
         return [list(keys)] if keys else []
@@ -70,6 +81,7 @@ class MemoryStorage:
                 queue = self._lists.get(key)
                 if queue:
                     items = [queue.popleft() for _ in range(min(count, len(queue)))]
+                    self._bytes[key] = self._bytes.get(key, 0) - sum(map(len, items))
                     if queue:
                         self._wake(key)  # let another reader of this key take the rest
                     return key, items
@@ -116,6 +128,7 @@ class MemoryStorage:
 
     async def flush(self) -> None:
         self._lists.clear()
+        self._bytes.clear()
         self._touched.clear()
         self._groups.clear()
 

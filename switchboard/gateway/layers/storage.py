@@ -7,12 +7,20 @@ group memberships, so the in-memory and Redis layers cannot drift apart in seman
 
 Items are ``bytes`` (msgpack, packed by the core). Keys are channel names, or for
 process-local channels the shared prefix ``"name!"``.
+
+Every list is bounded twice: by ``capacity`` items and by ``max_bytes`` bytes of items.
+The count alone does not bound memory (300 one-megabyte requests are 300 items); the bytes
+alone would let a flood of tiny items grow a list without end. A backend checks both and
+appends in one atomic step, so concurrent writers can never overshoot either bound.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+
+#: One push of a batch: ``(key, item, capacity, max_bytes)``; ``max_bytes`` None is no byte bound.
+PushEntry = tuple[str, bytes, int, int | None]
 
 
 class Storage(Protocol):
@@ -22,16 +30,21 @@ class Storage(Protocol):
     #: backend). Readers then stop at once instead of waiting out the block timeout.
     pop_cancel_safe: bool
 
-    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
-        """Append ``item`` to list ``key`` unless it already holds ``capacity`` items.
+    #: Pushes refused because the list's bytes would pass ``max_bytes`` (a subset of the
+    #: refusals push and push_many report as False), for the layer's ``full_bytes`` counter.
+    refused_bytes: int
+
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
+        """Append ``item`` to list ``key`` unless it already holds ``capacity`` items or
+        ``item`` would take its items past ``max_bytes`` bytes (None: no byte bound).
 
         Returns False (and stores nothing) when full. ``ttl`` is how long the list may live
         untouched; the backend may drop the whole list after that. Must be one round trip.
         """
         ...
 
-    async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
-        """Push several ``(key, item, capacity)`` at once; one result per entry, in order.
+    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
+        """Push several ``(key, item, capacity, max_bytes)`` at once; one result per entry, in order.
 
         Used by group sends, so a backend should batch per server (one round trip each).
         """
