@@ -63,14 +63,15 @@ class MetricsOptions:
 class GatewayOptions:
     """``SWITCHBOARD["GATEWAY"]``: how long the gateway waits on workers (specs/layer.md).
 
-    ``worker_timeout``: a worker silent this long (no heartbeat) is taken as dead and its
-    connections go back to the pool. ``claim_timeout``: events of a connection wait this
+    ``worker_timeout``: a worker silent this long (no heartbeat; by the gateway's own
+    read-back check, so a backlog of replies never makes a live worker look silent) is
+    taken as dead and its connections go back to the pool. ``claim_timeout``: events of a connection wait this
     long for the worker that took its first event to claim it. ``drain_timeout``: how
     long a stopping worker's connections are held for it to finish, and how long the
     gateway itself drains open requests on SIGTERM.
     """
 
-    worker_timeout: float = 5.0
+    worker_timeout: float = 1.0
     claim_timeout: float = 2.0
     drain_timeout: float = 10.0
 
@@ -103,7 +104,7 @@ class WorkerOptions:
 
     protocols: list[str] | None = None
     channels: list[str] | None = None
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = 0.25
     drain_timeout: float = 10.0
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000

@@ -23,6 +23,7 @@ RELEASED = "switchboard.released"  # gateway -> worker: nothing more will come f
 DRAINED = "switchboard.drained"  # worker -> gateway control: I finished all I had; send on
 SCOPE_REQUEST = "switchboard.scope_request"  # worker -> reply channel: I got events without a scope
 SCOPE = "switchboard.scope"  # gateway -> worker: the scope of a connection it asked about
+MARK = "switchboard.mark"  # gateway -> its own control channel: read back, all before it was read
 
 
 def pool_channel(scope_type: str) -> str:

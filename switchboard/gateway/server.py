@@ -20,7 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SwitchboardConfig
-from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, SCOPE, SCOPE_REQUEST, WORKER_STOPPING, pool_channel, wrap
+from .envelope import (
+    CLAIM,
+    DRAINED,
+    HEARTBEAT,
+    MARK,
+    RELEASE,
+    RELEASED,
+    SCOPE,
+    SCOPE_REQUEST,
+    WORKER_STOPPING,
+    pool_channel,
+    wrap,
+)
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
 
@@ -97,7 +109,7 @@ class Gateway:
         layer: ChannelLayer,
         *,
         gateway_id: str | None = None,
-        worker_timeout: float = 5.0,
+        worker_timeout: float = 1.0,
         claim_timeout: float = 2.0,
         drain_timeout: float = 10.0,
     ) -> None:
@@ -124,6 +136,11 @@ class Gateway:
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        # Marks this gateway sends to its own control channel while a worker seems silent:
+        # when one is read back, every message sent before it has been read (one list,
+        # FIFO), so a heartbeat that is not in by then was never sent (see _watch_workers).
+        self._mark_sent: float | None = None
+        self._read_up_to = 0.0
 
     # -- connections ----------------------------------------------------------------
 
@@ -331,18 +348,30 @@ class Gateway:
         return len(connections)
 
     async def _worker_drained(self, worker: str) -> None:
-        """The stopping worker finished every event it had: send the held ones on."""
+        """The stopping worker finished every event it had: send the held ones on.
+
+        All connections at once: their first sends travel in one layer round trip.
+        """
+        ready = []
         for connection in self._draining.pop(worker, set()):
             if connection.worker is None and connection.open:
                 connection.hold_until = None
-                await self._flush_held(connection)
+                ready.append(self._flush_held(connection))
+        await asyncio.gather(*ready)
 
     async def _control(self, message: Message) -> None:
-        """Messages workers send to ``gateway.<id>!control``."""
+        """Messages workers (and this gateway itself) send to ``gateway.<id>!control``."""
+        message_type = message.get("type")
+        if message_type == MARK:
+            at = message.get("at")
+            if isinstance(at, float):
+                self._read_up_to = max(self._read_up_to, at)
+                if self._mark_sent is not None and at >= self._mark_sent:
+                    self._mark_sent = None
+            return
         worker = message.get("worker")
         if not isinstance(worker, str):
             return
-        message_type = message.get("type")
         if message_type == HEARTBEAT:
             if worker in self.worker_claims:
                 self.worker_seen[worker] = time.monotonic()
@@ -359,18 +388,50 @@ class Gateway:
 
     async def _watch_workers(self) -> None:
         """Release connections of workers that stopped heartbeating (killed, frozen)."""
-        interval = max(min(self.worker_timeout, self.claim_timeout) / 5, 0.05)
+        interval = max(min(self.worker_timeout / 10, self.claim_timeout / 5), 0.02)
         while True:
             await asyncio.sleep(interval)
             for connection in list(self._holding):
                 if connection.worker is None and not self._claim_pending(connection):
                     await self._claim_late(connection)
-            deadline = time.monotonic() - self.worker_timeout
-            for worker, seen in list(self.worker_seen.items()):
-                if seen < deadline:
-                    released = self.release_worker(worker)
-                    self.stats.workers_lost += 1
-                    logger.warning("worker %s missed its heartbeats: %d connection(s) back to the pool", worker, released)
+            await self._check_workers()
+
+    async def _check_workers(self) -> None:
+        """Release the workers whose heartbeats stopped ``worker_timeout`` ago.
+
+        "Not heard for the timeout" alone would also be true of a live worker whose
+        heartbeats wait unread in this gateway's own reply list, behind a burst of replies
+        (they share the list): under load that released live workers. So silence only
+        counts up to the last *mark* read back: a mark is a message this gateway sends to
+        its own control channel; once it reads it, it has read everything sent before
+        it. A worker is gone when a mark sent more than ``worker_timeout`` after its last
+        heartbeat has come back without a newer heartbeat: it sent none for that long.
+        When the gateway keeps up, that is one round trip after the timeout (a killed
+        worker is noticed in about ``worker_timeout``); when it is behind, the verdict
+        waits until it has caught up, instead of being wrong.
+        """
+        now = time.monotonic()
+        silent = [worker for worker, seen in self.worker_seen.items() if now - seen > self.worker_timeout]
+        if not silent:
+            return
+        for worker in silent:
+            seen = self.worker_seen.get(worker)
+            if seen is not None and self._read_up_to - seen > self.worker_timeout:
+                released = self.release_worker(worker)
+                self.stats.workers_lost += 1
+                logger.warning(
+                    "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
+                    worker, self._read_up_to - seen, released,
+                )
+        if any(worker in self.worker_seen for worker in silent) and (
+            self._mark_sent is None or now - self._mark_sent > max(self.worker_timeout, 1.0)
+        ):
+            # None in flight (or it was lost, say in a Redis restart): send one now.
+            try:
+                await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False)
+                self._mark_sent = now
+            except Exception as exc:  # full or unreachable: try again on the next round
+                logger.debug("could not send a mark to %s: %r", self.control_channel, exc)
 
     async def _claim_late(self, connection: Connection) -> None:
         """No claim came within ``claim_timeout`` for a connection with held events.

@@ -203,7 +203,7 @@ class Worker:
         *,
         protocols: Iterable[str] | None = None,
         channels: Iterable[str] | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float = 0.25,
         max_instance_backlog: int = 1000,
         max_listener_backlog: int = 20000,
         local_delivery: bool = True,

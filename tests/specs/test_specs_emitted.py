@@ -37,6 +37,7 @@ EMITTED_BY_CORE = {
     "switchboard.drained": specs.WORKER_TO_GATEWAY,  # envelope.DRAINED
     "switchboard.scope_request": specs.WORKER_TO_GATEWAY,  # envelope.SCOPE_REQUEST
     "switchboard.scope": specs.GATEWAY_TO_WORKER,  # envelope.SCOPE
+    "switchboard.mark": specs.WORKER_TO_GATEWAY,  # envelope.MARK, the gateway to itself
 }
 
 
@@ -184,6 +185,7 @@ def test_envelope_module_types_are_specified() -> None:
         "switchboard.drained",
         "switchboard.scope_request",
         "switchboard.scope",
+        "switchboard.mark",
     }
     assert names <= specs.known_types("message")
 

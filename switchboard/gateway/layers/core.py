@@ -658,6 +658,27 @@ class Receiver:
                 if len(self._buffer) >= self.max_buffered:
                     self._room.clear()
 
+    async def _wake_pumps(self) -> None:
+        """Have the storage end the pumps' blocking pops now (they exit: ``_closed`` is set).
+
+        A pump may only reach its pop after the first wake (it was between two calls), so
+        wake again while any is left, until one ``block_timeout`` has passed: by then its
+        pop has ended by itself anyway.
+        """
+        wake = getattr(self.layer.storage, "wake", None)
+        if wake is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.layer.options.block_timeout
+        pending = {pump for pump in self._pumps if not pump.done()}
+        while pending and loop.time() < deadline:
+            try:
+                await wake(list(pending))
+            except Exception as exc:  # a lost connection: the pops end by themselves
+                logger.debug("waking the readers of %s failed: %r", self.keys, exc)
+                return
+            _done, pending = await asyncio.wait(pending, timeout=0.05)
+
     async def get_batch(self, max_messages: int = 256) -> list[tuple[str, Message]]:
         """Wait for at least one message; return up to ``max_messages`` of them."""
         while not self._buffer:
@@ -693,15 +714,19 @@ class Receiver:
     async def close(self) -> list[tuple[str, Message]]:
         """Stop reading; return whatever was popped but not yet handed out.
 
-        Pumps are cancelled only on storages whose pop is cancel-safe; elsewhere they
-        finish their current pop (bounded by ``block_timeout``) so nothing popped is lost.
+        Pumps are cancelled only on storages whose pop is cancel-safe; elsewhere the
+        storage ends their current pop early without losing what it took (``wake``), or
+        they finish it (bounded by ``block_timeout``), so nothing popped is lost.
         """
         self._closed = True
         self._room.set()
         self._ready.set()
-        if getattr(self.layer.storage, "pop_cancel_safe", False):
+        storage = self.layer.storage
+        if getattr(storage, "pop_cancel_safe", False):
             for pump in self._pumps:
                 pump.cancel()
+        else:
+            await self._wake_pumps()
         if self._pumps:
             await asyncio.gather(*self._pumps, return_exceptions=True)
         leftover = list(self._buffer)

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .storage import PushEntry
 
@@ -102,6 +103,9 @@ class MemoryStorage:
                         waiters.discard(future)
                         if not waiters:
                             del self._waiters[key]
+
+    async def wake(self, readers: Sequence[asyncio.Task[Any]]) -> None:
+        """Nothing to do: pops here are cancel-safe, so stopping readers are cancelled."""
 
     async def contains(self, key: str, item: bytes) -> bool:
         return item in self._lists.get(key, ())

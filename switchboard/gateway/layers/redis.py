@@ -34,7 +34,7 @@ import re
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -285,6 +285,11 @@ class _Shard:
     push_busy: bool = False
     idle_pop_connections: list[Any] | None = None
     held: list[Any] | None = None  # every connection made for this shard, to close
+    # The server's client id of each pop connection (CLIENT ID, asked once per connect), so
+    # a pop can be ended early with CLIENT UNBLOCK; ``unblock`` turns False when the server
+    # refuses those commands (an ACL), and pops are then waited out.
+    pop_ids: dict[Any, int] = field(default_factory=dict)
+    unblock: bool = True
 
     def own_connection(self, pool: ConnectionPool) -> Any:
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
@@ -373,6 +378,8 @@ class RedisStorage:
         # Per shard index: does the server have BLMPOP (Redis >= 7)? Learnt once via INFO.
         self._server_versions: dict[int, tuple[int, ...]] = {}
         self.refused_bytes = 0
+        # Reader task -> (shard, client id) of the blocking pop it waits in now (for wake).
+        self._popping: dict[asyncio.Task[Any], tuple[_Shard, int]] = {}
 
     # -- Connections ------------------------------------------------------------------
 
@@ -657,8 +664,14 @@ class RedisStorage:
         if idle is None:
             idle = shard.idle_pop_connections = []
         connection = idle.pop() if idle else shard.own_connection(shard.blocking_pool)
+        task = asyncio.current_task()
         try:
             async with asyncio.timeout(block + self._blocking_margin):
+                if shard.unblock and (not connection.is_connected or connection not in shard.pop_ids):
+                    await self._learn_client_id(shard, connection)
+                client_id = shard.pop_ids.get(connection)
+                if client_id is not None and task is not None:
+                    self._popping[task] = (shard, client_id)
                 await connection.send_packed_command(_resp(command), check_health=False)
                 reply = await connection.read_response()
         except TimeoutError as exc:
@@ -669,11 +682,48 @@ class RedisStorage:
             await connection.disconnect(nowait=True)
             self._forget(shard, connection)
             raise
+        finally:
+            if task is not None:
+                self._popping.pop(task, None)
         idle.append(connection)
         return reply
 
+    async def _learn_client_id(self, shard: _Shard, connection: Any) -> None:
+        """Ask the server for ``connection``'s client id (once per connect), for :meth:`wake`."""
+        shard.pop_ids.pop(connection, None)
+        await connection.connect()
+        await connection.send_packed_command(_resp(["CLIENT", "ID"]), check_health=False)
+        try:
+            shard.pop_ids[connection] = int(await connection.read_response())
+        except ResponseError as exc:
+            shard.unblock = False
+            logger.info("%s refuses CLIENT ID (%s): stopping readers waits out their pops", node_identity(shard.url), exc)
+
+    async def wake(self, readers: Sequence[asyncio.Task[Any]]) -> None:
+        """End the blocking pops ``readers`` wait in now, as if their timeout had passed.
+
+        ``CLIENT UNBLOCK <id> TIMEOUT`` makes the server answer the pop with its timeout
+        reply: a pop that has taken items answers with them as usual, so nothing is lost
+        (cancelling the pop instead could drop a reply in flight). What a stopping reader
+        used to wait out: a worker handing its connections over on SIGTERM held every
+        client for up to one ``block_timeout``. A wake that reaches a connection already
+        serving another pop only makes that pop return empty, and its reader pops again.
+        """
+        targets = [self._popping[task] for task in readers if task in self._popping]
+        for shard, client_id in targets:
+            if not shard.unblock:
+                continue
+            try:
+                await shard.client.execute_command("CLIENT", "UNBLOCK", client_id, "TIMEOUT")
+            except ResponseError as exc:
+                shard.unblock = False
+                logger.info(
+                    "%s refuses CLIENT UNBLOCK (%s): stopping readers waits out their pops", node_identity(shard.url), exc
+                )
+
     @staticmethod
     def _forget(shard: _Shard, connection: Any) -> None:
+        shard.pop_ids.pop(connection, None)
         if shard.held is not None and connection in shard.held:
             shard.held.remove(connection)
 

@@ -16,8 +16,9 @@ appends in one atomic step, so concurrent writers can never overshoot either bou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 #: One push of a batch: ``(key, item, capacity, max_bytes)``; ``max_bytes`` None is no byte bound.
 PushEntry = tuple[str, bytes, int, int | None]
@@ -59,6 +60,15 @@ class Storage(Protocol):
 
         Returns up to ``count`` items from the first non-empty key, oldest first, or None on
         timeout. Items returned are removed (at-most-once delivery).
+        """
+        ...
+
+    async def wake(self, readers: Sequence[asyncio.Task[Any]]) -> None:
+        """End the blocking :meth:`pop` calls these tasks wait in, as if their timeout passed.
+
+        Must never lose an item (a pop that has taken items returns them). Lets a reader
+        that is stopping stop now instead of after ``timeout``; storages whose pops are
+        cancel-safe (``pop_cancel_safe``) may do nothing, their readers are cancelled.
         """
         ...
 
