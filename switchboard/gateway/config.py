@@ -68,15 +68,18 @@ class GatewayOptions:
     taken as dead and its connections go back to the pool. ``claim_timeout``: events of a connection wait this
     long for the worker that took its first event to claim it. ``drain_timeout``: how
     long a stopping worker's connections are held for it to finish, and how long the
-    gateway itself drains open requests on SIGTERM.
+    gateway itself drains open requests on SIGTERM. ``membership_check_interval``: how
+    often the gateway checks that the layer still holds its connections' group
+    memberships (they are re-added at once when it lost them, see gateway/memberships.py).
     """
 
     worker_timeout: float = 1.0
     claim_timeout: float = 2.0
     drain_timeout: float = 10.0
+    membership_check_interval: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("worker_timeout", "claim_timeout", "drain_timeout"):
+        for name in ("worker_timeout", "claim_timeout", "drain_timeout", "membership_check_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 

@@ -23,6 +23,8 @@ from .config import SwitchboardConfig
 from .envelope import (
     CLAIM,
     DRAINED,
+    GROUP_ADD,
+    GROUP_DISCARD,
     HEARTBEAT,
     MARK,
     RELEASE,
@@ -34,6 +36,7 @@ from .envelope import (
     wrap,
 )
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
+from .memberships import Memberships
 from .plugins import ProtocolPlugin, build_plugins
 
 logger = logging.getLogger("switchboard.gateway")
@@ -66,6 +69,9 @@ class Connection:
     # The stored item of the last claim-asking envelope sent to the pool, until a claim
     # comes: while it is still unread, no second one is sent (two could go to two workers).
     claim_item: bytes | None = None
+    # The groups its consumer joined (the layer tells the gateway, see memberships.py);
+    # None until it joins one (most connections never do: no empty set each).
+    groups: set[str] | None = None
 
     @property
     def events_channel(self) -> str:
@@ -93,6 +99,11 @@ class GatewayStats:
     # Claim timeouts passed while the connection's envelope still waited in the pool (no
     # worker running): its events kept waiting instead of a second envelope being sent.
     claims_awaited: int = 0
+    # The layer lost its data (Redis restarted, flushed): memberships of open connections
+    # added again; and memberships refreshed before group_expiry (memberships.py).
+    layer_data_lost: int = 0
+    memberships_restored: int = 0
+    memberships_refreshed: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -112,6 +123,7 @@ class Gateway:
         worker_timeout: float = 1.0,
         claim_timeout: float = 2.0,
         drain_timeout: float = 10.0,
+        membership_check_interval: float = 1.0,
     ) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
@@ -119,6 +131,7 @@ class Gateway:
         self.control_channel = self.reply_prefix + "control"
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
+        self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
         # Workers holding claims on this gateway's connections, and when each was last heard.
         self.worker_claims: dict[str, set[Connection]] = {}
         self.worker_seen: dict[str, float] = {}
@@ -167,6 +180,8 @@ class Gateway:
             self._unclaim(connection)
             if connection.held is not None:
                 self._holding.discard(connection)
+            if connection.groups:
+                self.memberships.closed(connection)
             self.stats.connections_closed += 1
 
     async def send_event(self, connection: Connection, event: Message) -> None:
@@ -288,6 +303,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._receiver = self.layer.receiver([self.reply_prefix])
+        await self.memberships.start(self.connections.values)
         loop = asyncio.get_running_loop()
         self._reply_task = loop.create_task(self._reply_loop(), name="gateway-replies")
         self._watch_task = loop.create_task(self._watch_workers(), name="gateway-worker-watch")
@@ -480,6 +496,8 @@ class Gateway:
                 if connection is None:
                     if channel == self.control_channel:
                         await self._control(message)
+                    elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
+                        self.memberships.noticed(None, channel, message)
                     elif message_type == SCOPE_REQUEST:
                         # Closed already: say so, so the worker drops what it holds now.
                         forwards.append(self._send_scope(None, message.get("worker"), channel))
@@ -495,6 +513,8 @@ class Gateway:
                         self._unclaim(connection)
                 elif message_type == SCOPE_REQUEST:
                     forwards.append(self._send_scope(connection, message.get("worker")))
+                elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
+                    self.memberships.noticed(connection, channel, message)
                 elif isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
                     try:
                         connection.deliver(message)
@@ -556,6 +576,7 @@ class Gateway:
         """Stop the reply loop (after plugins drained)."""
         if self._watch_task is not None:
             self._watch_task.cancel()
+        await self.memberships.stop()
         if self._receiver is not None:
             await self._receiver.close()
         if self._reply_task is not None:
@@ -592,6 +613,7 @@ async def run_gateway(
         worker_timeout=timeouts.worker_timeout,
         claim_timeout=timeouts.claim_timeout,
         drain_timeout=timeouts.drain_timeout,
+        membership_check_interval=timeouts.membership_check_interval,
     )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
     await gateway.start()

@@ -197,7 +197,7 @@ async def test_group_members_expire_and_discard(storage: RedisStorage, raw: aior
 async def test_group_send_fan_out_is_one_list_item(make_storage: MakeStorage, raw: aioredis.Redis) -> None:
     storage = make_storage()
     layer = ChannelLayer(storage, LayerOptions(block_timeout=BLOCK_TIMEOUT))
-    channels = [await layer.new_channel("gateway") for _ in range(25)]
+    channels = [await layer.new_channel("proc") for _ in range(25)]
     for channel in channels:
         await layer.group_add("lobby", channel)
     await layer.group_send("lobby", {"text": "hi"})

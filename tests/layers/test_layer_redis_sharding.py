@@ -119,7 +119,7 @@ async def channels_on_every_shard(layer: ChannelLayer, count_per_shard: int = 3)
         plain[storage.shard_index(name)].append(name)
         i += 1
     while min(map(len, local.values())) < 1:
-        name = await layer.new_channel(f"gateway.n{i}")
+        name = await layer.new_channel(f"proc.n{i}")
         local[storage.shard_index(split_local(name)[0])].append(name)
         i += 1
     return [name for names in (*plain.values(), *local.values()) for name in names]

@@ -22,12 +22,17 @@ from typing import Any
 
 import msgpack
 
+from ..envelope import GROUP_ADD, GROUP_DISCARD
 from .names import check_channel_name, check_group_name, split_local
 from .storage import PushEntry, Storage
 
 logger = logging.getLogger("switchboard.layers")
 
 Message = dict[str, Any]
+
+#: Channels of gateway connections (``gateway.<id>!<token>``): their memberships are
+#: reported to the gateway (see ``ChannelLayer._tell_owner``).
+CONNECTION_PREFIX = "gateway."
 
 #: How a send to a process-local channel may merge with identical ones in the batcher:
 #: ``(suffix, packed message, expires_at)``.
@@ -63,6 +68,9 @@ class LayerStats:
     corrupt: int = 0
     #: Sends and group members delivered in this process by a local route (no storage hop).
     local_delivered: int = 0
+    #: group_add / group_discard notices a connection's gateway could not be sent (see
+    #: ``ChannelLayer._tell_owner``): memberships it will not restore, refresh or drop.
+    group_notices_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -399,11 +407,61 @@ class ChannelLayer:
         check_group_name(group)
         check_channel_name(channel)
         await self.storage.group_add(group, channel, time.time(), self.options.group_expiry)
+        if channel.startswith(CONNECTION_PREFIX):
+            await self._tell_owner(channel, GROUP_ADD, group)
 
     async def group_discard(self, group: str, channel: str) -> None:
         check_group_name(group)
         check_channel_name(channel)
         await self.storage.group_discard(group, channel)
+        if channel.startswith(CONNECTION_PREFIX):
+            await self._tell_owner(channel, GROUP_DISCARD, group)
+
+    async def _tell_owner(self, channel: str, notice: str, group: str) -> None:
+        """Tell the gateway holding connection ``channel`` that it joined or left ``group``.
+
+        The gateway keeps its connections' memberships so that it can restore them when
+        the storage loses them (a Redis restart), refresh them before ``group_expiry``
+        while the connection lives, and drop them when it closes: the consumer that calls
+        ``group_add`` runs in some worker, but only the gateway knows the connection is
+        still there. Every ``group_add`` / ``group_discard`` goes through this layer, so
+        this is the one place that sees them all. The notice travels on the connection's
+        reply channel, behind what was sent to it before, and may use a tenth more than
+        the channel's capacity: a reply list full of replies must not cost a membership.
+        A notice that still cannot be stored is counted and logged, never raised: the
+        membership itself is in place.
+        """
+        key, suffix = split_local(channel)
+        if suffix is None:
+            return
+        expires_at = time.time() + self.options.expiry
+        packed = pack_message({"type": notice, "group": group})
+        capacity, max_bytes = self.limits_for(key)
+        try:
+            stored = await self._push(
+                key, join_item(packed, expires_at, [suffix]), capacity + max(1, capacity // 10), max_bytes,
+                (suffix, packed, expires_at),
+            )
+        except Exception as exc:
+            stored = False
+            logger.warning("could not tell the gateway of %s about %s %s: %r", channel, notice, group, exc)
+        if stored:
+            self.stats.sent += 1
+        else:
+            self.stats.group_notices_dropped += 1
+            logger.warning("the gateway of %s has no room for %s %s: that membership is not kept by it", channel, notice, group)
+
+    async def group_add_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
+        """Add or refresh many memberships at once (no owner notices: for the owner itself).
+
+        A gateway uses it to restore its connections' memberships after the storage lost
+        them, and to refresh them before ``group_expiry``: one round trip per server.
+        """
+        await self.storage.group_add_many(list(memberships.items()), time.time(), self.options.group_expiry)
+
+    async def group_discard_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
+        """Remove many memberships at once (no owner notices: for the owner itself)."""
+        await self.storage.group_discard_many(list(memberships.items()))
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every channel in ``group``; full channels are skipped.

@@ -29,6 +29,7 @@ class MemoryStorage:
         self.refused_bytes = 0
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
+        self._markers: dict[str, float] = {}  # name -> when it expires (monotonic)
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
         self._last_sweep = time.monotonic()
 
@@ -120,6 +121,24 @@ class MemoryStorage:
             if not members:
                 del self._groups[group]
 
+    async def group_add_many(self, memberships: Sequence[tuple[str, Sequence[str]]], now: float, expiry: float) -> None:
+        for group, channels in memberships:
+            if channels:
+                members = self._groups.setdefault(group, {})
+                for channel in channels:
+                    members[channel] = now
+
+    async def group_discard_many(self, memberships: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for group, channels in memberships:
+            for channel in channels:
+                await self.group_discard(group, channel)
+
+    async def keep_marker(self, name: str, ttl: float) -> bool:
+        now = time.monotonic()
+        expires = self._markers.get(name)
+        self._markers[name] = now + ttl
+        return expires is None or expires < now
+
     async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
         members = self._groups.get(group)
         if not members:
@@ -135,6 +154,7 @@ class MemoryStorage:
         self._bytes.clear()
         self._touched.clear()
         self._groups.clear()
+        self._markers.clear()
 
     async def close(self) -> None:
         await self.flush()

@@ -156,6 +156,20 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# KEYS[1]: the marker. ARGV[1]: its TTL in milliseconds. Returns 1 when the marker was
+# missing (set now), 0 when it was there (its TTL renewed).
+_MARKER_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    return 0
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+"""
+
+# Members per ZADD / ZREM when a process re-adds or drops many memberships at once.
+_MEMBERS_PER_COMMAND = 500
+
 # KEYS[1]: the group. ARGV[1]: cutoff; members added strictly before it are stale (the
 # in-memory backend's ``added < cutoff``), hence the exclusive "(" bound.
 _GROUP_MEMBERS_LUA = """
@@ -281,6 +295,7 @@ class _Shard:
     pop_nowait: AsyncScript
     group_add: AsyncScript
     group_members: AsyncScript
+    marker: AsyncScript
     push_connection: Any = None
     push_busy: bool = False
     idle_pop_connections: list[Any] | None = None
@@ -425,6 +440,7 @@ class RedisStorage:
             pop_nowait=client.register_script(_POP_NOWAIT_LUA),
             group_add=client.register_script(_GROUP_ADD_LUA),
             group_members=client.register_script(_GROUP_MEMBERS_LUA),
+            marker=client.register_script(_MARKER_LUA),
         )
 
     def _shards(self) -> list[_Shard]:
@@ -748,6 +764,58 @@ class RedisStorage:
         # fan-out waits on it for every message.
         members = await self._push_script(shard, [self._group_key(group)], [repr(now - expiry)], shard.group_members)
         return [member.decode("utf-8") if isinstance(member, bytes) else str(member) for member in members]
+
+    async def group_add_many(self, memberships: Sequence[tuple[str, Sequence[str]]], now: float, expiry: float) -> None:
+        """Add or refresh many memberships: one pipeline (one round trip) per server."""
+        ttl = _whole_seconds(expiry)
+
+        def commands(pipe: Any, group: str, channels: Sequence[str]) -> None:
+            key = self._group_key(group)
+            for start in range(0, len(channels), _MEMBERS_PER_COMMAND):
+                pipe.zadd(key, dict.fromkeys(channels[start : start + _MEMBERS_PER_COMMAND], now))
+            pipe.expire(key, ttl)
+
+        await self._groups_pipelined(memberships, commands)
+
+    async def group_discard_many(self, memberships: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Remove many memberships: one pipeline (one round trip) per server."""
+
+        def commands(pipe: Any, group: str, channels: Sequence[str]) -> None:
+            key = self._group_key(group)
+            for start in range(0, len(channels), _MEMBERS_PER_COMMAND):
+                pipe.zrem(key, *channels[start : start + _MEMBERS_PER_COMMAND])
+
+        await self._groups_pipelined(memberships, commands)
+
+    async def _groups_pipelined(self, memberships: Sequence[tuple[str, Sequence[str]]], commands: Any) -> None:
+        shards = self._shards()
+        by_shard: dict[int, list[tuple[str, Sequence[str]]]] = {}
+        for group, channels in memberships:
+            if channels:
+                by_shard.setdefault(self.group_shard_index(group), []).append((group, channels))
+
+        async def run(index: int, entries: list[tuple[str, Sequence[str]]]) -> None:
+            async with shards[index].client.pipeline(transaction=False) as pipe:
+                for group, channels in entries:
+                    commands(pipe, group, channels)
+                await pipe.execute()
+
+        await asyncio.gather(*(run(index, entries) for index, entries in by_shard.items()))
+
+    # -- Markers ----------------------------------------------------------------------
+
+    async def keep_marker(self, name: str, ttl: float) -> bool:
+        """Set or renew the marker ``name`` on every server; True when one did not have it.
+
+        Redis keeps no record of what it lost: a server restarted without persistence, a
+        flush, or a failover to a replica that was behind all look like empty keys. A
+        process that keeps a marker of its own and renews it well within ``ttl`` knows
+        that data it wrote (group memberships) is gone when its marker is.
+        """
+        key = f"{self.prefix}marker:{name}"
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        lost = await asyncio.gather(*(shard.marker(keys=[key], args=[ttl_ms]) for shard in self._shards()))
+        return any(lost)
 
     # -- Whole storage ----------------------------------------------------------------
 

@@ -88,6 +88,25 @@ class Storage(Protocol):
         """Remove ``channel`` from ``group``; absent members are not an error."""
         ...
 
+    async def group_add_many(self, memberships: Sequence[tuple[str, Sequence[str]]], now: float, expiry: float) -> None:
+        """:meth:`group_add` of every ``(group, channels)``, batched per server.
+
+        How a gateway re-adds its connections' memberships (after the server lost them)
+        and refreshes them before ``expiry``: one round trip per server, not per member.
+        """
+        ...
+
+    async def group_discard_many(self, memberships: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """:meth:`group_discard` of every ``(group, channels)``, batched per server."""
+        ...
+
+    async def keep_marker(self, name: str, ttl: float) -> bool:
+        """Set or renew the marker ``name`` (for ``ttl`` seconds) wherever this storage
+        keeps data; True when it was missing anywhere: that data was lost (a restart
+        without persistence, a flush), or ``ttl`` passed since the last renewal.
+        """
+        ...
+
     async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
         """Members added within ``expiry`` seconds of ``now``; older ones are removed."""
         ...
