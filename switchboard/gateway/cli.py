@@ -243,7 +243,7 @@ async def _run_worker(
         channels=list(channels) if channels else options.channels,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery,
+        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
     )
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
@@ -275,7 +275,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         application, layer, protocols=options.protocols, channels=options.channels,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery,
+        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
     )
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()

@@ -124,6 +124,7 @@ class Gateway:
         claim_timeout: float = 2.0,
         drain_timeout: float = 10.0,
         membership_check_interval: float = 1.0,
+        event_wait: float = 2.0,
     ) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
@@ -139,6 +140,7 @@ class Gateway:
         self.mounts: dict[str, tuple[Any, str]] = {}
         self.claim_timeout = claim_timeout
         self.drain_timeout = drain_timeout
+        self.event_wait = event_wait
         self.max_held_events = 1000
         self._holding: set[Connection] = set()
         self._draining: dict[str, set[Connection]] = {}
@@ -184,12 +186,19 @@ class Gateway:
                 self.memberships.closed(connection)
             self.stats.connections_closed += 1
 
-    async def send_event(self, connection: Connection, event: Message) -> None:
+    async def send_event(self, connection: Connection, event: Message, *, wait: float | None = None) -> None:
         """Send one event of ``connection`` to the worker pool.
 
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
+        A sticky connection's event first waits up to ``wait`` (default ``event_wait``)
+        for room: a worker a moment behind is backpressure for that one client (its
+        plugin reads nothing more from it meanwhile), not a reason to close it. Events of
+        connectionless listeners (UDP, MQTT, SMTP) are refused at once: their plugins
+        queue and drop by their own policy.
         """
+        if wait is None:
+            wait = self.event_wait if connection.sticky else 0.0
         if connection.held is not None:
             # Events are still waiting (for a claim, or being flushed to the new worker):
             # this one queues behind them, or it would overtake them.
@@ -203,20 +212,20 @@ class Gateway:
                 return
             if connection.sticky:
                 connection.hold_until = time.monotonic() + self.claim_timeout
-                await self._send_envelope(connection, event, claim=True)
+                await self._send_envelope(connection, event, claim=True, wait=wait)
                 return
-        await self._send_envelope(connection, event)
+        await self._send_envelope(connection, event, wait=wait)
 
-    async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False) -> None:
+    async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False, wait: float = 0.0) -> None:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
         try:
             if claim:
                 envelope["claim"] = True
-                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope)
+                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope, wait=wait)
             else:
-                await self.layer.send(worker or connection.pool, envelope)
+                await self.layer.send(worker or connection.pool, envelope, wait=wait)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -396,7 +405,7 @@ class Gateway:
             logger.info("worker %s is stopping: holding %d connection(s) until it has drained", worker, released)
             # After this ack nothing more from this gateway goes to that worker's channel.
             try:
-                await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel})
+                await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel}, control=True)
             except Exception as exc:
                 logger.warning("could not acknowledge %s stopping: %r", worker, exc)
         elif message_type == DRAINED:
@@ -444,7 +453,7 @@ class Gateway:
         ):
             # None in flight (or it was lost, say in a Redis restart): send one now.
             try:
-                await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False)
+                await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False, control=True)
                 self._mark_sent = now
             except Exception as exc:  # full or unreachable: try again on the next round
                 logger.debug("could not send a mark to %s: %r", self.control_channel, exc)
@@ -530,7 +539,8 @@ class Gateway:
                         # members is one send_many, not 1,000 tasks).
                         direct.append((connection, message))
                     else:
-                        forwards.append(self.send_event(connection, message))
+                        # No waiting for room here: this loop serves every connection.
+                        forwards.append(self.send_event(connection, message, wait=0.0))
             if direct:
                 forwards.append(self._forward_many(direct))
                 direct = []
@@ -553,7 +563,7 @@ class Gateway:
         if connection is not None and connection.open:
             answer["scope"] = connection.scope
         self.stats.scopes_resent += 1
-        await self.layer.send(worker, answer)
+        await self.layer.send(worker, answer, control=True)
 
     async def _forward_many(self, items: list[tuple[Connection, Message]]) -> None:
         """Forward messages of connections that need no holding: one ``send_many``."""
@@ -614,6 +624,7 @@ async def run_gateway(
         claim_timeout=timeouts.claim_timeout,
         drain_timeout=timeouts.drain_timeout,
         membership_check_interval=timeouts.membership_check_interval,
+        event_wait=timeouts.event_wait,
     )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
     await gateway.start()

@@ -71,7 +71,7 @@ class CapturingLayer:
     async def send(self, channel: str, message: dict[str, Any], **options: Any) -> None:
         self.sent.append((channel, message))
 
-    async def send_tracked(self, channel: str, message: dict[str, Any]) -> bytes:
+    async def send_tracked(self, channel: str, message: dict[str, Any], **options: Any) -> bytes:
         self.sent.append((channel, message))
         return b"item"
 

@@ -131,6 +131,17 @@ def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
     return expires_at, suffixes, message
 
 
+def control_capacity(capacity: int) -> int:
+    """What a control message may fill a list to: a tenth over its ``capacity``.
+
+    Switchboard's own messages (a worker's heartbeats, claims, a connection's membership
+    notices) share their lists with data; a list full of replies must not refuse the
+    heartbeat that tells the gateway its worker is alive. The headroom is small and
+    bounded, so data can never use it.
+    """
+    return capacity + max(1, capacity // 10)
+
+
 def _patterns(mapping: Mapping[str, int]) -> list[tuple[re.Pattern[str], int]]:
     """Shell-style ``{pattern: value}`` compiled, in order (the first match wins)."""
     return [(re.compile(fnmatch.translate(pattern)), value) for pattern, value in mapping.items()]
@@ -250,29 +261,34 @@ class ChannelLayer:
         self.stats.full += refused
         self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
 
-    async def send(self, channel: str, message: Message, *, local: bool = True, wait: float = 0.0) -> None:
+    async def send(
+        self, channel: str, message: Message, *, local: bool = True, wait: float = 0.0, control: bool = False
+    ) -> None:
         """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
 
         ``local=False`` skips the local routes: for callers that know the message is for
         the process behind the channel (a worker's replies to its clients' gateway).
         ``wait``: while the channel is full, try again (with a growing pause) for up to
         that many seconds before raising: for a reader that is only behind for a moment.
-        Only the final refusal is counted in ``stats.full``.
+        Only the final refusal is counted in ``stats.full``. ``control``: the message may
+        take a tenth more than the channel's capacity (:func:`control_capacity`), for
+        Switchboard's own messages (heartbeats, claims) that share a list with data.
         """
-        await self._send(channel, message, local=local, wait=wait)
+        await self._send(channel, message, local=local, wait=wait, control=control)
 
-    async def send_tracked(self, channel: str, message: Message) -> bytes:
+    async def send_tracked(self, channel: str, message: Message, *, wait: float = 0.0) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
 
         Never taken by a local route: the caller wants to know whether a reader of the
         channel has taken the message.
         """
-        item = await self._send(channel, message, local=False, tracked=True)
+        item = await self._send(channel, message, local=False, tracked=True, wait=wait)
         assert item is not None
         return item
 
     async def _send(
-        self, channel: str, message: Message, *, local: bool, tracked: bool = False, wait: float = 0.0
+        self, channel: str, message: Message, *, local: bool, tracked: bool = False, wait: float = 0.0,
+        control: bool = False,
     ) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
@@ -290,6 +306,8 @@ class ChannelLayer:
             self.stats.sent += 1
             return None
         capacity, max_bytes = self.limits_for(key)
+        if control:
+            capacity = control_capacity(capacity)
         # A tracked send must be stored as the very item it returns, so it never merges.
         part = None if suffix is None or tracked else (suffix, packed, expires_at)
         ok = await self._push(key, item, capacity, max_bytes, part)
@@ -426,30 +444,15 @@ class ChannelLayer:
         ``group_add`` runs in some worker, but only the gateway knows the connection is
         still there. Every ``group_add`` / ``group_discard`` goes through this layer, so
         this is the one place that sees them all. The notice travels on the connection's
-        reply channel, behind what was sent to it before, and may use a tenth more than
-        the channel's capacity: a reply list full of replies must not cost a membership.
-        A notice that still cannot be stored is counted and logged, never raised: the
-        membership itself is in place.
+        reply channel, behind what was sent to it before, as a control message (a reply
+        list full of replies must not cost a membership). A notice that still cannot be
+        stored is counted and logged, never raised: the membership itself is in place.
         """
-        key, suffix = split_local(channel)
-        if suffix is None:
-            return
-        expires_at = time.time() + self.options.expiry
-        packed = pack_message({"type": notice, "group": group})
-        capacity, max_bytes = self.limits_for(key)
         try:
-            stored = await self._push(
-                key, join_item(packed, expires_at, [suffix]), capacity + max(1, capacity // 10), max_bytes,
-                (suffix, packed, expires_at),
-            )
+            await self._send(channel, {"type": notice, "group": group}, local=False, control=True)
         except Exception as exc:
-            stored = False
-            logger.warning("could not tell the gateway of %s about %s %s: %r", channel, notice, group, exc)
-        if stored:
-            self.stats.sent += 1
-        else:
             self.stats.group_notices_dropped += 1
-            logger.warning("the gateway of %s has no room for %s %s: that membership is not kept by it", channel, notice, group)
+            logger.warning("could not tell the gateway of %s about %s %s: %r", channel, notice, group, exc)
 
     async def group_add_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
         """Add or refresh many memberships at once (no owner notices: for the owner itself).
