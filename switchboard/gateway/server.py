@@ -156,6 +156,10 @@ class Gateway:
         # FIFO), so a heartbeat that is not in by then was never sent (see _watch_workers).
         self._mark_sent: float | None = None
         self._read_up_to = 0.0
+        # After the layer was unreachable (a Redis restart), silence counts from when it
+        # came back: no worker could heartbeat meanwhile.
+        self._layer_failed = False
+        self._layer_back_at = 0.0
 
     # -- connections ----------------------------------------------------------------
 
@@ -433,7 +437,8 @@ class Gateway:
         heartbeat has come back without a newer heartbeat: it sent none for that long.
         When the gateway keeps up, that is one round trip after the timeout (a killed
         worker is noticed in about ``worker_timeout``); when it is behind, the verdict
-        waits until it has caught up, instead of being wrong.
+        waits until it has caught up, instead of being wrong. While the layer is away (a
+        Redis restart) no heartbeat can arrive: silence then counts from its return.
         """
         now = time.monotonic()
         silent = [worker for worker, seen in self.worker_seen.items() if now - seen > self.worker_timeout]
@@ -441,7 +446,7 @@ class Gateway:
             return
         for worker in silent:
             seen = self.worker_seen.get(worker)
-            if seen is not None and self._read_up_to - seen > self.worker_timeout:
+            if seen is not None and self._read_up_to - max(seen, self._layer_back_at) > self.worker_timeout:
                 released = self.release_worker(worker)
                 self.stats.workers_lost += 1
                 logger.warning(
@@ -454,9 +459,16 @@ class Gateway:
             # None in flight (or it was lost, say in a Redis restart): send one now.
             try:
                 await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False, control=True)
-                self._mark_sent = now
-            except Exception as exc:  # full or unreachable: try again on the next round
+            except ChannelFull:  # behind: try again on the next round
+                return
+            except Exception as exc:  # unreachable: try again on the next round
                 logger.debug("could not send a mark to %s: %r", self.control_channel, exc)
+                self._layer_failed = True
+                return
+            self._mark_sent = now
+            if self._layer_failed:
+                self._layer_failed = False
+                self._layer_back_at = now
 
     async def _claim_late(self, connection: Connection) -> None:
         """No claim came within ``claim_timeout`` for a connection with held events.

@@ -679,6 +679,7 @@ class Receiver:
         layer = self.layer
         options = layer.options
         stats = layer.stats
+        failures = 0
         while not self._closed:
             await self._room.wait()
             if self._closed:
@@ -687,10 +688,18 @@ class Receiver:
                 result = await layer.storage.pop(keys, options.batch_size, options.block_timeout)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("receive from %s failed; retrying", keys)
+            except Exception as exc:
+                # A storage that is away (Redis restarting) fails every pop the same way:
+                # one WARNING per outage, the rest (and the tracebacks) at DEBUG.
+                failures += 1
+                if failures == 1:
+                    logger.warning("receive from %s failed (%r); retrying until it works again", keys, exc)
+                logger.debug("receive from %s failed", keys, exc_info=True)
                 await asyncio.sleep(min(options.block_timeout, 1.0))
                 continue
+            if failures:
+                logger.warning("receiving from %s again, after %d failed attempt(s)", keys, failures)
+                failures = 0
             if result is None:
                 continue
             key, items = result
