@@ -41,7 +41,6 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message
-from .layers.core import unpack
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -480,7 +479,7 @@ class Worker:
         ):
             return False
         try:
-            _expires_at, _suffixes, message = unpack(item)
+            _expires_at, _suffixes, message = self.layer.unpack_item(item)
         except Exception:
             return False
         self.stats.events_local += 1
