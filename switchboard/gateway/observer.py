@@ -348,6 +348,15 @@ class Observer:
                 self.refresh()
             except Exception:  # a bug here must not stop the probe or leave metrics frozen silently
                 logger.exception("taking a stats snapshot failed")
+            if self.status:
+                try:
+                    # A Redis restart (or flush) deletes the membership: the marker, gone
+                    # with it, says so, and this process joins again at once rather than
+                    # staying invisible to ``switchboard status`` until the next refresh.
+                    if await self.layer.storage.keep_marker(self.status_channel, max(30.0, 30 * self.interval)):
+                        rejoin_at = 0.0
+                except Exception as exc:
+                    logger.debug("status marker check failed: %r", exc)
             if self.status and loop.time() >= rejoin_at:
                 try:
                     await self.layer.group_add(STATUS_GROUP, self.status_channel)

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -81,17 +82,20 @@ async def join(port: int, room: str, count: int) -> list[Member]:
     return members
 
 
-def status_drops(deployment: ProcessDeployment) -> dict[str, int]:
-    """The drops every running process reports (``switchboard status``), summed by reason."""
+def status_rows(deployment: ProcessDeployment) -> list[dict[str, Any]]:
+    """What every running process answers ``switchboard status`` (one row each)."""
     result = subprocess.run(
         [sys.executable, "-m", "switchboard", "status", "--once", "--json", "--settings", "rel_settings"],
         cwd=HERE, env=deployment.env, capture_output=True, text=True, timeout=deadline(60), check=False,
     )
-    drops: dict[str, int] = {}
     lines = result.stdout.strip().splitlines()
-    if not lines:
-        return drops
-    for row in json.loads(lines[-1])["processes"]:
+    return list(json.loads(lines[-1])["processes"]) if lines else []
+
+
+def status_drops(deployment: ProcessDeployment) -> dict[str, int]:
+    """The drops every running process reports (``switchboard status``), summed by reason."""
+    drops: dict[str, int] = {}
+    for row in status_rows(deployment):
         for reason, count in (row.get("drops") or {}).items():
             drops[reason] = drops.get(reason, 0) + count
     return drops
@@ -150,6 +154,11 @@ async def test_redis_restart_restores_every_room_membership(
                 what=f"member {index} to get every post, in order",
             )
         assert all(member.closed is None for member in members)
+        # The processes' own membership (the status group) came back as well.
+        await wait_until(
+            lambda: asyncio.to_thread(lambda: sorted(row["kind"] for row in status_rows(deployment)) == ["gateway", "worker"]),
+            what="switchboard status to see both processes again",
+        )
         assert worker_problems(deployment) == []
     finally:
         for member in members:
