@@ -108,6 +108,12 @@ class WorkerOptions:
     (specs/layer.md, Local delivery). ``reply_wait``: how long a consumer's ``send`` to
     its client waits for room when the gateway's reply list is full, before the reply is
     shed and counted (``replies_shed``) instead of raising into the consumer.
+    ``django_http``: how Django's own HTTP handler serves a request: ``"auto"`` (a sync
+    view, behind a middleware chain that can run synchronously, in one hop to the
+    worker's thread pool, as WSGI serves it; anything else through Django's ASGI
+    handler), ``"sync"`` or ``"async"`` (always that path). ``django_threads``: threads
+    in that pool, which bound the sync views running at once (and, with
+    ``CONN_MAX_AGE``, the database connections kept open).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -120,8 +126,14 @@ class WorkerOptions:
     max_listener_backlog: int = 20000
     local_delivery: bool = True
     reply_wait: float = 5.0
+    django_http: str = "auto"
+    django_threads: int = 8
 
     def __post_init__(self) -> None:
+        if self.django_http not in ("auto", "sync", "async"):
+            raise ValueError(f"django_http must be auto, sync or async, got {self.django_http!r}")
+        if self.django_threads < 1:
+            raise ValueError(f"django_threads must be >= 1, got {self.django_threads!r}")
         for name in ("heartbeat_interval", "drain_timeout", "reply_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
