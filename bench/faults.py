@@ -44,7 +44,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bench.procs import ProcSpec, ServerProcess, free_port, wait_for_port
+from bench.procs import ProcSpec, ServerProcess, free_port, read_usage, wait_for_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -299,6 +299,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
         worker_logs = "\n".join(site.log(f"worker{i}") for i in range(args.workers))
         gateway_log = site.log("gateway")
         status = layer_drops(site)
+        cpu = {role: round(usage.cpu_seconds, 1) for role, proc in site.procs.items() if (usage := read_usage(proc.pid))}
         return {
             "sockets": args.sockets,
             "rooms": rooms,
@@ -316,6 +317,7 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
             "tracebacks": worker_logs.count("Traceback") + gateway_log.count("Traceback"),
             "shed_lines": [line for line in worker_logs.splitlines() if "shed" in line][-3:],
             "counters": status,
+            "cpu_s": cpu,
         }
     finally:
         site.stop()
