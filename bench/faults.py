@@ -12,6 +12,12 @@ its own), drives real WebSocket clients on loopback, and prints one JSON object.
     long the sockets' echoes stop, and the messages sent meanwhile are lost (at most once).
     Every echo must come back in order; lost and out-of-order messages are counted.
 
+``bytes`` (issue 12 item 9)
+    No worker runs; ``--requests`` POSTs of ``--size`` bytes arrive at once. Reports how
+    many bytes the layer then holds for the HTTP pool channel, how many requests were
+    refused (503) and Redis's ``used_memory`` growth. The pool channel stops at its byte
+    capacity (``byte_capacity``, default 256 MiB; ``--byte-capacity`` sets it).
+
 ``chat`` (issue 12 item 8)
     ``--sockets`` sockets in rooms of ``--room-size`` (``/ws/room/<name>/``: each frame goes
     to every member through ``group_send``), each posting ``--posts`` messages every
@@ -158,7 +164,7 @@ class EchoClient:
 
 
 async def deploy(args: argparse.Namespace) -> dict[str, Any]:
-    site = Site(args.redis_url, Path(args.log_dir))
+    site = Site(args.redis_url, Path(args.log_dir), extra_env=dict(args.env))
     try:
         site.start("gateway", "gateway")
         site.start("worker-a", "worker")
@@ -323,6 +329,54 @@ async def chat(args: argparse.Namespace) -> dict[str, Any]:
         site.stop()
 
 
+async def large_bodies(args: argparse.Namespace) -> dict[str, Any]:
+    import concurrent.futures
+    import http.client
+
+    env = dict(args.env)
+    if args.byte_capacity:
+        env["BENCH_LAYER_OPTIONS"] = json.dumps({"channel_byte_capacity": {"switchboard.*": args.byte_capacity}})
+    site = Site(args.redis_url, Path(args.log_dir), extra_env=env)
+    body = os.urandom(args.size)
+
+    def post() -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=120)
+        try:
+            connection.request("POST", "/upload/", body=body, headers={"Content-Type": "application/octet-stream"})
+            return connection.getresponse().status
+        except OSError:
+            return -1
+        finally:
+            connection.close()
+
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        site.start("gateway", "gateway")
+        site.wait_ready()
+        before = int(client.info("memory")["used_memory"])
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.requests) as pool:
+            calls = [loop.run_in_executor(pool, post) for _ in range(args.requests)]
+            # The refused ones are answered after the gateway's event_wait; the stored ones
+            # would wait for a worker until response_timeout (60 s): look before that.
+            await asyncio.sleep(args.settle)
+            items = client.lrange(f"{site.prefix}switchboard.http", 0, -1)
+            after = int(client.info("memory")["used_memory"])
+            answered = [call.result() for call in calls if call.done()]
+            site.stop()
+            await asyncio.gather(*calls)
+        return {
+            "requests": args.requests,
+            "size": args.size,
+            "stored_requests": len(items),
+            "stored_mib": round(sum(len(item) for item in items) / 2**20, 1),
+            "refused_503": answered.count(503),
+            "redis_used_memory_growth_mib": round((after - before) / 2**20, 1),
+        }
+    finally:
+        client.close()
+
+
 def layer_drops(site: Site) -> dict[str, Any]:
     """What ``switchboard status`` says about drops, while the processes still run."""
     import subprocess
@@ -349,12 +403,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/2")
     parser.add_argument("--log-dir", default=None)
+    parser.add_argument("--env", type=lambda s: tuple(s.split("=", 1)), action="append", default=[],
+                        help="NAME=VALUE for the site's processes (repeatable; e.g. PYTHONPATH=<other checkout>:bench)")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("deploy")
     d.add_argument("--sockets", type=int, default=50)
     d.add_argument("--interval", type=float, default=0.1)
     d.add_argument("--settle", type=float, default=2.0)
     d.add_argument("--window", type=float, default=7.0)
+    b = sub.add_parser("bytes")
+    b.add_argument("--requests", type=int, default=300)
+    b.add_argument("--size", type=int, default=1_000_000)
+    b.add_argument("--byte-capacity", type=int, default=0, help="channel_byte_capacity of switchboard.* (0: the default)")
+    b.add_argument("--settle", type=float, default=20.0)
     c = sub.add_parser("chat")
     c.add_argument("--sockets", type=int, default=2000)
     c.add_argument("--room-size", type=int, default=20)
@@ -362,12 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--interval", type=float, default=0.5)
     c.add_argument("--workers", type=int, default=1)
     c.add_argument("--drain", type=float, default=90.0)
-    c.add_argument("--env", type=lambda s: tuple(s.split("=", 1)), action="append", default=[],
-                   help="NAME=VALUE for the site's processes (repeatable)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
         args.log_dir = args.log_dir or tmp
-        result = asyncio.run(deploy(args) if args.command == "deploy" else chat(args))
+        commands = {"deploy": deploy, "bytes": large_bodies, "chat": chat}
+        result = asyncio.run(commands[args.command](args))
     print(json.dumps(result, indent=2))
 
 

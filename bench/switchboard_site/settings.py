@@ -5,6 +5,7 @@ run) and the key prefix through the environment. ``switchboard run`` ignores the
 layer and uses the in-memory one, by design.
 """
 
+import json
 import os
 
 from benchapp.database import databases
@@ -25,6 +26,8 @@ SWITCHBOARD = {
         "CONFIG": {
             "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")],
             "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-switchboard:"),
+            # bench/faults.py sets layer options of its own (a byte capacity) here.
+            **json.loads(os.environ.get("BENCH_LAYER_OPTIONS", "{}")),
         },
     },
     "PROTOCOLS": {
