@@ -138,7 +138,10 @@ class Memberships:
                     self.stats.layer_data_lost += 1
                     count, groups = await self.restore(connections())
                     self.stats.memberships_restored += count
-                    logger.warning(
+                    # INFO when there was nothing to restore (say the layer was down when
+                    # this gateway started, so its marker was never set).
+                    logger.log(
+                        logging.WARNING if count else logging.INFO,
                         "the channel layer lost its data (a Redis restart or flush?): restored %d group membership(s)"
                         " of this gateway's connections in %d group(s)", count, groups,
                     )
