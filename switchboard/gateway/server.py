@@ -153,7 +153,7 @@ class Gateway:
         self._watch_task: asyncio.Task[None] | None = None
         # Marks this gateway sends to its own control channel while a worker seems silent:
         # when one is read back, every message sent before it has been read (one list,
-        # FIFO), so a heartbeat that is not in by then was never sent (see _watch_workers).
+        # FIFO), so a heartbeat that is not in by then was never sent (see _check_workers).
         self._mark_sent: float | None = None
         self._read_up_to = 0.0
         # After the layer was unreachable (a Redis restart), silence counts from when it
