@@ -5,6 +5,7 @@ run) and the key prefix through the environment. ``switchboard run`` ignores the
 layer and uses the in-memory one, by design.
 """
 
+import json
 import os
 
 from benchapp.database import databases
@@ -25,6 +26,8 @@ SWITCHBOARD = {
         "CONFIG": {
             "hosts": [os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")],
             "prefix": os.environ.get("BENCH_REDIS_PREFIX", "bench-switchboard:"),
+            # bench/faults.py sets layer options of its own (a byte capacity) here.
+            **json.loads(os.environ.get("BENCH_LAYER_OPTIONS", "{}")),
         },
     },
     "PROTOCOLS": {
@@ -50,5 +53,6 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": "WARNING"},
+    # bench/faults.py reads the processes' INFO lines (a worker listening, a worker lost).
+    "root": {"handlers": ["console"], "level": os.environ.get("BENCH_LOG_LEVEL", "WARNING")},
 }

@@ -351,7 +351,7 @@ async def _run_worker(
         channels=names,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery,
+        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
         django_http=options.django_http, django_threads=options.django_threads,
     )
     logs.CONTEXT["worker_id"] = worker.id
@@ -387,7 +387,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         application, layer, protocols=protocols, channels=names,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery,
+        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
         django_http=options.django_http, django_threads=options.django_threads,
     )
     logs.CONTEXT["worker_id"] = worker.id

@@ -81,7 +81,6 @@ _HELP: Final[dict[str, str]] = {
     "claims": "Connections claimed by a worker",
     "claims_refused": "Claims refused because another live worker held the connection",
     "events_held": "Events held in the gateway while a claim was pending",
-    "workers_lost": "Workers released because they missed their heartbeats",
     "events": "Connection events handled",
     "named_messages": "Messages on named channels handled",
     "instances_started": "Consumer instances started",
@@ -102,6 +101,13 @@ _HELP: Final[dict[str, str]] = {
     "events_dropped_backlog": "Events refused because their instance's backlog was at its bound",
     "backlog_closes": "Connections told to try again later because their instance's backlog was full",
     "events_local": "Messages delivered to instances in process by local delivery",
+    "full_bytes": "Sends refused because the channel held its byte capacity (also counted in full)",
+    "group_notices_dropped": "Membership notices a connection's gateway had no room for (memberships it will not keep)",
+    "replies_shed": "Replies dropped after waiting reply_wait for room in the gateway's full reply list",
+    "layer_data_lost": "Times the channel layer lost its data (Redis restarted or flushed) under this gateway",
+    "memberships_restored": "Group memberships of open connections added again after the layer lost them",
+    "memberships_refreshed": "Group memberships of open connections refreshed before group_expiry",
+    "workers_lost": "Workers released because they missed their heartbeats",
 }
 
 

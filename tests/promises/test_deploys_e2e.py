@@ -223,7 +223,7 @@ async def test_killed_worker_loses_in_flight_messages_but_not_the_connection(dep
             await stop_workers(deploy, pids[owner], sig=signal.SIGKILL)
             sender = asyncio.ensure_future(talker.send_loop())
             # Events sent to the dead worker's channel are lost until the gateway misses its
-            # heartbeats (worker timeout, 5 s) and gives the connection to the pool.
+            # heartbeats (worker timeout, 1 s) and gives the connection to the pool.
             await wait_for(
                 lambda: any(pid == survivor for _, pid, _ in talker.echoes), 30, "the survivor to resume", deploy
             )
@@ -262,7 +262,7 @@ async def test_held_long_poll_is_answered_by_another_worker_when_its_own_goes(ma
         # It drains, then waits (10 s) for its held requests before it exits.
         await deployment.wait_logged("gateway", "is stopping: holding")
     else:
-        # Nothing tells the gateway: it notices the missing heartbeats (5 s). Until then
+        # Nothing tells the gateway: it notices the missing heartbeats (1 s). Until then
         # the request's group messages go to the dead worker, and are lost.
         await deployment.wait_logged("gateway", "missed its heartbeats", timeout=20)
     status, body = await deployment.request("POST", f"/publish/{group}/", b'{"message": "while it went"}')

@@ -481,7 +481,8 @@ def deployment_env(
         "REL_HTTP_BIND": f"127.0.0.1:{http_port}",
         "REL_SMS_AUTH_TOKEN": SMS_AUTH_TOKEN,
     })
-    for name in ("REL_REDIS_URL", "REL_REDIS_PREFIX", "REL_HTTP_OPTIONS", "SWITCHBOARD_LOG_LEVEL"):
+    for name in ("REL_REDIS_URL", "REL_REDIS_PREFIX", "REL_HTTP_OPTIONS", "REL_LAYER_OPTIONS", "REL_GATEWAY_OPTIONS",
+                 "REL_WORKER_OPTIONS", "SWITCHBOARD_LOG_LEVEL"):
         env.pop(name, None)
     if redis_url is not None:
         env["REL_REDIS_URL"] = redis_url
