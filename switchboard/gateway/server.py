@@ -54,6 +54,8 @@ class Connection:
     # The stored item of the last claim-asking envelope sent to the pool, until a claim
     # comes: while it is still unread, no second one is sent (two could go to two workers).
     claim_item: bytes | None = None
+    # Plugins waiting in Gateway.wait_claimed for this connection's claim (or its close).
+    claim_waiters: list[asyncio.Future[None]] | None = None
 
     @property
     def events_channel(self) -> str:
@@ -150,7 +152,34 @@ class Gateway:
             self._unclaim(connection)
             if connection.held is not None:
                 self._holding.discard(connection)
+            _wake_claim_waiters(connection)
             self.stats.connections_closed += 1
+
+    async def wait_claimed(self, connection: Connection, timeout: float) -> str | None:
+        """The worker holding ``connection``'s claim, waiting up to ``timeout`` seconds for one.
+
+        None if the connection closed or no claim came in time. For a plugin that sends one
+        connection's events as a stream (a request body in chunks): it sends the rest only
+        once the worker that has the start has claimed it, so no part can reach the pool
+        (another worker) and none waits in the gateway's held list, which is per-event
+        bounded, not per-byte.
+        """
+        if connection.worker is not None or not connection.open:
+            return connection.worker if connection.open else None
+        waiter = asyncio.get_running_loop().create_future()
+        if connection.claim_waiters is None:
+            connection.claim_waiters = []
+        connection.claim_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters = connection.claim_waiters
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+        return connection.worker if connection.open else None
 
     async def send_event(self, connection: Connection, event: Message) -> None:
         """Send one event of ``connection`` to the worker pool.
@@ -292,6 +321,7 @@ class Gateway:
         self._unclaim(connection)
         connection.worker = worker
         connection.claim_item = None
+        _wake_claim_waiters(connection)
         # Claimed once, sticky from now on: when this worker goes, the connection's events
         # wait for the next worker's claim instead of spreading (an ordered consumer's
         # UDP socket keeps its order across a deploy too).
@@ -553,6 +583,13 @@ async def run_gateway(
         await gateway.stop()
         if own_layer:
             await layer.close()
+
+
+def _wake_claim_waiters(connection: Connection) -> None:
+    waiters, connection.claim_waiters = connection.claim_waiters, None
+    for waiter in waiters or ():
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
