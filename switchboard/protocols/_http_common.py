@@ -22,6 +22,8 @@ from switchboard.gateway.plugins import RateLimitedLog
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
 
+    from ._http_body import BodyBudget
+
 logger = logging.getLogger("switchboard.protocols.http")
 _layer_errors = RateLimitedLog(logger, "http")
 
@@ -202,10 +204,16 @@ class BridgeContext:
     over_limit: Callable[[], bool]
     #: Per-connection bound on replies waiting for a slow client (``max_pending_replies``...).
     reply_bound: ReplyBound
+    #: Request-body bytes all requests together may hold (``max_buffered_body_bytes``).
+    body_budget: BodyBudget
     #: WebSocket messages a client may send per second on average (None: no limit)...
     message_rate: float | None = None
     #: ...and in one burst (the token bucket's size).
     message_burst: int = 1
+    #: A body arriving in pieces goes to the worker in events of about this many bytes.
+    body_chunk_size: int = 64 * 1024
+    #: Longest wait for the next piece of a request body (None: no limit).
+    body_timeout: float | None = None
 
 
 async def send_event(ctx: BridgeContext, connection: Connection, event: Message, *, what: str) -> bool:

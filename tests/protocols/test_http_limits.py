@@ -106,7 +106,9 @@ def test_defaults() -> None:
     options = HttpOptions()
     assert options.max_header_size == 64 * KiB
     assert options.max_headers == 100
-    assert options.max_connections_per_ip is None
+    assert options.max_connections_per_ip == 256, "a public server is protected by default"
+    assert (options.idle_timeout, options.header_timeout, options.body_timeout) == (10.0, 10.0, 20.0)
+    assert options.body_chunk_size == 64 * KiB and options.max_buffered_body_bytes == 32 * 1024 * KiB
     assert options.max_pending_replies == 1000
     assert options.max_pending_reply_bytes == 4 * 1024 * KiB
     assert options.websocket_max_messages_per_second is None
@@ -251,9 +253,15 @@ async def test_max_connections_per_ip_refuses_http_with_503_and_frees_the_slot(s
     app.release.set()
     for client in held:
         assert (await client.read_response()).status == 200
+    # Sockets count, not requests: the two kept-alive connections still hold their slots.
+    assert (await fetch_url(stack.port, "GET", "/")).status == 503
+    await held[0].close()
+    await eventually(lambda: stack.plugin.guard.per_ip == {"127.0.0.1": 1})
     assert (await fetch_url(stack.port, "GET", "/")).status == 200
-    assert stack.plugin.stats()["http.503_per_ip"] == 1
-    assert stack.plugin._per_ip == {}
+    assert stack.plugin.stats()["http.503_per_ip"] == 2
+    await held[1].close()
+    await eventually(lambda: stack.plugin.guard.per_ip == {})
+    assert stack.plugin._per_ip == {}, "without proxy_headers requests are not counted again"
 
 
 async def test_max_connections_per_ip_denies_websockets_with_503(serve) -> None:
@@ -266,11 +274,12 @@ async def test_max_connections_per_ip_denies_websockets_with_503(serve) -> None:
         assert refused.value.response.status_code == 503
         await first.send("still here")
         assert await first.recv() == "still here"
-    await eventually(lambda: not stack.plugin._per_ip)
+    await eventually(lambda: not stack.plugin.guard.per_ip)
     async with connect(stack.ws_url()) as again:
         await again.send("back")
         assert await again.recv() == "back"
-    assert stack.plugin.stats()["websocket.503_per_ip"] == 1
+    # Refused when accepted, before the handshake was read: counted as an HTTP refusal.
+    assert stack.plugin.stats()["http.503_per_ip"] == 1
 
 
 # -- WebSocket message rate -------------------------------------------------------------------
