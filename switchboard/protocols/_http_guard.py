@@ -10,8 +10,8 @@ edges of the plugin's protocol subclasses (``connection_made``, ``data_received`
 end of the header block, the end of a response, ``connection_lost``):
 
 - **per address**: at most ``max_connections_per_ip`` open sockets per peer address,
-  counted when the socket is accepted, before a byte is read (trusted proxies are exempt:
-  their clients are counted per request by the forwarded address, see the plugin);
+  counted when the socket is accepted, before a byte is read (loopback and trusted proxies
+  are exempt: their clients are counted per request by the forwarded address, see the plugin);
 - **idle**: a new connection must send its first byte within ``idle_timeout`` (closed
   without an answer: nothing was asked);
 - **header**: a request's header block must be complete within ``header_timeout`` of its
@@ -94,10 +94,9 @@ class Entry:
 
 
 class TrustedPeers:
-    """Proxy addresses whose X-Forwarded-For the plugin believes (``forwarded_allow_ips``).
-
-    Their sockets are not capped per address: every client of a proxy shares its address.
-    """
+    """Peers whose sockets are not capped per address: every client behind a proxy shares
+    its address. ``max_connections_per_ip_exempt`` (loopback by default), and with
+    ``proxy_headers`` the proxies it believes (``forwarded_allow_ips``)."""
 
     def __init__(self, spec: Iterable[str] | str | None) -> None:
         items = spec.split(",") if isinstance(spec, str) else list(spec or ())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import logging
 import math
 import socket
@@ -94,6 +95,9 @@ class HttpOptions:
     #: (``forwarded_allow_ips``) are not capped by socket: their requests and WebSockets
     #: are counted by the forwarded client address instead. None: no limit.
     max_connections_per_ip: int | None = 256
+    #: Peer addresses or networks never capped per address: by default loopback, which is
+    #: a proxy on the same host (every client behind it shares its address) or local tools.
+    max_connections_per_ip_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
     #: Seconds a new connection may stay silent before the first byte of its first request
     #: (``keep_alive_timeout`` covers the silence between requests); then it is closed.
     idle_timeout: float = 10.0
@@ -144,9 +148,17 @@ class HttpOptions:
     def __post_init__(self) -> None:
         self._check_binds()
         self._check_numbers()
+        self._check_exempt()
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with '/'")
         self._check_implementations()
+
+    def _check_exempt(self) -> None:
+        for entry in self.max_connections_per_ip_exempt:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"max_connections_per_ip_exempt: {entry!r} is not an address or network") from None
 
     def _check_binds(self) -> None:
         if not self.bind:
@@ -337,7 +349,10 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
                 "connections at %d open; raise the limit (ulimit -n) or lower the backlog", limit, options.backlog,
                 limit - reserve,
             )
-        trusted = TrustedPeers(self._trusted_proxies() if options.proxy_headers else None)
+        proxies = self._trusted_proxies() if options.proxy_headers else []
+        if isinstance(proxies, str):
+            proxies = proxies.split(",")
+        trusted = TrustedPeers([*options.max_connections_per_ip_exempt, *proxies])
         return ConnectionGuard(
             count=self.count,
             max_per_ip=options.max_connections_per_ip,

@@ -149,7 +149,7 @@ async def test_a_kept_alive_connection_waiting_for_its_next_request_is_not_idle_
 
 async def test_sockets_are_counted_per_peer_before_any_request(serve) -> None:
     """The cap bites on silent sockets too: they are counted when accepted."""
-    stack = await serve(app, max_connections_per_ip=3, idle_timeout=30)
+    stack = await serve(app, max_connections_per_ip=3, max_connections_per_ip_exempt=[], idle_timeout=30)
     silent = [await asyncio.open_connection("127.0.0.1", stack.port) for _ in range(3)]
     try:
         await wait_until(lambda: stack.plugin.guard.per_ip.get("127.0.0.1") == 3, what="three sockets counted")
@@ -175,7 +175,8 @@ async def test_a_trusted_proxy_is_not_capped_per_socket_but_its_clients_are_per_
             await release.wait()
         await app(scope, receive, send)
 
-    stack = await serve(holding, max_connections_per_ip=2, proxy_headers=True, forwarded_allow_ips=["127.0.0.1"])
+    stack = await serve(holding, max_connections_per_ip=2, max_connections_per_ip_exempt=[], proxy_headers=True,
+                         forwarded_allow_ips=["127.0.0.1"])
     sockets = [await asyncio.open_connection("127.0.0.1", stack.port) for _ in range(4)]
     try:
         for sent, ((_reader, writer), client) in enumerate(zip(sockets, ["203.0.113.9"] * 3 + ["203.0.113.10"]), 1):
@@ -205,6 +206,18 @@ def test_trusted_peers_take_addresses_networks_and_star() -> None:
     assert "127.0.0.2" not in peers and "not an address" not in peers
     assert "198.51.100.1" in TrustedPeers(["*"])
     assert "127.0.0.1" not in TrustedPeers(None)
+
+
+async def test_loopback_is_not_capped_by_default(serve) -> None:
+    """A proxy on the same host connects from loopback for every client it serves."""
+    stack = await serve(app, max_connections_per_ip=2, idle_timeout=30)
+    held = [await asyncio.open_connection("127.0.0.1", stack.port) for _ in range(3)]
+    try:
+        assert (await get_ok(stack.port)).startswith(b"HTTP/1.1 200")
+        assert stack.plugin.guard.per_ip == {}
+    finally:
+        for _reader, writer in held:
+            writer.close()
 
 
 # -- descriptors ------------------------------------------------------------------------------

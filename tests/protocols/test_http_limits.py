@@ -107,6 +107,7 @@ def test_defaults() -> None:
     assert options.max_header_size == 64 * KiB
     assert options.max_headers == 100
     assert options.max_connections_per_ip == 256, "a public server is protected by default"
+    assert options.max_connections_per_ip_exempt == ["127.0.0.0/8", "::1"], "a proxy on the same host is not"
     assert (options.idle_timeout, options.header_timeout, options.body_timeout) == (10.0, 10.0, 20.0)
     assert options.body_chunk_size == 64 * KiB and options.max_buffered_body_bytes == 32 * 1024 * KiB
     assert options.max_pending_replies == 1000
@@ -123,6 +124,9 @@ def test_defaults() -> None:
         ({"max_header_size": 100}, "max_header_size must be at least 256"),
         ({"max_headers": 0}, "max_headers must be at least 1"),
         ({"max_connections_per_ip": 0}, "max_connections_per_ip must be at least 1"),
+        ({"max_connections_per_ip_exempt": ["localhost"]}, "'localhost' is not an address or network"),
+        ({"idle_timeout": 0}, "idle_timeout must be a positive number"),
+        ({"body_chunk_size": 10}, "body_chunk_size must be at least 1024"),
         ({"max_pending_replies": 0}, "max_pending_replies must be at least 1"),
         ({"max_pending_reply_bytes": 0}, "max_pending_reply_bytes must be at least 1"),
         ({"websocket_max_messages_per_second": 0}, "websocket_max_messages_per_second must be a positive number"),
@@ -237,7 +241,7 @@ async def test_h11_limits_the_header_block_too(serve, raw_http) -> None:
 
 async def test_max_connections_per_ip_refuses_http_with_503_and_frees_the_slot(serve, http_connect, fetch_url) -> None:
     app = App()
-    stack = await serve(app, max_connections_per_ip=2)
+    stack = await serve(app, max_connections_per_ip=2, max_connections_per_ip_exempt=[])
     held = [await http_connect(stack.port) for _ in range(2)]
     for client in held:
         await client.send_request("GET", "/hold")
@@ -266,7 +270,7 @@ async def test_max_connections_per_ip_refuses_http_with_503_and_frees_the_slot(s
 
 async def test_max_connections_per_ip_denies_websockets_with_503(serve) -> None:
     app = App()
-    stack = await serve(app, max_connections_per_ip=1)
+    stack = await serve(app, max_connections_per_ip=1, max_connections_per_ip_exempt=[])
     async with connect(stack.ws_url()) as first:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(stack.ws_url()):
