@@ -167,11 +167,14 @@ class BodyReader:
     and no request can wait while holding bytes another needs.
     """
 
-    __slots__ = ("_budget", "_held", "_receive", "chunk_size", "done", "max_size", "size", "timeout")
+    __slots__ = ("_arrived", "_budget", "_held", "_receive", "chunk_size", "done", "max_size", "size", "timeout")
 
     def __init__(self, receive: Receive, *, budget: BodyBudget, chunk_size: int, max_size: int,
-                 timeout: float | None) -> None:
+                 timeout: float | None, arrived: Callable[[], bool] | None = None) -> None:
         self._receive = receive
+        #: Whether the rest of the body is already with uvicorn (``receive`` will not wait):
+        #: then no timer is armed for it, which is most requests with a body.
+        self._arrived = arrived
         self._budget = budget
         self.chunk_size = chunk_size
         self.max_size = max_size
@@ -206,7 +209,7 @@ class BodyReader:
                 except TimeoutError:
                     return self._fail(BodyProblem.BUSY)
             try:
-                if self.timeout is None:
+                if self.timeout is None or (self._arrived is not None and self._arrived()):
                     message = await self._receive()
                 else:
                     async with asyncio.timeout(self.timeout):

@@ -168,6 +168,9 @@ class ClientLink(Protocol):
     def drop_slow_client(self, code: int, reason: str) -> None:
         """End the connection now, although the client reads nothing (see _http_uvicorn)."""
 
+    def body_arrived(self) -> bool:
+        """Whether the request's whole body has been read from the socket (HTTP only)."""
+
 
 #: Where the plugin's uvicorn protocols put themselves in the scope's ``state`` (which
 #: is process-local and never crosses the layer: see :func:`wire_scope`).

@@ -82,10 +82,13 @@ class GuardedLink(Protocol):
 class Entry:
     """The guard's record of one open socket."""
 
-    __slots__ = ("link", "peer", "since", "state")
+    __slots__ = ("link", "peer", "since", "state", "transport")
 
     def __init__(self, link: GuardedLink, peer: str | None, state: int, since: float) -> None:
-        self.link = link
+        #: The HTTP protocol serving the socket; None once it became a WebSocket (the guard
+        #: then only needs to know when it closes, and must not keep the HTTP protocol alive).
+        self.link: GuardedLink | None = link
+        self.transport = link.transport
         #: The address counted against ``max_connections_per_ip`` (None: not counted).
         self.peer = peer
         self.state = state
@@ -206,7 +209,7 @@ class ConnectionGuard:
         self._leave(entry)
         entry.state = HEAD
         entry.since = self.loop.time()
-        self._heads[entry.link.transport] = entry
+        self._heads[entry.transport] = entry
         self._arm(entry.since + self.header_timeout)
 
     def head_complete(self, entry: Entry) -> None:
@@ -215,12 +218,17 @@ class ConnectionGuard:
             self._leave(entry)
             entry.state = ACTIVE
 
+    def upgraded(self, entry: Entry) -> None:
+        """The connection is a WebSocket now: never shed, nothing more to time out."""
+        self.head_complete(entry)
+        entry.link = None
+
     def response_done(self, entry: Entry) -> None:
         """The response ended and no other request is in progress: idle until the next one."""
         if entry.state == ACTIVE:
             entry.state = IDLE
             entry.since = self.loop.time()
-            self._idle[entry.link.transport] = entry
+            self._idle[entry.transport] = entry
 
     def lingering(self, link: GuardedLink) -> None:
         """The connection was answered and is only being drained: the first to shed."""
@@ -265,7 +273,7 @@ class ConnectionGuard:
         state = entry.state
         table = {NEW: self._new, HEAD: self._heads, IDLE: self._idle, LINGER: self._lingering}.get(state)
         if table is not None:
-            table.pop(entry.link.transport, None)
+            table.pop(entry.transport, None)
 
     def _arm(self, deadline: float) -> None:
         timer = self._timer
@@ -287,8 +295,8 @@ class ConnectionGuard:
             entry.state = GONE
             self.count("http.idle_timeouts")
             self._log.warning("idle timeout", "a connection from %s sent nothing in %.1fs: closed",
-                              entry.peer or _peer_host(entry.link.transport), idle)
-            entry.link.transport.close()
+                              entry.peer or _peer_host(entry.transport), idle)
+            entry.transport.close()
         while self._heads:
             entry = next(iter(self._heads.values()))
             if entry.since + header > limit:
@@ -296,8 +304,9 @@ class ConnectionGuard:
             self._leave(entry)  # answer() moves it to the lingering ones
             self.count("http.header_timeouts")
             self._log.warning("header timeout", "a request header block from %s was not complete in %.1fs: 408",
-                              entry.peer or _peer_host(entry.link.transport), header)
-            entry.link.answer(408, "request header timeout", linger=LINGER_SECONDS)
+                              entry.peer or _peer_host(entry.transport), header)
+            if entry.link is not None:
+                entry.link.answer(408, "request header timeout", linger=LINGER_SECONDS)
         fronts = []
         if self._new:
             fronts.append(next(iter(self._new.values())).since + idle)
@@ -338,9 +347,9 @@ class ConnectionGuard:
         self._log.warning("file limit", "%d of %d descriptors in use: closed the oldest connection without a request "
                           "to keep room for new ones", in_use, self.fd_limit or 0)
         if lingering:
-            victim.link.transport.abort()
+            victim.transport.abort()
         else:
-            victim.link.transport.close()
+            victim.transport.close()
         return True
 
 

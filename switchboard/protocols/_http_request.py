@@ -79,6 +79,7 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
         max_size=ctx.max_body_size,
         # A request without Content-Length or Transfer-Encoding has no body to wait for.
         timeout=ctx.body_timeout if length or _chunked(headers) else None,
+        arrived=link.body_arrived if (link := client_link(scope)) is not None else None,
     )
     first = await reader.next_chunk()
     if isinstance(first, BodyProblem):

@@ -294,11 +294,26 @@ class GuardedHttp(asyncio.Protocol):
         if entry is not None:
             self.settings.guard.head_complete(entry)
 
+    def guard_upgraded(self) -> None:
+        entry = self.guard_entry
+        if entry is not None:
+            self.settings.guard.upgraded(entry)
+            self.guard_entry = None
+
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         entry = self.guard_entry
         if entry is not None and not self.request_pending():
             self.settings.guard.response_done(entry)
+
+    def body_arrived(self) -> bool:
+        """See :class:`~._http_common.ClientLink`: uvicorn's request cycle has the whole body.
+
+        Only ever True too early if a pipelined request's head was parsed after it: then
+        the earlier body is complete as well.
+        """
+        cycle = self.cycle
+        return cycle is not None and not cycle.more_body
 
     def request_pending(self) -> bool:
         """Whether a request (a pipelined one started just now) is in progress."""
@@ -420,6 +435,7 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
         if self.scope["http_version"] == "1.0":
             self.refuse_old_upgrade()
             return
+        self.guard_upgraded()
         super().handle_websocket_upgrade()
 
     def request_pending(self) -> bool:
@@ -477,6 +493,7 @@ class LinkedH11Protocol(GuardedHttp, H11Protocol):
         if event.http_version == b"1.0":
             self.refuse_old_upgrade()
             return
+        self.guard_upgraded()
         super().handle_websocket_upgrade(event)
 
     def keeps_up(self) -> bool:
