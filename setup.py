@@ -20,6 +20,9 @@ extras = {
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
     "metrics": ["prometheus_client>=0.20"],
+    # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
+    # maintained implementation channels_redis uses too, so keys keep their meaning.
+    "encryption": ["cryptography>=42"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [
@@ -29,6 +32,9 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
+    # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
+    # this venv); psycopg 3 is the driver Django recommends, binary wheels need no libpq.
+    "psycopg[binary]>=3.2",
     "ruff>=0.5",
     "mypy>=1.10",
 ]
@@ -41,7 +47,8 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.11",
-    packages=find_packages(include=["switchboard", "switchboard.*"]),
+    # switchboard_redis: channels_redis's import paths (thin modules over switchboard).
+    packages=find_packages(include=["switchboard", "switchboard.*", "switchboard_redis"]),
     package_data={"switchboard": ["specs/*.md", "py.typed"]},
     include_package_data=True,
     install_requires=[

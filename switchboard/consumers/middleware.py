@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from .asgi import ASGIApp, Receive, Scope, Send
+from .django_http import fast_django
 
 
 class BaseMiddleware:
     """Calls the inner application with a copy of the scope; override ``__call__``."""
 
     def __init__(self, inner: ASGIApp) -> None:
-        self.inner = inner
+        self.inner = fast_django(inner)  # Django's handler behind middleware is served fast too
 
     @property
     def application_mapping(self) -> Any:
@@ -25,8 +26,14 @@ class BaseMiddleware:
 
     @property
     def routes_by_path(self) -> bool:
-        return getattr(self.inner, "routes_by_path", False) is True
+        inner = self.inner
+        return getattr(inner, "routes_by_path", False) is True or getattr(inner, "_path_routing", False) is True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def _path_routing(self) -> bool:
+        """Channels' name for :attr:`routes_by_path`, for routers written against Channels."""
+        return self.routes_by_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         # A copy, so what this middleware adds never leaks into a sibling route's scope.
-        await self.inner(dict(scope), receive, send)
+        return await self.inner(dict(scope), receive, send)

@@ -271,6 +271,7 @@ async def _run_worker(
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        django_http=options.django_http, django_threads=options.django_threads,
     )
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
@@ -303,6 +304,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        django_http=options.django_http, django_threads=options.django_threads,
     )
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()

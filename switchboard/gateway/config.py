@@ -96,7 +96,12 @@ class WorkerOptions:
     which serves all of its peers; past it their events are dropped and counted.
     ``local_delivery``: deliver group messages and sends to connections this worker has
     claimed straight to their instance, without the round trip through the gateway
-    (specs/layer.md, Local delivery).
+    (specs/layer.md, Local delivery). ``django_http``: how Django's own HTTP handler
+    serves a request: ``"auto"`` (a sync view, behind a middleware chain that can run
+    synchronously, in one hop to the worker's thread pool, as WSGI serves it; anything
+    else through Django's ASGI handler), ``"sync"`` or ``"async"`` (always that path).
+    ``django_threads``: threads in that pool, which bound the sync views running at
+    once (and, with ``CONN_MAX_AGE``, the database connections kept open).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -108,8 +113,14 @@ class WorkerOptions:
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000
     local_delivery: bool = True
+    django_http: str = "auto"
+    django_threads: int = 8
 
     def __post_init__(self) -> None:
+        if self.django_http not in ("auto", "sync", "async"):
+            raise ValueError(f"django_http must be auto, sync or async, got {self.django_http!r}")
+        if self.django_threads < 1:
+            raise ValueError(f"django_threads must be >= 1, got {self.django_threads!r}")
         for name in ("heartbeat_interval", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -194,17 +205,45 @@ def from_toml(path: str | Path) -> SwitchboardConfig:
 
 
 def from_django_settings() -> SwitchboardConfig:
-    """Read ``settings.SWITCHBOARD``, defaulting the application to ``ASGI_APPLICATION``."""
+    """Read ``settings.SWITCHBOARD``, defaulting the application to ``ASGI_APPLICATION``.
+
+    Without ``SWITCHBOARD["LAYER"]``, the layer is ``CHANNEL_LAYERS["default"]``, so a
+    Channels project runs with the layer it has configured (layers/aliases.py).
+    """
     from django.conf import settings
 
-    config = from_mapping(getattr(settings, "SWITCHBOARD", {}) or {})
+    raw = getattr(settings, "SWITCHBOARD", {}) or {}
+    config = from_mapping(raw)
     if config.application is None:
         config.application = getattr(settings, "ASGI_APPLICATION", None)
+    if "LAYER" not in _upper_keys(raw):
+        channels_default = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default")
+        if channels_default is not None:
+            config.layer = channels_layer_config(channels_default)
     return config
 
 
+def channels_layer_config(entry: Any) -> dict[str, Any]:
+    """A ``CHANNEL_LAYERS`` entry as a layer config; Channels' in-memory layer is ``"memory"``.
+
+    So ``switchboard run`` (which always runs in memory) keeps the entry's options, and
+    every other backend is built as Channels builds it.
+    """
+    from .layers.aliases import KNOWN_BACKENDS
+
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"CHANNEL_LAYERS['default'] must be a mapping, got {type(entry).__name__}")
+    layer = _upper_keys(entry)
+    backend = layer.get("BACKEND")
+    if not isinstance(backend, str):
+        raise ConfigError("CHANNEL_LAYERS['default'] has no BACKEND")
+    if KNOWN_BACKENDS.get(backend, "").endswith(".InMemoryChannelLayer"):
+        return {"BACKEND": "memory", "CONFIG": dict(layer.get("CONFIG") or {})}
+    return {"BACKEND": backend, "CONFIG": dict(layer.get("CONFIG") or {})}
+
+
 def layer_config_from_settings() -> dict[str, Any]:
-    """The layer config for ``get_channel_layer()`` outside a gateway/worker process."""
+    """The default layer's config outside a gateway/worker process (see from_django_settings)."""
     try:
         from django.conf import settings
 

@@ -41,7 +41,6 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelLayer, LayerClosed, Message
-from .layers.core import unpack
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -207,7 +206,15 @@ class Worker:
         max_instance_backlog: int = 1000,
         max_listener_backlog: int = 20000,
         local_delivery: bool = True,
+        django_http: str = "auto",
+        django_threads: int = 8,
     ) -> None:
+        from switchboard.consumers import django_http as django_http_module
+
+        # Django's own handler as the whole application (no router) is served fast too;
+        # routers and middleware wrap the handlers they are given themselves.
+        django_http_module.configure(django_http, django_threads)
+        application = django_http_module.fast_django(application)
         self.application = application
         self.layer = layer
         self.protocols = list(protocols_of(application) if protocols is None else protocols)
@@ -479,7 +486,7 @@ class Worker:
         ):
             return False
         try:
-            _expires_at, _suffixes, message = unpack(item)
+            _expires_at, _suffixes, message = self.layer.unpack_item(item)
         except Exception:
             return False
         self.stats.events_local += 1
