@@ -220,6 +220,22 @@ async def test_loopback_is_not_capped_by_default(serve) -> None:
             writer.close()
 
 
+@pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated:UserWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the websockets library's legacy API
+@pytest.mark.parametrize("ws", ["websockets", "websockets-legacy"])
+async def test_a_websocket_holds_its_slot_until_it_closes(serve, ws: str) -> None:
+    """The socket outlives the HTTP protocol that accepted it: the WebSocket one releases it."""
+    stack = await serve(app, ws=ws, max_connections_per_ip=1, max_connections_per_ip_exempt=[])
+    async with connect(stack.ws_url()) as client:
+        await client.send("hello")
+        assert await client.recv() == "hello"
+        assert stack.plugin.guard.per_ip == {"127.0.0.1": 1}
+        assert (await get_ok(stack.port)).startswith(b"HTTP/1.1 503"), "the WebSocket holds the slot"
+    await wait_until(lambda: stack.plugin.guard.per_ip == {}, what="the slot to be freed")
+    assert stack.plugin.guard.open_sockets == 0
+    assert (await get_ok(stack.port)).startswith(b"HTTP/1.1 200")
+
+
 # -- descriptors ------------------------------------------------------------------------------
 
 
