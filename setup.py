@@ -23,6 +23,8 @@ extras = {
     # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
     # maintained implementation channels_redis uses too, so keys keep their meaning.
     "encryption": ["cryptography>=42"],
+    # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
+    "reload": ["watchfiles>=0.20"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [

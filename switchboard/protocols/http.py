@@ -27,6 +27,7 @@ import uvicorn
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.plugins import ProtocolPlugin
 
+from ._http_access import AccessEntry, access_logger
 from ._http_body import BodyBudget
 from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
 from ._http_guard import ConnectionGuard, TrustedPeers
@@ -138,7 +139,8 @@ class HttpOptions:
     forwarded_allow_ips: list[str] | None = None
     #: Send ``server: uvicorn`` (off: no need to advertise the implementation).
     server_header: bool = False
-    #: Log each request on the ``uvicorn.access`` logger.
+    #: Log one line per request and WebSocket handshake on the ``switchboard.access`` logger
+    #: (uvicorn's format plus the duration; ``switchboard run`` turns it on unless set).
     access_log: bool = False
     #: HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto".
     http: HttpImplementation = "auto"
@@ -261,6 +263,8 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         self._per_ip: dict[str, int] = {}
         self._guard: ConnectionGuard | None = None
         self._body_budget = BodyBudget(options.max_buffered_body_bytes)
+        #: Write access lines: the option, and someone listening at INFO (checked at start).
+        self._access_log = False
 
     @property
     def guard(self) -> ConnectionGuard:
@@ -291,6 +295,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             body_chunk_size=options.body_chunk_size,
             body_timeout=options.body_timeout,
         )
+        self._access_log = options.access_log and access_logger.isEnabledFor(logging.INFO)
         sockets = bind_sockets(options.bind)
         try:
             config = self._uvicorn_config()
@@ -369,6 +374,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             return self.options.forwarded_allow_ips
         return uvicorn.Config(app=self._asgi, log_config=None).forwarded_allow_ips
 
+    def base_urls(self) -> list[str]:
+        """``http://host:port<root_path>`` of every address listened on (port 0 resolved)."""
+        return [f"http://{_format_address(address)}{self.options.root_path}" for address in self.bound_addresses]
+
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        return [f"{url}/  (WebSocket ws://{url.removeprefix('http://')}/)" for url in self.base_urls()]
+
     def _uvicorn_config(self) -> uvicorn.Config:
         options = self.options
         self._guard = guard = self._new_guard()
@@ -379,7 +391,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             interface="asgi3",
             lifespan="off",
             log_config=None,
-            access_log=options.access_log,
+            access_log=False,  # ours has the duration and sees every answer: _http_access.py
             http=http_protocol(implementation, settings),
             h11_max_incomplete_event_size=options.max_header_size,
             ws=websocket_protocol(settings, _WS_IMPLEMENTATIONS[options.ws][0]),
@@ -401,7 +413,18 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
     # -- the bridge ---------------------------------------------------------------------
 
     async def _asgi(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """The ASGI application uvicorn runs for every request and WebSocket."""
+        """The ASGI application uvicorn runs for every request and WebSocket: the access log, then :meth:`_serve`."""
+        if not self._access_log or scope["type"] not in ("http", "websocket"):
+            await self._serve(scope, receive, send)
+            return
+        entry = AccessEntry(scope)
+        try:
+            await self._serve(scope, receive, entry.wrap(send))
+        finally:
+            entry.log()
+
+    async def _serve(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Route one request or WebSocket: refusals, mounted endpoints, else the worker pool."""
         context = self._context
         assert context is not None
         # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)
