@@ -107,6 +107,33 @@ def load_application(config: SwitchboardConfig) -> Any:
     return get_asgi_application()
 
 
+def raise_file_limit() -> None:
+    """Raise this process's soft file-descriptor limit to its hard limit, as nginx and most servers do.
+
+    A gateway holds a descriptor per client connection; the soft limit is often 1,024
+    (a default meant for interactive shells) while the hard limit the administrator allows
+    is far higher. The HTTP plugin keeps a reserve below whatever limit is in force and
+    sheds idle connections near it (docs/http.md), but it can only use what it is given.
+    A lower hard limit is respected: that is the administrator's decision.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX: nothing to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or (hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft > hard):
+        return
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        target = 1024 * 1024  # an unlimited hard limit still has a kernel ceiling (nr_open)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        logger.warning("could not raise the file limit from %d to %d: %s", soft, target, exc)
+        return
+    logger.info("file limit raised from %d to %d descriptors", soft, target)
+
+
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when it is installed, else the default asyncio loop."""
     try:
@@ -484,6 +511,8 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
         logs.protect_root_handlers()  # Django's LOGGING setting may have added handlers
         http = config.protocols.get("http", {})
         logs.quiet_django_duplicates(access_log=command == "run" and bool(http.get("access_log")))
+        if command in ("gateway", "run"):
+            raise_file_limit()
         if command == "gateway":
             run_async(_run_gateway(config, args))
         elif command == "worker":

@@ -73,6 +73,8 @@ class Connection:
     # The groups its consumer joined (the layer tells the gateway, see memberships.py);
     # None until it joins one (most connections never do: no empty set each).
     groups: set[str] | None = None
+    # Plugins waiting in Gateway.wait_claimed for this connection's claim (or its close).
+    claim_waiters: list[asyncio.Future[None]] | None = None
 
     @property
     def events_channel(self) -> str:
@@ -189,7 +191,34 @@ class Gateway:
                 self._holding.discard(connection)
             if connection.groups:
                 self.memberships.closed(connection)
+            _wake_claim_waiters(connection)
             self.stats.connections_closed += 1
+
+    async def wait_claimed(self, connection: Connection, timeout: float) -> str | None:
+        """The worker holding ``connection``'s claim, waiting up to ``timeout`` seconds for one.
+
+        None if the connection closed or no claim came in time. For a plugin that sends one
+        connection's events as a stream (a request body in chunks): it sends the rest only
+        once the worker that has the start has claimed it, so no part can reach the pool
+        (another worker) and none waits in the gateway's held list, which is per-event
+        bounded, not per-byte.
+        """
+        if connection.worker is not None or not connection.open:
+            return connection.worker if connection.open else None
+        waiter = asyncio.get_running_loop().create_future()
+        if connection.claim_waiters is None:
+            connection.claim_waiters = []
+        connection.claim_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters = connection.claim_waiters
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+        return connection.worker if connection.open else None
 
     async def send_event(self, connection: Connection, event: Message, *, wait: float | None = None) -> None:
         """Send one event of ``connection`` to the worker pool.
@@ -339,6 +368,7 @@ class Gateway:
         self._unclaim(connection)
         connection.worker = worker
         connection.claim_item = None
+        _wake_claim_waiters(connection)
         # Claimed once, sticky from now on: when this worker goes, the connection's events
         # wait for the next worker's claim instead of spreading (an ordered consumer's
         # UDP socket keeps its order across a deploy too).
@@ -683,6 +713,13 @@ async def run_gateway(
         await gateway.stop()
         if own_layer:
             await layer.close()
+
+
+def _wake_claim_waiters(connection: Connection) -> None:
+    waiters, connection.claim_waiters = connection.claim_waiters, None
+    for waiter in waiters or ():
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

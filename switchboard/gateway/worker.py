@@ -409,6 +409,12 @@ class Worker:
             if event_type in _FINAL_EVENTS:
                 self.stats.events_ignored += 1
                 return
+            if scope is None and event_type == "http.request":
+                # The rest of a streamed request body (only the first part goes to the pool,
+                # with the scope) whose consumer already answered and ended: nothing to
+                # resume, a new instance would see half a body.
+                self.stats.events_ignored += 1
+                return
             if scope is None:
                 # Sent to our channel because we claimed the connection, but its instance
                 # has ended here: hold the event (and any that follow) until the gateway

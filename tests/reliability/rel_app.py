@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import rel_uploads
+
 from switchboard.gateway.layers import ChannelFull
 
 Message = dict[str, Any]
@@ -34,7 +36,11 @@ SEEN: dict[str, int] = {"emails": 0, "sms": 0, "mqtt": 0, "udp": 0, "slow_ws_rec
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/slow?s=N`` answers after N seconds (drain tests); anything else ``ok <body length>``."""
+    """``/slow?s=N`` answers after N seconds (drain tests); ``/upload/...`` see rel_uploads;
+    anything else ``ok <body length>``."""
+    if scope["path"].startswith("/upload/"):
+        await rel_uploads.application(scope, receive, send)
+        return
     body = b""
     while True:
         event = await receive()

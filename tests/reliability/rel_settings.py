@@ -23,6 +23,8 @@ INSTALLED_APPS = ["switchboard"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 ASGI_APPLICATION = "rel_app.application"
+ROOT_URLCONF = "rel_urls"  # /upload/django/ (rel_uploads.py); the rest is raw ASGI
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 
 _enabled = [name for name in os.environ.get("REL_PROTOCOLS", "http").split(",") if name]
 _redis_url = os.environ.get("REL_REDIS_URL")
