@@ -271,7 +271,12 @@ async def test_large_bodies_with_no_worker_stop_at_the_byte_capacity(
     """20 POSTs of 1 MiB while no worker runs, byte capacity of ``switchboard.*`` 5 MiB: the
     pool holds at most 5 MiB (4 requests), the other 16 get 503 (counted), and the 4 are
     answered once a worker starts. Before, every request was stored: 20 MiB here, 301 MB
-    for 300 requests."""
+    for 300 requests.
+
+    ``body_chunk_size`` 2 MiB makes each body one event, as a deployment with large chunks
+    has it: with the default 64 KiB chunks only a body's first chunk goes to the pool
+    before a worker claims it, and the gateway's ``max_buffered_body_bytes`` bounds the
+    rest (tests/reliability/test_rel_attacks_http.py)."""
     server = private_redis()
     prefix = "sb-rel-bytes:"
     cap = 5 * 1024 * 1024
@@ -280,7 +285,9 @@ async def test_large_bodies_with_no_worker_stop_at_the_byte_capacity(
         workers=0,
         wait=False,
         REL_REDIS_PREFIX=prefix,
-        REL_HTTP_OPTIONS=json.dumps({"max_body_size": 2 * 1024 * 1024, "response_timeout": 120}),
+        REL_HTTP_OPTIONS=json.dumps(
+            {"max_body_size": 2 * 1024 * 1024, "body_chunk_size": 2 * 1024 * 1024, "response_timeout": 120}
+        ),
         REL_LAYER_OPTIONS=json.dumps({"channel_byte_capacity": {"switchboard.*": cap}}),
     )
     raw = redis.Redis.from_url(server.url)
