@@ -12,6 +12,7 @@ import json
 import socket
 
 import pytest
+from support.waiting import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import Deployment
@@ -114,3 +115,31 @@ async def test_consumer_exception_closes_1011_and_gateway_keeps_serving(deployme
             await asyncio.wait_for(socket.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert http(deployment, "/api/echo/")[0] == 200
+
+
+@pytest.mark.parametrize("bad_type", [".my_private_handler", "..init..", "._class__"])
+async def test_group_message_type_never_reaches_a_private_method(deployment: Deployment, bad_type: str) -> None:
+    """A type that would map to ``_name`` is refused in every member (Channels' rule).
+
+    The message travels the production path: a real ``group_send`` from a consumer, to
+    every member's reply channel, back through the gateway to the worker. The members'
+    consumers raise ValueError before any handler runs: each socket closes with 1011
+    without ``_my_private_handler`` having sent anything, and the site keeps serving.
+    """
+    async with ws(deployment, "/ws/relay/") as attacker, ws(deployment, "/ws/relay/") as member:
+        # Both are in the group once a relayed message reaches each of them.
+        await attacker.send(json.dumps({"type": "relay.message", "text": "hello"}))
+        assert await recv_json(attacker) == {"relayed": "hello"}
+        assert await recv_json(member) == {"relayed": "hello"}
+        await attacker.send(json.dumps({"type": bad_type}))
+        for socket_ in (attacker, member):
+            with pytest.raises(ConnectionClosed) as closed:
+                leaked = await asyncio.wait_for(socket_.recv(), 10)
+                pytest.fail(f"a private method answered: {leaked!r}")
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    refusal = f"Malformed type in message {bad_type!r} (leading underscore)"
+    worker = "worker" if deployment.mode == "split" else "run"
+    await wait_until(lambda: refusal in deployment.log(worker), what="the refusal in the worker's log")
+    async with ws(deployment, "/ws/relay/") as socket_:
+        await socket_.send(json.dumps({"type": "relay.message", "text": "still serving"}))
+        assert await recv_json(socket_) == {"relayed": "still serving"}
