@@ -3,7 +3,8 @@
 The public surface is the one Django Channels users know (``send``, ``receive``,
 ``new_channel``, ``group_add``, ``group_discard``, ``group_send``, ``flush``) plus
 :meth:`ChannelLayer.receiver`, the batched read loop a gateway or worker process uses to
-read all of its channels at once.
+read all of its channels at once, and :meth:`ChannelLayer.mark` / ``unmark``, expiring
+markers that de-duplicate events across processes and restarts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import msgpack
 
-from .names import check_channel_name, check_group_name, split_local
+from .names import check_channel_name, check_group_name, check_marker_key, split_local
 from .storage import Storage
 
 logger = logging.getLogger("switchboard.layers")
@@ -355,6 +356,28 @@ class ChannelLayer:
             else:
                 self.stats.group_dropped_full += 1
                 logger.warning("group_send to %s: channel %s is full, message dropped", group, key)
+
+    # -- Markers (de-duplication shared by every process on the layer) ----------------
+
+    async def mark(self, key: str, ttl: float) -> bool:
+        """Set marker ``key`` for ``ttl`` seconds unless it is set; True when this call set it.
+
+        Why on the layer: an id remembered in one process's memory is forgotten when that
+        process restarts and unknown to its siblings, so an event delivered again (a
+        webhook retried, or replayed after a restart) would be handled again. On Redis this
+        is one ``SET NX PX``: atomic, so of several gateways that see the same id exactly
+        one gets True, and it expires by itself. The in-memory layer keeps the same rules
+        within its process. ``key`` is printable ASCII without spaces, at most 200 characters.
+        """
+        check_marker_key(key)
+        if not (isinstance(ttl, (int, float)) and 0 < ttl < float("inf")):
+            raise ValueError(f"marker ttl must be a positive number of seconds, got {ttl!r}")
+        return await self.storage.mark(key, float(ttl))
+
+    async def unmark(self, key: str) -> None:
+        """Remove marker ``key``: the event it stood for was not handled after all."""
+        check_marker_key(key)
+        await self.storage.unmark(key)
 
     async def flush(self) -> None:
         await self.storage.flush()

@@ -10,6 +10,7 @@ Layout, under a configurable key prefix (default ``"switchboard:"``):
   Items are RPUSHed and popped from the left, so the list reads oldest first.
 * ``<prefix>group:<name>``: a sorted set per group, member = channel, score = time added.
   Channel names cannot contain ``:``, so the two namespaces never collide.
+* ``<prefix>mark:<key>``: a marker (``SET NX PX``), e.g. a webhook id already handled.
 
 Several Redis servers can share the load: each key lives on the server a consistent-hash
 ring picks for it. Every channel of one process shares the list ``"gateway.x!"`` and so one
@@ -307,6 +308,7 @@ class RedisStorage:
         connection_kwargs.setdefault("protocol", 2)
         self._connection_kwargs = connection_kwargs
         self._group_prefix = f"{prefix}group:"
+        self._mark_prefix = f"{prefix}mark:"
         # Not a WeakKeyDictionary: each value's sockets reference their loop, so the keys
         # would never die. Entries are removed when their loop closes (see _hook_loop_close)
         # or found closed (see _shards).
@@ -621,6 +623,17 @@ class RedisStorage:
         # fan-out waits on it for every message.
         members = await self._push_script(shard, [self._group_key(group)], [repr(now - expiry)], shard.group_members)
         return [member.decode("utf-8") if isinstance(member, bytes) else str(member) for member in members]
+
+    # -- Markers ----------------------------------------------------------------------
+
+    async def mark(self, key: str, ttl: float) -> bool:
+        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
+        milliseconds = max(1, math.ceil(ttl * 1000))
+        return bool(await shard.client.set(self._mark_prefix + key, b"1", nx=True, px=milliseconds))
+
+    async def unmark(self, key: str) -> None:
+        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
+        await shard.client.delete(self._mark_prefix + key)
 
     # -- Whole storage ----------------------------------------------------------------
 

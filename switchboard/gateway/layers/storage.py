@@ -6,7 +6,8 @@ process-local demultiplexing. A backend only stores opaque items in bounded FIFO
 group memberships, so the in-memory and Redis layers cannot drift apart in semantics.
 
 Items are ``bytes`` (msgpack, packed by the core). Keys are channel names, or for
-process-local channels the shared prefix ``"name!"``.
+process-local channels the shared prefix ``"name!"``. Markers (``mark``/``unmark``) are
+small expiring keys for de-duplication shared by every process on the storage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Protocol
 
 
 class Storage(Protocol):
-    """Bounded FIFO lists plus group memberships; see module docstring."""
+    """Bounded FIFO lists, group memberships and expiring markers; see module docstring."""
 
     #: True when cancelling a :meth:`pop` in flight can never lose items (the in-memory
     #: backend). Readers then stop at once instead of waiting out the block timeout.
@@ -69,8 +70,21 @@ class Storage(Protocol):
         """Members added within ``expiry`` seconds of ``now``; older ones are removed."""
         ...
 
+    async def mark(self, key: str, ttl: float) -> bool:
+        """Set marker ``key`` for ``ttl`` seconds unless it is set: True when this call set it.
+
+        Atomic across every process sharing the storage (Redis ``SET NX PX``), so of
+        several gateways seeing the same event exactly one gets True. The marker expires
+        by itself; markers are a namespace of their own, apart from lists and groups.
+        """
+        ...
+
+    async def unmark(self, key: str) -> None:
+        """Remove marker ``key`` (absent is not an error)."""
+        ...
+
     async def flush(self) -> None:
-        """Delete every list and group this storage holds (tests, resets)."""
+        """Delete every list, group and marker this storage holds (tests, resets)."""
         ...
 
     async def close(self) -> None:
