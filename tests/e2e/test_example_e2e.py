@@ -35,8 +35,10 @@ def test_plain_django_view_get_and_post(deployment: Deployment) -> None:
 
 
 def test_unknown_http_url_is_djangos_404(deployment: Deployment) -> None:
-    status, _ = http(deployment, "/no/such/page/")
+    status, body = http(deployment, "/no/such/page/")
     assert status == 404
+    # The example runs with DEBUG off unless DJANGO_DEBUG=1: no URLconf listing, no settings.
+    assert b"URLconf" not in body and b"DEBUG = True" not in body
 
 
 async def test_chat_group_two_clients_receive_each_others_messages(deployment: Deployment) -> None:

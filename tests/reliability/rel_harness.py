@@ -253,6 +253,7 @@ def inprocess_protocols(mqtt_prefix: str | None, storage: Path) -> dict[str, dic
         protocols["mqtt"] = {
             "brokers": [f"mqtt://127.0.0.1:{MOSQUITTO_PORT}"],
             "subscriptions": [f"{mqtt_prefix}/in/#"],
+            "publish_topics": [f"{mqtt_prefix}/out"],
             "reconnect_min_delay": 0.1,
             "reconnect_max_delay": 0.5,
             "max_payload_size": MQTT_MAX_PAYLOAD,

@@ -55,6 +55,7 @@ _all_protocols = {
     "mqtt": {
         "brokers": [os.environ.get("REL_MQTT_BROKER", "mqtt://127.0.0.1:1883")],
         "subscriptions": [f"{_mqtt_prefix}/in/#"],
+        "publish_topics": [f"{_mqtt_prefix}/out"],
         "username": os.environ.get("REL_MQTT_USERNAME"),
         "password": os.environ.get("REL_MQTT_PASSWORD"),
         "reconnect_min_delay": 0.1,
