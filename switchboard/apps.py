@@ -1,4 +1,5 @@
-"""Django app config, so ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands."""
+"""Django app config: ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands
+(``rungateway``, ``runworker``) and the ``manage.py check`` checks of ``switchboard/checks.py``."""
 
 from django.apps import AppConfig
 
@@ -6,3 +7,6 @@ from django.apps import AppConfig
 class SwitchboardConfig(AppConfig):
     name = "switchboard"
     verbose_name = "Switchboard"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks

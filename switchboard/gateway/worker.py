@@ -41,7 +41,6 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelLayer, LayerClosed, Message
-from .layers.core import unpack
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -473,7 +472,7 @@ class Worker:
         ):
             return False
         try:
-            _expires_at, _suffixes, message = unpack(item)
+            _expires_at, _suffixes, message = self.layer.unpack_item(item)
         except Exception:
             return False
         self.stats.events_local += 1
