@@ -1,7 +1,9 @@
 """The example project's MQTT consumers (examples/chatsite/mqttdemo) against the real broker.
 
 The gateway runs with the example's own ``subscriptions`` and ``publish_topics``; devices
-and attackers are plain paho clients publishing through the broker.
+and attackers are plain paho clients publishing through the broker. The demo's topic
+prefix is fixed, so the tests that check what is *not* published use a private broker:
+on the shared one, another test run's stack of the example would answer too.
 """
 
 from __future__ import annotations
@@ -55,16 +57,18 @@ async def test_rpc_answers_v311_and_v5_clients(serve: Any, mqtt_client: Any) -> 
     assert (reply.payload, reply.properties.CorrelationData) == (b"MQTT FIVE", b"req-1")
 
 
-async def test_rpc_never_answers_where_a_request_points_elsewhere(serve: Any, mqtt_client: Any) -> None:
+async def test_rpc_never_answers_where_a_request_points_elsewhere(
+    serve: Any, mqtt_client: Any, private_broker: Any
+) -> None:
     """``response_topic`` aimed at another device's commands, at the sensors topic (to chain
     into a retained alert), or 60 KB long: no answer goes out, and the RPC keeps serving."""
-    stack = await serve_example(serve, protocol_version="5")
+    stack = await serve_example(serve, protocol_version="5", brokers=[private_broker.url])
     name, room = secrets.token_hex(4), f"room{secrets.token_hex(4)}"
     victim = f"victim-{name}/commands/open-door"
-    watcher = mqtt_client(version=5)
+    watcher = mqtt_client(private_broker.port, version=5)
     for topic in (victim, f"{PREFIX}/sensors/{room}/temp", f"{PREFIX}/alerts/{room}", f"{PREFIX}/replies/{name}"):
         watcher.subscribe(topic)
-    attacker = mqtt_client(version=5)
+    attacker = mqtt_client(private_broker.port, version=5)
     for target in (victim, f"{PREFIX}/sensors/{room}/temp", f"{PREFIX}/replies/{name}/" + "x" * 60_000):
         attacker.publish(f"{PREFIX}/rpc/{name}", b"99", qos=1, properties=request_properties(target, b"evil"))
     # One consumer instance answers in order: once the honest request's answer is here,
@@ -77,12 +81,14 @@ async def test_rpc_never_answers_where_a_request_points_elsewhere(serve: Any, mq
 
 
 @pytest.mark.parametrize("reading", [b"inf", b"-inf", b"1e309", b"nan", b"NaN", b"1e5", b"31" + b"0" * 40, b"not a number"])
-async def test_implausible_readings_raise_no_alert(serve: Any, mqtt_client: Any, reading: bytes) -> None:
-    stack = await serve_example(serve)
+async def test_implausible_readings_raise_no_alert(
+    serve: Any, mqtt_client: Any, private_broker: Any, reading: bytes
+) -> None:
+    stack = await serve_example(serve, brokers=[private_broker.url])
     room = f"room{secrets.token_hex(4)}"
     watcher = await stack.layer.new_channel("test")
     await stack.layer.group_add("chat.sensors", watcher)
-    client = mqtt_client()
+    client = mqtt_client(private_broker.port)
     client.subscribe(f"{PREFIX}/alerts/{room}")
     client.publish(f"{PREFIX}/sensors/{room}/temp", reading, qos=1)
     client.publish(f"{PREFIX}/sensors/{room}/temp", b"20.5", qos=1)  # in order, after the bad one
