@@ -46,7 +46,8 @@ _PROTOCOLS: dict[str, dict[str, object]] = {
     "webrtc": {
         "http": _HTTP,
         # Loopback host candidates: every peer of the benchmark is on this machine.
-        "webrtc": {"ice_host_addresses": ["127.0.0.1"]},
+        # Every benchmark peer signals from 127.0.0.1: no per-address limits.
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "max_peers_per_ip": None, "max_offers_per_second_per_ip": None},
     },
     "sms": {
         "http": _HTTP,

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 
+import aioice.ice
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from support.waiting import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -145,3 +148,35 @@ async def test_group_message_type_never_reaches_a_private_method(deployment: Dep
     async with ws(deployment, "/ws/relay/") as socket_:
         await socket_.send(json.dumps({"type": "relay.message", "text": "still serving"}))
         assert await recv_json(socket_) == {"relayed": "still serving"}
+
+
+async def test_webrtc_offers_need_a_login_then_the_peer_chats(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site has logins, so an anonymous offer is refused before a peer slot is taken
+    (a stranger could otherwise fill ``max_peers``); a logged-in user's real aiortc peer
+    gets its answer and chats in the room over its data channel."""
+    # ICE on loopback for the test's own peer (aioice leaves 127.0.0.1 out by itself).
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+    url = f"/webrtc/offer/rtc-{secrets.token_hex(3)}/"
+    headers = {"Content-Type": "application/json", "Origin": deployment.origin}
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    chat = pc.createDataChannel("chat")
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+    opened = asyncio.Event()
+    chat.on("message", inbox.put_nowait)
+    chat.on("open", opened.set)
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}).encode()
+        status, body = await asyncio.to_thread(http, deployment, url, offer, headers)
+        assert (status, json.loads(body)) == (403, {"error": "log in to the site first"})
+
+        cookie = {"Cookie": f"sessionid={deployment.login('alice')}"}
+        status, body = await asyncio.to_thread(http, deployment, url, offer, {**headers, **cookie})
+        assert status == 200, body
+        answer = json.loads(body)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await asyncio.wait_for(opened.wait(), 20)
+        chat.send(json.dumps({"message": "hello over a data channel"}))
+        assert json.loads(await asyncio.wait_for(inbox.get(), 20)) == {"message": "hello over a data channel"}
+    finally:
+        await pc.close()

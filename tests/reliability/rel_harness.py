@@ -247,7 +247,9 @@ def inprocess_protocols(mqtt_prefix: str | None, storage: Path) -> dict[str, dic
             "reply_deadline": 2.0,
             "max_body_size": SMS_MAX_BODY,
         },
-        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "connect_timeout": 2.0, "max_peers": 500},
+        # Hundreds of offers from one address: per-address limits off (tests/webrtc covers them).
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "connect_timeout": 2.0, "max_peers": 500,
+                   "max_peers_per_ip": None, "max_offers_per_second_per_ip": None},
     }
     if mqtt_prefix is not None:
         protocols["mqtt"] = {

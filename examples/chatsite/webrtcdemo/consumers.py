@@ -21,7 +21,10 @@ class WebrtcChatConsumer(AsyncJsonWebrtcConsumer):
 
     With ``post_requires_login`` (set by the example's routing, behind
     ``AuthMiddlewareStack``: the signaling request carried the site's cookies) only a
-    logged-in user may post, as on the WebSocket chat.
+    logged-in user may post, as on the WebSocket chat. In this site the gateway already
+    refuses offers of visitors who are not logged in (the webrtc plugin's
+    ``require_login`` is on wherever the site has logins, docs/webrtc.md): a peer costs the
+    gateway sockets and a slot, which strangers must not be able to fill.
     """
 
     post_requires_login: bool = False
