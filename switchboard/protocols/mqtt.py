@@ -40,7 +40,7 @@ A consumer's ``mqtt.publish`` goes out only to topics the ``publish_topics`` fil
 consumer often takes its reply topic from the request (MQTT 5 ``response_topic``); without
 a bound, whoever can publish a request can make the gateway publish anywhere its account
 may (another tenant's command topics, retained messages). Refused publishes are counted
-(``publish_refused_topic``) and logged, never sent.
+(``publish_dropped_topic``) and logged, never sent.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ OUTBOUND_COUNTERS = (
     "publish_dropped_oversize",
     "publish_dropped_disconnected",
     "publish_dropped_queue_full",
-    "publish_refused_topic",
+    "publish_dropped_topic",
     "subscribed",
     "subscribe_invalid",
     "subscribe_refused",
@@ -833,7 +833,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             raise BadMessage("publish_invalid", str(exc)) from None
         if not self.options.may_publish(topic):
             raise BadMessage(
-                "publish_refused_topic",
+                "publish_dropped_topic",
                 f"publish to {topic[:200]!r} refused: no publish_topics filter matches it "
                 f"(PROTOCOLS.mqtt.publish_topics: {self.options.publish_topics!r})",
             )

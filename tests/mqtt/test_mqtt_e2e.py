@@ -84,7 +84,7 @@ def test_bad_input_is_dropped_counted_and_serving_goes_on(
     stats = deployment.gateway_stats()
     assert stats["dropped_oversize"] == 1
     assert stats["publish_invalid"] == 1
-    assert stats["publish_refused_topic"] == 1
+    assert stats["publish_dropped_topic"] == 1
     assert stats["delivered"] == 6 and stats["disconnects"] == 0
     worker_log = (deployment.log_dir / "worker.log").read_text()
     assert "TemperatureConsumer failed" in worker_log and "EchoConsumer failed" in worker_log

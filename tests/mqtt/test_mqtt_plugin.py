@@ -199,8 +199,8 @@ async def test_publishes_outside_publish_topics_are_refused_counted_and_logged(
     assert [(m.topic, m.payload) for m in received if m.topic != f"{prefix}/rpc"] == [(f"{prefix}/replies/ok", b"done")]
     assert watcher.messages.empty()
     stats = stack.plugin.stats()
-    assert stats["publish_refused_topic"] == 3 and stats["published"] == 1 and stack.plugin.connected
-    assert "publish_refused_topic" in caplog.text and victim in caplog.text
+    assert stats["publish_dropped_topic"] == 3 and stats["published"] == 1 and stack.plugin.connected
+    assert "publish_dropped_topic" in caplog.text and victim in caplog.text
 
 
 async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
