@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from support.processes import free_tcp_port
-from support.waiting import wait_until_sync
+from support.waiting import deadline, wait_until_sync
 
 from .conftest import smtp_client
 
@@ -79,20 +79,24 @@ def mime_bomb(parts: int) -> bytes:
             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + body + b"--b--\r\n")
 
 
+#: Safety net for one bomb's answer: seconds on an idle machine, much more under load.
+BOMB_WAIT = deadline(180)
+
+
 def send_expecting_refusal(address: tuple[str, int], raw: bytes) -> tuple[int, bytes]:
-    with smtp_client(address) as client:
+    with smtp_client(address, timeout=BOMB_WAIT) as client:
         with pytest.raises(smtplib.SMTPDataError) as refused:
             client.sendmail("a@example.org", ["lobby@chat.example.com"], raw)
     return refused.value.smtp_code, refused.value.smtp_error
 
 
 def send_honest(address: tuple[str, int], raw: bytes) -> dict[str, Any]:
-    with smtp_client(address) as client:
+    with smtp_client(address, timeout=BOMB_WAIT) as client:
         return client.sendmail("alice@example.org", ["lobby@chat.example.com"], raw)
 
 
 def http_get(port: int) -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=30) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=BOMB_WAIT) as response:
         assert response.read() == b"pong"
         return int(response.status)
 

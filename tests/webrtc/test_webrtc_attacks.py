@@ -72,7 +72,9 @@ async def honest_peer(url: str) -> ClientPeer:
 
 @needs_alias
 async def test_one_address_cannot_take_every_peer_slot(stack: Any, peers: list[ClientPeer]) -> None:
-    running: Stack = await stack(APP)  # the defaults: max_peers 100, 10 per address, 2 offers/s (burst 20)
+    # The defaults (max_peers 100, 10 per address, 2 offers/s in bursts of 20); a patient
+    # signaling_timeout, so a loaded machine answers slowly rather than with 503.
+    running: Stack = await stack(APP, signaling_timeout=120)
     attacker = ClientPeer(("chat",))
     offer = await attacker.offer()  # one real offer, sent again and again, never connected
     statuses = [(await offer_from(running.url(), offer))[0] for _ in range(100)]
