@@ -3,10 +3,11 @@
 Why processes and not threads: MIME parsing is pure-Python CPU work. In a thread it holds
 the GIL in turns with the event loop, so one large or hostile message slows every HTTP
 request and WebSocket frame of the gateway (before the part limits, six 100,000-part mails
-raised HTTP p50 from 16 ms to 0.2 s for two minutes). A child process has its own GIL,
-runs at a lower CPU priority (nice +10) so the gateway's own work comes first, and can be
-*killed*: when the sender hangs up, or a parse outlives ``parse_timeout``, its process is
-SIGKILLed at once (a thread cannot be stopped) and a fresh one takes its place.
+raised HTTP p50 from 16 ms to 0.2 s for two minutes). A child process has its own GIL and
+can be *killed*: when the sender hangs up, or a parse outlives ``parse_timeout``, its
+process is SIGKILLed at once (a thread cannot be stopped) and a fresh one takes its place.
+(Not at a lower priority: on a busy host a niced parser starves, and honest mail then
+runs into ``parse_timeout``; the limits already bound what one message costs.)
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot cancel a running job, and a
 worker killed from outside breaks the whole executor (every other job in it fails). Here
@@ -56,8 +57,6 @@ _FRAME = struct.Struct(">I")
 #: they run this very code whatever the gateway's working directory and sys.path tricks.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _REFUSALS: dict[str, type[MessageRefused]] = {cls.kind: cls for cls in (TooManyParts, TooDeep, HeaderTooLong)}
-#: Child processes run at this much lower priority (Unix ``nice``): mail can wait, clients can't.
-NICENESS = 10
 
 
 class ParseTimeout(Exception):
@@ -77,11 +76,38 @@ def _frame(obj: Any) -> bytes:
     return _FRAME.pack(len(data)) + data
 
 
+#: How long a new parser process may take to start (a Python interpreter, on a busy host).
+BOOT_TIMEOUT = 60.0
+
+
 class _Process:
-    """One child process and its pipes."""
+    """One child process and its pipes.
+
+    The child says it is ready (a first frame) once its interpreter has started; until then
+    a job waits for it outside ``parse_timeout``, which measures parsing, not start-up.
+    """
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
+        self.ready = asyncio.get_running_loop().create_task(self._read_ready())
+        self.ready.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _read_ready(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        (size,) = _FRAME.unpack(await stdout.readexactly(_FRAME.size))
+        greeting = msgpack.unpackb(await stdout.readexactly(size), raw=False)
+        if not (isinstance(greeting, dict) and "ready" in greeting):
+            raise ValueError(f"unexpected greeting {greeting!r:.100}")
+
+    async def wait_ready(self) -> None:
+        try:
+            async with asyncio.timeout(BOOT_TIMEOUT):
+                await asyncio.shield(self.ready)
+        except TimeoutError:
+            raise ParserFailed(f"parser process {self.process.pid} did not start within {BOOT_TIMEOUT:.0f} s") from None
+        except (asyncio.IncompleteReadError, ConnectionError, struct.error, ValueError) as exc:
+            raise ParserFailed(f"parser process {self.process.pid} failed to start: {exc!r}") from None
 
     async def call(self, frame: bytes) -> Any:
         """Send one job frame and read the answer frame."""
@@ -98,7 +124,10 @@ class _Process:
 
 
 class ParserPool:
-    """Up to ``processes`` parser processes, started when first needed and reused.
+    """Up to ``processes`` parser processes: one started with the plugin, more when needed.
+
+    The first is started by :meth:`start` so that the first message does not wait for a
+    Python interpreter to start (under load, longer than a tight SMTP ``timeout``).
 
     :meth:`build` waits for a free process (the wait is not part of ``timeout``), hands it
     the message and returns the built event, or raises: :class:`MessageRefused` (a limit),
@@ -136,6 +165,7 @@ class ParserPool:
             self._busy.add(process)
             done = False
             try:
+                await process.wait_ready()  # a fresh process is still starting: not parse time
                 async with asyncio.timeout(self.timeout):
                     answer = await process.call(frame)
                 done = True
@@ -150,6 +180,13 @@ class ParserPool:
                 else:  # killed mid-job: timed out, cancelled (the sender left), or broken
                     self._discard(process, job)
         return _result(answer)
+
+    async def start(self) -> None:
+        """Start one process ahead of the first message (spawning returns at once; the
+        child's interpreter starts while the gateway goes on)."""
+        self._closed = False
+        if not self._idle and not self._busy:
+            self._idle.append(await self._start())
 
     def busy_pids(self) -> list[int]:
         """Process ids of the parsers working on a message right now (status, tests)."""
@@ -177,6 +214,12 @@ class ParserPool:
         task.add_done_callback(self._reaping.discard)
 
     async def _reap(self, process: _Process, job: str) -> None:
+        """Wait for a killed process, remove its job's files, start a replacement.
+
+        The replacement is started now, not when the next message comes, so that message
+        does not wait for an interpreter to start.
+        """
+        process.ready.cancel()
         await process.process.wait()
         directory = self.storage.directory
         for path in await asyncio.to_thread(lambda: list(directory.glob(job + "*"))):
@@ -184,23 +227,38 @@ class ParserPool:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 logger.warning("could not remove %s of an abandoned parse: %s", path, exc)
+        if self._closed or self._idle or len(self._busy) >= self.processes:
+            return
+        try:
+            replacement = await self._start()
+        except ParserFailed as exc:
+            logger.warning("%s", exc)
+            return
+        if self._closed:
+            await _end(replacement)
+        else:
+            self._idle.append(replacement)
 
     async def close(self) -> None:
         """End every idle process (EOF on its stdin), kill the stragglers, wait for all."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for process in idle:
-            stdin = process.process.stdin
-            if stdin is not None:
-                stdin.close()
-        for process in idle:
-            try:
-                await asyncio.wait_for(process.process.wait(), 5)
-            except TimeoutError:
-                process.kill()
-                await process.process.wait()
         if self._reaping:
             await asyncio.gather(*self._reaping, return_exceptions=True)
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(_end(process) for process in idle))
+
+
+async def _end(process: _Process) -> None:
+    """End an idle process: EOF on its stdin; killed if it does not exit within 5 s."""
+    stdin = process.process.stdin
+    if stdin is not None:
+        stdin.close()
+    try:
+        await asyncio.wait_for(process.process.wait(), 5)
+    except TimeoutError:
+        process.kill()
+        await process.process.wait()
+    process.ready.cancel()
 
 
 def _result(answer: Any) -> BuiltEvent:
@@ -246,11 +304,10 @@ def _answer(job: dict[str, Any]) -> bytes:
 def main() -> None:
     """Serve jobs from stdin until it closes; answers go to stdout, nothing else does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gateway's to handle
-    if hasattr(os, "nice"):
-        with contextlib.suppress(OSError):
-            os.nice(NICENESS)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the frames
+    sink.write(_frame({"ready": os.getpid()}))
+    sink.flush()
     while True:
         header = source.read(_FRAME.size)
         if len(header) < _FRAME.size:

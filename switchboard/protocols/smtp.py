@@ -490,6 +490,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
             return session
 
         self._server = await loop.create_server(new_session, options.host, options.port)
+        await self.parser.start()
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         self.gateway = gateway

@@ -107,7 +107,7 @@ def test_mime_bombs_are_refused_while_mail_and_http_are_served(deploy: Any) -> N
     are answered. What is asserted is that they complete, not how fast."""
     http_port = free_tcp_port()
     deployment = deploy("split", http_port=http_port)
-    wait_until_sync(lambda: _answers(http_port), timeout=30, what="the HTTP side")
+    wait_until_sync(lambda: _answers(http_port), timeout=60, what="the HTTP side")
     bomb = mime_bomb(100_000)
     with ThreadPoolExecutor(8) as pool:
         bombs = [pool.submit(send_expecting_refusal, deployment.address, bomb) for _ in range(6)]
@@ -119,7 +119,7 @@ def test_mime_bombs_are_refused_while_mail_and_http_are_served(deploy: Any) -> N
         assert honest.result() == {}
     assert refusals == [(552, b"5.3.4 Message has more than 1000 MIME parts")] * 6
     assert set(statuses) == {200}
-    (result_file,) = deployment.wait_for_output(1)
+    (result_file,) = deployment.wait_for_output(1, timeout=BOMB_WAIT)
     assert json.loads(result_file.read_text())["subject"] == "during the bombs"
     gateway_log = deployment.log("gateway")
     assert "Traceback" not in gateway_log and "messages_too_many_parts" in gateway_log
