@@ -23,6 +23,8 @@ extras = {
     # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
     # maintained implementation channels_redis uses too, so keys keep their meaning.
     "encryption": ["cryptography>=42"],
+    # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
+    "reload": ["watchfiles>=0.20"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [
@@ -32,6 +34,9 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
+    # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
+    # this venv); psycopg 3 is the driver Django recommends, binary wheels need no libpq.
+    "psycopg[binary]>=3.2",
     "ruff>=0.5",
     "mypy>=1.10",
 ]
