@@ -177,6 +177,7 @@ async def test_webrtc_offers_need_a_login_then_the_peer_chats(deployment: Deploy
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         await asyncio.wait_for(opened.wait(), 20)
         chat.send(json.dumps({"message": "hello over a data channel"}))
-        assert json.loads(await asyncio.wait_for(inbox.get(), 20)) == {"message": "hello over a data channel"}
+        posted = json.loads(await asyncio.wait_for(inbox.get(), 20))
+        assert posted == {"message": "hello over a data channel", "user": "alice"}
     finally:
         await pc.close()
