@@ -14,7 +14,7 @@ bench/switchboard_site.
 
 import os
 
-from plugins_site.common import SMS_AUTH_TOKEN, SMS_PUBLIC_BASE_URL, mqtt_request_topic
+from plugins_site.common import SMS_AUTH_TOKEN, SMS_PUBLIC_BASE_URL, mqtt_reply_topic, mqtt_request_topic
 
 PLUGIN = os.environ.get("BENCH_PLUGIN", "udp")
 MQTT_PREFIX = os.environ.get("BENCH_MQTT_PREFIX", "bench-plugins")
@@ -38,6 +38,7 @@ _PROTOCOLS: dict[str, dict[str, object]] = {
         "mqtt": {
             "brokers": [os.environ.get("BENCH_MQTT_BROKER", "mqtt://127.0.0.1:1883")],
             "subscriptions": [mqtt_request_topic(MQTT_PREFIX, "+")],
+            "publish_topics": [mqtt_reply_topic(MQTT_PREFIX, "+")],
             "reconnect_min_delay": 0.2,
             "reconnect_max_delay": 1.0,
         }
@@ -45,7 +46,8 @@ _PROTOCOLS: dict[str, dict[str, object]] = {
     "webrtc": {
         "http": _HTTP,
         # Loopback host candidates: every peer of the benchmark is on this machine.
-        "webrtc": {"ice_host_addresses": ["127.0.0.1"]},
+        # Every benchmark peer signals from 127.0.0.1: no per-address limits.
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "max_peers_per_ip": None, "max_offers_per_second_per_ip": None},
     },
     "sms": {
         "http": _HTTP,

@@ -39,15 +39,18 @@ CLAIM_TYPE = "switchboard.claim"
 def handler_name(message: Message) -> str:
     """The method name for a message: its ``type`` with dots turned into underscores.
 
-    Types starting with an underscore are refused so that no message, whoever sent it to
-    a group, can reach a private or dunder method.
+    A type whose *method name* would start with an underscore is refused (ValueError, as
+    Channels' ``get_handler_name`` does), so that no message, whoever sent it to a group,
+    can reach a private or dunder method: the check runs on the name after the mapping,
+    because ``.secret`` becomes ``_secret`` and ``..init..`` becomes ``__init__``.
     """
     message_type = message.get("type")
     if not isinstance(message_type, str) or not message_type:
-        raise ValueError(f"Message has no valid 'type' key: {message!r}")
-    if message_type.startswith("_"):
-        raise ValueError(f"Malformed message type {message_type!r} (leading underscore)")
-    return message_type.replace(".", "_")
+        raise ValueError(f"Message has no valid 'type' key: {str(message)[:200]}")
+    name = message_type.replace(".", "_")
+    if name.startswith("_"):
+        raise ValueError(f"Malformed type in message {message_type[:100]!r} (leading underscore)")
+    return name
 
 
 class ConsumerApp:

@@ -2,8 +2,14 @@
 
 Parsing is Python's :mod:`email` package (``BytesParser`` with ``policy.default``); this
 module only decides what of the parsed message goes into the event and where large parts
-go. It runs in a worker thread (parsing a 10 MiB message must not stall the gateway's
-event loop), so it touches nothing but its arguments and the storage directory.
+go, and bounds what one message may cost. It runs in a parser process (``_smtp_pool``), so
+it touches nothing but its arguments and the storage directory.
+
+The bounds (:class:`Limits`) are enforced *while* the email package parses, through its
+own extension points: a message class whose ``attach`` counts parts and nesting (the
+parser attaches every part it creates to its parent), and a policy whose
+``header_source_parse`` sees each header's raw lines. A hostile message is refused after
+``max_parts`` parts, not after all 100,000 of them were built.
 
 Every string put in the event is valid UTF-8: mail carries undeclared 8-bit bytes, which
 the email package keeps as surrogate escapes, and msgpack (the layer's wire format)
@@ -19,9 +25,9 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +35,86 @@ logger = logging.getLogger("switchboard.protocols.smtp")
 
 EVENT_TYPE = "email.received"
 
-# Deeper MIME nesting than this is an attack, not mail; parts below it are not listed.
-_MAX_DEPTH = 32
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message may hold before it is refused (the plugin's ``max_mime_*`` options)."""
+
+    #: MIME parts, every part counted (multipart containers and forwarded messages too).
+    max_parts: int = 1000
+    #: Levels of MIME nesting below the top-level message.
+    max_depth: int = 32
+    #: Bytes of one header, folded lines included (Postfix's ``header_size_limit``).
+    max_header_size: int = 102_400
+
+
+class MessageRefused(Exception):
+    """The message breaks one of the :class:`Limits`; ``kind`` names which."""
+
+    kind = "refused"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class TooManyParts(MessageRefused):
+    kind = "too_many_parts"
+
+
+class TooDeep(MessageRefused):
+    kind = "too_deep"
+
+
+class HeaderTooLong(MessageRefused):
+    kind = "header_too_long"
+
+
+class _LimitedPolicy(EmailPolicy):
+    """``policy.default`` that refuses an oversized header as the parser reads it.
+
+    ``header_source_parse`` is called once per header with its raw lines, before any of
+    the (costly) structured parsing: a 2 MB ``To:`` of 100,000 addresses takes the email
+    package minutes to decode, so it must never get that far.
+    """
+
+    max_header_size: int = Limits.max_header_size
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        if sum(len(line) for line in sourcelines) > self.max_header_size:
+            raise HeaderTooLong(self.max_header_size)
+        return super().header_source_parse(sourcelines)
+
+
+def _limited_message_class(limits: Limits) -> type[EmailMessage]:
+    """A message class for one parse that counts parts and levels as the parser attaches them."""
+    parts = 0
+
+    class LimitedMessage(EmailMessage):
+        _depth = 0
+
+        def attach(self, payload: Any) -> None:
+            nonlocal parts
+            parts += 1
+            if parts > limits.max_parts:
+                raise TooManyParts(limits.max_parts)
+            depth = self._depth + 1
+            if depth > limits.max_depth:
+                raise TooDeep(limits.max_depth)
+            payload._depth = depth
+            super().attach(payload)
+
+    return LimitedMessage
+
+
+def parse(content: bytes, limits: Limits) -> EmailMessage:
+    """Parse ``content`` with the email package; :class:`MessageRefused` past ``limits``."""
+    # Policies take their settings as constructor keywords (the stubs only know the stock ones).
+    make_policy: Any = _LimitedPolicy
+    limited = make_policy(message_factory=_limited_message_class(limits), max_header_size=limits.max_header_size)
+    message = BytesParser(policy=limited).parsebytes(content)
+    assert isinstance(message, EmailMessage)
+    return message
 
 
 def clean_text(value: object) -> str:
@@ -68,8 +152,11 @@ class Storage:
     the gateway's user, which workers on the same host run as.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, prefix: str = "") -> None:
         self.directory = directory
+        #: Starts every file name: a parser process writes under the prefix of its job, so
+        #: the files of a parse that was killed half-way can be found and removed.
+        self.prefix = prefix
 
     def prepare(self) -> None:
         """Create the directory (mode 0700) and refuse one owned by another user.
@@ -86,7 +173,7 @@ class Storage:
 
     def store(self, data: bytes, suffix: str) -> Path:
         """Write ``data`` to a new file and return its absolute path."""
-        path = self.directory / f"{secrets.token_hex(16)}{suffix}"
+        path = self.directory / f"{self.prefix}{secrets.token_hex(16)}{suffix}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -125,16 +212,18 @@ class BuiltEvent:
                 logger.warning("could not remove stored part %s: %s", path, exc)
 
 
-def build_event(content: bytes, envelope: Envelope, *, inline_limit: int, storage: Storage) -> BuiltEvent:
+def build_event(
+    content: bytes, envelope: Envelope, *, inline_limit: int, storage: Storage, limits: Limits | None = None
+) -> BuiltEvent:
     """Parse ``content`` and build the ``email.received`` event for it.
 
-    Raises only for storage errors (``OSError``: disk full...) and for messages the email
-    package itself cannot parse at all; both leave no file behind.
+    Raises :class:`MessageRefused` for a message past ``limits``, and otherwise only for
+    storage errors (``OSError``: disk full...) and for messages the email package itself
+    cannot parse at all; all leave no file behind.
     """
     built = BuiltEvent({})
     try:
-        message = BytesParser(policy=policy.default).parsebytes(content)
-        assert isinstance(message, EmailMessage)
+        message = parse(content, limits or Limits())
         text_part = _body_part(message, "plain")
         html_part = _body_part(message, "html")
         event: dict[str, Any] = {
@@ -270,18 +359,16 @@ def _payload_bytes(part: Message) -> bytes:
     return payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else b""
 
 
-def _leaf_parts(part: Message, depth: int = 0) -> Iterator[Message]:
+def _leaf_parts(part: Message) -> Iterator[Message]:
     """Every non-multipart part, depth first; a ``message/*`` part counts as one leaf.
 
     A forwarded message is one attachment (its bytes), not a flood of parts mixed into the
-    outer message's list.
+    outer message's list. The parse bounded the depth (``Limits.max_depth``).
     """
     if part.get_content_maintype() == "multipart" and part.is_multipart():
-        if depth >= _MAX_DEPTH:
-            return
         for sub in part.get_payload():
             if isinstance(sub, Message):
-                yield from _leaf_parts(sub, depth + 1)
+                yield from _leaf_parts(sub)
     else:
         yield part
 

@@ -269,7 +269,7 @@ class SignalingApp:
 
 
 def _error_headers(status: int) -> list[tuple[bytes, bytes]]:
-    if status == 503:
+    if status in (503, 429):
         return [(b"retry-after", b"1")]
     if status == 405:
         return [(b"allow", b"POST, OPTIONS")]

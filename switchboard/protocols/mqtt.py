@@ -34,6 +34,13 @@ thread and never block on the network.
 
 Subscriptions (configured and runtime ``mqtt.subscribe``) are remembered by the plugin and
 re-sent on every (re)connect, so they survive broker restarts and clean sessions.
+
+A consumer's ``mqtt.publish`` goes out only to topics the ``publish_topics`` filters match
+(none by default). Why: the gateway publishes under its own broker credentials, and a
+consumer often takes its reply topic from the request (MQTT 5 ``response_topic``); without
+a bound, whoever can publish a request can make the gateway publish anywhere its account
+may (another tenant's command topics, retained messages). Refused publishes are counted
+(``publish_dropped_topic``) and logged, never sent.
 """
 
 from __future__ import annotations
@@ -109,6 +116,7 @@ OUTBOUND_COUNTERS = (
     "publish_dropped_oversize",
     "publish_dropped_disconnected",
     "publish_dropped_queue_full",
+    "publish_dropped_topic",
     "subscribed",
     "subscribe_invalid",
     "subscribe_refused",
@@ -282,6 +290,11 @@ class MqttOptions:
     #: TCP/TLS connect timeout, and how long ``start`` waits for the first connection
     #: (then it returns and paho keeps retrying in the background).
     connect_timeout: float = 5.0
+    #: Topic filters (``+`` one level, ``#`` the rest) a consumer's ``mqtt.publish`` may
+    #: go to: ``["myapp/replies/#", "myapp/alerts/+"]``. Others are refused, counted and
+    #: logged. Empty (the default): consumers cannot publish at all, so the gateway's broker
+    #: account never publishes where a request told it to unless this allows it.
+    publish_topics: list[str] = field(default_factory=list)
     #: When set, ``"online"`` is published here (retained, QoS 1) once subscribed, and
     #: ``"offline"`` on stop and, as the will, if the gateway dies without a goodbye.
     status_topic: str | None = None
@@ -325,7 +338,18 @@ class MqttOptions:
         _check_range("drain_timeout", self.drain_timeout, 0, 3600)
         if self.status_topic is not None:
             check_topic_name(self.status_topic)
+        if not isinstance(self.publish_topics, list):
+            raise ValueError("publish_topics must be a list of topic filters")
+        for index, topic_filter in enumerate(self.publish_topics):
+            try:
+                check_topic_filter(topic_filter)
+            except ValueError as exc:
+                raise ValueError(f"publish_topics[{index}]: {exc}") from None
         self.subscription_map()  # validates every filter
+
+    def may_publish(self, topic: str) -> bool:
+        """Whether a consumer may publish to ``topic`` (a ``publish_topics`` filter matches it)."""
+        return any(paho.topic_matches_sub(topic_filter, topic) for topic_filter in self.publish_topics)
 
     def broker_list(self) -> list[Broker]:
         if not self.brokers:
@@ -506,6 +530,8 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             await self.stop(0)
             raise ConfigError(f"PROTOCOLS.mqtt: {exc}") from exc
         self._accepting = True
+        if not options.publish_topics:
+            logger.info("mqtt: publish_topics is empty, so consumers' mqtt.publish messages are refused")
         self._target(self.client, self.broker)
         self.client.loop_start()
         logger.info("mqtt: connecting to %s as %s (MQTT %s)", self.broker.url, client_id, options.version_label)
@@ -810,6 +836,12 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
                 properties = properties_from_dict(raw_properties)
         except (SpecError, ValueError) as exc:
             raise BadMessage("publish_invalid", str(exc)) from None
+        if not self.options.may_publish(topic):
+            raise BadMessage(
+                "publish_dropped_topic",
+                f"publish to {topic[:200]!r} refused: no publish_topics filter matches it "
+                f"(PROTOCOLS.mqtt.publish_topics: {self.options.publish_topics!r})",
+            )
         if len(payload) > self.options.max_payload_size:
             raise BadMessage(
                 "publish_dropped_oversize",

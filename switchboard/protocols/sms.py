@@ -17,18 +17,20 @@ deferred sends (``Client`` on its aiohttp-based ``AsyncTwilioHttpClient``, see
 * An incoming message waits up to ``reply_deadline`` seconds for an ``sms.reply`` on its
   reply channel and answers Twilio with that reply as TwiML; after the deadline it answers
   an empty ``<Response/>`` (Twilio then sends nothing), well within Twilio's 15 s timeout.
-* Twilio may deliver a webhook twice; a ``MessageSid`` seen within ``dedupe_ttl`` seconds
-  is answered (200, empty TwiML) but not delivered again. The memory of seen SIDs is per
-  gateway process.
+* Twilio may deliver a webhook twice, and anyone who captured a signed webhook can replay
+  it (the signature has no timestamp); a ``MessageSid`` seen within ``dedupe_ttl`` seconds
+  is answered (200, empty TwiML) but not delivered again. The seen SIDs are markers on the
+  channel layer (``ChannelLayer.mark``, Redis ``SET NX`` with a TTL), so they survive a
+  gateway restart and are shared by every gateway on the layer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,7 +39,8 @@ from urllib.parse import parse_qsl, urlsplit
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, Message
+from switchboard.gateway.layers.names import check_marker_key
 from switchboard.gateway.plugins import ProtocolPlugin
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
@@ -133,10 +136,10 @@ class SmsOptions:
     #: Ask Twilio for status callbacks (to ``public_base_url + status_path``) on every
     #: ``sms.send`` that does not name its own ``status_callback``.
     default_status_callback: bool = False
-    #: Seconds a ``MessageSid`` is remembered to drop Twilio's duplicate deliveries (0: off).
-    dedupe_ttl: float = 600.0
-    #: Most remembered SIDs (oldest forgotten first), bounding the memory de-dup uses.
-    dedupe_max_entries: int = 100_000
+    #: Seconds a ``MessageSid`` is remembered (on the channel layer, shared by every
+    #: gateway) to drop Twilio's duplicate deliveries and replays (0: off). A day by
+    #: default: a replay of a captured webhook is refused for that long.
+    dedupe_ttl: float = 86400.0
     #: Largest webhook body accepted (bytes); larger ones get 413.
     max_body_size: int = 64 * 1024
 
@@ -157,7 +160,7 @@ class SmsOptions:
         if self.api_key_sid is not None and self.account_sid is None:
             raise ValueError("api_key_sid needs account_sid (the account the key sends for)")
         positive = {"api_timeout": self.api_timeout, "send_concurrency": self.send_concurrency,
-                    "max_body_size": self.max_body_size, "dedupe_max_entries": self.dedupe_max_entries}
+                    "max_body_size": self.max_body_size}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -217,31 +220,43 @@ class _Gone(Exception):
 
 
 class _SeenSids:
-    """MessageSids seen recently (insertion-ordered, so expiry pops from the front)."""
+    """MessageSids seen within ``ttl``: markers on the channel layer, shared and durable.
 
-    def __init__(self, ttl: float, max_entries: int) -> None:
+    Why not process memory: a memory is empty after a restart and private to one gateway,
+    so a webhook replayed after a restart, or retried onto another gateway, was delivered
+    again. A marker on the layer is one ``SET NX`` with a TTL on Redis, atomic across
+    gateways: of several deliveries of one SID, exactly one goes on.
+    """
+
+    def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self.max_entries = max_entries
-        self._seen: OrderedDict[str, float] = OrderedDict()
 
-    def add(self, key: str) -> bool:
-        """Remember ``key``; False when it was already seen within the TTL."""
+    @staticmethod
+    def key(sid: str, status: str) -> str:
+        """The marker key of a SID (and status); hashed when the SID is not plain ASCII."""
+        key = f"sms:{sid}:{status}"
+        try:
+            return check_marker_key(key)
+        except InvalidName:
+            # A signed form can still carry odd values: any SID gets a valid, bounded key.
+            return "sms:sha256:" + hashlib.sha256(f"{sid}\0{status}".encode()).hexdigest()
+
+    async def add(self, layer: ChannelLayer, key: str) -> bool:
+        """Remember ``key``; False when it was already seen within the TTL (by any gateway)."""
         if self.ttl <= 0:
             return True
-        now = time.monotonic()
-        while self._seen:
-            oldest, expires = next(iter(self._seen.items()))
-            if expires > now and len(self._seen) < self.max_entries:
-                break
-            del self._seen[oldest]
-        if key in self._seen:
-            return False
-        self._seen[key] = now + self.ttl
-        return True
+        return await layer.mark(key, self.ttl)
 
-    def forget(self, key: str) -> None:
+    async def forget(self, layer: ChannelLayer, key: str) -> None:
         """Forget ``key`` (its delivery failed, so Twilio's retry must not be a duplicate)."""
-        self._seen.pop(key, None)
+        if self.ttl <= 0:
+            return
+        try:
+            await layer.unmark(key)
+        except Exception as exc:
+            # Then a retry within dedupe_ttl is answered as a duplicate: say so.
+            logger.warning("sms: could not forget %s after a failed delivery (%s); a retry of it "
+                           "will be dropped as a duplicate", key, type(exc).__name__)
 
 
 def build_twiml(message: Message) -> bytes:
@@ -357,8 +372,8 @@ class _Webhook:
             plugin.warn_forged(scope.get("path"), "wrong" if signature else "missing")
             raise _Reject(403, "rejected_signature", "Forbidden: bad or missing X-Twilio-Signature\n")
         event = received_event(form) if self.kind == RECEIVED else status_event(form)
-        dedupe_key = f"{event['message_sid']}:{event.get('status', '')}"
-        if not plugin.seen.add(dedupe_key):
+        dedupe_key = plugin.seen.key(event["message_sid"], event.get("status", ""))
+        if not await plugin.first_delivery(dedupe_key):
             plugin.count("duplicates")
             await self._answer_empty(send)
             return
@@ -381,7 +396,8 @@ class _Webhook:
             try:
                 await plugin.send_event(connection, event)
             except _Reject:
-                plugin.seen.forget(dedupe_key)  # not delivered: Twilio's retry is no duplicate
+                # Not delivered: Twilio's retry is no duplicate.
+                await plugin.seen.forget(gateway.layer, dedupe_key)
                 raise
             plugin.count("received" if self.kind == RECEIVED else "statuses")
             if self.kind == STATUS:
@@ -455,7 +471,7 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
     def __init__(self, options: SmsOptions) -> None:
         super().__init__(options)
         self.validator = RequestValidator(options.auth_token)
-        self.seen = _SeenSids(options.dedupe_ttl, options.dedupe_max_entries)
+        self.seen = _SeenSids(options.dedupe_ttl)
         self.gateway: Gateway | None = None
         self.sender: OutboundSender | None = None
         self.stopping = False
@@ -567,6 +583,21 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         if root_path and path.startswith(root_path):
             path = path[len(root_path):] or "/"
         return {"type": "sms", "asgi": {"version": "3.0", "spec_version": SPEC_VERSION}, "path": path, "public_url": url}
+
+    async def first_delivery(self, key: str) -> bool:
+        """Whether this is the first delivery of ``key`` within ``dedupe_ttl`` (any gateway).
+
+        The layer being down is a 503 (Twilio's retry, if the URL asks for one, comes back
+        here): without the marker a replay could not be told from a first delivery, and
+        the event could not reach the workers anyway.
+        """
+        try:
+            return await self.seen.add(self.gateway_or_fail().layer, key)
+        except _Reject:
+            raise
+        except Exception as exc:
+            logger.warning("sms: the de-duplication marker could not be set: %s", type(exc).__name__)
+            raise _Reject(503, "layer_errors", "Service Unavailable\n", [(b"retry-after", b"1")]) from None
 
     async def send_event(self, connection: Connection, event: Message) -> None:
         """Hand the event to the worker pool; 503 (counted) when the layer refuses it."""

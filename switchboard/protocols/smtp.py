@@ -1,7 +1,9 @@
 """Inbound e-mail over SMTP: each accepted message becomes one ``email.received`` event.
 
 The SMTP dialogue (commands, DATA dot-stuffing, SIZE, STARTTLS, AUTH PLAIN/LOGIN) is
-aiosmtpd's; MIME parsing is the standard library's :mod:`email` (see ``_smtp_message``).
+aiosmtpd's; MIME parsing is the standard library's :mod:`email` (see ``_smtp_message``),
+run in a small pool of child processes (``_smtp_pool``): off the event loop and its GIL,
+bounded in parts, nesting, header size and time, and killed when the sender hangs up.
 This module is policy: which recipients are ours, how big a message may be, how many
 sessions one address and how many messages one session may have, when the sender hears
 ``250``.
@@ -42,8 +44,9 @@ from switchboard.gateway.layers import ChannelFull, Message
 from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
-from ._smtp_message import BuiltEvent, Storage, build_event, is_clean
+from ._smtp_message import BuiltEvent, HeaderTooLong, Limits, MessageRefused, Storage, TooDeep, TooManyParts, is_clean
 from ._smtp_message import Envelope as MessageEnvelope
+from ._smtp_pool import ParserFailed, ParserPool, ParseTimeout, Unparsable
 
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
@@ -63,6 +66,11 @@ RELAY_DENIED = "550 5.7.1 Relaying denied: recipient domain not accepted here"
 BAD_SENDER = "553 5.1.7 Sender address is not valid UTF-8"
 BAD_RECIPIENT = "553 5.1.3 Recipient address is not valid UTF-8"
 UNPARSABLE = "554 5.6.0 Message could not be parsed"
+# The MIME limits; {limit} is the configured value, so the sender sees what was exceeded.
+TOO_MANY_PARTS = "552 5.3.4 Message has more than {limit} MIME parts"
+TOO_DEEP = "554 5.6.0 MIME parts nested more than {limit} levels deep"
+HEADER_TOO_LONG = "552 5.3.4 Message has a header longer than {limit} bytes"
+PARSE_TOO_SLOW = "451 4.3.0 Message took too long to parse, try again later"
 TOO_BUSY = "421 4.3.2 Too many connections, try again later"
 TOO_BUSY_FROM_IP = "421 4.7.0 Too many connections from your address, try again later"
 TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in this session, continue in a new one"
@@ -73,7 +81,15 @@ COUNTERS = (
     "messages_accepted", "bytes_accepted", "parts_stored", "messages_deferred_full",
     "messages_deferred_error", "storage_errors", "messages_unparsable", "recipients_rejected",
     "recipients_over_limit", "auth_succeeded", "auth_failed", "errors", "outbound_dropped",
+    "messages_too_many_parts", "messages_too_deep", "messages_header_too_long", "messages_parse_timeout",
+    "parses_abandoned", "parser_failures",
 )
+# A refused message: (reply template, counter) by the limit it broke.
+_REFUSALS: dict[type[MessageRefused], tuple[str, str]] = {
+    TooManyParts: (TOO_MANY_PARTS, "messages_too_many_parts"),
+    TooDeep: (TOO_DEEP, "messages_too_deep"),
+    HeaderTooLong: (HEADER_TOO_LONG, "messages_header_too_long"),
+}
 
 _HASH_PREFIX = "pbkdf2_sha256$"
 
@@ -138,6 +154,19 @@ class SmtpOptions:
     #: (``smtp_accept_max_per_connection``). Counted at ``MAIL``, not at a successful
     #: ``DATA``: transactions refused later (552, RSET) cost work too. ``None``: no limit.
     max_messages_per_session: int | None = 1000
+    #: MIME parts one message may have (every part: containers and forwarded messages
+    #: count too); more get ``552``. Parsing cost grows with parts: 100,000 of them cost
+    #: ~30 s of CPU before this limit, ~0.2 s now.
+    max_mime_parts: int = 1000
+    #: Levels of MIME nesting; deeper gets ``554`` (real mail nests a handful).
+    max_mime_depth: int = 32
+    #: Bytes of one header (folded lines included); longer gets ``552``. 100 KiB is
+    #: Postfix's ``header_size_limit``. Decoding a 2 MB address header takes minutes.
+    max_header_size: int = 100 * 1024
+    #: Child processes that parse received mail (one message each at a time).
+    parser_processes: int = 2
+    #: Seconds one parse may take; then its process is killed and the sender gets ``451``.
+    parse_timeout: float = 15.0
     #: Parts (and the raw message) larger than this are stored in ``storage_path``.
     attachment_inline_limit: int = 256 * 1024
     storage_path: str | None = None
@@ -161,7 +190,8 @@ class SmtpOptions:
         if not self.domains:
             raise ValueError("domains: list the recipient domains to accept mail for (or ['*'] for any)")
         self.domains = [_check_domain(entry) for entry in self.domains]
-        for name in ("max_message_size", "max_recipients", "max_sessions"):
+        for name in ("max_message_size", "max_recipients", "max_sessions", "max_mime_parts", "max_mime_depth",
+                     "max_header_size", "parser_processes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("max_sessions_per_ip", "max_messages_per_session"):
@@ -172,6 +202,8 @@ class SmtpOptions:
             raise ValueError("attachment_inline_limit must be 0 or more")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if not self.parse_timeout > 0:
+            raise ValueError("parse_timeout must be positive")
         for user, secret in self.users.items():
             _check_password_entry(user, secret)
         self._check_tls()
@@ -190,6 +222,11 @@ class SmtpOptions:
                 raise ValueError(f"{name}: {path} is not a readable file")
         if self.require_starttls and not self.tls_enabled:
             raise ValueError("require_starttls needs tls_cert_file and tls_key_file")
+
+    @property
+    def limits(self) -> Limits:
+        """The MIME limits every message is parsed under."""
+        return Limits(max_parts=self.max_mime_parts, max_depth=self.max_mime_depth, max_header_size=self.max_header_size)
 
     @property
     def tls_enabled(self) -> bool:
@@ -404,6 +441,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         self.connection: Connection | None = None
         self.address: tuple[str, int] | None = None
         self.storage = Storage(Path(options.storage_path or _default_storage_path()))
+        self.parser = ParserPool(self.storage, processes=options.parser_processes, timeout=options.parse_timeout)
         self._server: asyncio.Server | None = None
         #: Live sessions: what ``max_sessions`` counts and what ``stop`` hangs up.
         self.sessions: set[SMTP] = set()
@@ -462,6 +500,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
             return session
 
         self._server = await loop.create_server(new_session, options.host, options.port)
+        await self.parser.start()
         sockname = self._server.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         self.gateway = gateway
@@ -493,6 +532,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         except TimeoutError:
             logger.warning("SMTP stop: sessions still open after %.1fs", timeout)
         self._server = None
+        await self.parser.close()
         if self.gateway is not None and self.connection is not None:
             self.gateway.close_connection(self.connection)
         logger.info("smtp stats: %s", json.dumps(self.stats(), sort_keys=True))
@@ -572,22 +612,32 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
             tls=tls,
         )
         options = self.options
-        build = asyncio.ensure_future(asyncio.to_thread(
-            build_event, content, meta, inline_limit=options.attachment_inline_limit, storage=self.storage
-        ))
         try:
-            built = await asyncio.shield(build)
+            built = await self.parser.build(content, meta, inline_limit=options.attachment_inline_limit, limits=options.limits)
         except asyncio.CancelledError:
-            build.add_done_callback(_discard_when_built)  # the sender hung up mid-parse
+            # The sender hung up mid-parse: its parser process was killed with the task.
+            self.count("parses_abandoned")
             raise
+        except MessageRefused as exc:
+            reply, counter = _REFUSALS[type(exc)]
+            self.count(counter)
+            self.log.warning(counter, "message from %s refused: %s", peer[0], reply.format(limit=exc.limit))
+            return reply.format(limit=exc.limit)
+        except ParseTimeout:
+            self.count("messages_parse_timeout")
+            self.log.warning("parse timeout", "parsing a message from %s took over %.0f s; process killed, 451",
+                             peer[0], options.parse_timeout)
+            return PARSE_TOO_SLOW
+        except ParserFailed as exc:
+            self.count("parser_failures")
+            logger.error("parsing a message from %s: %s", peer[0], exc)
+            return TRY_LATER
         except OSError as exc:
             logger.error("storing a part of a message failed: %s", exc)
             self.count("storage_errors")
             return NO_STORAGE
-        except Exception as exc:
-            # RecursionError: MIME nested too deep for the parser (a thousand-frame traceback
-            # would say nothing more).
-            logger.error("parsing a message from %s failed: %r", peer, exc, exc_info=not isinstance(exc, RecursionError))
+        except Unparsable as exc:
+            logger.error("parsing a message from %s failed: %s", peer, exc)
             self.count("messages_unparsable")
             return UNPARSABLE
         return await self._send(built, len(content))
@@ -628,11 +678,6 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         logger.warning("dropped outbound %r: %s (specs/email.md defines no outbound messages)",
                        message.get("type"), reason)
         self.count("outbound_dropped")
-
-
-def _discard_when_built(task: asyncio.Future[BuiltEvent]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().discard_files()
 
 
 def _discard_if_failed(task: asyncio.Future[None], built: BuiltEvent) -> None:

@@ -18,6 +18,14 @@ policy (``specs/webrtc.md``):
 * **Limits**: peers, channels per peer, message size (advertised to the peer in the
   answer's ``a=max-message-size``), queued events per peer, unread outbound bytes per
   channel, connect and idle timeouts. Every drop is counted (``WebrtcPlugin.stats``).
+* **Who may take a peer slot**: answering an offer costs sockets, a DTLS certificate and
+  ICE checks, and the peer holds a slot of ``max_peers`` until it connects or
+  ``connect_timeout`` passes. So before any of that, an offer must pass a per-address rate
+  (``max_offers_per_second_per_ip``), the site's login where the site has logins
+  (``require_login``: Django's session cookie, looked up as ``AuthMiddleware`` does), a
+  cap on ICE candidates (each one is an address the gateway would send STUN checks to)
+  and a per-address peer cap (``max_peers_per_ip``). aioice's per-connection INFO lines
+  are rate-limited too (an offer's candidates would otherwise each log several).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from switchboard.gateway.layers import ChannelFull, Message
 from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog, http_urls
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
+from ._rate_limit import PeerRateLimiter
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
 
 if TYPE_CHECKING:
@@ -85,6 +94,21 @@ class WebrtcOptions:
     ice_host_addresses: list[str] | None = None
     #: Open peers (plus offers being answered); beyond it offers get 503.
     max_peers: int = 100
+    #: Open peers (plus offers being answered) of one client address; beyond it offers get
+    #: 429, so one address cannot take every slot. None: no per-address cap (behind a
+    #: proxy that hides client addresses every peer seems to come from the proxy).
+    max_peers_per_ip: int | None = 10
+    #: Offers per second one client address may send (a token bucket of ``offer_burst``);
+    #: beyond it 429, before any work is done. None: no rate.
+    max_offers_per_second_per_ip: float | None = 2.0
+    offer_burst: int = 20
+    #: Only signaling requests whose session cookie names a logged-in user of the site may
+    #: make a peer (else 403). None: on when the site has logins (``django.contrib.auth``
+    #: and ``django.contrib.sessions`` installed). False for deliberately public WebRTC.
+    require_login: bool | None = None
+    #: ICE candidates (``a=candidate`` lines) one offer may carry; more gets 400. Each is
+    #: an address the gateway would send STUN checks to; browsers offer a handful.
+    max_offer_candidates: int = 20
     #: Open data channels per peer; more are closed at once (counted).
     max_channels: int = 16
     #: Largest data channel message (bytes, UTF-8 for text) either way; advertised to the
@@ -132,9 +156,15 @@ class WebrtcOptions:
                 raise ValueError(f"path_pattern: {exc}") from None
         if self.ice_host_addresses is not None and not self.ice_host_addresses:
             raise ValueError("ice_host_addresses: give at least one address, or leave it out (None)")
-        for name in ("max_peers", "max_channels", "max_message_size", "max_signaling_size", "queue_size", "send_buffer_limit"):
+        for name in ("max_peers", "max_channels", "max_message_size", "max_signaling_size", "queue_size",
+                     "send_buffer_limit", "offer_burst", "max_offer_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_peers_per_ip is not None and self.max_peers_per_ip < 1:
+            raise ValueError(f"max_peers_per_ip must be at least 1 (or null), got {self.max_peers_per_ip}")
+        rate = self.max_offers_per_second_per_ip
+        if rate is not None and not 0 < rate < float("inf"):
+            raise ValueError(f"max_offers_per_second_per_ip must be a positive number (or null), got {rate!r}")
         for name in ("connect_timeout", "peer_idle_timeout", "signaling_timeout"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -202,11 +232,12 @@ class _HostAddresses:
 HOST_ADDRESSES = _HostAddresses()
 
 
-def _offer_media_problem(offer_sdp: str) -> str | None:
-    """Why the offer is not a data-channel-only offer, or None.
+def _offer_problem(offer_sdp: str, max_candidates: int) -> str | None:
+    """Why the offer will not be answered, or None.
 
     Checked with aiortc's SDP parser before aiortc acts on the offer: an offer with many
-    unbundled media sections would make it gather candidates (bind sockets) for each.
+    unbundled media sections would make it gather candidates (bind sockets) for each, and
+    every ICE candidate it names is an address the gateway would send STUN checks to.
     """
     try:
         description = aiortc_sdp.SessionDescription.parse(offer_sdp)
@@ -215,7 +246,84 @@ def _offer_media_problem(offer_sdp: str) -> str | None:
     kinds = [media.kind for media in description.media]
     if kinds != ["application"]:
         return f"the offer must have exactly one data channel section (m=application), got {kinds or 'none'}"
+    candidates = sum(len(media.ice_candidates) for media in description.media)
+    if candidates > max_candidates:
+        return f"the offer has {candidates} ICE candidates; at most {max_candidates} are accepted"
     return None
+
+
+def _client_ip(request: dict[str, Any]) -> str:
+    """The signaling client's address, as the per-address limits count it."""
+    client = request.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def site_has_logins() -> bool:
+    """Whether the Django project has logins: the auth and sessions apps installed."""
+    try:
+        from django.apps import apps
+    except ImportError:
+        return False
+    return apps.ready and apps.is_installed("django.contrib.auth") and apps.is_installed("django.contrib.sessions")
+
+
+async def logged_in(request: dict[str, Any]) -> bool:
+    """Whether the request's session cookie names a logged-in user of the site.
+
+    The same lookup ``AuthMiddleware`` makes for the consumer later (Django's session
+    engine and ``get_user``, off the event loop); no cookie costs no lookup.
+    """
+    from django.conf import settings
+
+    from switchboard.consumers.auth import get_user
+    from switchboard.consumers.sessions import cookies_from_scope, session_store_class
+
+    key = cookies_from_scope(request).get(settings.SESSION_COOKIE_NAME)
+    if not key:
+        return False
+    user = await get_user({"session": session_store_class()(key)})
+    return bool(user.is_authenticated)
+
+
+class _IceLogLimiter(logging.Filter):
+    """Rate-limits aioice's per-connection log lines (INFO and below) on ``aioice.ice``.
+
+    aioice logs each candidate pair's every state change at INFO, prefixed with its
+    connection: an offer of many candidates, or many peers at once, would write thousands
+    of lines. Each connection may log ``burst`` lines and then ``rate`` per second, all of
+    them together ``total_rate`` per second; a line let through after a gap says how many
+    were held back. Warnings and errors always pass. Installed once per process.
+    """
+
+    def __init__(self, burst: int = 20, rate: float = 1.0, total_burst: int = 100, total_rate: float = 20.0) -> None:
+        super().__init__()
+        self.per_connection = PeerRateLimiter(rate=rate, burst=burst, max_peers=10_000)
+        self.total = PeerRateLimiter(rate=total_rate, burst=total_burst, max_peers=1)
+        self.suppressed = 0
+        self._held_back = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        connection = str(id(args[0])) if args else "-"
+        if not (self.per_connection.allow(connection) and self.total.allow("all")):
+            self.suppressed += 1
+            self._held_back += 1
+            return False
+        if self._held_back:
+            record.msg = f"{record.msg} ({self._held_back} aioice lines held back before this one)"
+            self._held_back = 0
+        return True
+
+
+ICE_LOG_LIMITER = _IceLogLimiter()
+
+
+def _limit_ice_logging() -> None:
+    ice_logger = logging.getLogger("aioice.ice")
+    if ICE_LOG_LIMITER not in ice_logger.filters:
+        ice_logger.addFilter(ICE_LOG_LIMITER)
 
 
 def _peer_scope(request: dict[str, Any]) -> dict[str, Any]:
@@ -244,10 +352,11 @@ class _Peer:
     unbounded for the few lifecycle events, and bounded by ``queue_size`` for messages.
     """
 
-    def __init__(self, plugin: WebrtcPlugin, pc: RTCPeerConnection) -> None:
+    def __init__(self, plugin: WebrtcPlugin, pc: RTCPeerConnection, ip: str) -> None:
         self.plugin = plugin
         self.options = plugin.options
         self.pc = pc
+        self.ip = ip  # the signaling client's address: what max_peers_per_ip counts
         self.loop = asyncio.get_running_loop()
         self.connection: Connection | None = None
         self.channels: dict[str, RTCDataChannel] = {}
@@ -509,6 +618,13 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         self.gateway: Gateway | None = None
         self.peers: set[_Peer] = set()
         self.pending = 0  # offers being answered: they count against max_peers too
+        #: Peers and offers being answered per client address (max_peers_per_ip); no
+        #: entry at zero, so it never holds more addresses than there are peers.
+        self.peers_per_ip: dict[str, int] = {}
+        rate = options.max_offers_per_second_per_ip
+        self.offer_rate = None if rate is None else PeerRateLimiter(rate, options.offer_burst, max_peers=100_000)
+        #: Resolved at start: the option, or whether the site has logins.
+        self.require_login = False
         self.stopping = False
         self.log = RateLimitedLog(logger, "webrtc")
         self._configuration = options.rtc_configuration()
@@ -539,12 +655,20 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
             gateway.mount(options.path, app, owner=self.name)
         except ValueError as exc:
             raise ConfigError(f"PROTOCOLS.webrtc.path: {exc}") from exc
+        has_logins = site_has_logins()
+        if options.require_login and not has_logins:
+            gateway.unmount(options.path)
+            raise ConfigError("PROTOCOLS.webrtc.require_login needs django.contrib.auth and django.contrib.sessions "
+                              "in INSTALLED_APPS (the site's logins)")
+        self.require_login = has_logins if options.require_login is None else options.require_login
         self.gateway = gateway
         self.stopping = False
         if options.ice_host_addresses is not None:
             self._host_addresses = list(options.ice_host_addresses)
             HOST_ADDRESSES.push(self._host_addresses)
-        logger.info("webrtc signaling at %s (served by the http plugin)", options.path)
+        _limit_ice_logging()
+        logger.info("webrtc signaling at %s (served by the http plugin); offers need %s", options.path,
+                    "a logged-in user" if self.require_login else "no login (require_login off): per-address limits apply")
 
     async def stop(self, timeout: float) -> None:
         """Refuse new offers, close every peer (reason ``shutdown``).
@@ -566,7 +690,9 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
                 # Past the drain time: forget the peer even if its pump is stuck on the layer.
                 if peer.connection is not None:
                     gateway.close_connection(peer.connection)
-                self.peers.discard(peer)
+                if peer in self.peers:
+                    self.peers.discard(peer)
+                    self._release_slot(peer.ip)
         if self._host_addresses is not None:
             HOST_ADDRESSES.pop(self._host_addresses)
             self._host_addresses = None
@@ -576,6 +702,7 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
     def stats(self) -> dict[str, int]:
         data = dict(self.counters)
         data["peers"] = len(self.peers)
+        data["ice_log_lines_suppressed"] = ICE_LOG_LIMITER.suppressed  # process-wide
         return data
 
     def gateway_or_fail(self) -> Gateway:
@@ -586,29 +713,58 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
     def peer_closed(self, peer: _Peer) -> None:
         if peer in self.peers:
             self.peers.discard(peer)
+            self._release_slot(peer.ip)
             self.count("peers_closed")
+
+    def _release_slot(self, ip: str) -> None:
+        left = self.peers_per_ip.get(ip, 0) - 1
+        if left > 0:
+            self.peers_per_ip[ip] = left
+        else:
+            self.peers_per_ip.pop(ip, None)
 
     # -- signaling ------------------------------------------------------------------------
 
     async def negotiate(self, request_scope: dict[str, Any], offer_sdp: str) -> str:
         """Answer an offer (SignalingError for every refusal); the peer then runs on its own."""
+        options = self.options
         if self.stopping or self.gateway is None:
             raise SignalingError(503, "the gateway is stopping", "signaling_503_stopping")
-        if len(self.peers) + self.pending >= self.options.max_peers:
-            self.log.warning("max_peers", "webrtc offer refused: max_peers (%d) reached", self.options.max_peers)
-            raise SignalingError(503, "too many peers, try again later", "signaling_503_max_peers")
-        problem = _offer_media_problem(offer_sdp)
+        ip = _client_ip(request_scope)
+        # The cheap refusals first, and the rate before anything that costs a lookup.
+        if self.offer_rate is not None and not self.offer_rate.allow(ip):
+            self.log.warning("offer rate", "webrtc offers from %s over max_offers_per_second_per_ip: 429", ip)
+            raise SignalingError(429, "too many offers from your address, try again later", "signaling_429_rate")
+        problem = _offer_problem(offer_sdp, options.max_offer_candidates)
         if problem is not None:
             raise SignalingError(400, problem)
+        if self.require_login:
+            try:
+                allowed = await logged_in(request_scope)
+            except Exception as exc:  # the session store is down: not the client's fault
+                self.log.warning("login check", "could not look up a webrtc client's session: %r", exc)
+                raise SignalingError(503, "could not check your login, try again", "signaling_503_login") from None
+            if not allowed:
+                raise SignalingError(403, "log in to the site first", "signaling_403_login")
+        # No await from here until the slot is taken: the counts cannot change in between.
+        if options.max_peers_per_ip is not None and self.peers_per_ip.get(ip, 0) >= options.max_peers_per_ip:
+            self.log.warning("max_peers_per_ip", "webrtc offer from %s refused: max_peers_per_ip (%d) reached",
+                             ip, options.max_peers_per_ip)
+            raise SignalingError(429, "too many peers from your address, try again later", "signaling_429_per_ip")
+        if len(self.peers) + self.pending >= options.max_peers:
+            self.log.warning("max_peers", "webrtc offer refused: max_peers (%d) reached", options.max_peers)
+            raise SignalingError(503, "too many peers, try again later", "signaling_503_max_peers")
         self.pending += 1
+        self.peers_per_ip[ip] = self.peers_per_ip.get(ip, 0) + 1
         pc = RTCPeerConnection(self._configuration)
-        peer = _Peer(self, pc)  # handlers in place before aiortc can fire any event
+        peer = _Peer(self, pc, ip)  # handlers in place before aiortc can fire any event
         try:
             async with asyncio.timeout(self.options.signaling_timeout):
                 answer = await self._answer(pc, offer_sdp)
             if self.stopping:
                 raise SignalingError(503, "the gateway is stopping", "signaling_503_stopping")
         except BaseException as exc:
+            self._release_slot(ip)
             await _discard(pc)
             if isinstance(exc, TimeoutError):
                 raise SignalingError(503, "answering took too long, try again", "signaling_503_timeout") from None

@@ -39,7 +39,20 @@ def test_handler_name_maps_dots_to_underscores() -> None:
     assert handler_name({"type": "chat.message.new"}) == "chat_message_new"
 
 
-@pytest.mark.parametrize("message", [{}, {"type": ""}, {"type": 3}, {"type": "_private"}, {"type": "__init__"}])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {},
+        {"type": ""},
+        {"type": 3},
+        {"type": "_private"},
+        {"type": "__init__"},
+        # Dots become underscores: these would reach ``_my_private_handler`` and ``__init__``.
+        {"type": ".my_private_handler"},
+        {"type": "..init.."},
+        {"type": "._.class__"},
+    ],
+)
 def test_handler_name_refuses_bad_types(message: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         handler_name(message)

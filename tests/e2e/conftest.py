@@ -116,6 +116,7 @@ def _env(port: int, mode: str, prefix: str, db: Path) -> dict[str, str]:
         SWITCHBOARD_RESPONSE_TIMEOUT="10",
     )
     env.pop("SWITCHBOARD_REDIS_URL", None)
+    env.pop("DJANGO_DEBUG", None)  # the example as shipped: DEBUG off
     if mode == "split":
         env["SWITCHBOARD_REDIS_URL"] = REDIS_URL
         env["SWITCHBOARD_REDIS_PREFIX"] = prefix

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 
+import aioice.ice
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from support.waiting import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import Deployment
@@ -34,8 +38,10 @@ def test_plain_django_view_get_and_post(deployment: Deployment) -> None:
 
 
 def test_unknown_http_url_is_djangos_404(deployment: Deployment) -> None:
-    status, _ = http(deployment, "/no/such/page/")
+    status, body = http(deployment, "/no/such/page/")
     assert status == 404
+    # The example runs with DEBUG off unless DJANGO_DEBUG=1: no URLconf listing, no settings.
+    assert b"URLconf" not in body and b"DEBUG = True" not in body
 
 
 async def test_chat_group_two_clients_receive_each_others_messages(deployment: Deployment) -> None:
@@ -114,3 +120,64 @@ async def test_consumer_exception_closes_1011_and_gateway_keeps_serving(deployme
             await asyncio.wait_for(socket.recv(), 10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
     assert http(deployment, "/api/echo/")[0] == 200
+
+
+@pytest.mark.parametrize("bad_type", [".my_private_handler", "..init..", "._class__"])
+async def test_group_message_type_never_reaches_a_private_method(deployment: Deployment, bad_type: str) -> None:
+    """A type that would map to ``_name`` is refused in every member (Channels' rule).
+
+    The message travels the production path: a real ``group_send`` from a consumer, to
+    every member's reply channel, back through the gateway to the worker. The members'
+    consumers raise ValueError before any handler runs: each socket closes with 1011
+    without ``_my_private_handler`` having sent anything, and the site keeps serving.
+    """
+    async with ws(deployment, "/ws/relay/") as attacker, ws(deployment, "/ws/relay/") as member:
+        # Both are in the group once a relayed message reaches each of them.
+        await attacker.send(json.dumps({"type": "relay.message", "text": "hello"}))
+        assert await recv_json(attacker) == {"relayed": "hello"}
+        assert await recv_json(member) == {"relayed": "hello"}
+        await attacker.send(json.dumps({"type": bad_type}))
+        for socket_ in (attacker, member):
+            with pytest.raises(ConnectionClosed) as closed:
+                leaked = await asyncio.wait_for(socket_.recv(), 10)
+                pytest.fail(f"a private method answered: {leaked!r}")
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    refusal = f"Malformed type in message {bad_type!r} (leading underscore)"
+    worker = "worker" if deployment.mode == "split" else "run"
+    await wait_until(lambda: refusal in deployment.log(worker), what="the refusal in the worker's log")
+    async with ws(deployment, "/ws/relay/") as socket_:
+        await socket_.send(json.dumps({"type": "relay.message", "text": "still serving"}))
+        assert await recv_json(socket_) == {"relayed": "still serving"}
+
+
+async def test_webrtc_offers_need_a_login_then_the_peer_chats(deployment: Deployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The site has logins, so an anonymous offer is refused before a peer slot is taken
+    (a stranger could otherwise fill ``max_peers``); a logged-in user's real aiortc peer
+    gets its answer and chats in the room over its data channel."""
+    # ICE on loopback for the test's own peer (aioice leaves 127.0.0.1 out by itself).
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+    url = f"/webrtc/offer/rtc-{secrets.token_hex(3)}/"
+    headers = {"Content-Type": "application/json", "Origin": deployment.origin}
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    chat = pc.createDataChannel("chat")
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+    opened = asyncio.Event()
+    chat.on("message", inbox.put_nowait)
+    chat.on("open", opened.set)
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}).encode()
+        status, body = await asyncio.to_thread(http, deployment, url, offer, headers)
+        assert (status, json.loads(body)) == (403, {"error": "log in to the site first"})
+
+        cookie = {"Cookie": f"sessionid={deployment.login('alice')}"}
+        status, body = await asyncio.to_thread(http, deployment, url, offer, {**headers, **cookie})
+        assert status == 200, body
+        answer = json.loads(body)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await asyncio.wait_for(opened.wait(), 20)
+        chat.send(json.dumps({"message": "hello over a data channel"}))
+        posted = json.loads(await asyncio.wait_for(inbox.get(), 20))
+        assert posted == {"message": "hello over a data channel", "user": "alice"}
+    finally:
+        await pc.close()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, LayerClosed, check_channel_name
 from switchboard.gateway.layers.core import unpack
@@ -260,6 +261,51 @@ async def test_flush_removes_messages_and_groups(layer: ChannelLayer) -> None:
     # Still usable afterwards.
     await layer.send("test.flush", {"x": 3})
     assert await layer.receive("test.flush") == {"x": 3}
+
+
+# -- Markers --------------------------------------------------------------------------
+
+
+async def test_mark_is_true_once_until_unmarked(layer: ChannelLayer) -> None:
+    assert await layer.mark("sms:SM0001:", 60) is True
+    assert await layer.mark("sms:SM0001:", 60) is False
+    assert await layer.mark("sms:SM0001:delivered", 60) is True  # another key
+    await layer.unmark("sms:SM0001:")
+    await layer.unmark("sms:never-set")  # absent is not an error
+    assert await layer.mark("sms:SM0001:", 60) is True
+
+
+async def test_concurrent_marks_of_one_key_let_exactly_one_through(layer: ChannelLayer) -> None:
+    results = await asyncio.gather(*(layer.mark("race", 60) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_marks_expire(layer: ChannelLayer) -> None:
+    assert await layer.mark("short-lived", 0.2) is True
+    assert await layer.mark("long-lived", 60) is True
+    # Once the short marker has expired, marking it again succeeds; the long one holds.
+    await wait_until(lambda: layer.mark("short-lived", 0.2), timeout=10, what="the marker to expire")
+    assert await layer.mark("long-lived", 60) is False
+
+
+async def test_flush_removes_markers(layer: ChannelLayer) -> None:
+    assert await layer.mark("flushed", 60)
+    await layer.flush()
+    assert await layer.mark("flushed", 60)
+
+
+@pytest.mark.parametrize("key", ["", "has space", "tab\t", "ünïcode", "x" * 201, b"bytes", 7, None], ids=repr)
+async def test_invalid_marker_keys(layer: ChannelLayer, key: Any) -> None:
+    with pytest.raises(InvalidName):
+        await layer.mark(key, 60)
+    with pytest.raises(InvalidName):
+        await layer.unmark(key)
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan"), "60", None], ids=repr)
+async def test_invalid_marker_ttl(layer: ChannelLayer, ttl: Any) -> None:
+    with pytest.raises(ValueError):
+        await layer.mark("ok", ttl)
 
 
 # -- Bad input ------------------------------------------------------------------------

@@ -97,6 +97,21 @@ async def test_keys_are_prefixed_and_expire(storage: RedisStorage, raw: aioredis
     assert await raw.ttl(storage.prefix + "chan.b") == 1
 
 
+async def test_markers_are_prefixed_keys_with_a_ttl_shared_by_every_storage(
+    make_storage: MakeStorage, raw: aioredis.Redis
+) -> None:
+    first = make_storage()
+    second = make_storage(prefix=first.prefix)  # another gateway process on the same Redis
+    assert await first.mark("sms:SM1:", 30.0)
+    assert not await second.mark("sms:SM1:", 30.0)
+    assert 0 < await raw.pttl(first.prefix + "mark:sms:SM1:") <= 30_000
+    # A sub-millisecond TTL still sets the marker (PX 0 is an error).
+    assert await first.mark("tiny", 0.0001)
+    await second.unmark("sms:SM1:")
+    assert await raw.exists(first.prefix + "mark:sms:SM1:") == 0
+    assert await first.mark("sms:SM1:", 30.0)
+
+
 async def test_flush_only_deletes_own_prefix(
     make_storage: MakeStorage, raw: aioredis.Redis, unique_prefix: Callable[[], str]
 ) -> None:

@@ -122,7 +122,8 @@ StartStack = Callable[..., Awaitable[Stack]]
 async def serve(request: pytest.FixtureRequest) -> AsyncIterator[StartStack]:
     """``await serve(app, **mqtt_options)`` starts a stack; ``app=None`` runs no worker.
 
-    Defaults: the shared broker (the test skips without it), fast reconnects.
+    Defaults: the shared broker (the test skips without it), fast reconnects, and
+    consumers may publish anywhere under the test's own ``prefix``.
     """
     stacks: list[Stack] = []
 
@@ -131,6 +132,7 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[StartStack]:
             options["brokers"] = [request.getfixturevalue("broker_url")]
         options.setdefault("reconnect_min_delay", 0.1)
         options.setdefault("reconnect_max_delay", 0.5)
+        options.setdefault("publish_topics", [f"{request.getfixturevalue('prefix')}/#"])
         (plugin,) = build_plugins({"mqtt": options})
         assert isinstance(plugin, MqttPlugin)
         layer = build_layer(layer_config or FAST_LAYER)

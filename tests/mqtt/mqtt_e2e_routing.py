@@ -22,6 +22,10 @@ class EchoConsumer(MqttConsumer):
         elif payload == b"badpub":
             # A raw message the helpers would refuse: the gateway must drop and count it.
             await self.send({"type": "mqtt.publish", "topic": f"{P}/resp/#", "payload": b"wildcard"})
+        elif payload.startswith(b"to "):
+            # Publishes where the request says, like an RPC honouring any response topic:
+            # the gateway's publish_topics decides what actually goes out.
+            await self.publish(payload[3:].decode(), b"redirected")
         elif payload == b"boom":
             raise ValueError("cannot handle this payload (on purpose, for the tests)")
         await self.publish(f"{P}/resp/{number}", b"echo:" + payload)

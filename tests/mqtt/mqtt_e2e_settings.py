@@ -34,6 +34,7 @@ SWITCHBOARD = {
                 f"{PREFIX}/sensors/+/temp",
                 {"topic": f"{PREFIX}/cmd/#", "qos": 1},
             ],
+            "publish_topics": [f"{PREFIX}/resp/+", f"{PREFIX}/out/#"],
             "status_topic": f"{PREFIX}/status",
             "max_payload_size": 1024,
             "reconnect_min_delay": 0.1,

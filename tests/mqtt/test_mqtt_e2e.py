@@ -62,6 +62,7 @@ def test_bad_input_is_dropped_counted_and_serving_goes_on(
     client = mqtt_client()
     client.subscribe(f"{prefix}/resp/+")
     client.subscribe(f"{prefix}/out/#")
+    client.subscribe(f"{prefix}-victim/#")
     deployment.wait_online()
 
     client.publish(f"{prefix}/req/1", b"x" * 2000, qos=1)  # over max_payload_size: dropped in the gateway
@@ -69,18 +70,22 @@ def test_bad_input_is_dropped_counted_and_serving_goes_on(
     client.publish(f"{prefix}/sensors/küche/temp", b"20")  # non-ASCII topics are fine
     client.publish(f"{prefix}/req/2", b"boom")  # the consumer raises, logged
     client.publish(f"{prefix}/req/3", b"badpub")  # a wildcard publish: dropped by the gateway
+    client.publish(f"{prefix}/req/5", f"to {prefix}-victim/commands/open-door")  # outside publish_topics
     client.publish(f"{prefix}/req/4", b"\x00\xff binary is fine")
 
-    replies = {m.topic: m.payload for m in (client.get(20) for _ in range(3))}
+    replies = {m.topic: m.payload for m in (client.get(20) for _ in range(4))}
     assert replies == {
         f"{prefix}/out/temp/küche": b"20.0",
         f"{prefix}/resp/3": b"echo:badpub",
+        f"{prefix}/resp/5": f"echo:to {prefix}-victim/commands/open-door".encode(),
         f"{prefix}/resp/4": b"echo:\x00\xff binary is fine",
     }
+    assert client.messages.empty()
     stats = deployment.gateway_stats()
     assert stats["dropped_oversize"] == 1
     assert stats["publish_invalid"] == 1
-    assert stats["delivered"] == 5 and stats["disconnects"] == 0
+    assert stats["publish_dropped_topic"] == 1
+    assert stats["delivered"] == 6 and stats["disconnects"] == 0
     worker_log = (deployment.log_dir / "worker.log").read_text()
     assert "TemperatureConsumer failed" in worker_log and "EchoConsumer failed" in worker_log
 

@@ -30,6 +30,11 @@ def test_defaults_and_normalisation() -> None:
     assert parse(brokers=["mqtts://[::1]"]).broker_list()[0][1:] == ("::1", 8883, True)
     assert parse(protocol_version=5).version_label == "5"
     assert parse(protocol_version="3.1.1").version_label == "3.1.1"
+    # Consumers may publish nowhere unless publish_topics says where.
+    assert parse().publish_topics == [] and not parse().may_publish("any/topic")
+    allowed = parse(publish_topics=["app/replies/#", "app/alerts/+"])
+    assert allowed.may_publish("app/replies/x/y") and allowed.may_publish("app/alerts/kitchen")
+    assert not allowed.may_publish("app/alerts/kitchen/extra") and not allowed.may_publish("victim/commands/open")
 
 
 @pytest.mark.parametrize(
@@ -59,6 +64,8 @@ def test_defaults_and_normalisation() -> None:
         ({"tls_insecure": True}, "mqtt://"),
         ({"password": "p"}, "username"),
         ({"status_topic": "a/+"}, "wildcards"),
+        ({"publish_topics": ["a/#/b"]}, "publish_topics\\[0\\]"),
+        ({"publish_topics": [""]}, "empty"),
         ({"client_id": "bad\x00id"}, "U\\+0000"),
         ({"max_payload_size": -1}, "max_payload_size"),
         ({"subscription": ["a"]}, "unknown option"),

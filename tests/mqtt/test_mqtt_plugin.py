@@ -177,6 +177,32 @@ async def test_bad_outbound_messages_dropped_counted_session_kept(serve: Any, mq
     assert client.messages.empty()
 
 
+async def test_publishes_outside_publish_topics_are_refused_counted_and_logged(
+    serve: Any, mqtt_client: Any, prefix: str, caplog: Any
+) -> None:
+    """A consumer that publishes wherever a request says (a careless RPC): the gateway sends
+    only what ``publish_topics`` allows, whatever the consumer asks for."""
+
+    def careless(event: Message) -> list[Message]:
+        return [{"type": "mqtt.publish", "topic": event["payload"].decode(), "payload": b"done"}]
+
+    stack = await serve(Recorder(careless), subscriptions=[f"{prefix}/rpc"], publish_topics=[f"{prefix}/replies/+"])
+    watcher = mqtt_client()
+    victim = f"{prefix}-victim/commands/open-door"
+    watcher.subscribe(victim)
+    watcher.subscribe(f"{prefix}/#")
+    client = mqtt_client()
+    for target in (victim, f"{prefix}/rpc", f"{prefix}/replies/a/deeper", f"{prefix}/replies/ok"):
+        client.publish(f"{prefix}/rpc", target.encode(), qos=1)
+    # The watcher sees the requests it published itself and the one allowed reply, in order.
+    received = [await watcher.aget() for _ in range(5)]
+    assert [(m.topic, m.payload) for m in received if m.topic != f"{prefix}/rpc"] == [(f"{prefix}/replies/ok", b"done")]
+    assert watcher.messages.empty()
+    stats = stack.plugin.stats()
+    assert stats["publish_dropped_topic"] == 3 and stats["published"] == 1 and stack.plugin.connected
+    assert "publish_dropped_topic" in caplog.text and victim in caplog.text
+
+
 async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
     layer = {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05, "channel_capacity": {"switchboard.mqtt": 2}}}
     stack = await serve(None, layer_config=layer, subscriptions=[f"{prefix}/in"])  # no worker reads the pool

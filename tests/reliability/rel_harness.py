@@ -249,12 +249,15 @@ def inprocess_protocols(mqtt_prefix: str | None, storage: Path) -> dict[str, dic
             "reply_deadline": 2.0,
             "max_body_size": SMS_MAX_BODY,
         },
-        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "connect_timeout": 2.0, "max_peers": 500},
+        # Hundreds of offers from one address: per-address limits off (tests/webrtc covers them).
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "connect_timeout": 2.0, "max_peers": 500,
+                   "max_peers_per_ip": None, "max_offers_per_second_per_ip": None},
     }
     if mqtt_prefix is not None:
         protocols["mqtt"] = {
             "brokers": [f"mqtt://127.0.0.1:{MOSQUITTO_PORT}"],
             "subscriptions": [f"{mqtt_prefix}/in/#"],
+            "publish_topics": [f"{mqtt_prefix}/out"],
             "reconnect_min_delay": 0.1,
             "reconnect_max_delay": 0.5,
             "max_payload_size": MQTT_MAX_PAYLOAD,

@@ -257,6 +257,19 @@ async def test_duplicate_message_sid_is_delivered_once(stack: Any) -> None:
     assert len(seen) == 2
 
 
+async def test_seen_sids_are_markers_on_the_layer(stack: Any, layer: ChannelLayer) -> None:
+    """The memory of SIDs is the layer's, not the plugin's: what a restarted gateway (or
+    another one on the same Redis) consults. Odd SIDs get a hashed key, still de-duplicated."""
+    seen: list[tuple[dict[str, Any], Message]] = []
+    running = await stack(recording_app(seen, lambda event: {"type": "sms.reply"}))
+    plain, odd = new_sid(), "SM with spaces, ünïcode " + "x" * 300
+    for sid in (plain, odd, plain, odd):
+        assert (await running.post("/sms/inbound", inbound_params("hi", sid=sid))).status == 200
+    assert [event["message_sid"] for _scope, event in seen] == [plain, odd]
+    assert running.sms.stats()["duplicates"] == 2
+    assert await layer.mark(f"sms:{plain}:", 60) is False  # set by the plugin
+
+
 async def test_dedupe_can_be_turned_off(stack: Any) -> None:
     seen: list[tuple[dict[str, Any], Message]] = []
     running = await stack(recording_app(seen, lambda event: {"type": "sms.reply"}), dedupe_ttl=0)

@@ -325,7 +325,7 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """``deploy("split" | "run")`` starts the processes; they are stopped after the test."""
     deployments: list[Deployment] = []
 
-    def start(mode: str) -> Deployment:
+    def start(mode: str, http_port: int | None = None) -> Deployment:
         if mode == "split" and not redis_reachable():
             pytest.skip("Redis is not reachable on 127.0.0.1:6379 (start it: see .ci/run)")
         port = free_tcp_port()
@@ -337,6 +337,9 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
             SMTP_TEST_OUT_DIR=str(out_dir),
             SMTP_TEST_STORAGE=str(tmp_path / "storage"),
         )
+        env.pop("SMTP_TEST_HTTP_BIND", None)
+        if http_port is not None:
+            env["SMTP_TEST_HTTP_BIND"] = f"127.0.0.1:{http_port}"
         env.pop("SMTP_TEST_REDIS_URL", None)
         if mode == "split":
             env["SMTP_TEST_REDIS_URL"] = REDIS_URL

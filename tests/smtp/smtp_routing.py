@@ -46,4 +46,12 @@ class RecordingConsumer(MailToChatConsumer):
         os.replace(os.path.join(out_dir, name + ".tmp"), os.path.join(out_dir, name + ".json"))
 
 
-application = ProtocolTypeRouter({"email": RecordingConsumer.as_asgi()})
+async def ping(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Every HTTP request: 200 ``pong`` (the worker answering, through the gateway)."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"pong"})
+
+
+application = ProtocolTypeRouter({"email": RecordingConsumer.as_asgi(), "http": ping})

@@ -2,6 +2,8 @@
 
 Environment (set by conftest.py): SMTP_TEST_BIND, SMTP_TEST_STORAGE, SMTP_TEST_OUT_DIR, and
 in split mode SMTP_TEST_REDIS_URL / SMTP_TEST_REDIS_PREFIX (else the in-memory layer).
+SMTP_TEST_HTTP_BIND adds the http plugin (a tiny app answers every request), for the tests
+that check HTTP is served while the SMTP side is under attack.
 """
 
 import os
@@ -30,3 +32,5 @@ SWITCHBOARD = {
         },
     },
 }
+if os.environ.get("SMTP_TEST_HTTP_BIND"):
+    SWITCHBOARD["PROTOCOLS"]["http"] = {"bind": [os.environ["SMTP_TEST_HTTP_BIND"]]}

@@ -11,11 +11,15 @@ import json
 import os
 import smtplib
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from support.processes import free_tcp_port
+from support.waiting import deadline, wait_until_sync
 
 from .conftest import smtp_client
 
@@ -67,3 +71,62 @@ def test_message_reaches_the_consumer_in_the_worker(deploy: Any, mode: str) -> N
         time.sleep(0.02)
     for name in list(deployment.processes):
         assert deployment.stop(name) == 0
+
+
+def mime_bomb(parts: int) -> bytes:
+    body = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(parts))
+    return (b"From: a@example.org\r\nTo: lobby@chat.example.com\r\nSubject: bomb\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + body + b"--b--\r\n")
+
+
+#: Safety net for one bomb's answer: seconds on an idle machine, much more under load.
+BOMB_WAIT = deadline(180)
+
+
+def send_expecting_refusal(address: tuple[str, int], raw: bytes) -> tuple[int, bytes]:
+    with smtp_client(address, timeout=BOMB_WAIT) as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("a@example.org", ["lobby@chat.example.com"], raw)
+    return refused.value.smtp_code, refused.value.smtp_error
+
+
+def send_honest(address: tuple[str, int], raw: bytes) -> dict[str, Any]:
+    with smtp_client(address, timeout=BOMB_WAIT) as client:
+        return client.sendmail("alice@example.org", ["lobby@chat.example.com"], raw)
+
+
+def http_get(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=BOMB_WAIT) as response:
+        assert response.read() == b"pong"
+        return int(response.status)
+
+
+def test_mime_bombs_are_refused_while_mail_and_http_are_served(deploy: Any) -> None:
+    """Six 100,000-part mails at once (the attack that pegged the gateway for two minutes):
+    each gets its 552, and meanwhile another sender's mail is delivered and HTTP requests
+    are answered. What is asserted is that they complete, not how fast."""
+    http_port = free_tcp_port()
+    deployment = deploy("split", http_port=http_port)
+    wait_until_sync(lambda: _answers(http_port), timeout=60, what="the HTTP side")
+    bomb = mime_bomb(100_000)
+    with ThreadPoolExecutor(8) as pool:
+        bombs = [pool.submit(send_expecting_refusal, deployment.address, bomb) for _ in range(6)]
+        honest = pool.submit(send_honest, deployment.address, message("during the bombs"))
+        statuses = [http_get(http_port)]
+        while not all(future.done() for future in bombs):
+            statuses.append(http_get(http_port))
+        refusals = [future.result() for future in bombs]
+        assert honest.result() == {}
+    assert refusals == [(552, b"5.3.4 Message has more than 1000 MIME parts")] * 6
+    assert set(statuses) == {200}
+    (result_file,) = deployment.wait_for_output(1, timeout=BOMB_WAIT)
+    assert json.loads(result_file.read_text())["subject"] == "during the bombs"
+    gateway_log = deployment.log("gateway")
+    assert "Traceback" not in gateway_log and "messages_too_many_parts" in gateway_log
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port) == 200
+    except OSError:
+        return False

@@ -9,6 +9,10 @@ Environment knobs (used by the end-to-end tests and handy for trying split mode)
 - SWITCHBOARD_REDIS_PREFIX  key prefix in Redis (tests isolate runs with it)
 - SWITCHBOARD_EXAMPLE_DB  the SQLite database file (default db.sqlite3 here; run
   ``manage.py migrate`` first: sessions, users and thumbnails live there)
+- DJANGO_DEBUG=1          turn on Django's DEBUG (off by default: debug pages show
+  settings and tracebacks to whoever triggers an error)
+- DJANGO_SECRET_KEY       the secret key (the default is public: set it anywhere real)
+- SWITCHBOARD_MQTT_BROKER enable the MQTT demo against this broker (mqtt://127.0.0.1:1883)
 """
 
 import os
@@ -17,7 +21,9 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-only-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+# Off unless asked for: Django's debug pages show settings, code and tracebacks to anyone
+# who can trigger an error, and an example gets copied into deployments as it is.
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
@@ -123,7 +129,10 @@ _mqtt_broker = os.environ.get("SWITCHBOARD_MQTT_BROKER")
 if _mqtt_broker:
     SWITCHBOARD["PROTOCOLS"]["mqtt"] = {
         "brokers": [_mqtt_broker],
+        # The same lists as mqttdemo/routing.py (SUBSCRIPTIONS, PUBLISH_TOPICS): consumers
+        # may publish alerts and RPC answers, nowhere else.
         "subscriptions": ["switchboard-demo/sensors/+/temp", "switchboard-demo/rpc/+"],
+        "publish_topics": ["switchboard-demo/alerts/+", "switchboard-demo/rpc/+/reply", "switchboard-demo/replies/#"],
         "status_topic": "switchboard-demo/status",
         "protocol_version": "5",
     }

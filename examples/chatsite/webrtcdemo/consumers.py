@@ -26,9 +26,13 @@ class WebrtcChatConsumer(AsyncJsonWebrtcConsumer):
 
     With ``post_requires_login`` (set by the example's routing, behind
     ``AuthMiddlewareStack``: the signaling request carried the site's cookies) only a
-    logged-in user may post, as on the WebSocket chat. A room name that cannot be a group
-    name is refused in ``connect()`` (the peer is closed, nothing is logged as an error);
-    the example's ``path_pattern`` refuses it even earlier, at signaling (404).
+    logged-in user may post, as on the WebSocket chat. In this site the gateway already
+    refuses offers of visitors who are not logged in (the webrtc plugin's
+    ``require_login`` is on wherever the site has logins, docs/webrtc.md): a peer costs the
+    gateway sockets and a slot, which strangers must not be able to fill. A room name that
+    cannot be a group name is refused in ``connect()`` (the peer is closed, nothing is
+    logged as an error); the example's ``path_pattern`` refuses it even earlier, at
+    signaling (404).
     """
 
     post_requires_login: bool = False

@@ -3,7 +3,8 @@
 The public surface is the one Django Channels users know (``send``, ``receive``,
 ``new_channel``, ``group_add``, ``group_discard``, ``group_send``, ``flush``) plus
 :meth:`ChannelLayer.receiver`, the batched read loop a gateway or worker process uses to
-read all of its channels at once.
+read all of its channels at once, and :meth:`ChannelLayer.mark` / ``unmark``, expiring
+markers that de-duplicate events across processes and restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import msgpack
 
 from ..envelope import GROUP_ADD, GROUP_DISCARD
 from .base import BaseChannelLayer, compile_capacities
-from .names import check_channel_name, check_group_name, split_local
+from .names import check_channel_name, check_group_name, check_marker_key, split_local
 from .serializers import MsgPackSerializer, registry
 from .storage import PushEntry, Storage
 
@@ -574,6 +575,28 @@ class ChannelLayer(BaseChannelLayer):
             # is a slow reader, counted in stats (and metrics); a line per member would
             # flood the log exactly when the system is already behind.
             logger.info("%d of %d channels over capacity in group %s", over, len(members), group)
+
+    # -- Markers (de-duplication shared by every process on the layer) ----------------
+
+    async def mark(self, key: str, ttl: float) -> bool:
+        """Set marker ``key`` for ``ttl`` seconds unless it is set; True when this call set it.
+
+        Why on the layer: an id remembered in one process's memory is forgotten when that
+        process restarts and unknown to its siblings, so an event delivered again (a
+        webhook retried, or replayed after a restart) would be handled again. On Redis this
+        is one ``SET NX PX``: atomic, so of several gateways that see the same id exactly
+        one gets True, and it expires by itself. The in-memory layer keeps the same rules
+        within its process. ``key`` is printable ASCII without spaces, at most 200 characters.
+        """
+        check_marker_key(key)
+        if not (isinstance(ttl, (int, float)) and 0 < ttl < float("inf")):
+            raise ValueError(f"marker ttl must be a positive number of seconds, got {ttl!r}")
+        return await self.storage.mark(key, float(ttl))
+
+    async def unmark(self, key: str) -> None:
+        """Remove marker ``key``: the event it stood for was not handled after all."""
+        check_marker_key(key)
+        await self.storage.unmark(key)
 
     async def flush(self) -> None:
         await self.storage.flush()

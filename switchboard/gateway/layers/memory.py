@@ -38,6 +38,8 @@ class MemoryStorage:
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
         self._last_sweep = time.monotonic()
         self._ttl = 60.0
+        self._markers: dict[str, float] = {}  # key -> monotonic expiry
+        self._last_marker_sweep = self._last_sweep
 
     def _wake(self, key: str) -> None:
         waiters = self._waiters.get(key)
@@ -185,6 +187,23 @@ class MemoryStorage:
         for channel in stale:
             del members[channel]
         return list(members)
+
+    async def mark(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if now - self._last_marker_sweep >= 1.0:
+            # At most once a second, like Redis' own expiry: memory stays bounded by the
+            # markers set within one TTL.
+            self._last_marker_sweep = now
+            for stale in [k for k, expires in self._markers.items() if expires <= now]:
+                del self._markers[stale]
+        expires = self._markers.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._markers[key] = now + ttl
+        return True
+
+    async def unmark(self, key: str) -> None:
+        self._markers.pop(key, None)
 
     async def flush(self) -> None:
         self._lists.clear()

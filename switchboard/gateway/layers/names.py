@@ -61,6 +61,23 @@ def check_group_name(name: object) -> str:
     return name
 
 
+#: Longest marker key (:meth:`ChannelLayer.mark`): ids of events, not documents.
+MAX_MARKER_LENGTH = 200
+# Printable ASCII without spaces: ids such as ``sms:SM0123...:delivered``.
+_MARKER_RE = re.compile(r"[\x21-\x7e]+")
+
+
+def check_marker_key(key: object) -> str:
+    """Return ``key`` if it is a valid marker key, else raise :class:`InvalidName`."""
+    if not isinstance(key, str):
+        raise InvalidName(f"marker key must be a str, not {type(key).__name__}")
+    if len(key) > MAX_MARKER_LENGTH:
+        raise InvalidName(f"marker key {key[:20]!r}... is over {MAX_MARKER_LENGTH} characters")
+    if not _MARKER_RE.fullmatch(key):
+        raise InvalidName(f"invalid marker key {key!r}: printable ASCII without spaces, at least one character")
+    return key
+
+
 def split_local(name: str) -> tuple[str, str | None]:
     """Split ``"gateway.x!conn"`` into (``"gateway.x!"``, ``"conn"``); others into (name, None).
 

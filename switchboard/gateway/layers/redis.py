@@ -12,6 +12,8 @@ Layout, under a configurable key prefix (default ``"switchboard:"``):
   sizes), kept by the push script for the list's byte bound.
 * ``<prefix>group:<name>``: a sorted set per group, member = channel, score = time added.
   Channel names cannot contain ``:``, so these namespaces never collide.
+* ``<prefix>mark:<key>``: a marker (``SET NX PX``), e.g. a webhook id already handled.
+* ``<prefix>marker:<name>``: a process's own marker (``keep_marker``), gone when Redis lost its data.
 
 Several Redis servers can share the load: each key lives on the server a consistent-hash
 ring picks for it. Every channel of one process shares the list ``"gateway.x!"`` and so one
@@ -387,6 +389,7 @@ class RedisStorage:
         connection_kwargs.setdefault("protocol", 2)
         self._connection_kwargs = connection_kwargs
         self._group_prefix = f"{prefix}group:"
+        self._mark_prefix = f"{prefix}mark:"
         # Not a WeakKeyDictionary: each value's sockets reference their loop, so the keys
         # would never die. Entries are removed when their loop closes (see _hook_loop_close)
         # or found closed (see _shards).
@@ -818,6 +821,15 @@ class RedisStorage:
         ttl_ms = max(1, math.ceil(ttl * 1000))
         lost = await asyncio.gather(*(shard.marker(keys=[key], args=[ttl_ms]) for shard in self._shards()))
         return any(lost)
+
+    async def mark(self, key: str, ttl: float) -> bool:
+        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
+        milliseconds = max(1, math.ceil(ttl * 1000))
+        return bool(await shard.client.set(self._mark_prefix + key, b"1", nx=True, px=milliseconds))
+
+    async def unmark(self, key: str) -> None:
+        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
+        await shard.client.delete(self._mark_prefix + key)
 
     # -- Whole storage ----------------------------------------------------------------
 

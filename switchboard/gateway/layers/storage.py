@@ -12,6 +12,9 @@ Every list is bounded twice: by ``capacity`` items and by ``max_bytes`` bytes of
 The count alone does not bound memory (300 one-megabyte requests are 300 items); the bytes
 alone would let a flood of tiny items grow a list without end. A backend checks both and
 appends in one atomic step, so concurrent writers can never overshoot either bound.
+
+Markers (``mark``/``unmark``) are small expiring keys for de-duplication shared by every
+process on the storage.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ PushEntry = tuple[str, bytes, int, int | None]
 
 
 class Storage(Protocol):
-    """Bounded FIFO lists plus group memberships; see module docstring."""
+    """Bounded FIFO lists, group memberships and expiring markers; see module docstring."""
 
     #: True when cancelling a :meth:`pop` in flight can never lose items (the in-memory
     #: backend). Readers then stop at once instead of waiting out the block timeout.
@@ -111,8 +114,21 @@ class Storage(Protocol):
         """Members added within ``expiry`` seconds of ``now``; older ones are removed."""
         ...
 
+    async def mark(self, key: str, ttl: float) -> bool:
+        """Set marker ``key`` for ``ttl`` seconds unless it is set: True when this call set it.
+
+        Atomic across every process sharing the storage (Redis ``SET NX PX``), so of
+        several gateways seeing the same event exactly one gets True. The marker expires
+        by itself; markers are a namespace of their own, apart from lists and groups.
+        """
+        ...
+
+    async def unmark(self, key: str) -> None:
+        """Remove marker ``key`` (absent is not an error)."""
+        ...
+
     async def flush(self) -> None:
-        """Delete every list and group this storage holds (tests, resets)."""
+        """Delete every list, group and marker this storage holds (tests, resets)."""
         ...
 
     async def close(self) -> None:
