@@ -49,7 +49,7 @@ def handler_name(message: Message) -> str:
         raise ValueError(f"Message has no valid 'type' key: {str(message)[:200]}")
     name = message_type.replace(".", "_")
     if name.startswith("_"):
-        raise ValueError(f"Malformed type in message {message_type[:100]!r} (leading underscore)")
+        raise ValueError(f"Malformed type in message (leading underscore): {message_type[:100]!r}")
     return name
 
 

@@ -142,7 +142,7 @@ async def test_group_message_type_never_reaches_a_private_method(deployment: Dep
                 leaked = await asyncio.wait_for(socket_.recv(), 10)
                 pytest.fail(f"a private method answered: {leaked!r}")
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
-    refusal = f"Malformed type in message {bad_type!r} (leading underscore)"
+    refusal = f"Malformed type in message (leading underscore): {bad_type!r}"
     worker = "worker" if deployment.mode == "split" else "run"
     await wait_until(lambda: refusal in deployment.log(worker), what="the refusal in the worker's log")
     async with ws(deployment, "/ws/relay/") as socket_:

@@ -34,7 +34,8 @@ class MemoryStorage:
         self.refused_bytes = 0
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
-        self._markers: dict[str, float] = {}  # name -> when it expires (monotonic)
+        # keep_marker's names and mark's keys, apart as on Redis (marker: / mark:).
+        self._process_markers: dict[str, float] = {}  # name -> when it expires (monotonic)
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
         self._last_sweep = time.monotonic()
         self._ttl = 60.0
@@ -174,8 +175,8 @@ class MemoryStorage:
 
     async def keep_marker(self, name: str, ttl: float) -> bool:
         now = time.monotonic()
-        expires = self._markers.get(name)
-        self._markers[name] = now + ttl
+        expires = self._process_markers.get(name)
+        self._process_markers[name] = now + ttl
         return expires is None or expires < now
 
     async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
@@ -210,6 +211,7 @@ class MemoryStorage:
         self._bytes.clear()
         self._touched.clear()
         self._groups.clear()
+        self._process_markers.clear()
         self._markers.clear()
 
     async def close(self) -> None:
