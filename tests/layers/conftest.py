@@ -18,7 +18,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -151,12 +151,17 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A ``redis-server`` child process on a loopback port, with no persistence."""
+    """A ``redis-server`` child process on a loopback port, with no persistence.
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    ``options`` are further ``redis-server`` arguments, after the defaults, so they win
+    (``["--appendonly", "yes"]`` for a test of what persistence keeps).
+    """
+
+    def __init__(self, binary: str, workdir: Path, options: Sequence[str] = ()) -> None:
         self.binary = binary
         self.port = free_port()
         self.workdir = workdir
+        self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -176,6 +181,7 @@ class RedisServer:
                 "--daemonize", "no",
                 "--dir", str(self.workdir),
                 "--logfile", str(self.workdir / "redis.log"),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -189,6 +195,13 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not come up")
             time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, only what the server had already written survives."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -56,6 +56,21 @@ class LayerStats:
     corrupt: int = 0
     #: Sends and group members delivered in this process by a local route (no storage hop).
     local_delivered: int = 0
+    # Durable channels (durable_channels.py): stored (also in ``sent``), refused as too
+    # large / stored without the replicas asked for, first deliveries read (also in
+    # ``received``), deliveries claimed again (retries, lost or stopped workers),
+    # acknowledged, failed and scheduled for retry, handed back unstarted, moved to the
+    # dead letters, and failures kept pending because the dead letters were full.
+    durable_sent: int = 0
+    durable_too_large: int = 0
+    durable_not_replicated: int = 0
+    durable_received: int = 0
+    durable_redelivered: int = 0
+    durable_acked: int = 0
+    durable_retried: int = 0
+    durable_released: int = 0
+    dead_lettered: int = 0
+    dead_letter_full: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -112,6 +127,9 @@ class LayerOptions:
     block_timeout: float = 1.0
     # How many items one pop may return (one Redis round trip).
     batch_size: int = 64
+    # Durable channels: channel name or pattern -> options, True, or False (durable.py).
+    # None: only the defaults (the pools of SMTP, SMS and MQTT).
+    durable: Mapping[str, Any] | None = None
 
 
 class ChannelLayer:
@@ -140,6 +158,13 @@ class ChannelLayer:
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
         self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher] | None = None
         self._local_routes: list[LocalRoute] = []
+        # Imported here: the durable path uses this module's pack/unpack and errors.
+        from .durable import DurableConfig
+        from .durable_channels import DurableChannels
+
+        #: The at-least-once path for channels ``options.durable`` declares durable.
+        self.durable = DurableChannels(self, DurableConfig(self.options.durable))
+        self._durable_options = self.durable.options_for
 
     # -- Process-local delivery -------------------------------------------------------
 
@@ -191,13 +216,32 @@ class ChannelLayer:
             self._capacity_cache[key] = capacity
         return capacity
 
-    async def send(self, channel: str, message: Message, *, local: bool = True) -> None:
+    async def send(self, channel: str, message: Message, *, local: bool = True, durable: bool | None = None) -> None:
         """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
 
         ``local=False`` skips the local routes: for callers that know the message is for
         the process behind the channel (a worker's replies to its clients' gateway).
+
+        On a durable channel (``LAYER.CONFIG.durable``) the send returns once the message
+        is stored (specs/layer.md, Durable channels) and may also raise
+        ``MessageTooLarge`` or ``NotReplicated``. ``durable=False`` sends it at most once
+        all the same (an MQTT QoS 0 message on the MQTT pool); ``durable=True`` insists
+        (ValueError if the channel is not durable).
         """
+        if durable is not False:
+            options = self._durable_options(channel)
+            if options is not None:
+                check_channel_name(channel)
+                await self.durable.send(channel, message, options)
+                return
+            if durable:
+                self.durable.require(channel)
         await self._send(channel, message, local=local)
+
+    async def send_durable(self, channel: str, message: Message) -> str:
+        """Send to a durable channel; the message's event id once it is stored."""
+        options = self.durable.require(check_channel_name(channel))
+        return await self.durable.send(channel, message, options)
 
     async def send_tracked(self, channel: str, message: Message) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
@@ -242,24 +286,44 @@ class ChannelLayer:
 
         Returns one result per message, in order: False where the channel was full (counted
         in ``stats.full``, nothing raised), so one full channel never fails the others.
+        Messages for durable channels are stored durably (False also when one is larger
+        than its channel's ``max_message_size``).
         """
         batch = []
+        durable: list[tuple[int, str, Message, Any]] = []
         expires_at = time.time() + self.options.expiry
-        for channel, message in messages:
+        for position, (channel, message) in enumerate(messages):
             check_channel_name(channel)
             if not isinstance(message, dict):
                 raise TypeError(f"message must be a dict, not {type(message).__name__}")
+            options = self._durable_options(channel)
+            if options is not None:
+                durable.append((position, channel, message, options))
+                continue
             key, suffix = split_local(channel)
             batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
-        if not batch:
-            return []
-        results = await self.storage.push_many(batch, self.options.expiry)
+        if not durable:
+            if not batch:
+                return []
+            results = await self.storage.push_many(batch, self.options.expiry)
+            self._count_pushes(results)
+            return list(results)
+        listed = await self.storage.push_many(batch, self.options.expiry) if batch else []
+        self._count_pushes(listed)
+        stored = await self.durable.send_many([(channel, message, options) for _p, channel, message, options in durable])
+        merged: list[bool] = []
+        listed_iter = iter(listed)
+        stored_at = {position: ok for (position, _c, _m, _o), ok in zip(durable, stored)}
+        for position in range(len(messages)):
+            merged.append(stored_at[position] if position in stored_at else bool(next(listed_iter)))
+        return merged
+
+    def _count_pushes(self, results: Sequence[bool]) -> None:
         for ok in results:
             if ok:
                 self.stats.sent += 1
             else:
                 self.stats.full += 1
-        return list(results)
 
     def _batcher(self) -> _SendBatcher:
         # Fast path without asyncio.get_running_loop(), which costs a getpid() system call
@@ -284,6 +348,8 @@ class ChannelLayer:
         don't also read that prefix with :meth:`receiver` in the same process.
         """
         check_channel_name(channel)
+        if self._durable_options(channel) is not None:
+            return await self.durable.receive(channel)
         key, suffix = split_local(channel)
         if suffix is not None:
             demux = self._local_readers.get(key)
@@ -358,6 +424,7 @@ class ChannelLayer:
 
     async def flush(self) -> None:
         await self.storage.flush()
+        await self.durable.flush()
 
     async def close(self) -> None:
         for demux in list(self._local_readers.values()):
