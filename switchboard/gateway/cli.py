@@ -1,8 +1,10 @@
-"""Command line: ``switchboard gateway | worker | run | status``.
+"""Command line: ``switchboard gateway | worker | run | status | deadletters``.
 
 ``gateway`` holds client connections; ``worker`` runs consumers; ``run`` does both in one
 process over the in-memory layer, the embedded mode that needs nothing else installed;
-``status`` shows the running gateways and workers (docs/observability.md).
+``status`` shows the running gateways and workers (docs/observability.md);
+``deadletters`` lists, shows, replays and drops dead letters of durable channels
+(docs/delivery.md).
 
 Every serving process also runs an observer (``gateway/observer.py``) that answers
 ``switchboard status`` and, when a metrics bind is configured, feeds a Prometheus endpoint.
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output: one JSON object per snapshot")
     status.add_argument("--wait", type=float, default=2.0, help="seconds to collect answers with --once (default 2)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes when live (default 1)")
+    from .deadletters import add_parser as add_deadletters
+
+    add_deadletters(sub, _add_common)
     return parser
 
 
@@ -244,6 +249,7 @@ async def _run_worker(
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        durable_prefetch=options.durable_prefetch,
     )
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
@@ -276,6 +282,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        durable_prefetch=options.durable_prefetch,
     )
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
@@ -311,6 +318,22 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
         await layer.close()
 
 
+async def _deadletters(config: SwitchboardConfig, args: argparse.Namespace) -> int:
+    from .deadletters import run_deadletters
+    from .layers import build_layer
+
+    if str(config.layer.get("BACKEND", "memory")) == "memory":
+        raise ConfigError(
+            "switchboard deadletters reads the dead letters in a shared channel layer (e.g. Redis); "
+            "those of the in-memory layer live and die with their process"
+        )
+    layer = build_layer(config.layer)
+    try:
+        return await run_deadletters(layer, args)
+    finally:
+        await layer.close()
+
+
 def _register_secrets(config: SwitchboardConfig) -> None:
     """Tell the log redaction every secret value configuration holds (see gateway/logs.py)."""
     found = logs.secrets_in({"layer": config.layer, "protocols": config.protocols, "worker": config.worker})
@@ -332,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"SWITCHBOARD_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
     logs.setup_logging(args.log_level, log_format)
     logs.register_secrets(logs.environment_secrets())
-    if args.command != "status":
+    if args.command not in ("status", "deadletters"):
         logs.CONTEXT["kind"] = args.command
     try:
         config = load_config(args)
@@ -346,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_async(_run_both(config, args))
         elif args.command == "status":
             return run_async(_status(config, args))
+        elif args.command == "deadletters":
+            return run_async(_deadletters(config, args))
     except ConfigError as exc:
         print(f"switchboard: configuration error: {logs.REDACTOR.redact_text(str(exc))}", file=sys.stderr)
         return 2

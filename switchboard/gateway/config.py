@@ -96,7 +96,9 @@ class WorkerOptions:
     which serves all of its peers; past it their events are dropped and counted.
     ``local_delivery``: deliver group messages and sends to connections this worker has
     claimed straight to their instance, without the round trip through the gateway
-    (specs/layer.md, Local delivery).
+    (specs/layer.md, Local delivery). ``durable_prefetch``: durable messages (specs/layer.md,
+    Durable channels) read and not yet finished, at most: what a killed worker leaves for
+    the others to claim after the visibility timeout.
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -108,12 +110,13 @@ class WorkerOptions:
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000
     local_delivery: bool = True
+    durable_prefetch: int = 256
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("max_instance_backlog", "max_listener_backlog"):
+        for name in ("max_instance_backlog", "max_listener_backlog", "durable_prefetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 

@@ -102,6 +102,18 @@ _HELP: Final[dict[str, str]] = {
     "events_dropped_backlog": "Events refused because their instance's backlog was at its bound",
     "backlog_closes": "Connections told to try again later because their instance's backlog was full",
     "events_local": "Messages delivered to instances in process by local delivery",
+    "durable_sent": "Messages stored on durable channels (acknowledged to their source after this)",
+    "durable_too_large": "Sends refused because the message was over the durable channel's max_message_size",
+    "durable_not_replicated": "Durable sends stored without the replicas asked for in time (source told to retry)",
+    "durable_received": "Durable messages read for the first time",
+    "durable_redelivered": "Durable messages claimed again (a retry, a lost or stopped worker)",
+    "durable_acked": "Durable messages acknowledged (their handler finished)",
+    "durable_retried": "Durable deliveries whose handler raised, scheduled for another delivery",
+    "durable_released": "Durable deliveries handed back unstarted for another worker",
+    "dead_lettered": "Durable messages moved to the dead letters after max_deliveries",
+    "dead_letter_full": "Failed durable messages kept pending because the dead letters were full",
+    "durable_finished": "Durable deliveries whose handler returned",
+    "durable_failed": "Durable deliveries whose handler raised",
 }
 
 

@@ -152,11 +152,16 @@ class Gateway:
                 self._holding.discard(connection)
             self.stats.connections_closed += 1
 
-    async def send_event(self, connection: Connection, event: Message) -> None:
+    async def send_event(self, connection: Connection, event: Message, *, durable: bool | None = None) -> None:
         """Send one event of ``connection`` to the worker pool.
 
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
+
+        On a durable pool (specs/layer.md, Durable channels) it returns once the event is
+        stored, so the plugin acknowledges its source after that; it may also raise
+        ``MessageTooLarge`` or ``NotReplicated``. ``durable=False`` sends this event at
+        most once all the same (MQTT QoS 0).
         """
         if connection.held is not None:
             # Events are still waiting (for a claim, or being flushed to the new worker):
@@ -173,9 +178,11 @@ class Gateway:
                 connection.hold_until = time.monotonic() + self.claim_timeout
                 await self._send_envelope(connection, event, claim=True)
                 return
-        await self._send_envelope(connection, event)
+        await self._send_envelope(connection, event, durable=durable)
 
-    async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False) -> None:
+    async def _send_envelope(
+        self, connection: Connection, event: Message, *, claim: bool = False, durable: bool | None = None
+    ) -> None:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
@@ -184,7 +191,7 @@ class Gateway:
                 envelope["claim"] = True
                 connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope)
             else:
-                await self.layer.send(worker or connection.pool, envelope)
+                await self.layer.send(worker or connection.pool, envelope, durable=durable)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -285,6 +292,11 @@ class Gateway:
         a connection away from a live claimer, so two workers cannot flap it.
         """
         if not connection.open or not worker.startswith("worker."):
+            return
+        if self.layer.durable.options_for(connection.pool) is not None:
+            # Durable events always go to the durable pool: a worker's own channel is at
+            # most once, so a claim could only lose them (the worker ignores it too).
+            self.stats.claims_refused += 1
             return
         if connection.worker is not None and connection.worker != worker:
             self.stats.claims_refused += 1

@@ -94,6 +94,10 @@ async def test_defaults_make_the_acknowledged_protocols_durable(make_layer: Make
         assert layer.durable.options_for(channel) == DurableOptions()
     for channel in ("switchboard.websocket", "switchboard.udp", "switchboard.http", "thumbnails", "gateway.x!y"):
         assert layer.durable.options_for(channel) is None
+    # A pattern never makes a connection protocol's pool durable.
+    layer = await make_layer(durable={"switchboard.*": {}})
+    assert layer.durable.options_for("switchboard.websocket") is None
+    assert layer.durable.options_for("switchboard.email") is not None
     # Opting out, patterns, exact names over patterns.
     layer = await make_layer(durable={"switchboard.mqtt": False, "jobs.*": {"max_deliveries": 2}, "jobs.fast": True})
     assert layer.durable.options_for("switchboard.mqtt") is None
@@ -160,6 +164,18 @@ async def test_capacity_refuses_new_messages_and_keeps_the_stored_ones(make_laye
         await receiver.close()
 
 
+async def test_capacity_defaults_to_the_channels_capacity(make_layer: MakeLayer) -> None:
+    layer = await make_layer(capacity=2, channel_capacity={"big.*": 5}, durable={"big.one": {}, "small": {}})
+    for n in range(5):
+        await layer.send("big.one", {"n": n})
+    with pytest.raises(ChannelFull):
+        await layer.send("big.one", {"n": 5})
+    for n in range(2):
+        await layer.send("small", {"n": n})
+    with pytest.raises(ChannelFull):
+        await layer.send("small", {"n": 2})
+
+
 async def test_too_large_is_refused_with_a_clear_error(make_layer: MakeLayer) -> None:
     layer = await durable_layer(make_layer, small={"max_message_size": 2048})
     with pytest.raises(MessageTooLarge, match="max_message_size 2048 of durable channel 'small'"):
@@ -186,6 +202,7 @@ async def test_replicated_without_replicas_is_not_acknowledged(make_layer: MakeL
         ({"x": {"nope": 1}}, "unknown option"),
         ({"x!y": {}}, "no '!'"),
         ({"x": 3}, "expected an options mapping"),
+        ({"switchboard.websocket": {}}, "at most once"),
     ],
 )
 async def test_bad_durable_config_is_refused_at_build(make_layer: MakeLayer, options: dict[str, Any], error: str) -> None:
@@ -382,10 +399,10 @@ async def test_prefetch_bounds_the_deliveries_out(make_layer: MakeLayer) -> None
 
 
 async def test_many_messages_each_handled_once_by_two_workers(make_layer: MakeLayer) -> None:
-    layer = await durable_layer(make_layer)
-    sent = await asyncio.gather(*(layer.send_durable("tasks", {"n": n}) for n in range(300)))
+    layer = await durable_layer(make_layer, bulk={**FAST, "capacity": 1000})
+    sent = await asyncio.gather(*(layer.send_durable("bulk", {"n": n}) for n in range(300)))
     assert len(set(sent)) == 300
-    receivers = [layer.durable.receiver(["tasks"], f"worker.{i}", prefetch=50) for i in range(2)]
+    receivers = [layer.durable.receiver(["bulk"], f"worker.{i}", prefetch=50) for i in range(2)]
     seen: list[str] = []
 
     async def work(receiver: DurableReceiver) -> None:
@@ -402,7 +419,7 @@ async def test_many_messages_each_handled_once_by_two_workers(make_layer: MakeLa
         assert sorted(seen) == sorted(sent)
         for receiver in receivers:
             await receiver.flush()
-        await settled(layer, "tasks", 0)
+        await settled(layer, "bulk", 0)
     finally:
         for task in tasks:
             task.cancel()

@@ -41,6 +41,12 @@ PARKED = "switchboard.parked"
 #: acknowledgement (SMTP, SMS webhooks, MQTT QoS >= 1). ``False`` in config turns one off.
 DEFAULT_DURABLE_CHANNELS: tuple[str, ...] = ("switchboard.email", "switchboard.sms", "switchboard.mqtt")
 
+#: Never durable: their senders do not wait for an acknowledgement (a WebSocket frame, a
+#: UDP datagram), and sticky connections route their events to a worker's own channel.
+AT_MOST_ONCE_CHANNELS: frozenset[str] = frozenset(
+    {"switchboard.http", "switchboard.websocket", "switchboard.webrtc", "switchboard.udp"}
+)
+
 DURABILITY_STORED = "stored"
 DURABILITY_REPLICATED = "replicated"
 
@@ -78,12 +84,14 @@ class DurableOptions:
     #: Seconds a delivered, unacknowledged message belongs to its worker; after that any
     #: worker may claim it. Must exceed the slowest handler's run time.
     visibility_timeout: float = 30.0
-    #: Backoff before the second delivery of a message whose handler raised.
-    retry_delay: float = 1.0
-    #: The backoff doubles per failure up to this.
-    retry_delay_max: float = 30.0
+    #: Backoff before the second delivery of a message whose handler raised (None: 1 s,
+    #: or the visibility timeout if that is shorter).
+    retry_delay: float | None = None
+    #: The backoff doubles per failure up to this (None: 30 s, or the visibility timeout).
+    retry_delay_max: float | None = None
     #: Messages stored at most (unread + being handled); a send beyond raises ChannelFull.
-    capacity: int = 10000
+    #: None: the channel's capacity as for any channel (``channel_capacity``, ``capacity``).
+    capacity: int | None = None
     #: Largest packed message accepted, in bytes; a larger one raises MessageTooLarge.
     max_message_size: int = 16 * 1024 * 1024
     #: Dead letters kept at most; past it failing messages stay pending and are retried.
@@ -97,17 +105,26 @@ class DurableOptions:
     def __post_init__(self) -> None:
         if self.max_deliveries < 1:
             raise ValueError(f"max_deliveries must be >= 1, got {self.max_deliveries!r}")
-        for name in ("visibility_timeout", "retry_delay", "retry_delay_max", "replica_timeout"):
+        for name in ("visibility_timeout", "replica_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.retry_delay > self.retry_delay_max:
-            raise ValueError(f"retry_delay {self.retry_delay} is over retry_delay_max {self.retry_delay_max}")
-        if self.retry_delay_max > self.visibility_timeout:
+        # Frozen: the defaults that depend on the visibility timeout are filled in here.
+        first = min(1.0, self.visibility_timeout) if self.retry_delay is None else self.retry_delay
+        longest = max(first, min(30.0, self.visibility_timeout)) if self.retry_delay_max is None else self.retry_delay_max
+        object.__setattr__(self, "retry_delay", first)
+        object.__setattr__(self, "retry_delay_max", longest)
+        if not first > 0 or not longest > 0:
+            raise ValueError(f"retry_delay and retry_delay_max must be > 0, got {first!r} and {longest!r}")
+        if first > longest:
+            raise ValueError(f"retry_delay {first} is over retry_delay_max {longest}")
+        if longest > self.visibility_timeout:
             raise ValueError(
-                f"retry_delay_max {self.retry_delay_max} is over visibility_timeout {self.visibility_timeout}: "
+                f"retry_delay_max {longest} is over visibility_timeout {self.visibility_timeout}: "
                 "a retry is a pending message made claimable early, so it cannot wait longer than that"
             )
-        for name in ("capacity", "dead_letter_capacity", "replicas"):
+        if self.capacity is not None and self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {self.capacity!r}")
+        for name in ("dead_letter_capacity", "replicas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.max_message_size < 1024:
@@ -120,9 +137,16 @@ class DurableOptions:
         """Replicas a send waits for: 0 unless ``durability`` is ``replicated``."""
         return self.replicas if self.durability == DURABILITY_REPLICATED else 0
 
+    @property
+    def backoff(self) -> tuple[float, float]:
+        """(first retry delay, longest retry delay), defaults filled in."""
+        assert self.retry_delay is not None and self.retry_delay_max is not None
+        return self.retry_delay, self.retry_delay_max
+
     def retry_delay_for(self, deliveries: int) -> float:
         """Backoff after the ``deliveries``-th delivery failed: 1, 2, 4... times ``retry_delay``."""
-        return min(self.retry_delay * 2 ** max(deliveries - 1, 0), self.retry_delay_max)
+        first, longest = self.backoff
+        return min(first * 2 ** max(deliveries - 1, 0), longest)
 
 
 _NAME = re.compile(r"[a-zA-Z\d\-_.*?\[\]]+")
@@ -152,6 +176,8 @@ class DurableConfig:
             where = f"LAYER.CONFIG.durable[{name!r}]"
             if not isinstance(name, str) or not _NAME.fullmatch(name):
                 raise ConfigError(f"{where}: a durable channel is a plain channel name or pattern (no '!')")
+            if name in AT_MOST_ONCE_CHANNELS and value not in (False, None):
+                raise ConfigError(f"{where}: {name} is at most once (its senders do not wait for an acknowledgement)")
             options: DurableOptions | None
             if value is False or value is None:
                 options = None
@@ -174,6 +200,8 @@ class DurableConfig:
             return cached
         if "!" in channel:
             return None  # process-local: never durable (and too many names to cache)
+        if channel in AT_MOST_ONCE_CHANNELS:
+            return None  # even when a pattern such as "switchboard.*" matches
         options: DurableOptions | None = None
         if channel in self._exact:
             options = self._exact[channel]

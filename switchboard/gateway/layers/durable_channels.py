@@ -90,6 +90,10 @@ class DurableChannels:
             self._streams = stream_storage_for(self.layer.storage)
         return self._streams
 
+    def capacity(self, channel: str, options: DurableOptions) -> int:
+        """How many messages ``channel`` may store: its own option, else the layer's capacity."""
+        return options.capacity if options.capacity is not None else self.layer.capacity_for(channel)
+
     def require(self, channel: str) -> DurableOptions:
         options = self.options_for(channel)
         if options is None:
@@ -146,7 +150,7 @@ class DurableChannels:
                 item = self._pack(channel, message, options)
             except MessageTooLarge:
                 continue
-            batch.append((channel, item, options.capacity, None))
+            batch.append((channel, item, self.capacity(channel, options), None))
             positions.append(position)
             wanted = max(wanted, options.replicas_wanted)
             timeout = max(timeout, options.replica_timeout)
@@ -213,7 +217,7 @@ class DurableChannels:
         """Store dead letters on ``channel`` again (None: all); (replayed, refused as full)."""
         options = self.require(channel)
         if ids is not None:
-            return await self.streams.dead_replay(channel, list(ids), options.capacity)
+            return await self.streams.dead_replay(channel, list(ids), self.capacity(channel, options))
         replayed = refused = 0
         start: str | None = None
         while True:
@@ -222,7 +226,8 @@ class DurableChannels:
                 letters = letters[1:]  # the last round's refused one
             if not letters:
                 return replayed, refused
-            done, full = await self.streams.dead_replay(channel, [letter.id for letter in letters], options.capacity)
+            batch_ids = [letter.id for letter in letters]
+            done, full = await self.streams.dead_replay(channel, batch_ids, self.capacity(channel, options))
             replayed += done
             refused += full
             if full:
@@ -308,7 +313,9 @@ class _AddBatcher:
         wanted, timeout = key
         try:
             ids, confirmed = await self.durable.streams.add_many(
-                [(channel, item, options.capacity, None) for channel, item, options, _future in entries], wanted, timeout
+                [(channel, item, self.durable.capacity(channel, options), None) for channel, item, options, _f in entries],
+                wanted,
+                timeout,
             )
         except BaseException as exc:
             for entry in entries:
@@ -370,7 +377,7 @@ class DurableReceiver:
             loop.create_task(self._pump(partition), name=f"durable-pump:{partition[0]}")
             for partition in self.streams.partition(self.channels)
         ]
-        retry = min((options.retry_delay for options in self._options.values()), default=1.0)
+        retry = min((options.backoff[0] for options in self._options.values()), default=1.0)
         self.claim_interval = max(0.05, min(1.0, retry / 2))
         self._claimer = loop.create_task(self._claim_loop(), name="durable-claimer") if self.channels else None
 
@@ -509,6 +516,11 @@ class DurableReceiver:
         delay = options.retry_delay_for(delivery.count)
         self._spawn(self._set_idle(delivery.channel, [delivery.entry], options.visibility_timeout - delay))
 
+    def dead_letter(self, delivery: Delivery, error: str) -> None:
+        """No handler could ever take it (malformed): to the dead letters without retries."""
+        self._done()
+        self._spawn(self._dead_letter(delivery.channel, delivery.entry, error, delivery.count))
+
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Not started (stopping, no room): another worker may claim them right away."""
         by_channel: dict[str, list[str]] = {}
@@ -543,7 +555,7 @@ class DurableReceiver:
         self.stats.dead_letter_full += 1
         logger.error("dead letters of %s are full (%d): a failing message stays pending and is retried",
                      channel, options.dead_letter_capacity)
-        await self._set_idle(channel, [entry], options.visibility_timeout - options.retry_delay_max)
+        await self._set_idle(channel, [entry], options.visibility_timeout - options.backoff[1])
 
     def _spawn(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)

@@ -191,7 +191,12 @@ class MemoryStreams:
         letters = self._dead.get(channel, {})
         ordered = sorted(letters, key=_id_key)
         if start is not None:
-            ordered = [letter for letter in ordered if _id_key(letter) >= _id_key(start)]
+            # "(id" is exclusive, as in Redis' XRANGE.
+            bound, exclusive = (start[1:], True) if start.startswith("(") else (start, False)
+            ordered = [
+                letter for letter in ordered
+                if _id_key(letter) > _id_key(bound) or (not exclusive and _id_key(letter) == _id_key(bound))
+            ]
         return [letters[letter] for letter in ordered[:count]]
 
     async def dead_replay(self, channel: str, ids: Sequence[str], capacity: int) -> tuple[int, int]:
