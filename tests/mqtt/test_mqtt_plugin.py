@@ -177,8 +177,16 @@ async def test_bad_outbound_messages_dropped_counted_session_kept(serve: Any, mq
     assert client.messages.empty()
 
 
+# The at-most-once pool (durable delivery off): a full pool or queue drops and counts. On
+# the durable default, QoS 1 messages wait instead (tests/mqtt/test_mqtt_durable.py).
+AT_MOST_ONCE = {"switchboard.mqtt": False}
+
+
 async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
-    layer = {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05, "channel_capacity": {"switchboard.mqtt": 2}}}
+    layer = {
+        "BACKEND": "memory",
+        "CONFIG": {"block_timeout": 0.05, "channel_capacity": {"switchboard.mqtt": 2}, "durable": AT_MOST_ONCE},
+    }
     stack = await serve(None, layer_config=layer, subscriptions=[f"{prefix}/in"])  # no worker reads the pool
     client = mqtt_client()
     for number in range(5):
@@ -189,7 +197,8 @@ async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, pref
 
 
 async def test_inbound_queue_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
-    stack = await serve(None, subscriptions=[f"{prefix}/in"], inbound_queue_size=1)
+    layer = {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05, "durable": AT_MOST_ONCE}}
+    stack = await serve(None, layer_config=layer, subscriptions=[f"{prefix}/in"], inbound_queue_size=1)
     client = mqtt_client()
     # Hold the loop so paho's thread keeps handing messages over while nothing drains.
     received = stack.plugin.stats()["received"]

@@ -357,16 +357,23 @@ class ChannelLayer:
                 demux = self._local_readers[key] = _LocalDemux(self, key)
             return await demux.receive(channel)
         while True:
-            result = await self.storage.pop([key], 1, self.options.block_timeout)
-            if result is None:
-                continue
-            for item in result[1]:
-                expires_at, _suffixes, message = unpack(item)
-                if expires_at < time.time():
-                    self.stats.expired += 1
-                    continue
-                self.stats.received += 1
+            message = await self._pop_one(key, self.options.block_timeout)
+            if message is not None:
                 return message
+
+    async def _pop_one(self, key: str, timeout: float) -> Message | None:
+        """One message from list ``key`` within ``timeout`` (expired ones skipped), or None."""
+        result = await self.storage.pop([key], 1, timeout)
+        if result is None:
+            return None
+        for item in result[1]:
+            expires_at, _suffixes, message = unpack(item)
+            if expires_at < time.time():
+                self.stats.expired += 1
+                continue
+            self.stats.received += 1
+            return message
+        return None
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""

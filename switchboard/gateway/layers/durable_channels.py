@@ -177,17 +177,22 @@ class DurableChannels:
             self.require(channel)
         return DurableReceiver(self, channels, consumer, prefetch=prefetch)
 
-    async def receive(self, channel: str) -> DurableMessage:
+    async def receive(self, channel: str) -> Message:
         """``layer.receive`` on a durable channel: the next message, acknowledged at once.
 
         At-most-once from here on, as ``receive`` has no way to say "finished": for
-        at-least-once, consume the channel in a worker.
+        at-least-once, consume the channel in a worker. Messages sent to the channel at
+        most once (``durable=False``) wait on its list, which is read in turn.
         """
         self.require(channel)
         consumer = f"receive.{self.layer.client_prefix}"
+        half = self.layer.options.block_timeout / 2
         while True:
-            entries = await self.streams.read([channel], consumer, 1, self.layer.options.block_timeout)
+            entries = await self.streams.read([channel], consumer, 1, half)
             if not entries:
+                plain = await self.layer._pop_one(channel, half)
+                if plain is not None:
+                    return plain
                 continue
             entry = entries[0]
             await self.streams.ack({channel: [entry.entry]})
