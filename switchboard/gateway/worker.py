@@ -43,7 +43,7 @@ from .envelope import (
 )
 from .layers import ChannelLayer, LayerClosed, Message
 from .layers.core import unpack
-from .layers.durable import Delivery, DurableMessage
+from .layers.durable import Delivery, DurableMessage, Settlement
 from .layers.durable_channels import DurableReceiver
 
 logger = logging.getLogger("switchboard.worker")
@@ -146,7 +146,7 @@ class _Instance:
 
     __slots__ = (
         "accepted", "bound", "claim", "closed", "in_hand", "key", "local", "on_room", "overflowed", "progressed", "queue",
-        "response_started", "resumed", "scope", "settle", "task", "waiting",
+        "response_started", "resumed", "scope", "task", "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -168,17 +168,16 @@ class _Instance:
         self.bound = 0  # most events it may have queued (set by the worker)
         # The durable message handed out last, until the app asks for the next one: an
         # ASGI app calls receive() again only once it has finished with a message, so
-        # that call is when the worker acknowledges it (``settle``).
-        self.in_hand: Delivery | None = None
-        self.settle: Callable[[Delivery], None] | None = None
+        # that call is when the worker acknowledges it (unless the app took it over).
+        self.in_hand: Settlement | None = None
         self.progressed = False  # receive() returned at least one message
 
     async def receive(self) -> Message:
         finished = self.in_hand
         if finished is not None:
             self.in_hand = None
-            if self.settle is not None:
-                self.settle(finished)
+            if not finished.taken:
+                finished.finished()
         self.waiting = True
         try:
             message = await self.queue.get()
@@ -186,7 +185,7 @@ class _Instance:
             self.waiting = False
         self.progressed = True
         if type(message) is DurableMessage:
-            self.in_hand = message.delivery
+            self.in_hand = message.settlement
         if self.on_room is not None:
             self.on_room()
         return message
@@ -427,14 +426,15 @@ class Worker:
     def _dispatch_durable(self, channel: str, message: DurableMessage) -> None:
         """Route one durable delivery; whatever path it takes, it is settled exactly once.
 
-        Handled: acknowledged when its app asks for the next message (or ends). Nothing
-        to handle (a final event without an instance): acknowledged now. Malformed: no
-        handler could ever take it, so it goes to the dead letters at once.
+        Handled: finished when its app asks for the next message (or ends). Nothing to
+        handle (a final event without an instance): finished now. Malformed: no handler
+        could ever take it, so it goes to the dead letters at once.
         """
         receiver = self.durable
         assert receiver is not None
         delivery = message.delivery
         if channel in self.channels:
+            message.settlement = self._settlement(delivery)
             self._dispatch_named(channel, message)
             return
         connection = message.get("connection")
@@ -451,37 +451,47 @@ class Worker:
             self.stats.events_ignored += 1
             receiver.ack(delivery)
             return
-        self._dispatch_event({**message, "event": DurableMessage(event, delivery)})
+        durable_event = DurableMessage(event, delivery)
+        durable_event.settlement = self._settlement(delivery)
+        self._dispatch_event({**message, "event": durable_event})
 
-    def _settle(self, delivery: Delivery) -> None:
-        """An instance asked for its next message: the previous durable one is finished."""
-        if self.durable is not None:
-            self.stats.durable_finished += 1
-            self.durable.ack(delivery)
+    def _settlement(self, delivery: Delivery) -> Settlement:
+        def settle(outcome: str, error: str | None) -> None:
+            receiver = self.durable
+            if receiver is None:
+                return
+            if outcome == "finished":
+                self.stats.durable_finished += 1
+                receiver.ack(delivery)
+            elif outcome == "failed":
+                self.stats.durable_failed += 1
+                receiver.fail(delivery, error or "failed")
+            else:
+                self.stats.durable_released += 1
+                receiver.release([delivery])
+
+        return Settlement(settle)
 
     def _settle_ended(self, instance: _Instance, failure: str | None, cancelled: bool) -> None:
         """Settle what an ended instance held: its message in hand, and those still queued.
 
-        In hand: acknowledged if the app returned, retried (or dead-lettered) if it
-        raised, handed back if it was cancelled (the worker is stopping). Queued durable
-        messages never reached a handler: a fresh instance takes them, unless the worker
-        is stopping or the instance ended without taking a single message (an app that
-        returns at once would otherwise be restarted for ever): then they go back to the
-        layer for any worker, their delivery count rising towards the dead letters.
+        In hand: finished if the app returned, failed (retried or dead-lettered) if it
+        raised, released if it was cancelled (the worker is stopping), unless the app took
+        it over. Queued durable messages never reached a handler: a fresh instance takes
+        them, unless the worker is stopping or the instance ended without taking a single
+        message (an app that returns at once would otherwise be restarted for ever): then
+        they are released, their delivery count rising towards the dead letters.
         """
-        receiver = self.durable
-        if receiver is None:
+        if self.durable is None:
             return
-        delivery, instance.in_hand = instance.in_hand, None
-        if delivery is not None:
+        settlement, instance.in_hand = instance.in_hand, None
+        if settlement is not None and not settlement.taken:
             if cancelled:
-                self.stats.durable_released += 1
-                receiver.release([delivery])
+                settlement.released()
             elif failure is not None:
-                self.stats.durable_failed += 1
-                receiver.fail(delivery, failure)
+                settlement.failed(failure)
             else:
-                self._settle(delivery)
+                settlement.finished()
         queued: list[DurableMessage] = []
         while not instance.queue.empty():
             event = instance.queue.get_nowait()
@@ -490,8 +500,9 @@ class Worker:
         if not queued:
             return
         if cancelled or self._stopping or not instance.progressed:
-            self.stats.durable_released += len(queued)
-            receiver.release([event.delivery for event in queued])
+            for event in queued:
+                if event.settlement is not None:
+                    event.settlement.released()
             return
         for event in queued:
             if instance.scope.get("type") == "channel":
@@ -559,10 +570,9 @@ class Worker:
         if instance.queue.qsize() < instance.bound:
             instance.queue.put_nowait(event)
             return
-        if type(event) is DurableMessage and self.durable is not None:
+        if type(event) is DurableMessage and event.settlement is not None:
             # Not dropped: back to the layer, where another worker (or this one, later) takes it.
-            self.stats.durable_released += 1
-            self.durable.release([event.delivery])
+            event.settlement.released()
             return
         self.stats.events_dropped_backlog += 1
         if event.get("type") in _FINAL_EVENTS:
@@ -694,7 +704,6 @@ class Worker:
         # session, the SMTP server) serves all of its peers, so it gets a larger bound.
         one_client = instance.scope.get("type") in _ONE_CLIENT_SCOPES
         instance.bound = self.max_instance_backlog if one_client else self.max_listener_backlog
-        instance.settle = self._settle
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")

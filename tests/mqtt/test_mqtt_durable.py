@@ -98,3 +98,40 @@ async def test_too_large_for_the_pool_is_acknowledged_and_counted(serve: Any, mq
     stats = stack.plugin.stats()
     assert stats["dropped_too_large"] == 1 and inbound_balanced(stats)
     assert stack.layer.stats.durable_too_large == 1
+
+
+async def test_topic_router_routes_settle_their_own_messages(serve: Any, mqtt_client: Any, prefix: str) -> None:
+    """Through TopicRouter, a message is acknowledged when its route's handler finished."""
+    from switchboard.consumers.mqtt import MqttConsumer, SyncMqttConsumer, TopicRouter
+
+    runs: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    class Slow(MqttConsumer):
+        async def mqtt_message(self, message: dict[str, Any]) -> None:
+            delivery = delivery_of(message)
+            assert delivery is not None
+            runs.append(("slow", delivery.count))
+            await gate.wait()
+
+    class Flaky(SyncMqttConsumer):
+        def mqtt_message(self, message: dict[str, Any]) -> None:
+            delivery = delivery_of(message)
+            assert delivery is not None
+            runs.append(("flaky", delivery.count))
+            if delivery.count == 1:
+                raise RuntimeError("first time fails")
+
+    router = TopicRouter({f"{prefix}/slow": Slow.as_asgi(), f"{prefix}/flaky": Flaky.as_asgi()})
+    config = layer_config(durable={"switchboard.mqtt": {"visibility_timeout": 30, "retry_delay": 0.05}})
+    stack = await serve(router, layer_config=config, subscriptions=[{"topic": f"{prefix}/#", "qos": 1}])
+    client = mqtt_client()
+    client.publish(f"{prefix}/slow", b"s", qos=1)
+    client.publish(f"{prefix}/flaky", b"f", qos=1)
+    await wait_until(lambda: ("flaky", 2) in runs and ("slow", 1) in runs, what="the retry and the slow start")
+    await wait_until(lambda: stack.layer.stats.durable_acked == 1, what="the flaky one acknowledged")
+    # The slow one's router asked for the next message long ago; its route has not finished.
+    assert await stack.layer.durable.info("switchboard.mqtt") == (1, 1)
+    gate.set()
+    await wait_until(lambda: stack.layer.stats.durable_acked == 2, what="the slow one acknowledged")
+    assert await stack.layer.durable.info("switchboard.mqtt") == (0, 0)

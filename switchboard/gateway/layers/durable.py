@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -240,19 +240,64 @@ class Delivery:
         return self.count > 1
 
 
+class Settlement:
+    """How one durable delivery ends: finished, failed (retried) or released (not started).
+
+    The worker gives every durable message it hands to an application a settlement and
+    settles it itself: finished when the app asks for its next message (ASGI apps call
+    ``receive()`` again only once they are done with the last one), failed when the app
+    raises, released when the worker stops first. An application that hands messages on
+    instead of handling them (``TopicRouter`` queues them for per-route instances) takes
+    the settlement over with :meth:`DurableMessage.take` and settles each message when
+    its real handler is done. Only the first outcome counts.
+    """
+
+    __slots__ = ("_settle", "settled", "taken")
+
+    def __init__(self, settle: Callable[[str, str | None], None]) -> None:
+        self._settle = settle
+        self.taken = False
+        self.settled = False
+
+    def _once(self, outcome: str, error: str | None) -> None:
+        if not self.settled:
+            self.settled = True
+            self._settle(outcome, error)
+
+    def finished(self) -> None:
+        """The handler returned: forget the message."""
+        self._once("finished", None)
+
+    def failed(self, error: str) -> None:
+        """The handler raised ``error`` (a traceback): deliver again later, or dead-letter it."""
+        self._once("failed", error)
+
+    def released(self) -> None:
+        """No handler started on it: any worker may take it now."""
+        self._once("released", None)
+
+
 class DurableMessage(dict[str, Any]):
     """A message read from a durable channel: a plain dict plus its :class:`Delivery`.
 
     The delivery is an attribute, not a key, so a message keeps exactly the keys it was
     sent with (a task may well have a ``"delivery"`` key of its own) and sending it on
-    stores just those keys.
+    stores just those keys. ``settlement`` is set by the worker that hands it over.
     """
 
-    __slots__ = ("delivery",)
+    __slots__ = ("delivery", "settlement")
 
     def __init__(self, message: Mapping[str, Any], delivery: Delivery) -> None:
         super().__init__(message)
         self.delivery = delivery
+        self.settlement: Settlement | None = None
+
+    def take(self) -> Settlement | None:
+        """Settle this message yourself (see :class:`Settlement`); None outside a worker."""
+        settlement = self.settlement
+        if settlement is not None:
+            settlement.taken = True
+        return settlement
 
 
 def delivery_of(message: Mapping[str, Any]) -> Delivery | None:
