@@ -29,6 +29,10 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
+    # The durable-delivery fault tests record what consumers handled in PostgreSQL, the
+    # database where idempotent()'s transactional records matter (concurrent workers).
+    # psycopg 3 is the driver Django recommends and maintains support for.
+    "psycopg[binary]>=3.1",
     "ruff>=0.5",
     "mypy>=1.10",
 ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import RedisServer
+from support.redis_server import RedisServer
 from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelLayer, LayerOptions
@@ -25,7 +25,7 @@ from switchboard.gateway.layers.streams_redis import RedisStreams
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.redis]
 
-FAST = {"visibility_timeout": 1.0, "retry_delay": 0.05, "retry_delay_max": 0.2}
+FAST = {"visibility_timeout": 1.0, "retry_delay": 0.05, "retry_delay_max": 0.2, "capacity": 1000}
 
 
 def durable_layer(hosts: list[str], prefix: str, durable: dict[str, Any] | None = None, **storage: Any) -> ChannelLayer:
