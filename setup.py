@@ -20,6 +20,9 @@ extras = {
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
     "metrics": ["prometheus_client>=0.20"],
+    # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
+    # maintained implementation channels_redis uses too, so keys keep their meaning.
+    "encryption": ["cryptography>=42"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [
@@ -45,7 +48,8 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.11",
-    packages=find_packages(include=["switchboard", "switchboard.*"]),
+    # switchboard_redis: channels_redis's import paths (thin modules over switchboard).
+    packages=find_packages(include=["switchboard", "switchboard.*", "switchboard_redis"]),
     package_data={"switchboard": ["specs/*.md", "py.typed"]},
     include_package_data=True,
     install_requires=[

@@ -1,4 +1,6 @@
-"""Django app config, so ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands."""
+"""Django app config: ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands
+(``rungateway``, ``runworker``), the ``manage.py check`` checks of ``switchboard/checks.py`` and
+the model of :func:`switchboard.consumers.idempotent` (``HandledEvent``)."""
 
 from django.apps import AppConfig
 
@@ -8,3 +10,6 @@ class SwitchboardConfig(AppConfig):
     verbose_name = "Switchboard"
     # Fixed here, so the app's migration never depends on a project's DEFAULT_AUTO_FIELD.
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks

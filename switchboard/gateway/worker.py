@@ -42,7 +42,6 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelLayer, LayerClosed, Message
-from .layers.core import unpack
 from .layers.durable import Delivery, DurableMessage, Settlement
 from .layers.durable_channels import DurableReceiver
 
@@ -613,7 +612,7 @@ class Worker:
         ):
             return False
         try:
-            _expires_at, _suffixes, message = unpack(item)
+            _expires_at, _suffixes, message = self.layer.unpack_item(item)
         except Exception:
             return False
         self.stats.events_local += 1

@@ -103,12 +103,9 @@ class DurableChannels:
     # -- Sending ------------------------------------------------------------------------
 
     def _pack(self, channel: str, message: Message, options: DurableOptions) -> bytes:
-        from .core import pack
-
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
         # Durable messages do not expire: they stay until handled (capacity bounds them).
-        item = pack(dict(message) if isinstance(message, DurableMessage) else message, 0.0, None)
+        # Packed as the layer packs every item, so encryption and serializer apply too.
+        item = self.layer.pack_item(dict(message) if isinstance(message, DurableMessage) else message, 0.0, None)
         if len(item) > options.max_message_size:
             self.layer.stats.durable_too_large += 1
             raise MessageTooLarge(channel, len(item), options.max_message_size)
@@ -197,7 +194,7 @@ class DurableChannels:
             entry = entries[0]
             await self.streams.ack({channel: [entry.entry]})
             self.layer.stats.durable_acked += 1
-            message = _decode(entry)
+            message = _decode(self.layer, entry)
             if message is None:
                 self.layer.stats.corrupt += 1
                 continue
@@ -252,11 +249,9 @@ class DurableChannels:
             await self._streams.flush()
 
 
-def _decode(entry: StreamEntry) -> dict[str, Any] | None:
-    from .core import unpack
-
+def _decode(layer: ChannelLayer, entry: StreamEntry) -> dict[str, Any] | None:
     try:
-        message = unpack(entry.item)[2]
+        message = layer.unpack_item(entry.item)[2]
     except Exception:
         return None
     return message if isinstance(message, dict) else None
@@ -393,7 +388,7 @@ class DurableReceiver:
 
     def _take(self, entries: list[StreamEntry]) -> None:
         for entry in entries:
-            message = _decode(entry)
+            message = _decode(self.durable.layer, entry)
             if message is None:
                 # Another writer, a version skew: no handler could ever take it.
                 self.stats.corrupt += 1
