@@ -52,7 +52,7 @@ PROBE: Final = "switchboard.probe"
 
 # Plugin counters that mirror a layer or gateway counter (the layer refused the event, or
 # raised): counting them again would count one lost message twice in drops.
-_MIRRORED_DROPS: Final = ("channel_full", "dropped_full", "layer_error")
+_MIRRORED_DROPS: Final = ("channel_full", "dropped_full", "layer_error", "dropped_too_large")
 
 
 @dataclass(frozen=True)
