@@ -455,21 +455,21 @@ class Worker:
         self._dispatch_event({**message, "event": durable_event})
 
     def _settlement(self, delivery: Delivery) -> Settlement:
-        def settle(outcome: str, error: str | None) -> None:
-            receiver = self.durable
-            if receiver is None:
-                return
-            if outcome == "finished":
-                self.stats.durable_finished += 1
-                receiver.ack(delivery)
-            elif outcome == "failed":
-                self.stats.durable_failed += 1
-                receiver.fail(delivery, error or "failed")
-            else:
-                self.stats.durable_released += 1
-                receiver.release([delivery])
+        return Settlement(self._settle_outcome, delivery)
 
-        return Settlement(settle)
+    def _settle_outcome(self, delivery: Delivery, outcome: str, error: str | None) -> None:
+        receiver = self.durable
+        if receiver is None:
+            return
+        if outcome == "finished":
+            self.stats.durable_finished += 1
+            receiver.ack(delivery)
+        elif outcome == "failed":
+            self.stats.durable_failed += 1
+            receiver.fail(delivery, error or "failed")
+        else:
+            self.stats.durable_released += 1
+            receiver.release([delivery])
 
     def _settle_ended(self, instance: _Instance, failure: str | None, cancelled: bool) -> None:
         """Settle what an ended instance held: its message in hand, and those still queued.

@@ -250,19 +250,23 @@ class Settlement:
     instead of handling them (``TopicRouter`` queues them for per-route instances) takes
     the settlement over with :meth:`DurableMessage.take` and settles each message when
     its real handler is done. Only the first outcome counts.
+
+    ``settle(delivery, outcome, error)`` is shared by all of a worker's settlements (one
+    object per message, no closure).
     """
 
-    __slots__ = ("_settle", "settled", "taken")
+    __slots__ = ("_settle", "delivery", "settled", "taken")
 
-    def __init__(self, settle: Callable[[str, str | None], None]) -> None:
+    def __init__(self, settle: Callable[[Delivery, str, str | None], None], delivery: Delivery) -> None:
         self._settle = settle
+        self.delivery = delivery
         self.taken = False
         self.settled = False
 
     def _once(self, outcome: str, error: str | None) -> None:
         if not self.settled:
             self.settled = True
-            self._settle(outcome, error)
+            self._settle(self.delivery, outcome, error)
 
     def finished(self) -> None:
         """The handler returned: forget the message."""

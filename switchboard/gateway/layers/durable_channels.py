@@ -40,6 +40,11 @@ logger = logging.getLogger("switchboard.layers.durable")
 
 #: Reads of one partition at a time, and claims per channel per round.
 READ_BATCH = 64
+#: Acknowledgements wait this long (or until ACK_BATCH are due) to travel together: one
+#: round trip for a batch instead of one per handler that finished. A delay only widens
+#: the window in which a killed worker's finished messages come back (at least once).
+ACK_DELAY = 0.002
+ACK_BATCH = 64
 
 
 def stream_storage_for(storage: Any) -> StreamStorage:
@@ -361,6 +366,9 @@ class DurableReceiver:
         self.consumer = consumer
         self.prefetch = prefetch
         self.outstanding = 0
+        # Read again only once this much room is free: a worker finishing one message at a
+        # time would otherwise read one at a time, a round trip per message.
+        self._refill = max(1, min(READ_BATCH, prefetch // 4))
         self._options = {channel: durable.require(channel) for channel in self.channels}
         self._buffer: collections.deque[tuple[str, DurableMessage]] = collections.deque()
         self._ready = asyncio.Event()
@@ -398,7 +406,7 @@ class DurableReceiver:
             self._buffer.append((entry.channel, DurableMessage(message, _delivery(entry))))
         if self._buffer:
             self._ready.set()
-        if self.outstanding >= self.prefetch:
+        if self._room_left() < self._refill:
             self._room.clear()
 
     async def _pump(self, channels: list[str]) -> None:
@@ -471,16 +479,21 @@ class DurableReceiver:
 
     def _done(self) -> None:
         self.outstanding -= 1
-        if self.outstanding < self.prefetch:
+        if self._room_left() >= self._refill:
             self._room.set()
 
     def ack(self, delivery: Delivery) -> None:
         """The handler finished: forget the message (batched with others this loop pass)."""
         self._done()
-        self._acks.setdefault(delivery.channel, []).append(delivery.entry)
-        if not self._ack_scheduled and not self._ack_flushing:
+        due = self._acks.setdefault(delivery.channel, [])
+        due.append(delivery.entry)
+        if self._ack_flushing:
+            return  # the flush in flight takes these when it returns
+        if len(due) >= ACK_BATCH:
+            self._start_acks()
+        elif not self._ack_scheduled:
             self._ack_scheduled = True
-            self._loop.call_soon(self._start_acks)
+            self._loop.call_later(ACK_DELAY, self._start_acks)
 
     def _start_acks(self) -> None:
         self._ack_scheduled = False
@@ -490,20 +503,25 @@ class DurableReceiver:
         self._spawn(self._flush_acks())
 
     async def _flush_acks(self) -> None:
+        acks, self._acks = self._acks, {}
         try:
-            while self._acks:
-                acks, self._acks = self._acks, {}
-                try:
-                    await self.streams.ack(acks)
-                except Exception as exc:
-                    # The messages stay pending: claimed after the visibility timeout and
-                    # handled again (at least once; consumers are idempotent).
-                    logger.warning("acknowledging %d message(s) failed (they will be redelivered): %r",
-                                   sum(map(len, acks.values())), exc)
-                    continue
-                self.stats.durable_acked += sum(map(len, acks.values()))
+            await self.streams.ack(acks)
+        except Exception as exc:
+            # The messages stay pending: claimed after the visibility timeout and handled
+            # again (at least once; consumers are idempotent).
+            logger.warning("acknowledging %d message(s) failed (they will be redelivered): %r",
+                           sum(map(len, acks.values())), exc)
+        else:
+            self.stats.durable_acked += sum(map(len, acks.values()))
         finally:
             self._ack_flushing = False
+            # What came in meanwhile waits for its own batch (or goes now if it is one).
+            if self._acks and not self._ack_scheduled:
+                if sum(map(len, self._acks.values())) >= ACK_BATCH:
+                    self._start_acks()
+                else:
+                    self._ack_scheduled = True
+                    self._loop.call_later(ACK_DELAY, self._start_acks)
 
     def fail(self, delivery: Delivery, error: str) -> None:
         """The handler raised: deliver again after a backoff, or dead-letter at ``max_deliveries``."""

@@ -274,8 +274,10 @@ class RedisStreams:
         self._checked.add(index)
 
     def _entry(self, channel: str, entry: Any, fields: Sequence[Any], count: int) -> StreamEntry:
-        values = _fields(fields)
         entry_id = _text(entry)
+        if len(fields) == 2 and fields[0] == b"m":  # the common case: a message never replayed
+            return StreamEntry(channel, entry_id, _bytes(fields[1]), int(count), f"{channel}:{entry_id}")
+        values = _fields(fields)
         event_id = values.get(b"e")
         return StreamEntry(
             channel,
