@@ -2,6 +2,7 @@
 
 Environment: BENCH_REDIS_URL, BENCH_PREFIX, BENCH_DURABLE ("1": the task channel and the
 SMTP/MQTT pools durable; "0": all at most once), BENCH_OUT (where consumers record),
+BENCH_PREFETCH (the workers' durable_prefetch),
 and for the protocol runs BENCH_SMTP_BIND or BENCH_MQTT_BROKER / BENCH_MQTT_PREFIX /
 BENCH_MQTT_CLIENT_ID.
 """
@@ -46,5 +47,7 @@ SWITCHBOARD = {
         },
     },
     "PROTOCOLS": PROTOCOLS,
-    "WORKER": {"durable_prefetch": 256},
+    # 256 for the no-op tasks (fewer, larger reads); the 10 ms runs set 4 (Celery's default
+    # prefetch multiplier), so one worker does not read ahead what idle ones could run.
+    "WORKER": {"durable_prefetch": int(os.environ.get("BENCH_PREFETCH", "256"))},
 }

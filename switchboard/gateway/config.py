@@ -98,7 +98,9 @@ class WorkerOptions:
     claimed straight to their instance, without the round trip through the gateway
     (specs/layer.md, Local delivery). ``durable_prefetch``: durable messages (specs/layer.md,
     Durable channels) read and not yet finished, at most: what a killed worker leaves for
-    the others to claim after the visibility timeout.
+    the others to claim after the visibility timeout, and how far one worker reads ahead
+    of its consumer (a channel's instance handles one message at a time, so with slow
+    tasks and several workers keep it small; raise it for many fast ones).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -110,7 +112,7 @@ class WorkerOptions:
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000
     local_delivery: bool = True
-    durable_prefetch: int = 256
+    durable_prefetch: int = 32
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "drain_timeout"):

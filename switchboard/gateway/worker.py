@@ -227,7 +227,7 @@ class Worker:
         max_instance_backlog: int = 1000,
         max_listener_backlog: int = 20000,
         local_delivery: bool = True,
-        durable_prefetch: int = 256,
+        durable_prefetch: int = 32,
     ) -> None:
         self.application = application
         self.layer = layer
