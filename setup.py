@@ -23,6 +23,8 @@ extras = {
     # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
     # maintained implementation channels_redis uses too, so keys keep their meaning.
     "encryption": ["cryptography>=42"],
+    # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
+    "reload": ["watchfiles>=0.20"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
 extras["test"] = [
@@ -32,10 +34,11 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
-    # The durable-delivery fault tests record what consumers handled in PostgreSQL, the
-    # database where idempotent()'s transactional records matter (concurrent workers).
-    # psycopg 3 is the driver Django recommends and maintains support for.
-    "psycopg[binary]>=3.1",
+    # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
+    # this venv) and for the durable-delivery fault tests (tests/durable: idempotent()'s
+    # transactional records under concurrent workers); psycopg 3 is the driver Django
+    # recommends, binary wheels need no libpq.
+    "psycopg[binary]>=3.2",
     "ruff>=0.5",
     "mypy>=1.10",
 ]

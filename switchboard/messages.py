@@ -303,11 +303,32 @@ class SwitchboardEventEvent(TypedDict):
     claim: NotRequired[bool]
 
 
+class SwitchboardGroupAddEvent(TypedDict):
+    """``switchboard.group_add`` (worker -> gateway): specs/layer.md."""
+
+    type: Literal["switchboard.group_add"]
+    group: str
+
+
+class SwitchboardGroupDiscardEvent(TypedDict):
+    """``switchboard.group_discard`` (worker -> gateway): specs/layer.md."""
+
+    type: Literal["switchboard.group_discard"]
+    group: str
+
+
 class SwitchboardHeartbeatEvent(TypedDict):
     """``switchboard.heartbeat`` (worker -> gateway): specs/layer.md."""
 
     type: Literal["switchboard.heartbeat"]
     worker: str
+
+
+class SwitchboardMarkEvent(TypedDict):
+    """``switchboard.mark`` (worker -> gateway): specs/layer.md."""
+
+    type: Literal["switchboard.mark"]
+    at: float
 
 
 class SwitchboardProbeEvent(TypedDict):
@@ -615,7 +636,10 @@ SmsToWorker = SmsReceivedEvent | SmsStatusEvent
 SwitchboardToGateway = (
     SwitchboardClaimEvent
     | SwitchboardDrainedEvent
+    | SwitchboardGroupAddEvent
+    | SwitchboardGroupDiscardEvent
     | SwitchboardHeartbeatEvent
+    | SwitchboardMarkEvent
     | SwitchboardReleaseEvent
     | SwitchboardScopeRequestEvent
     | SwitchboardStatusEvent

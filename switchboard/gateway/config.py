@@ -63,19 +63,28 @@ class MetricsOptions:
 class GatewayOptions:
     """``SWITCHBOARD["GATEWAY"]``: how long the gateway waits on workers (specs/layer.md).
 
-    ``worker_timeout``: a worker silent this long (no heartbeat) is taken as dead and its
-    connections go back to the pool. ``claim_timeout``: events of a connection wait this
-    long for the worker that took its first event to claim it. ``drain_timeout``: how
-    long a stopping worker's connections are held for it to finish, and how long the
-    gateway itself drains open requests on SIGTERM.
+    ``worker_timeout``: a worker silent this long (no heartbeat; by the gateway's own
+    read-back check, so a backlog of replies never makes a live worker look silent) is
+    taken as dead and its connections go back to the pool. ``claim_timeout``: events of
+    a connection wait this long for the worker that took its first event to claim it.
+    ``drain_timeout``: how long a stopping worker's connections are held for it to
+    finish, and how long the gateway itself drains open requests on SIGTERM.
+    ``membership_check_interval``: how often the gateway checks that the layer still
+    holds its connections' group memberships (re-added at once when it lost them, see
+    gateway/memberships.py). ``event_wait``: how long an event of a sticky connection (a
+    WebSocket frame, an HTTP request) waits for room in a full worker channel before
+    the client is told to try later (1013 / 503); meanwhile nothing more is read from
+    that client.
     """
 
-    worker_timeout: float = 5.0
+    worker_timeout: float = 1.0
     claim_timeout: float = 2.0
     drain_timeout: float = 10.0
+    membership_check_interval: float = 1.0
+    event_wait: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("worker_timeout", "claim_timeout", "drain_timeout"):
+        for name in ("worker_timeout", "claim_timeout", "drain_timeout", "membership_check_interval", "event_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
 
@@ -96,26 +105,41 @@ class WorkerOptions:
     which serves all of its peers; past it their events are dropped and counted.
     ``local_delivery``: deliver group messages and sends to connections this worker has
     claimed straight to their instance, without the round trip through the gateway
-    (specs/layer.md, Local delivery). ``durable_prefetch``: durable messages (specs/layer.md,
-    Durable channels) read and not yet finished, at most: what a killed worker leaves for
-    the others to claim after the visibility timeout, and how far one worker reads ahead
-    of its consumer (a channel's instance handles one message at a time, so with slow
-    tasks and several workers keep it small; raise it for many fast ones).
+    (specs/layer.md, Local delivery). ``reply_wait``: how long a consumer's ``send`` to
+    its client waits for room when the gateway's reply list is full, before the reply is
+    shed and counted (``replies_shed``) instead of raising into the consumer.
+    ``django_http``: how Django's own HTTP handler serves a request: ``"auto"`` (a sync
+    view, behind a middleware chain that can run synchronously, in one hop to the
+    worker's thread pool, as WSGI serves it; anything else through Django's ASGI
+    handler), ``"sync"`` or ``"async"`` (always that path). ``django_threads``: threads
+    in that pool, which bound the sync views running at once (and, with
+    ``CONN_MAX_AGE``, the database connections kept open). ``durable_prefetch``: durable
+    messages (specs/layer.md, Durable channels) read and not yet finished, at most: what a
+    killed worker leaves for the others to claim after the visibility timeout, and how far
+    one worker reads ahead of its consumer (a channel's instance handles one message at a
+    time, so with slow tasks and several workers keep it small; raise it for many fast ones).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
 
     protocols: list[str] | None = None
     channels: list[str] | None = None
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = 0.25
     drain_timeout: float = 10.0
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000
     local_delivery: bool = True
+    reply_wait: float = 5.0
+    django_http: str = "auto"
+    django_threads: int = 8
     durable_prefetch: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_interval", "drain_timeout"):
+        if self.django_http not in ("auto", "sync", "async"):
+            raise ValueError(f"django_http must be auto, sync or async, got {self.django_http!r}")
+        if self.django_threads < 1:
+            raise ValueError(f"django_threads must be >= 1, got {self.django_threads!r}")
+        for name in ("heartbeat_interval", "drain_timeout", "reply_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("max_instance_backlog", "max_listener_backlog", "durable_prefetch"):

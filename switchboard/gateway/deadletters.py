@@ -32,7 +32,10 @@ DEFAULT_LIMIT = 50
 
 
 def add_parser(sub: Any, common: Any) -> None:
-    """Add ``deadletters`` and its four actions to the CLI's subcommands."""
+    """Add ``deadletters`` and its four actions to the CLI's subcommands.
+
+    ``common(parser)`` adds the options every command takes (``--settings``, ``--config``...).
+    """
     parser = sub.add_parser("deadletters", help="list, show, replay or drop dead letters of durable channels")
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="channels with dead letters; with CHANNEL, its dead letters")
@@ -48,7 +51,7 @@ def add_parser(sub: Any, common: Any) -> None:
         action.add_argument("ids", nargs="*", metavar="ID")
         action.add_argument("--all", action="store_true", help="every dead letter of the channel")
     for action in (listing, show, *(actions.choices[name] for name in ("replay", "drop"))):
-        common(action, serving=False)
+        common(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -23,6 +23,9 @@ RELEASED = "switchboard.released"  # gateway -> worker: nothing more will come f
 DRAINED = "switchboard.drained"  # worker -> gateway control: I finished all I had; send on
 SCOPE_REQUEST = "switchboard.scope_request"  # worker -> reply channel: I got events without a scope
 SCOPE = "switchboard.scope"  # gateway -> worker: the scope of a connection it asked about
+GROUP_ADD = "switchboard.group_add"  # layer -> connection's reply channel: it joined a group
+GROUP_DISCARD = "switchboard.group_discard"  # layer -> connection's reply channel: it left one
+MARK = "switchboard.mark"  # gateway -> its own control channel: read back, all before it was read
 
 
 def pool_channel(scope_type: str) -> str:

@@ -191,7 +191,8 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
     ``gateway``: a reply reached a closed connection (``replies_orphaned``) or the layer
     raised on an event (``events_failed``). ``worker``:
     a non-envelope on a pool channel (``bad_messages``), an event past an instance's
-    backlog bound (``events_dropped_backlog``). Plugins: see :func:`is_plugin_drop`.
+    backlog bound (``events_dropped_backlog``), a reply the gateway had no room for
+    (``replies_shed``). Plugins: see :func:`is_plugin_drop`.
     """
     drops: dict[tuple[str, str], int] = {}
     for reason in ("full", "group_dropped_full", "expired", "corrupt", "durable_too_large"):
@@ -200,7 +201,7 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
         for reason in ("replies_orphaned", "events_failed"):
             drops["gateway", reason] = snapshot.gateway.get(reason, 0)
     if snapshot.worker is not None:
-        for reason in ("bad_messages", "events_dropped_backlog"):
+        for reason in ("bad_messages", "events_dropped_backlog", "replies_shed"):
             drops["worker", reason] = snapshot.worker.get(reason, 0)
     for name, stats in snapshot.plugins.items():
         gauges = snapshot.plugin_gauges.get(name, frozenset())
@@ -349,6 +350,15 @@ class Observer:
                 self.refresh()
             except Exception:  # a bug here must not stop the probe or leave metrics frozen silently
                 logger.exception("taking a stats snapshot failed")
+            if self.status:
+                try:
+                    # A Redis restart (or flush) deletes the membership: the marker, gone
+                    # with it, says so, and this process joins again at once rather than
+                    # staying invisible to ``switchboard status`` until the next refresh.
+                    if await self.layer.storage.keep_marker(self.status_channel, max(30.0, 30 * self.interval)):
+                        rejoin_at = 0.0
+                except Exception as exc:
+                    logger.debug("status marker check failed: %r", exc)
             if self.status and loop.time() >= rejoin_at:
                 try:
                     await self.layer.group_add(STATUS_GROUP, self.status_channel)

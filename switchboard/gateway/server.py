@@ -11,6 +11,7 @@ in workers while the connection itself never leaves the gateway.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import signal
@@ -20,8 +21,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import SwitchboardConfig
-from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, SCOPE, SCOPE_REQUEST, WORKER_STOPPING, pool_channel, wrap
+from .envelope import (
+    CLAIM,
+    DRAINED,
+    GROUP_ADD,
+    GROUP_DISCARD,
+    HEARTBEAT,
+    MARK,
+    RELEASE,
+    RELEASED,
+    SCOPE,
+    SCOPE_REQUEST,
+    WORKER_STOPPING,
+    pool_channel,
+    wrap,
+)
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
+from .memberships import Memberships
 from .plugins import ProtocolPlugin, build_plugins
 
 logger = logging.getLogger("switchboard.gateway")
@@ -54,6 +70,11 @@ class Connection:
     # The stored item of the last claim-asking envelope sent to the pool, until a claim
     # comes: while it is still unread, no second one is sent (two could go to two workers).
     claim_item: bytes | None = None
+    # The groups its consumer joined (the layer tells the gateway, see memberships.py);
+    # None until it joins one (most connections never do: no empty set each).
+    groups: set[str] | None = None
+    # Plugins waiting in Gateway.wait_claimed for this connection's claim (or its close).
+    claim_waiters: list[asyncio.Future[None]] | None = None
 
     @property
     def events_channel(self) -> str:
@@ -81,6 +102,11 @@ class GatewayStats:
     # Claim timeouts passed while the connection's envelope still waited in the pool (no
     # worker running): its events kept waiting instead of a second envelope being sent.
     claims_awaited: int = 0
+    # The layer lost its data (Redis restarted, flushed): memberships of open connections
+    # added again; and memberships refreshed before group_expiry (memberships.py).
+    layer_data_lost: int = 0
+    memberships_restored: int = 0
+    memberships_refreshed: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -97,9 +123,11 @@ class Gateway:
         layer: ChannelLayer,
         *,
         gateway_id: str | None = None,
-        worker_timeout: float = 5.0,
+        worker_timeout: float = 1.0,
         claim_timeout: float = 2.0,
         drain_timeout: float = 10.0,
+        membership_check_interval: float = 1.0,
+        event_wait: float = 2.0,
     ) -> None:
         self.layer = layer
         self.id = gateway_id or secrets.token_hex(6)
@@ -107,6 +135,7 @@ class Gateway:
         self.control_channel = self.reply_prefix + "control"
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
+        self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
         # Workers holding claims on this gateway's connections, and when each was last heard.
         self.worker_claims: dict[str, set[Connection]] = {}
         self.worker_seen: dict[str, float] = {}
@@ -114,6 +143,7 @@ class Gateway:
         self.mounts: dict[str, tuple[Any, str]] = {}
         self.claim_timeout = claim_timeout
         self.drain_timeout = drain_timeout
+        self.event_wait = event_wait
         self.max_held_events = 1000
         self._holding: set[Connection] = set()
         self._draining: dict[str, set[Connection]] = {}
@@ -124,6 +154,15 @@ class Gateway:
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        # Marks this gateway sends to its own control channel while a worker seems silent:
+        # when one is read back, every message sent before it has been read (one list,
+        # FIFO), so a heartbeat that is not in by then was never sent (see _check_workers).
+        self._mark_sent: float | None = None
+        self._read_up_to = 0.0
+        # After the layer was unreachable (a Redis restart), silence counts from when it
+        # came back: no worker could heartbeat meanwhile.
+        self._layer_failed = False
+        self._layer_back_at = 0.0
 
     # -- connections ----------------------------------------------------------------
 
@@ -150,19 +189,57 @@ class Gateway:
             self._unclaim(connection)
             if connection.held is not None:
                 self._holding.discard(connection)
+            if connection.groups:
+                self.memberships.closed(connection)
+            _wake_claim_waiters(connection)
             self.stats.connections_closed += 1
 
-    async def send_event(self, connection: Connection, event: Message, *, durable: bool | None = None) -> None:
+    async def wait_claimed(self, connection: Connection, timeout: float) -> str | None:
+        """The worker holding ``connection``'s claim, waiting up to ``timeout`` seconds for one.
+
+        None if the connection closed or no claim came in time. For a plugin that sends one
+        connection's events as a stream (a request body in chunks): it sends the rest only
+        once the worker that has the start has claimed it, so no part can reach the pool
+        (another worker) and none waits in the gateway's held list, which is per-event
+        bounded, not per-byte.
+        """
+        if connection.worker is not None or not connection.open:
+            return connection.worker if connection.open else None
+        waiter = asyncio.get_running_loop().create_future()
+        if connection.claim_waiters is None:
+            connection.claim_waiters = []
+        connection.claim_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            waiters = connection.claim_waiters
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+        return connection.worker if connection.open else None
+
+    async def send_event(
+        self, connection: Connection, event: Message, *, wait: float | None = None, durable: bool | None = None
+    ) -> None:
         """Send one event of ``connection`` to the worker pool.
 
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
         capacity; the plugin answers that in its protocol (503, close 1013, counted drop).
+        A sticky connection's event first waits up to ``wait`` (default ``event_wait``)
+        for room: a worker a moment behind is backpressure for that one client (its
+        plugin reads nothing more from it meanwhile), not a reason to close it. Events of
+        connectionless listeners (UDP, MQTT, SMTP) are refused at once: their plugins
+        queue and drop by their own policy.
 
         On a durable pool (specs/layer.md, Durable channels) it returns once the event is
         stored, so the plugin acknowledges its source after that; it may also raise
         ``MessageTooLarge`` or ``NotReplicated``. ``durable=False`` sends this event at
         most once all the same (MQTT QoS 0).
         """
+        if wait is None:
+            wait = self.event_wait if connection.sticky else 0.0
         if connection.held is not None:
             # Events are still waiting (for a claim, or being flushed to the new worker):
             # this one queues behind them, or it would overtake them.
@@ -176,12 +253,12 @@ class Gateway:
                 return
             if connection.sticky:
                 connection.hold_until = time.monotonic() + self.claim_timeout
-                await self._send_envelope(connection, event, claim=True)
+                await self._send_envelope(connection, event, claim=True, wait=wait)
                 return
-        await self._send_envelope(connection, event, durable=durable)
+        await self._send_envelope(connection, event, wait=wait, durable=durable)
 
     async def _send_envelope(
-        self, connection: Connection, event: Message, *, claim: bool = False, durable: bool | None = None
+        self, connection: Connection, event: Message, *, claim: bool = False, wait: float = 0.0, durable: bool | None = None
     ) -> None:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
@@ -189,9 +266,9 @@ class Gateway:
         try:
             if claim:
                 envelope["claim"] = True
-                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope)
+                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope, wait=wait)
             else:
-                await self.layer.send(worker or connection.pool, envelope, durable=durable)
+                await self.layer.send(worker or connection.pool, envelope, wait=wait, durable=durable)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -278,6 +355,7 @@ class Gateway:
 
     async def start(self) -> None:
         self._receiver = self.layer.receiver([self.reply_prefix])
+        await self.memberships.start(self.connections.values)
         loop = asyncio.get_running_loop()
         self._reply_task = loop.create_task(self._reply_loop(), name="gateway-replies")
         self._watch_task = loop.create_task(self._watch_workers(), name="gateway-worker-watch")
@@ -304,6 +382,7 @@ class Gateway:
         self._unclaim(connection)
         connection.worker = worker
         connection.claim_item = None
+        _wake_claim_waiters(connection)
         # Claimed once, sticky from now on: when this worker goes, the connection's events
         # wait for the next worker's claim instead of spreading (an ordered consumer's
         # UDP socket keeps its order across a deploy too).
@@ -343,18 +422,30 @@ class Gateway:
         return len(connections)
 
     async def _worker_drained(self, worker: str) -> None:
-        """The stopping worker finished every event it had: send the held ones on."""
+        """The stopping worker finished every event it had: send the held ones on.
+
+        All connections at once: their first sends travel in one layer round trip.
+        """
+        ready = []
         for connection in self._draining.pop(worker, set()):
             if connection.worker is None and connection.open:
                 connection.hold_until = None
-                await self._flush_held(connection)
+                ready.append(self._flush_held(connection))
+        await asyncio.gather(*ready)
 
     async def _control(self, message: Message) -> None:
-        """Messages workers send to ``gateway.<id>!control``."""
+        """Messages workers (and this gateway itself) send to ``gateway.<id>!control``."""
+        message_type = message.get("type")
+        if message_type == MARK:
+            at = message.get("at")
+            if isinstance(at, float):
+                self._read_up_to = max(self._read_up_to, at)
+                if self._mark_sent is not None and at >= self._mark_sent:
+                    self._mark_sent = None
+            return
         worker = message.get("worker")
         if not isinstance(worker, str):
             return
-        message_type = message.get("type")
         if message_type == HEARTBEAT:
             if worker in self.worker_claims:
                 self.worker_seen[worker] = time.monotonic()
@@ -363,7 +454,7 @@ class Gateway:
             logger.info("worker %s is stopping: holding %d connection(s) until it has drained", worker, released)
             # After this ack nothing more from this gateway goes to that worker's channel.
             try:
-                await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel})
+                await self.layer.send(worker, {"type": RELEASED, "gateway": self.control_channel}, control=True)
             except Exception as exc:
                 logger.warning("could not acknowledge %s stopping: %r", worker, exc)
         elif message_type == DRAINED:
@@ -371,18 +462,58 @@ class Gateway:
 
     async def _watch_workers(self) -> None:
         """Release connections of workers that stopped heartbeating (killed, frozen)."""
-        interval = max(min(self.worker_timeout, self.claim_timeout) / 5, 0.05)
+        interval = max(min(self.worker_timeout / 10, self.claim_timeout / 5), 0.02)
         while True:
             await asyncio.sleep(interval)
             for connection in list(self._holding):
                 if connection.worker is None and not self._claim_pending(connection):
                     await self._claim_late(connection)
-            deadline = time.monotonic() - self.worker_timeout
-            for worker, seen in list(self.worker_seen.items()):
-                if seen < deadline:
-                    released = self.release_worker(worker)
-                    self.stats.workers_lost += 1
-                    logger.warning("worker %s missed its heartbeats: %d connection(s) back to the pool", worker, released)
+            await self._check_workers()
+
+    async def _check_workers(self) -> None:
+        """Release the workers whose heartbeats stopped ``worker_timeout`` ago.
+
+        "Not heard for the timeout" alone would also be true of a live worker whose
+        heartbeats wait unread in this gateway's own reply list, behind a burst of replies
+        (they share the list): under load that released live workers. So silence only
+        counts up to the last *mark* read back: a mark is a message this gateway sends to
+        its own control channel; once it reads it, it has read everything sent before
+        it. A worker is gone when a mark sent more than ``worker_timeout`` after its last
+        heartbeat has come back without a newer heartbeat: it sent none for that long.
+        When the gateway keeps up, that is one round trip after the timeout (a killed
+        worker is noticed in about ``worker_timeout``); when it is behind, the verdict
+        waits until it has caught up, instead of being wrong. While the layer is away (a
+        Redis restart) no heartbeat can arrive: silence then counts from its return.
+        """
+        now = time.monotonic()
+        silent = [worker for worker, seen in self.worker_seen.items() if now - seen > self.worker_timeout]
+        if not silent:
+            return
+        for worker in silent:
+            seen = self.worker_seen.get(worker)
+            if seen is not None and self._read_up_to - max(seen, self._layer_back_at) > self.worker_timeout:
+                released = self.release_worker(worker)
+                self.stats.workers_lost += 1
+                logger.warning(
+                    "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
+                    worker, self._read_up_to - seen, released,
+                )
+        if any(worker in self.worker_seen for worker in silent) and (
+            self._mark_sent is None or now - self._mark_sent > max(self.worker_timeout, 1.0)
+        ):
+            # None in flight (or it was lost, say in a Redis restart): send one now.
+            try:
+                await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False, control=True)
+            except ChannelFull:  # behind: try again on the next round
+                return
+            except Exception as exc:  # unreachable: try again on the next round
+                logger.debug("could not send a mark to %s: %r", self.control_channel, exc)
+                self._layer_failed = True
+                return
+            self._mark_sent = now
+            if self._layer_failed:
+                self._layer_failed = False
+                self._layer_back_at = now
 
     async def _claim_late(self, connection: Connection) -> None:
         """No claim came within ``claim_timeout`` for a connection with held events.
@@ -431,6 +562,8 @@ class Gateway:
                 if connection is None:
                     if channel == self.control_channel:
                         await self._control(message)
+                    elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
+                        self.memberships.noticed(None, channel, message)
                     elif message_type == SCOPE_REQUEST:
                         # Closed already: say so, so the worker drops what it holds now.
                         forwards.append(self._send_scope(None, message.get("worker"), channel))
@@ -446,6 +579,8 @@ class Gateway:
                         self._unclaim(connection)
                 elif message_type == SCOPE_REQUEST:
                     forwards.append(self._send_scope(connection, message.get("worker")))
+                elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
+                    self.memberships.noticed(connection, channel, message)
                 elif isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
                     try:
                         connection.deliver(message)
@@ -461,7 +596,8 @@ class Gateway:
                         # members is one send_many, not 1,000 tasks).
                         direct.append((connection, message))
                     else:
-                        forwards.append(self.send_event(connection, message))
+                        # No waiting for room here: this loop serves every connection.
+                        forwards.append(self.send_event(connection, message, wait=0.0))
             if direct:
                 forwards.append(self._forward_many(direct))
                 direct = []
@@ -484,7 +620,7 @@ class Gateway:
         if connection is not None and connection.open:
             answer["scope"] = connection.scope
         self.stats.scopes_resent += 1
-        await self.layer.send(worker, answer)
+        await self.layer.send(worker, answer, control=True)
 
     async def _forward_many(self, items: list[tuple[Connection, Message]]) -> None:
         """Forward messages of connections that need no holding: one ``send_many``."""
@@ -507,10 +643,31 @@ class Gateway:
         """Stop the reply loop (after plugins drained)."""
         if self._watch_task is not None:
             self._watch_task.cancel()
+        await self.memberships.stop()
         if self._receiver is not None:
             await self._receiver.close()
         if self._reply_task is not None:
             await self._reply_task
+
+
+class StartupError(RuntimeError):
+    """A plugin could not start: a port in use, an address not on this host, no permission.
+
+    The command line prints it as one line and exits with 2, as for configuration errors:
+    it is something the operator fixes, and a traceback would only hide the one line
+    that says what.
+    """
+
+    def __init__(self, plugin: str, error: OSError) -> None:
+        self.plugin = plugin
+        self.error = error
+        # strerror is the text without "[Errno 98]"; plugins put the address in it.
+        detail = error.strerror if error.errno is not None and error.strerror else str(error)
+        if not detail.startswith(plugin):
+            detail = f"{plugin}: {detail}"
+        if error.errno == errno.EADDRINUSE:
+            detail += " (another process is listening there: stop it, or choose another address)"
+        super().__init__(detail)
 
 
 async def run_gateway(
@@ -543,13 +700,18 @@ async def run_gateway(
         worker_timeout=timeouts.worker_timeout,
         claim_timeout=timeouts.claim_timeout,
         drain_timeout=timeouts.drain_timeout,
+        membership_check_interval=timeouts.membership_check_interval,
+        event_wait=timeouts.event_wait,
     )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
     await gateway.start()
     started_plugins: list[ProtocolPlugin[Any]] = []
     try:
         for plugin in plugins:
-            await plugin.start(gateway)
+            try:
+                await plugin.start(gateway)
+            except OSError as exc:
+                raise StartupError(plugin.name, exc) from exc
             started_plugins.append(plugin)
             logger.info("protocol %s started", plugin.name)
         if started is not None:
@@ -565,6 +727,13 @@ async def run_gateway(
         await gateway.stop()
         if own_layer:
             await layer.close()
+
+
+def _wake_claim_waiters(connection: Connection) -> None:
+    waiters, connection.claim_waiters = connection.claim_waiters, None
+    for waiter in waiters or ():
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:

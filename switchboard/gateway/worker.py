@@ -41,7 +41,7 @@ from .envelope import (
     control_channel_of,
     pool_channel,
 )
-from .layers import ChannelLayer, LayerClosed, Message
+from .layers import ChannelFull, ChannelLayer, LayerClosed, Message
 from .layers.durable import Delivery, DurableMessage, Settlement
 from .layers.durable_channels import DurableReceiver
 
@@ -85,6 +85,9 @@ class WorkerStats:
     backlog_closes: int = 0
     # Messages handed to a claimed connection's instance in process (no gateway round trip).
     events_local: int = 0
+    # Replies dropped because the connection's gateway had no room for them for
+    # ``reply_wait`` seconds (its reply list stayed full): the consumer is not told.
+    replies_shed: int = 0
     # Durable deliveries whose handler returned / raised (retried or dead-lettered), and
     # those handed back unstarted (stopping, backlog full) for another worker.
     durable_finished: int = 0
@@ -223,12 +226,21 @@ class Worker:
         *,
         protocols: Iterable[str] | None = None,
         channels: Iterable[str] | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float = 0.25,
         max_instance_backlog: int = 1000,
         max_listener_backlog: int = 20000,
         local_delivery: bool = True,
+        reply_wait: float = 5.0,
+        django_http: str = "auto",
+        django_threads: int = 8,
         durable_prefetch: int = 32,
     ) -> None:
+        from switchboard.consumers import django_http as django_http_module
+
+        # Django's own handler as the whole application (no router) is served fast too;
+        # routers and middleware wrap the handlers they are given themselves.
+        django_http_module.configure(django_http, django_threads)
+        application = django_http_module.fast_django(application)
         self.application = application
         self.layer = layer
         self.protocols = list(protocols_of(application) if protocols is None else protocols)
@@ -250,6 +262,9 @@ class Worker:
         self.max_instance_backlog = max_instance_backlog
         self.max_listener_backlog = max_listener_backlog
         self.local_delivery = local_delivery
+        self.reply_wait = reply_wait
+        self._shed_logged = 0.0
+        self._shed_unlogged = 0
         self.durable_prefetch = durable_prefetch
         # The reader of this worker's durable channels (specs/layer.md, Durable channels).
         self.durable: DurableReceiver | None = None
@@ -317,7 +332,7 @@ class Worker:
             await self._wait_idle(drain_timeout)
             for control in controls:
                 try:
-                    await self.layer.send(control, {"type": DRAINED, "worker": self.channel})
+                    await self.layer.send(control, {"type": DRAINED, "worker": self.channel}, control=True)
                 except Exception as exc:
                     logger.warning("could not tell %s we drained: %r", control, exc)
             await self._drain(drain_timeout)
@@ -369,7 +384,7 @@ class Worker:
                 self._expire_unscoped()
             for control in list(self.claims):
                 try:
-                    await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel})
+                    await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel}, control=True)
                 except Exception as exc:
                     logger.warning("heartbeat to %s failed: %r", control, exc)
 
@@ -394,7 +409,7 @@ class Worker:
         self._acked.clear()
         for control in controls:
             try:
-                await self.layer.send(control, {"type": WORKER_STOPPING, "worker": self.channel})
+                await self.layer.send(control, {"type": WORKER_STOPPING, "worker": self.channel}, control=True)
             except Exception as exc:
                 logger.warning("could not tell %s we are stopping: %r", control, exc)
                 self._acks.discard(control)
@@ -530,6 +545,12 @@ class Worker:
             if event_type in _FINAL_EVENTS:
                 self.stats.events_ignored += 1
                 return
+            if scope is None and event_type == "http.request":
+                # The rest of a streamed request body (only the first part goes to the pool,
+                # with the scope) whose consumer already answered and ended: nothing to
+                # resume, a new instance would see half a body.
+                self.stats.events_ignored += 1
+                return
             if scope is None:
                 # Sent to our channel because we claimed the connection, but its instance
                 # has ended here: hold the event (and any that follow) until the gateway
@@ -635,7 +656,7 @@ class Worker:
 
     async def _request_scope(self, connection: str) -> None:
         try:
-            await self.layer.send(connection, {"type": SCOPE_REQUEST, "worker": self.channel})
+            await self.layer.send(connection, {"type": SCOPE_REQUEST, "worker": self.channel}, control=True)
         except Exception as exc:
             logger.warning("could not ask %s for its scope: %r", connection, exc)
             dropped = self._unscoped.pop(connection, None)
@@ -714,7 +735,7 @@ class Worker:
         control = control_channel_of(reply_channel)
         self.claims.setdefault(control, set()).add(reply_channel)
         self.stats.claims += 1
-        await self.layer.send(reply_channel, {"type": CLAIM, "worker": self.channel})
+        await self.layer.send(reply_channel, {"type": CLAIM, "worker": self.channel}, control=True)
 
     def _forget_claim(self, instance: _Instance) -> None:
         reply_channel = instance.scope.get("reply_channel")
@@ -800,7 +821,27 @@ class Worker:
         if reply_channel is None:
             raise RuntimeError(f"instance {instance.key} has no reply channel to send {message_type!r} to")
         # What an instance sends is for its client, through the gateway: never a local route.
-        await self.layer.send(reply_channel, message, local=False)
+        # A full reply list is the gateway being a moment behind (all of its connections'
+        # replies share it): wait for room, then shed. Never ChannelFull into the consumer,
+        # which would kill it and its client's connection (1011) for a passing condition;
+        # a client too slow for its own replies is the gateway's to close (1013).
+        try:
+            await self.layer.send(reply_channel, message, local=False, wait=self.reply_wait)
+        except ChannelFull:
+            self._shed(instance, message_type)
+
+    def _shed(self, instance: _Instance, message_type: Any) -> None:
+        """Count a reply the gateway had no room for; log at most every 10 s (a burst sheds many)."""
+        self.stats.replies_shed += 1
+        self._shed_unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._shed_logged >= 10.0:
+            logger.warning(
+                "the gateway of %s had no room for replies for %.1fs: %d reply(s) shed (%s the last)",
+                instance.key, self.reply_wait, self._shed_unlogged, message_type,
+            )
+            self._shed_logged = now
+            self._shed_unlogged = 0
 
     async def _fail(self, instance: _Instance, *, http_status: int, websocket_code: int) -> None:
         """Give the client a defined outcome after a consumer failure."""

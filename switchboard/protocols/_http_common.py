@@ -22,6 +22,8 @@ from switchboard.gateway.plugins import RateLimitedLog
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
 
+    from ._http_body import BodyBudget
+
 logger = logging.getLogger("switchboard.protocols.http")
 _layer_errors = RateLimitedLog(logger, "http")
 
@@ -166,6 +168,9 @@ class ClientLink(Protocol):
     def drop_slow_client(self, code: int, reason: str) -> None:
         """End the connection now, although the client reads nothing (see _http_uvicorn)."""
 
+    def body_arrived(self) -> bool:
+        """Whether the request's whole body has been read from the socket (HTTP only)."""
+
 
 #: Where the plugin's uvicorn protocols put themselves in the scope's ``state`` (which
 #: is process-local and never crosses the layer: see :func:`wire_scope`).
@@ -202,10 +207,16 @@ class BridgeContext:
     over_limit: Callable[[], bool]
     #: Per-connection bound on replies waiting for a slow client (``max_pending_replies``...).
     reply_bound: ReplyBound
+    #: Request-body bytes all requests together may hold (``max_buffered_body_bytes``).
+    body_budget: BodyBudget
     #: WebSocket messages a client may send per second on average (None: no limit)...
     message_rate: float | None = None
     #: ...and in one burst (the token bucket's size).
     message_burst: int = 1
+    #: A body arriving in pieces goes to the worker in events of about this many bytes.
+    body_chunk_size: int = 64 * 1024
+    #: Longest wait for the next piece of a request body (None: no limit).
+    body_timeout: float | None = None
 
 
 async def send_event(ctx: BridgeContext, connection: Connection, event: Message, *, what: str) -> bool:

@@ -16,8 +16,13 @@ per frame received and per frame sent.
 The same subclasses carry the plugin's policy where only the protocol object can apply
 it: header limits before a header block is buffered (httptools has none), UTF-8 checks in
 frame order (so a close frame in the same read cannot turn a 1007 into an InvalidState
-crash), and closing a client that reads nothing (``drop_slow_client``) without waiting
-for it to read. Classes get their settings from :func:`http_protocol` and
+crash), closing a client that reads nothing (``drop_slow_client``) without waiting
+for it to read, refusing a WebSocket upgrade over HTTP/1.0 (400), and reporting each
+socket's progress to the :class:`~._http_guard.ConnectionGuard` (:class:`GuardedHttp`).
+Those reports are hooks at the edges of uvicorn's protocols (``connection_made``,
+``data_received``, the end of the header block, ``on_response_complete``,
+``handle_websocket_upgrade``, ``connection_lost``): none of uvicorn's own logic is copied
+for them. Classes get their settings from :func:`http_protocol` and
 :func:`websocket_protocol`, since uvicorn builds protocol objects itself.
 """
 
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
+from uvicorn.config import WS_PROTOCOLS
+from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
@@ -41,6 +48,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ._http_common import LINK_KEY, Mailbox
+from ._http_guard import IDLE, LINGER_SECONDS, ConnectionGuard, Entry, answer_bytes
 
 logger = logging.getLogger("switchboard.protocols.http")
 
@@ -154,6 +162,12 @@ class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
             self.settings.count("websocket.invalid_utf8")
             logger.debug("websocket text message is not UTF-8 (%s); closed with 1007", self.conn.parser_exc.reason)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            self.settings.guard.closed(self.transport)
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
@@ -230,7 +244,129 @@ class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
         self.transport.abort()
 
 
-class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttp(asyncio.Protocol):
+    """Mixin for uvicorn's HTTP protocols: reports the socket's progress to the guard.
+
+    Accepted (``connection_made``: the guard may refuse it at once), bytes arriving while
+    no request is in progress (a header block begins: its deadline starts), the header
+    block complete (each protocol below says when), the response done, the socket gone.
+    :meth:`answer` is how the guard and the protocols refuse a client themselves.
+    """
+
+    settings: ClassVar[ProtocolSettings]
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    server_state: Any
+    cycle: Any
+    #: The guard's record of this socket; None if it was refused when accepted.
+    guard_entry: Entry | None = None
+    #: Answered by the plugin itself and closing: whatever the client still sends is discarded.
+    refused = False
+    _linger: asyncio.TimerHandle | None = None
+    _unasked: bytes | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.guard_entry = self.settings.guard.admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self.settings.guard.closed(self.transport)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            self.discard()
+            return
+        self.guard_read()
+        super().data_received(data)
+
+    def guard_read(self) -> None:
+        """Bytes arrived: if no request was in progress, one has begun (header deadline)."""
+        entry = self.guard_entry
+        if entry is not None and entry.state <= IDLE:
+            self.settings.guard.reading(entry)
+
+    def guard_head_complete(self) -> None:
+        entry = self.guard_entry
+        if entry is not None:
+            self.settings.guard.head_complete(entry)
+
+    def guard_upgraded(self) -> None:
+        entry = self.guard_entry
+        if entry is not None:
+            self.settings.guard.upgraded(entry)
+            self.guard_entry = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        entry = self.guard_entry
+        if entry is not None and not self.request_pending():
+            self.settings.guard.response_done(entry)
+
+    def body_arrived(self) -> bool:
+        """See :class:`~._http_common.ClientLink`: uvicorn's request cycle has the whole body.
+
+        Only ever True too early if a pipelined request's head was parsed after it: then
+        the earlier body is complete as well.
+        """
+        cycle = self.cycle
+        return cycle is not None and not cycle.more_body
+
+    def request_pending(self) -> bool:
+        """Whether a request (a pipelined one started just now) is in progress."""
+        cycle = self.cycle
+        return cycle is not None and not cycle.response_complete
+
+    def answer(self, status: int, text: str, *, linger: float | None, when_asked: bool = False) -> None:
+        """Answer ``status`` ourselves, with ``connection: close``, and end the connection.
+
+        With ``linger``, read and discard what the client still sends until it closes or
+        ``linger`` seconds pass: closing with unread input would make the kernel send a
+        reset, which can destroy the answer before the client reads it. A lingering
+        connection is the first the guard closes when descriptors run short.
+        ``when_asked`` (a socket refused as it is accepted): hold the answer until the
+        client's request arrives, as clients expect (some fail on an answer that comes
+        before they have sent their request); a client that sends nothing gets nothing.
+        """
+        transport = self.transport
+        self.refused = True
+        if transport.is_closing():
+            return
+        response = answer_bytes(status, text, self.server_state.default_headers)
+        if linger is None:
+            transport.write(response)
+            transport.close()
+            return
+        if when_asked:
+            self._unasked = response
+        else:
+            self._write_final(response)
+        self._linger = self.loop.call_later(linger, transport.abort)
+        self.settings.guard.lingering(self)
+
+    def discard(self) -> None:
+        """Input after the plugin answered: dropped; the first of it gets the held answer."""
+        response, self._unasked = self._unasked, None
+        if response is not None:
+            self._write_final(response)
+
+    def _write_final(self, response: bytes) -> None:
+        transport = self.transport
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+
+    def refuse_old_upgrade(self) -> None:
+        """RFC 6455 4.1: the opening handshake is an HTTP/1.1 request; an HTTP/1.0 one gets 400."""
+        self.settings.count("websocket.400_http_1_0")
+        logger.debug("refused a WebSocket upgrade over HTTP/1.0")
+        self.answer(400, "WebSocket upgrade needs HTTP/1.1", linger=LINGER_SECONDS)
+
+
+class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
     """uvicorn's httptools protocol that refuses oversized header blocks with 431.
 
     httptools (llhttp) has no header limit, and its Python wrapper accumulates a header
@@ -241,26 +377,23 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
     with ``connection: close`` and nothing of the request reaches the application.
     """
 
-    #: The plugin's limits and counters (set by :func:`http_protocol`).
-    settings: ClassVar[ProtocolSettings]
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
         self._head_count = 0
         self._in_head = False
-        self._refused = False
-        self._linger: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # lingering after a 431: read and discard until the client closes
+        if self.refused:
+            self.discard()  # answered by the plugin: read and discard until the client closes
+            return
+        self.guard_read()
         continuing = self._in_head
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            if self._refused:
+            if self.refused:
                 return  # our own stop (HeaderBlockTooLarge), already answered
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
@@ -294,8 +427,19 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self.guard_head_complete()
         self.scope["state"][LINK_KEY] = self
         super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        if self.scope["http_version"] == "1.0":
+            self.refuse_old_upgrade()
+            return
+        self.guard_upgraded()
+        super().handle_websocket_upgrade()
+
+    def request_pending(self) -> bool:
+        return self._in_head or super().request_pending()
 
     def _add_head(self, size: int, headers: int) -> None:
         self._head_bytes += size
@@ -309,31 +453,11 @@ class HeaderLimitedHttpToolsProtocol(HttpToolsProtocol):
         raise HeaderBlockTooLarge()  # stops the parser; data_received knows why
 
     def _refuse(self, why: str) -> None:
-        """Answer 431, stop parsing, and linger: read and discard until the client closes.
-
-        Closing at once, with the rest of the header block unread, would make the
-        kernel reset the connection, and a reset can destroy the 431 before the client
-        reads it. Lingering is bounded by the keep-alive timeout.
-        """
-        self._refused = True
+        """Answer 431, stop parsing, and linger (bounded by the keep-alive timeout)."""
         self._in_head = False
         self.settings.count("http.431")
         logger.debug("refused a request from %s: %s", self.client, why)
-        body = b"Request header fields too large\n"
-        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body))
-        head.append(b"connection: close\r\n\r\n")
-        self.transport.write(b"".join(head) + body)
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self._linger = self.loop.call_later(self.timeout_keep_alive, self.transport.abort)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        super().connection_lost(exc)
+        self.answer(431, "Request header fields too large", linger=self.timeout_keep_alive)
 
     def keeps_up(self) -> bool:
         """See :class:`~._http_common.ClientLink`."""
@@ -348,18 +472,29 @@ class HeaderBlockTooLarge(Exception):
     """Raised from a parser callback to stop httptools once a header limit is passed."""
 
 
-class LinkedH11Protocol(H11Protocol):
+class LinkedH11Protocol(GuardedHttp, H11Protocol):
     """uvicorn's h11 protocol, giving the bridge a way to drop a slow reader.
 
     h11 limits the header block itself (``h11_max_incomplete_event_size``, answered 400).
     """
 
     def handle_events(self) -> None:
+        cycle = self.cycle
         super().handle_events()
+        if self.cycle is not cycle:
+            self.guard_head_complete()  # h11 produced a Request: its header block is complete
         scope = getattr(self, "scope", None)
         if scope is not None and scope.get("type") == "http":
             # The request's task was created but has not run yet: it sees this.
             scope["state"].setdefault(LINK_KEY, self)
+
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        self.guard_head_complete()
+        if event.http_version == b"1.0":
+            self.refuse_old_upgrade()
+            return
+        self.guard_upgraded()
+        super().handle_websocket_upgrade(event)
 
     def keeps_up(self) -> bool:
         """See :class:`~._http_common.ClientLink`."""
@@ -370,6 +505,20 @@ class LinkedH11Protocol(H11Protocol):
         self.transport.abort()
 
 
+class GuardReleasingWebSocket(asyncio.Protocol):
+    """Mixin for uvicorn's other WebSocket protocols: the socket's guard record ends with it."""
+
+    settings: ClassVar[ProtocolSettings]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            transport = getattr(self, "transport", None)
+            if transport is not None:
+                self.settings.guard.closed(transport)
+
+
 @dataclass(frozen=True, slots=True)
 class ProtocolSettings:
     """What the plugin's uvicorn protocols need from its options, and its counters."""
@@ -377,15 +526,23 @@ class ProtocolSettings:
     max_header_size: int
     max_headers: int
     count: Count
+    guard: ConnectionGuard
 
 
 def http_protocol(implementation: str, settings: ProtocolSettings) -> type[asyncio.Protocol]:
     """uvicorn's ``http`` setting: our subclass of the chosen implementation, configured."""
     if implementation == "h11":
-        return LinkedH11Protocol
+        return type("ConfiguredH11Protocol", (LinkedH11Protocol,), {"settings": settings})
     return type("ConfiguredHttpToolsProtocol", (HeaderLimitedHttpToolsProtocol,), {"settings": settings})
 
 
-def websocket_protocol(settings: ProtocolSettings) -> type[asyncio.Protocol]:
-    """uvicorn's ``ws`` setting for "websockets": the lean subclass, counting into the plugin."""
-    return type("ConfiguredWebSocketsProtocol", (LeanWebSocketsSansIOProtocol,), {"settings": settings})
+def websocket_protocol(settings: ProtocolSettings, uvicorn_name: str = "websockets-sansio") -> type[asyncio.Protocol]:
+    """uvicorn's ``ws`` setting: the lean subclass for websockets-sansio, else uvicorn's
+    class for ``uvicorn_name`` with :class:`GuardReleasingWebSocket`; counting into the plugin."""
+    if uvicorn_name == "websockets-sansio":
+        return type("ConfiguredWebSocketsProtocol", (LeanWebSocketsSansIOProtocol,), {"settings": settings})
+    path = WS_PROTOCOLS.get(uvicorn_name)
+    if path is None:
+        raise ValueError(f"uvicorn has no WebSocket implementation {uvicorn_name!r}")
+    base = import_from_string(path)
+    return type(f"Guarded{base.__name__}", (GuardReleasingWebSocket, base), {"settings": settings})

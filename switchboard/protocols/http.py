@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import logging
 import math
 import socket
@@ -26,7 +27,10 @@ import uvicorn
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.plugins import ProtocolPlugin
 
+from ._http_access import AccessEntry, access_logger
+from ._http_body import BodyBudget
 from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
+from ._http_guard import ConnectionGuard, TrustedPeers
 from ._http_request import serve_http
 from ._http_uvicorn import ProtocolSettings, http_protocol, websocket_protocol
 from ._http_websocket import WebSocketSession
@@ -87,10 +91,28 @@ class HttpOptions:
     websocket_per_message_deflate: bool = False
     #: Most concurrent connections (HTTP and WebSocket); beyond it new requests get 503.
     max_connections: int | None = None
-    #: Most requests and WebSockets open at once from one client address (``scope["client"]``,
-    #: so the X-Forwarded-For address with ``proxy_headers``); beyond it HTTP 503 and WebSocket
-    #: denial 503. None: no limit (the default: behind a proxy every client has its address).
-    max_connections_per_ip: int | None = None
+    #: Most sockets open at once from one peer address, counted when accepted (before a
+    #: byte is read); beyond it 503 and close. Peers trusted by ``proxy_headers``
+    #: (``forwarded_allow_ips``) are not capped by socket: their requests and WebSockets
+    #: are counted by the forwarded client address instead. None: no limit.
+    max_connections_per_ip: int | None = 256
+    #: Peer addresses or networks never capped per address: by default loopback, which is
+    #: a proxy on the same host (every client behind it shares its address) or local tools.
+    max_connections_per_ip_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    #: Seconds a new connection may stay silent before the first byte of its first request
+    #: (``keep_alive_timeout`` covers the silence between requests); then it is closed.
+    idle_timeout: float = 10.0
+    #: Seconds from a request's first byte until its header block is complete, however
+    #: slowly it arrives; then 408 and close (slowloris).
+    header_timeout: float = 10.0
+    #: Longest wait, in seconds, for the next piece of a request body; then 408 and close.
+    body_timeout: float = 20.0
+    #: A body that is not complete within this many bytes goes to the worker in
+    #: ``http.request`` events of about this size (``more_body``), as it arrives.
+    body_chunk_size: int = 64 * 1024
+    #: Most request-body bytes all requests together may hold in the gateway while they
+    #: wait to go to a worker; a request that would pass it gets 503.
+    max_buffered_body_bytes: int = 32 * 1024 * 1024
     #: Largest request header block (request line and headers, bytes); larger ones get 431
     #: before they are buffered (400 with ``http: h11``, whose parser enforces it).
     max_header_size: int = 64 * 1024
@@ -117,7 +139,8 @@ class HttpOptions:
     forwarded_allow_ips: list[str] | None = None
     #: Send ``server: uvicorn`` (off: no need to advertise the implementation).
     server_header: bool = False
-    #: Log each request on the ``uvicorn.access`` logger.
+    #: Log one line per request and WebSocket handshake on the ``switchboard.access`` logger
+    #: (uvicorn's format plus the duration; ``switchboard run`` turns it on unless set).
     access_log: bool = False
     #: HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto".
     http: HttpImplementation = "auto"
@@ -127,9 +150,17 @@ class HttpOptions:
     def __post_init__(self) -> None:
         self._check_binds()
         self._check_numbers()
+        self._check_exempt()
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with '/'")
         self._check_implementations()
+
+    def _check_exempt(self) -> None:
+        for entry in self.max_connections_per_ip_exempt:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"max_connections_per_ip_exempt: {entry!r} is not an address or network") from None
 
     def _check_binds(self) -> None:
         if not self.bind:
@@ -149,6 +180,8 @@ class HttpOptions:
             "max_pending_replies": (self.max_pending_replies, 1),
             "max_pending_reply_bytes": (self.max_pending_reply_bytes, 1),
             "websocket_message_burst": (self.websocket_message_burst, 1),
+            "body_chunk_size": (self.body_chunk_size, 1024),
+            "max_buffered_body_bytes": (self.max_buffered_body_bytes, 64 * 1024),
         }
         for name, (value, minimum) in minimums.items():
             if value is not None and value < minimum:
@@ -159,6 +192,9 @@ class HttpOptions:
             "websocket_ping_interval": self.websocket_ping_interval,
             "websocket_ping_timeout": self.websocket_ping_timeout,
             "websocket_idle_timeout": self.websocket_idle_timeout,
+            "idle_timeout": self.idle_timeout,
+            "header_timeout": self.header_timeout,
+            "body_timeout": self.body_timeout,
         }
         for name, seconds in positive.items():
             if seconds is not None and not seconds > 0:
@@ -186,11 +222,25 @@ class HttpOptions:
                 raise ValueError(f"the {module} package is not installed: pip install {module}")
 
 
-def _ws_protocol(name: str, settings: ProtocolSettings) -> Any:
-    """uvicorn's ``ws`` setting; websockets-sansio as our leaner subclass (_http_uvicorn)."""
-    if _WS_IMPLEMENTATIONS[name][0] == "websockets-sansio":
-        return websocket_protocol(settings)
-    return _WS_IMPLEMENTATIONS[name][0]
+def _file_limit() -> int | None:
+    """This process's soft ``RLIMIT_NOFILE`` (None where unknown or unlimited)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def fd_reserve(limit: int, backlog: int) -> int:
+    """Descriptors to keep free below ``limit``: what accepting can take before the guard sees it.
+
+    The event loop accepts up to ``backlog`` sockets per wake-up and calls the protocols
+    a loop pass or two later, so a few such batches may land before any is shed; plus
+    room for the rest of the process (layer connections, aiortc's UDP sockets, files).
+    At most half the limit, so a small limit still leaves most of it to connections.
+    """
+    return max(1, min(3 * backlog + 64, limit // 2))
 
 
 class HttpPlugin(ProtocolPlugin[HttpOptions]):
@@ -208,8 +258,20 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         self._sockets: list[socket.socket] = []
         self._main_loop: asyncio.Task[None] | None = None
         self._context: BridgeContext | None = None
-        #: Open requests and WebSockets per client address (only with max_connections_per_ip).
+        #: Open requests and WebSockets per forwarded client address (``proxy_headers`` only:
+        #: sockets are counted per peer by the guard).
         self._per_ip: dict[str, int] = {}
+        self._guard: ConnectionGuard | None = None
+        self._body_budget = BodyBudget(options.max_buffered_body_bytes)
+        #: Write access lines: the option, and someone listening at INFO (checked at start).
+        self._access_log = False
+
+    @property
+    def guard(self) -> ConnectionGuard:
+        """The per-socket limits (docs/http.md); exists once the plugin has started."""
+        if self._guard is None:
+            raise RuntimeError("the http plugin has not started")
+        return self._guard
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -227,9 +289,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             close_timeout=_CLOSE_TIMEOUT,
             over_limit=self._over_limit,
             reply_bound=ReplyBound(options.max_pending_replies, options.max_pending_reply_bytes),
+            body_budget=self._body_budget,
             message_rate=options.websocket_max_messages_per_second,
             message_burst=options.message_burst,
+            body_chunk_size=options.body_chunk_size,
+            body_timeout=options.body_timeout,
         )
+        self._access_log = options.access_log and access_logger.isEnabledFor(logging.INFO)
         sockets = bind_sockets(options.bind)
         try:
             config = self._uvicorn_config()
@@ -269,25 +335,66 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         server.config.timeout_graceful_shutdown = cast(int, max(timeout, 0.0))
         await server.shutdown(sockets=self._sockets)
         self._sockets = []
+        if self._guard is not None:
+            self._guard.stop()
+        self._body_budget.close()
         leftover = list(server.server_state.tasks)
         if leftover:
             # Cancelled after the timeout: let their cleanup (disconnect events) run.
             await asyncio.wait(leftover, timeout=1.0)
         logger.info("http stopped")
 
+    def _new_guard(self) -> ConnectionGuard:
+        options = self.options
+        limit = _file_limit()
+        reserve = 0 if limit is None else fd_reserve(limit, options.backlog)
+        if limit is not None and reserve < 3 * options.backlog + 64:
+            logger.warning(
+                "the file limit (%d) is low for a listen backlog of %d: the gateway starts shedding idle "
+                "connections at %d open; raise the limit (ulimit -n) or lower the backlog", limit, options.backlog,
+                limit - reserve,
+            )
+        proxies = self._trusted_proxies() if options.proxy_headers else []
+        if isinstance(proxies, str):
+            proxies = proxies.split(",")
+        trusted = TrustedPeers([*options.max_connections_per_ip_exempt, *proxies])
+        return ConnectionGuard(
+            count=self.count,
+            max_per_ip=options.max_connections_per_ip,
+            trusted=trusted,
+            idle_timeout=options.idle_timeout,
+            header_timeout=options.header_timeout,
+            fd_limit=limit,
+            fd_reserve=reserve,
+        )
+
+    def _trusted_proxies(self) -> list[str] | str:
+        """``forwarded_allow_ips``, or uvicorn's default for it (its Config resolves the same)."""
+        if self.options.forwarded_allow_ips is not None:
+            return self.options.forwarded_allow_ips
+        return uvicorn.Config(app=self._asgi, log_config=None).forwarded_allow_ips
+
+    def base_urls(self) -> list[str]:
+        """``http://host:port<root_path>`` of every address listened on (port 0 resolved)."""
+        return [f"http://{_format_address(address)}{self.options.root_path}" for address in self.bound_addresses]
+
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        return [f"{url}/  (WebSocket ws://{url.removeprefix('http://')}/)" for url in self.base_urls()]
+
     def _uvicorn_config(self) -> uvicorn.Config:
         options = self.options
-        settings = ProtocolSettings(options.max_header_size, options.max_headers, self.count)
+        self._guard = guard = self._new_guard()
+        settings = ProtocolSettings(options.max_header_size, options.max_headers, self.count, guard)
         implementation = _HTTP_IMPLEMENTATIONS[options.http]
         return uvicorn.Config(
             app=self._asgi,
             interface="asgi3",
             lifespan="off",
             log_config=None,
-            access_log=options.access_log,
+            access_log=False,  # ours has the duration and sees every answer: _http_access.py
             http=http_protocol(implementation, settings),
             h11_max_incomplete_event_size=options.max_header_size,
-            ws=_ws_protocol(options.ws, settings),
+            ws=websocket_protocol(settings, _WS_IMPLEMENTATIONS[options.ws][0]),
             ws_max_size=options.max_frame_size,
             ws_ping_interval=options.websocket_ping_interval,
             ws_ping_timeout=options.websocket_ping_timeout,
@@ -306,7 +413,18 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
     # -- the bridge ---------------------------------------------------------------------
 
     async def _asgi(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """The ASGI application uvicorn runs for every request and WebSocket."""
+        """The ASGI application uvicorn runs for every request and WebSocket: the access log, then :meth:`_serve`."""
+        if not self._access_log or scope["type"] not in ("http", "websocket"):
+            await self._serve(scope, receive, send)
+            return
+        entry = AccessEntry(scope)
+        try:
+            await self._serve(scope, receive, entry.wrap(send))
+        finally:
+            entry.log()
+
+    async def _serve(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Route one request or WebSocket: refusals, mounted endpoints, else the worker pool."""
         context = self._context
         assert context is not None
         # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)
@@ -317,7 +435,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         if self._headers_over_limit(scope["headers"]):
             await self._refuse(kind, scope, receive, send, 431, "Request header fields too large", "431")
             return
-        address = self._client_address(scope)
+        # Sockets are capped per peer when accepted (the guard); behind trusted proxies the
+        # cap applies here, per request and WebSocket, to the forwarded client address.
+        address = self._client_address(scope) if self.options.proxy_headers else None
         limit = self.options.max_connections_per_ip
         if address is not None and limit is not None and self._per_ip.get(address, 0) >= limit:
             await self._refuse(kind, scope, receive, send, 503, "too many connections from your address", "503_per_ip")
@@ -352,6 +472,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             await send_plain(send, status, f"{text}\n", close=True, retry_after=1 if status == 503 else None)
         else:
             await WebSocketSession(context, scope, receive, send).refuse(status, text)
+
+    def stats(self) -> dict[str, int]:
+        """Counters, plus two gauges: sockets open and request-body bytes held right now."""
+        stats = super().stats()
+        stats["http.open_sockets"] = self._guard.open_sockets if self._guard is not None else 0
+        stats["http.body_bytes_buffered"] = self._body_budget.used
+        return stats
 
     def _headers_over_limit(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """The second line of the header limits, before anything opens on the layer.

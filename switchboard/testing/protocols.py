@@ -35,12 +35,14 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from switchboard.gateway.envelope import GROUP_ADD, GROUP_DISCARD
 from switchboard.gateway.layers.aliases import get_channel_layer
 from switchboard.gateway.specs import GATEWAY_TO_WORKER, WORKER_TO_GATEWAY, _registry, validate_message, validate_scope
 
 from .application import ApplicationCommunicator
 
 CLAIM_TYPE = "switchboard.claim"
+MEMBERSHIP_NOTICES = frozenset({GROUP_ADD, GROUP_DISCARD})
 
 
 def spec_scope(protocol: str, **overrides: Any) -> dict[str, Any]:
@@ -77,6 +79,8 @@ class ProtocolCommunicator(ApplicationCommunicator):
         prefix = self.protocol + "."
         while True:
             message = await self.layer.receive(self.scope["reply_channel"])
+            if message.get("type") in MEMBERSHIP_NOTICES:
+                continue  # the gateway keeps these itself (gateway/memberships.py)
             if str(message.get("type", "")).startswith(prefix):
                 await self.output_queue.put(message)
             else:

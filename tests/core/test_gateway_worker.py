@@ -179,7 +179,7 @@ async def test_replies_to_closed_connections_are_counted_not_delivered(layer: Ch
 async def test_full_pool_raises_channel_full_and_is_counted(layer: ChannelLayer) -> None:
     layer.options.channel_capacity = {}
     layer._capacity_patterns = []
-    layer._capacity_cache.clear()
+    layer._limits_cache.clear()
     layer.options.capacity = 2
     gateway = Gateway(layer)
     connection = gateway.open_connection({"type": "udp"}, Delivered())

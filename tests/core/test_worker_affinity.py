@@ -299,9 +299,9 @@ async def test_scope_less_event_after_the_instance_ended_resumes_it(layer: Chann
 
     original_send_tracked = layer.send_tracked
 
-    async def recording_send_tracked(channel: str, message: dict[str, Any]) -> bytes:
+    async def recording_send_tracked(channel: str, message: dict[str, Any], **options: Any) -> bytes:
         sent.append(message)
-        return await original_send_tracked(channel, message)
+        return await original_send_tracked(channel, message, **options)
 
     layer.send = recording_send  # type: ignore[method-assign]
     layer.send_tracked = recording_send_tracked  # type: ignore[method-assign]

@@ -216,7 +216,7 @@ async def test_a_slow_named_channel_is_read_only_as_fast_as_it_is_consumed(layer
 
 def test_worker_options_are_validated() -> None:
     options = from_mapping({"WORKER": {"max_instance_backlog": 50, "local_delivery": False, "auth": "x"}}).worker_options
-    assert (options.max_instance_backlog, options.local_delivery, options.heartbeat_interval) == (50, False, 1.0)
+    assert (options.max_instance_backlog, options.local_delivery, options.heartbeat_interval) == (50, False, 0.25)
     assert WorkerOptions().max_instance_backlog == 1000
     with pytest.raises(ConfigError, match="max_instance_backlog"):
         from_mapping({"WORKER": {"max_instance_backlog": 0}})

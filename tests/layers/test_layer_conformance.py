@@ -221,7 +221,7 @@ async def test_group_expiry(make_layer: MakeLayer) -> None:
 
 
 async def test_group_send_to_many_local_members_is_one_item(layer: ChannelLayer, stored_count: StoredCount) -> None:
-    channels = [await layer.new_channel("gateway") for _ in range(60)]
+    channels = [await layer.new_channel("proc") for _ in range(60)]
     key = split_local(channels[0])[0]
     for channel in channels:
         await layer.group_add("big-room", channel)
@@ -409,3 +409,20 @@ async def test_an_integer_beyond_64_bits_is_a_type_error_naming_where(layer: Cha
         await layer.send("test.bigint", {"type": "x", "payload": {"n": [1, 2**70]}})
     await layer.send("test.bigint", {"type": "x", "n": 2**64 - 1, "m": -(2**63)})  # the edges still fit
     assert (await layer.receive("test.bigint"))["n"] == 2**64 - 1
+
+
+async def test_group_add_many_and_discard_many(layer: ChannelLayer) -> None:
+    """The batched membership calls a gateway restores, refreshes and drops memberships with."""
+    members = [f"test.member{i}" for i in range(1200)]  # more than one command's worth
+    await layer.group_add_many({"many-a": members, "many-b": members[:3], "many-empty": []})
+    assert sorted(await layer.storage.group_members("many-a", 0, 1e12)) == sorted(members)
+    await layer.group_discard_many({"many-a": members[:1100], "many-b": members[:1]})
+    assert sorted(await layer.storage.group_members("many-a", 0, 1e12)) == sorted(members[1100:])
+    assert sorted(await layer.storage.group_members("many-b", 0, 1e12)) == sorted(members[1:3])
+
+
+async def test_markers_are_kept_and_lost_with_the_data(layer: ChannelLayer) -> None:
+    assert await layer.storage.keep_marker("test-marker", 60) is True
+    assert await layer.storage.keep_marker("test-marker", 60) is False
+    await layer.flush()
+    assert await layer.storage.keep_marker("test-marker", 60) is True

@@ -84,9 +84,12 @@ async def test_keys_are_prefixed_and_expire(storage: RedisStorage, raw: aioredis
     assert await storage.push("chan.a", item(1), 10, 2.5)
     await storage.group_add("room", "chan.a", 1000.0, 30)
     keys = sorted(key.decode() for key in await raw.keys(storage.prefix + "*"))
-    assert keys == [storage.prefix + "chan.a", storage.prefix + "group:room"]
-    # TTLs are rounded up to whole seconds.
-    assert 1 <= await raw.ttl(storage.prefix + "chan.a") <= 3
+    # The list, its byte account and the group.
+    names = ["bytes:chan.a", "chan.a", "group:room"]
+    assert keys == [storage.prefix + name for name in names]
+    # TTLs are rounded up to whole seconds; the byte account lives as long as its list.
+    for name in ("chan.a", "bytes:chan.a"):
+        assert 1 <= await raw.ttl(storage.prefix + name) <= 3
     assert 1 <= await raw.ttl(storage.prefix + "group:room") <= 30
     assert await raw.zscore(storage.prefix + "group:room", "chan.a") == 1000.0
     # A sub-second TTL still gives the list a second (EXPIRE 0 would delete it).
@@ -111,7 +114,7 @@ async def test_push_respects_capacity(storage: RedisStorage, raw: aioredis.Redis
     assert [await storage.push("cap", item(i), 2, 10) for i in range(3)] == [True, True, False]
     assert await raw.lrange(storage.prefix + "cap", 0, -1) == [item(0), item(1)]
     assert await storage.push("zero", item(0), 0, 10) is False
-    results = await storage.push_many([("cap", item(9), 2), ("m.a", item(1), 1), ("m.a", item(2), 1)], 10)
+    results = await storage.push_many([("cap", item(9), 2, None), ("m.a", item(1), 1, None), ("m.a", item(2), 1, None)], 10)
     assert results == [False, True, False]
 
 
@@ -194,7 +197,7 @@ async def test_group_members_expire_and_discard(storage: RedisStorage, raw: aior
 async def test_group_send_fan_out_is_one_list_item(make_storage: MakeStorage, raw: aioredis.Redis) -> None:
     storage = make_storage()
     layer = ChannelLayer(storage, LayerOptions(block_timeout=BLOCK_TIMEOUT))
-    channels = [await layer.new_channel("gateway") for _ in range(25)]
+    channels = [await layer.new_channel("proc") for _ in range(25)]
     for channel in channels:
         await layer.group_add("lobby", channel)
     await layer.group_send("lobby", {"text": "hi"})

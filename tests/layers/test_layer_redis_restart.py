@@ -28,7 +28,7 @@ async def test_layer_works_again_after_redis_restarts(
     caplog.set_level(logging.CRITICAL, logger="switchboard.layers")  # the pump logs each failed retry
     storage = RedisStorage(hosts=redis_server.url, prefix=unique_prefix(), socket_timeout=2, socket_connect_timeout=2)
     layer = ChannelLayer(storage, LayerOptions(block_timeout=0.2))
-    local = await layer.new_channel("gateway")
+    local = await layer.new_channel("proc")
     local_prefix = local.split("!")[0] + "!"
     receiver = layer.receiver([local_prefix])
     try:
@@ -70,5 +70,24 @@ async def test_blocked_pop_fails_cleanly_when_redis_goes_away(redis_server: Any,
         await asyncio.to_thread(redis_server.start)
         assert await storage.push("gone", b"back", 10, 10)
         assert await storage.pop(["gone"], 1, 1) == ("gone", [b"back"])
+    finally:
+        await storage.close()
+
+
+async def test_a_marker_tells_that_the_server_lost_its_data(redis_server: Any, unique_prefix: Callable[[], str]) -> None:
+    """What a gateway relies on to restore its connections' memberships after a restart."""
+    storage = RedisStorage(hosts=redis_server.url, prefix=unique_prefix(), socket_timeout=2, socket_connect_timeout=2)
+    try:
+        assert await storage.keep_marker("gateway.abc", 60) is True  # set now
+        assert await storage.keep_marker("gateway.abc", 60) is False  # still there: renewed
+        await storage.group_add_many([("room", ["gateway.abc!1", "gateway.abc!2"])], 1000.0, 60)
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.to_thread(redis_server.start)
+        assert await storage.group_members("room", 1000.0, 60) == []  # the restart took them
+        assert await storage.keep_marker("gateway.abc", 60) is True  # and this says so
+        await storage.group_add_many([("room", ["gateway.abc!1", "gateway.abc!2"])], 1000.0, 60)
+        assert sorted(await storage.group_members("room", 1000.0, 60)) == ["gateway.abc!1", "gateway.abc!2"]
+        await storage.group_discard_many([("room", ["gateway.abc!1"])])
+        assert await storage.group_members("room", 1000.0, 60) == ["gateway.abc!2"]
     finally:
         await storage.close()

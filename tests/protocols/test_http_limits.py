@@ -106,7 +106,10 @@ def test_defaults() -> None:
     options = HttpOptions()
     assert options.max_header_size == 64 * KiB
     assert options.max_headers == 100
-    assert options.max_connections_per_ip is None
+    assert options.max_connections_per_ip == 256, "a public server is protected by default"
+    assert options.max_connections_per_ip_exempt == ["127.0.0.0/8", "::1"], "a proxy on the same host is not"
+    assert (options.idle_timeout, options.header_timeout, options.body_timeout) == (10.0, 10.0, 20.0)
+    assert options.body_chunk_size == 64 * KiB and options.max_buffered_body_bytes == 32 * 1024 * KiB
     assert options.max_pending_replies == 1000
     assert options.max_pending_reply_bytes == 4 * 1024 * KiB
     assert options.websocket_max_messages_per_second is None
@@ -121,6 +124,9 @@ def test_defaults() -> None:
         ({"max_header_size": 100}, "max_header_size must be at least 256"),
         ({"max_headers": 0}, "max_headers must be at least 1"),
         ({"max_connections_per_ip": 0}, "max_connections_per_ip must be at least 1"),
+        ({"max_connections_per_ip_exempt": ["localhost"]}, "'localhost' is not an address or network"),
+        ({"idle_timeout": 0}, "idle_timeout must be a positive number"),
+        ({"body_chunk_size": 10}, "body_chunk_size must be at least 1024"),
         ({"max_pending_replies": 0}, "max_pending_replies must be at least 1"),
         ({"max_pending_reply_bytes": 0}, "max_pending_reply_bytes must be at least 1"),
         ({"websocket_max_messages_per_second": 0}, "websocket_max_messages_per_second must be a positive number"),
@@ -235,7 +241,7 @@ async def test_h11_limits_the_header_block_too(serve, raw_http) -> None:
 
 async def test_max_connections_per_ip_refuses_http_with_503_and_frees_the_slot(serve, http_connect, fetch_url) -> None:
     app = App()
-    stack = await serve(app, max_connections_per_ip=2)
+    stack = await serve(app, max_connections_per_ip=2, max_connections_per_ip_exempt=[])
     held = [await http_connect(stack.port) for _ in range(2)]
     for client in held:
         await client.send_request("GET", "/hold")
@@ -251,14 +257,20 @@ async def test_max_connections_per_ip_refuses_http_with_503_and_frees_the_slot(s
     app.release.set()
     for client in held:
         assert (await client.read_response()).status == 200
+    # Sockets count, not requests: the two kept-alive connections still hold their slots.
+    assert (await fetch_url(stack.port, "GET", "/")).status == 503
+    await held[0].close()
+    await eventually(lambda: stack.plugin.guard.per_ip == {"127.0.0.1": 1})
     assert (await fetch_url(stack.port, "GET", "/")).status == 200
-    assert stack.plugin.stats()["http.503_per_ip"] == 1
-    assert stack.plugin._per_ip == {}
+    assert stack.plugin.stats()["http.503_per_ip"] == 2
+    await held[1].close()
+    await eventually(lambda: stack.plugin.guard.per_ip == {})
+    assert stack.plugin._per_ip == {}, "without proxy_headers requests are not counted again"
 
 
 async def test_max_connections_per_ip_denies_websockets_with_503(serve) -> None:
     app = App()
-    stack = await serve(app, max_connections_per_ip=1)
+    stack = await serve(app, max_connections_per_ip=1, max_connections_per_ip_exempt=[])
     async with connect(stack.ws_url()) as first:
         with pytest.raises(InvalidStatus) as refused:
             async with connect(stack.ws_url()):
@@ -266,11 +278,12 @@ async def test_max_connections_per_ip_denies_websockets_with_503(serve) -> None:
         assert refused.value.response.status_code == 503
         await first.send("still here")
         assert await first.recv() == "still here"
-    await eventually(lambda: not stack.plugin._per_ip)
+    await eventually(lambda: not stack.plugin.guard.per_ip)
     async with connect(stack.ws_url()) as again:
         await again.send("back")
         assert await again.recv() == "back"
-    assert stack.plugin.stats()["websocket.503_per_ip"] == 1
+    # Refused when accepted, before the handshake was read: counted as an HTTP refusal.
+    assert stack.plugin.stats()["http.503_per_ip"] == 1
 
 
 # -- WebSocket message rate -------------------------------------------------------------------

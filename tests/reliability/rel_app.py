@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import rel_uploads
+
 from switchboard.gateway.layers import ChannelFull
 
 Message = dict[str, Any]
@@ -34,7 +36,11 @@ SEEN: dict[str, int] = {"emails": 0, "sms": 0, "mqtt": 0, "udp": 0, "slow_ws_rec
 
 
 async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/slow?s=N`` answers after N seconds (drain tests); anything else ``ok <body length>``."""
+    """``/slow?s=N`` answers after N seconds (drain tests); ``/upload/...`` see rel_uploads;
+    anything else ``ok <body length>``."""
+    if scope["path"].startswith("/upload/"):
+        await rel_uploads.application(scope, receive, send)
+        return
     body = b""
     while True:
         event = await receive()
@@ -63,8 +69,11 @@ async def http_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Paths: ``/ws/echo`` echoes, ``/ws/pid`` prefixes the worker pid, ``/ws/hold`` blocks on
     ``hold`` (a worker busy mid-message), ``/ws/slow`` reads slowly, ``/ws/stream`` sends a
-    fast stream on request (``<count>:<size>``)."""
+    fast stream on request (``<count>:<size>``), ``/ws/room/<name>`` is a chat room."""
     path = scope["path"]
+    if path.startswith("/ws/room/"):
+        await room_app(scope, receive, send)
+        return
     while True:
         event = await receive()
         kind = event["type"]
@@ -88,6 +97,49 @@ async def websocket_app(scope: Scope, receive: Receive, send: Send) -> None:
                 await send({"type": "websocket.send", "text": text})
             else:
                 await send({"type": "websocket.send", "bytes": data or b""})
+
+
+async def room_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """A chat room, as the example's ChatConsumer: every frame goes to the room's group, each
+    member sends each group message to its client. ``burst:<n>`` posts ``n`` numbered
+    messages at once (one client's burst) after the test has paused the gateway: the
+    worker marks ``burst-armed`` and waits for the file ``go`` in ``$REL_MARK_DIR``.
+
+    It joins its group on connect and never leaves it: dropping a closed connection's
+    membership is the gateway's job (the consumer may have been killed), which the
+    reliability tests check.
+    """
+    from switchboard.gateway.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    group = "room." + scope["path"].rstrip("/").rsplit("/", 1)[-1]
+    while True:
+        event = await receive()
+        kind = event["type"]
+        if kind == "websocket.connect":
+            if not scope.get("resumed"):
+                await layer.group_add(group, scope["reply_channel"])
+            await send({"type": "websocket.accept"})
+        elif kind == "websocket.disconnect":
+            return
+        elif kind == "websocket.receive":
+            text = event.get("text") or ""
+            if text.startswith("burst:"):
+                mark("burst-armed")
+                await _wait_for_mark("go")
+                for index in range(int(text.split(":", 1)[1])):
+                    await layer.group_send(group, {"type": "room.message", "text": f"burst-{index}"})
+                mark("burst-posted")
+            else:
+                await layer.group_send(group, {"type": "room.message", "text": text})
+        elif kind == "room.message":
+            await send({"type": "websocket.send", "text": event["text"]})
+
+
+async def _wait_for_mark(name: str) -> None:
+    directory = os.environ.get("REL_MARK_DIR")
+    while directory and not await asyncio.to_thread(os.path.exists, os.path.join(directory, name)):
+        await asyncio.sleep(0.02)
 
 
 async def _stream(send: Send, request: str) -> None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -392,7 +394,10 @@ class ProcessDeployment:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_offsets: dict[str, int] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None,
+              file_limit: int | None = None) -> subprocess.Popen[bytes]:
+        """Start ``switchboard <args>``; ``file_limit`` sets its RLIMIT_NOFILE (soft and hard,
+        so the gateway cannot raise it) before it runs, for attacks on the descriptor limit."""
         log = open(self.log_dir / f"{name}.log", "ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "switchboard", *args, "--settings", "rel_settings"],
@@ -400,6 +405,7 @@ class ProcessDeployment:
             env={**self.env, **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if file_limit is None else functools.partial(_limit_files, file_limit),
         )
         log.close()
         self.processes[name] = process
@@ -468,6 +474,11 @@ class ProcessDeployment:
         wait_for(ready, timeout, "the deployment to answer HTTP")
 
 
+def _limit_files(limit: int) -> None:
+    """In the child, before exec: lower its descriptor limit (soft and hard)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 def deployment_env(
     redis_url: str | None, *, protocols: str = "http", prefix: str | None = None, **extra: str
 ) -> tuple[dict[str, str], int]:
@@ -481,7 +492,8 @@ def deployment_env(
         "REL_HTTP_BIND": f"127.0.0.1:{http_port}",
         "REL_SMS_AUTH_TOKEN": SMS_AUTH_TOKEN,
     })
-    for name in ("REL_REDIS_URL", "REL_REDIS_PREFIX", "REL_HTTP_OPTIONS", "SWITCHBOARD_LOG_LEVEL"):
+    for name in ("REL_REDIS_URL", "REL_REDIS_PREFIX", "REL_HTTP_OPTIONS", "REL_LAYER_OPTIONS", "REL_GATEWAY_OPTIONS",
+                 "REL_WORKER_OPTIONS", "SWITCHBOARD_LOG_LEVEL"):
         env.pop(name, None)
     if redis_url is not None:
         env["REL_REDIS_URL"] = redis_url

@@ -9,7 +9,9 @@ flood tests and the secrets test:
 - ``REL_PROTOCOLS``: comma-separated plugins to enable (default ``http``);
 - ``REL_SMS_AUTH_TOKEN``, ``REL_MQTT_BROKER``, ``REL_MQTT_PREFIX``, ``REL_MQTT_USERNAME``,
   ``REL_MQTT_PASSWORD``: credentials and broker of the sms and mqtt plugins;
-- ``REL_HTTP_OPTIONS``: JSON merged into the http plugin's options.
+- ``REL_HTTP_OPTIONS``: JSON merged into the http plugin's options;
+- ``REL_LAYER_OPTIONS``, ``REL_GATEWAY_OPTIONS``, ``REL_WORKER_OPTIONS``: JSON merged into
+  the layer's ``CONFIG``, ``SWITCHBOARD["GATEWAY"]`` and ``SWITCHBOARD["WORKER"]``.
 """
 
 import json
@@ -21,6 +23,8 @@ INSTALLED_APPS = ["switchboard"]
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 ASGI_APPLICATION = "rel_app.application"
+ROOT_URLCONF = "rel_urls"  # /upload/django/ (rel_uploads.py); the rest is raw ASGI
+DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 
 _enabled = [name for name in os.environ.get("REL_PROTOCOLS", "http").split(",") if name]
 _redis_url = os.environ.get("REL_REDIS_URL")
@@ -67,12 +71,23 @@ SWITCHBOARD = {
     "LAYER": (
         {
             "BACKEND": "redis",
-            "CONFIG": {"hosts": [_redis_url], "prefix": os.environ.get("REL_REDIS_PREFIX", "sb-rel:"), "block_timeout": 0.5},
+            "CONFIG": {
+                "hosts": [_redis_url],
+                "prefix": os.environ.get("REL_REDIS_PREFIX", "sb-rel:"),
+                "block_timeout": 0.5,
+                **json.loads(os.environ.get("REL_LAYER_OPTIONS", "{}")),
+            },
         }
         if _redis_url
         else {"BACKEND": "memory"}
     ),
     "PROTOCOLS": {name: _all_protocols[name] for name in _enabled},
-    "WORKER": {"protocols": json.loads(os.environ.get("REL_WORKER_PROTOCOLS", '["http", "websocket", "udp", "email", "sms", '
-                                                                             '"webrtc", "mqtt"]')), "channels": []},
+    "WORKER": {
+        "protocols": json.loads(
+            os.environ.get("REL_WORKER_PROTOCOLS", '["http", "websocket", "udp", "email", "sms", "webrtc", "mqtt"]')
+        ),
+        "channels": [],
+        **json.loads(os.environ.get("REL_WORKER_OPTIONS", "{}")),
+    },
+    "GATEWAY": json.loads(os.environ.get("REL_GATEWAY_OPTIONS", "{}")),
 }

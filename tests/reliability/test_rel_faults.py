@@ -90,7 +90,7 @@ def test_worker_killed_mid_message_hands_the_connection_to_another_worker(deploy
     """SIGKILL the worker holding a WebSocket while it is inside a handler; another runs.
 
     What the code does (and docs/reliability.md states): the connection stays open. Events
-    sent to the dead worker before the gateway notices (``worker_timeout``, 5 s without
+    sent to the dead worker before the gateway notices (``worker_timeout``, 1 s without
     heartbeats) are lost, at-most-once, like the message the worker died handling; after
     that the surviving worker *resumes* the connection (replays connect, swallows the
     accept) and answers every later message.

@@ -84,7 +84,8 @@ def test_huge_header_blocks_get_431(http_gateway: InProcessGateway, headers: byt
 def test_connections_per_ip_are_limited() -> None:
     """With ``max_connections_per_ip: 5`` a sixth socket from one address is refused (503),
     while another address (127.0.0.2) still gets in."""
-    gateway = InProcessGateway({"http": {"bind": ["127.0.0.1:0"], "max_connections_per_ip": 5}}).start()
+    gateway = InProcessGateway({"http": {"bind": ["127.0.0.1:0"], "max_connections_per_ip": 5,
+                                          "max_connections_per_ip_exempt": []}}).start()
     try:
         url = f"ws://127.0.0.1:{gateway.http_port}/ws/echo"
         with contextlib.ExitStack() as open_sockets:

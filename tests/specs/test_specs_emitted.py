@@ -37,6 +37,9 @@ EMITTED_BY_CORE = {
     "switchboard.drained": specs.WORKER_TO_GATEWAY,  # envelope.DRAINED
     "switchboard.scope_request": specs.WORKER_TO_GATEWAY,  # envelope.SCOPE_REQUEST
     "switchboard.scope": specs.GATEWAY_TO_WORKER,  # envelope.SCOPE
+    "switchboard.mark": specs.WORKER_TO_GATEWAY,  # envelope.MARK, the gateway to itself
+    "switchboard.group_add": specs.WORKER_TO_GATEWAY,  # envelope.GROUP_ADD, by ChannelLayer.group_add
+    "switchboard.group_discard": specs.WORKER_TO_GATEWAY,  # envelope.GROUP_DISCARD
 }
 
 
@@ -60,13 +63,15 @@ def test_pool_channel_of_every_scope_type_is_a_valid_channel(scope_type: str) ->
 class CapturingLayer:
     """Just enough of a layer for the code under test: records every send."""
 
+    group_expiry = 86400.0  # read by the gateway's membership keeper
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
     async def send(self, channel: str, message: dict[str, Any], **options: Any) -> None:
         self.sent.append((channel, message))
 
-    async def send_tracked(self, channel: str, message: dict[str, Any]) -> bytes:
+    async def send_tracked(self, channel: str, message: dict[str, Any], **options: Any) -> bytes:
         self.sent.append((channel, message))
         return b"item"
 
@@ -184,6 +189,9 @@ def test_envelope_module_types_are_specified() -> None:
         "switchboard.drained",
         "switchboard.scope_request",
         "switchboard.scope",
+        "switchboard.mark",
+        "switchboard.group_add",
+        "switchboard.group_discard",
     }
     assert names <= specs.known_types("message")
 

@@ -268,10 +268,10 @@ class GatedStorage(MemoryStorage):
         super().__init__()
         self.gate = asyncio.Event()
 
-    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
         if key.startswith("switchboard."):
             await self.gate.wait()
-        return await super().push(key, item, capacity, ttl)
+        return await super().push(key, item, capacity, ttl, max_bytes)
 
 
 async def test_stuck_layer_fills_the_bounded_queue_then_drops(caplog: pytest.LogCaptureFixture) -> None:

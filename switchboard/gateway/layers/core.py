@@ -22,14 +22,23 @@ from typing import Any
 
 import msgpack
 
+from ..envelope import GROUP_ADD, GROUP_DISCARD
 from .base import BaseChannelLayer, compile_capacities
 from .names import check_channel_name, check_group_name, split_local
 from .serializers import MsgPackSerializer, registry
-from .storage import Storage
+from .storage import PushEntry, Storage
 
 logger = logging.getLogger("switchboard.layers")
 
 Message = dict[str, Any]
+
+#: Channels of gateway connections (``gateway.<id>!<token>``): their memberships are
+#: reported to the gateway (see ``ChannelLayer._tell_owner``).
+CONNECTION_PREFIX = "gateway."
+
+#: How a send to a process-local channel may merge with identical ones in the batcher:
+#: ``(suffix, packed message, expires_at)``.
+_Part = tuple[str, bytes, float]
 
 #: A process-local shortcut for sends (see :meth:`ChannelLayer.add_local_route`): given a
 #: channel, the message and its packed item, deliver a copy in this process and return
@@ -51,13 +60,19 @@ class LayerStats:
 
     sent: int = 0
     received: int = 0
+    #: Sends refused because the channel was full: of items, or of bytes (``full_bytes``
+    #: counts the latter again on its own, so ``full`` stays the one count of refusals).
     full: int = 0
+    full_bytes: int = 0
     group_sent: int = 0
     group_dropped_full: int = 0
     expired: int = 0
     corrupt: int = 0
     #: Sends and group members delivered in this process by a local route (no storage hop).
     local_delivered: int = 0
+    #: group_add / group_discard notices a connection's gateway could not be sent (see
+    #: ``ChannelLayer._tell_owner``): memberships it will not restore, refresh or drop.
+    group_notices_dropped: int = 0
     # Durable channels (durable_channels.py): stored (also in ``sent``), refused as too
     # large / stored without the replicas asked for, first deliveries read (also in
     # ``received``), deliveries claimed again (retries, lost or stopped workers),
@@ -92,6 +107,24 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
         raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
 
 
+def pack_message(message: Message) -> bytes:
+    """The message part of an item alone (see :func:`join_item`), with :func:`pack`'s errors."""
+    try:
+        return msgpack.packb(message, use_bin_type=True)
+    except OverflowError as exc:
+        raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
+
+
+def join_item(packed_message: bytes, expires_at: float, suffixes: list[str] | None) -> bytes:
+    """:func:`pack`, from a message packed once by :func:`pack_message`.
+
+    msgpack values are self-delimiting, so an array is its header followed by its packed
+    elements: one packed message can be stored under several suffix lists without packing
+    it again (what lets the send batcher merge identical replies, see ``_SendBatcher``).
+    """
+    return b"\x93" + msgpack.packb(expires_at) + msgpack.packb(suffixes, use_bin_type=True) + packed_message
+
+
 def _too_big_path(value: Any, path: str = "") -> str | None:
     """Where in ``value`` the first integer outside msgpack's range is (``['a'][0]``)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -120,6 +153,24 @@ def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
 INTERNAL_CAPACITIES: dict[str, int] = {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
 
 
+def control_capacity(capacity: int) -> int:
+    """What a control message may fill a list to: a tenth over its ``capacity``.
+
+    Switchboard's own messages (a worker's heartbeats, claims, a connection's membership
+    notices) share their lists with data; a list full of replies must not refuse the
+    heartbeat that tells the gateway its worker is alive. The headroom is small and
+    bounded, so data can never use it.
+    """
+    return capacity + max(1, capacity // 10)
+
+
+def _first_match(patterns: list[tuple[re.Pattern[str], int]], key: str, default: int) -> int:
+    for pattern, value in patterns:
+        if pattern.match(key):
+            return value
+    return default
+
+
 @dataclass
 class LayerOptions:
     """Options common to every layer backend (the layer ``CONFIG`` mapping)."""
@@ -128,6 +179,11 @@ class LayerOptions:
     expiry: float = 60.0
     group_expiry: float = 86400.0
     channel_capacity: Mapping[str, int] = field(default_factory=lambda: dict(INTERNAL_CAPACITIES))
+    # Bytes of packed messages one storage key may hold (a few large messages must not be
+    # able to fill the server: 300 one-megabyte requests are 300 messages, far below any
+    # message capacity). ``channel_byte_capacity`` overrides it per pattern, as above.
+    byte_capacity: int = 256 * 1024 * 1024
+    channel_byte_capacity: Mapping[str, int] = field(default_factory=dict)
     # How long one blocking pop may wait before the read loop checks for shutdown.
     block_timeout: float = 1.0
     # How many items one pop may return (one Redis round trip).
@@ -160,12 +216,13 @@ class ChannelLayer(BaseChannelLayer):
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
         self._capacity_patterns: list[tuple[re.Pattern[str], int]] = compile_capacities(self.options.channel_capacity)
+        self._byte_capacity_patterns = compile_capacities(self.options.channel_byte_capacity)
         keys = self.options.symmetric_encryption_keys
         # None: the fast path, the message packed inside the envelope in one msgpack call.
         self._serializer: Any = None
         if keys or self.options.serializer_format != "msgpack":
             self._serializer = registry.get_serializer(self.options.serializer_format, symmetric_encryption_keys=keys)
-        self._capacity_cache: dict[str, int] = {}
+        self._limits_cache: dict[str, tuple[int, int]] = {}
         self._local_readers: dict[str, _LocalChannels] = {}
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
@@ -215,6 +272,10 @@ class ChannelLayer(BaseChannelLayer):
             return pack(message, expires_at, suffixes)
         return pack(self._serializer.serialize(message), expires_at, suffixes)
 
+    def pack_message(self, message: Any) -> bytes:
+        """The message part of an item alone, sealed like :meth:`pack_item` (see :func:`join_item`)."""
+        return pack_message(message if self._serializer is None else self._serializer.serialize(message))
+
     def unpack_item(self, item: bytes) -> tuple[float, list[str] | None, Any]:
         """``(expires_at, suffixes, message)`` of a stored item; raises if it cannot be read."""
         expires_at, suffixes, message = unpack(item)
@@ -257,28 +318,54 @@ class ChannelLayer(BaseChannelLayer):
         return self.capacity_for(channel)
 
     def capacity_for(self, key: str) -> int:
-        """Capacity of the list ``key`` (first matching ``channel_capacity`` pattern)."""
-        cached = self._capacity_cache.get(key)
+        """Capacity of the list ``key`` in messages (first matching ``channel_capacity`` pattern)."""
+        return self.limits_for(key)[0]
+
+    def byte_capacity_for(self, key: str) -> int:
+        """Capacity of the list ``key`` in bytes (first matching ``channel_byte_capacity`` pattern)."""
+        return self.limits_for(key)[1]
+
+    def limits_for(self, key: str) -> tuple[int, int]:
+        """``(messages, bytes)`` the list ``key`` may hold."""
+        cached = self._limits_cache.get(key)
         if cached is not None:
             return cached
-        capacity = self.options.capacity
-        for pattern, value in self._capacity_patterns:
-            if pattern.match(key):
-                capacity = value
-                break
-        if len(self._capacity_cache) < 10000:
-            self._capacity_cache[key] = capacity
-        return capacity
+        limits = (
+            _first_match(self._capacity_patterns, key, self.options.capacity),
+            _first_match(self._byte_capacity_patterns, key, self.options.byte_capacity),
+        )
+        if len(self._limits_cache) < 10000:
+            self._limits_cache[key] = limits
+        return limits
 
-    async def send(self, channel: str, message: Message, *, local: bool = True, durable: bool | None = None) -> None:
+    def _count_full(self, refused: int = 1) -> None:
+        self.stats.full += refused
+        self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
+
+    async def send(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        local: bool = True,
+        wait: float = 0.0,
+        control: bool = False,
+        durable: bool | None = None,
+    ) -> None:
         """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
 
         ``local=False`` skips the local routes: for callers that know the message is for
         the process behind the channel (a worker's replies to its clients' gateway).
+        ``wait``: while the channel is full, try again (with a growing pause) for up to
+        that many seconds before raising: for a reader that is only behind for a moment.
+        Only the final refusal is counted in ``stats.full``. ``control``: the message may
+        take a tenth more than the channel's capacity (:func:`control_capacity`), for
+        Switchboard's own messages (heartbeats, claims) that share a list with data.
 
         On a durable channel (``LAYER.CONFIG.durable``) the send returns once the message
         is stored (specs/layer.md, Durable channels) and may also raise
-        ``MessageTooLarge`` or ``NotReplicated``. ``durable=False`` sends it at most once
+        ``MessageTooLarge`` or ``NotReplicated``; ``wait`` and ``control`` do not apply
+        there (the source is told to try later). ``durable=False`` sends it at most once
         all the same (an MQTT QoS 0 message on the MQTT pool); ``durable=True`` insists
         (ValueError if the channel is not durable).
         """
@@ -291,7 +378,7 @@ class ChannelLayer(BaseChannelLayer):
                 return
             if durable:
                 self.durable.require(channel)
-        await self._send(channel, message, local=local)
+        await self._send(channel, message, local=local, wait=wait, control=control)
 
     async def send_durable(self, channel: str, message: Message) -> str:
         """Send to a durable channel; the message's event id once it is stored."""
@@ -299,37 +386,76 @@ class ChannelLayer(BaseChannelLayer):
         self._check_message(message)
         return await self.durable.send(channel, message, options)
 
-    async def send_tracked(self, channel: str, message: Message) -> bytes:
+    async def send_tracked(self, channel: str, message: Message, *, wait: float = 0.0) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
 
         Never taken by a local route: the caller wants to know whether a reader of the
         channel has taken the message.
         """
-        item = await self._send(channel, message, local=False)
+        item = await self._send(channel, message, local=False, tracked=True, wait=wait)
         assert item is not None
         return item
 
-    async def _send(self, channel: str, message: Message, *, local: bool) -> bytes | None:
+    async def _send(
+        self, channel: str, message: Message, *, local: bool, tracked: bool = False, wait: float = 0.0,
+        control: bool = False,
+    ) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
         self._check_message(message)
         key, suffix = split_local(channel)
-        item = self.pack_item(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        expires_at = time.time() + self.options.expiry
+        if suffix is None:
+            packed = b""
+            item = self.pack_item(message, expires_at, None)
+        else:
+            packed = self.pack_message(message)
+            item = join_item(packed, expires_at, [suffix])
         if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
             self.stats.sent += 1
             return None
-        capacity = self.capacity_for(key)
-        if self._coalesce:
-            # Sends issued in the same loop pass (one per connection or consumer) travel
-            # together: one round trip per shard instead of one per message.
-            ok = await self._batcher().add(key, item, capacity)
-        else:
-            ok = await self.storage.push(key, item, capacity, self.options.expiry)
+        capacity, max_bytes = self.limits_for(key)
+        if control:
+            capacity = control_capacity(capacity)
+        # A tracked send must be stored as the very item it returns, so it never merges.
+        part = None if suffix is None or tracked else (suffix, packed, expires_at)
+        ok = await self._push(key, item, capacity, max_bytes, part)
+        if not ok and wait > 0:
+            ok = await self._push_when_room(key, item, capacity, max_bytes, part, wait)
         if not ok:
-            self.stats.full += 1
+            self._count_full()
             raise ChannelFull(channel)
         self.stats.sent += 1
         return item
+
+    async def _push(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> bool:
+        if self._coalesce:
+            # Sends issued in the same loop pass (one per connection or consumer) travel
+            # together: one round trip per shard instead of one per message; identical
+            # messages to channels of one process become one item (see _SendBatcher).
+            return await self._batcher().add(key, item, capacity, max_bytes, part)
+        return await self.storage.push(key, item, capacity, self.options.expiry, max_bytes)
+
+    async def _push_when_room(
+        self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None, wait: float
+    ) -> bool:
+        """Try a refused push again until it is stored or ``wait`` seconds have passed.
+
+        The pause doubles from 5 ms to 100 ms: a reader that is a moment behind (a gateway
+        taking a burst) frees room within a few tries, while a reader that is gone costs a
+        few pushes per second until ``wait`` ends.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        pause = 0.005
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.1)
+            if await self._push(key, item, capacity, max_bytes, part):
+                return True
 
     async def still_queued(self, channel: str, item: bytes) -> bool:
         """Whether an item :meth:`send_tracked` stored on ``channel`` is still unread."""
@@ -344,7 +470,7 @@ class ChannelLayer(BaseChannelLayer):
         Messages for durable channels are stored durably (False also when one is larger
         than its channel's ``max_message_size``).
         """
-        batch = []
+        batch: list[PushEntry] = []
         durable: list[tuple[int, str, Message, Any]] = []
         expires_at = time.time() + self.options.expiry
         for position, (channel, message) in enumerate(messages):
@@ -355,26 +481,20 @@ class ChannelLayer(BaseChannelLayer):
                 durable.append((position, channel, message, options))
                 continue
             key, suffix = split_local(channel)
-            batch.append((key, self.pack_item(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
+            batch.append((key, self.pack_item(message, expires_at, None if suffix is None else [suffix]), *self.limits_for(key)))
+        listed: list[bool] = []
+        if batch:
+            listed = list(await self.storage.push_many(batch, self.options.expiry))
+            stored = sum(1 for ok in listed if ok)
+            self.stats.sent += stored
+            if stored < len(listed):
+                self._count_full(len(listed) - stored)
         if not durable:
-            if not batch:
-                return []
-            results = await self.storage.push_many(batch, self.options.expiry)
-            self._count_pushes(results)
-            return list(results)
-        listed = await self.storage.push_many(batch, self.options.expiry) if batch else []
-        self._count_pushes(listed)
-        stored = await self.durable.send_many([(channel, message, options) for _p, channel, message, options in durable])
-        stored_at = {position: ok for (position, _c, _m, _o), ok in zip(durable, stored)}
+            return listed
+        kept = await self.durable.send_many([(channel, message, options) for _p, channel, message, options in durable])
+        kept_at = {position: ok for (position, _c, _m, _o), ok in zip(durable, kept)}
         listed_iter = iter(listed)
-        return [stored_at[position] if position in stored_at else bool(next(listed_iter)) for position in range(len(messages))]
-
-    def _count_pushes(self, results: Sequence[bool]) -> None:
-        for ok in results:
-            if ok:
-                self.stats.sent += 1
-            else:
-                self.stats.full += 1
+        return [kept_at[position] if position in kept_at else next(listed_iter) for position in range(len(messages))]
 
     def _batcher(self) -> _SendBatcher:
         # Fast path without asyncio.get_running_loop(), which costs a getpid() system call
@@ -442,11 +562,46 @@ class ChannelLayer(BaseChannelLayer):
         check_group_name(group)
         check_channel_name(channel)
         await self.storage.group_add(group, channel, time.time(), self.options.group_expiry)
+        if channel.startswith(CONNECTION_PREFIX):
+            await self._tell_owner(channel, GROUP_ADD, group)
 
     async def group_discard(self, group: str, channel: str) -> None:
         check_group_name(group)
         check_channel_name(channel)
         await self.storage.group_discard(group, channel)
+        if channel.startswith(CONNECTION_PREFIX):
+            await self._tell_owner(channel, GROUP_DISCARD, group)
+
+    async def _tell_owner(self, channel: str, notice: str, group: str) -> None:
+        """Tell the gateway holding connection ``channel`` that it joined or left ``group``.
+
+        The gateway keeps its connections' memberships so that it can restore them when
+        the storage loses them (a Redis restart), refresh them before ``group_expiry``
+        while the connection lives, and drop them when it closes: the consumer that calls
+        ``group_add`` runs in some worker, but only the gateway knows the connection is
+        still there. Every ``group_add`` / ``group_discard`` goes through this layer, so
+        this is the one place that sees them all. The notice travels on the connection's
+        reply channel, behind what was sent to it before, as a control message (a reply
+        list full of replies must not cost a membership). A notice that still cannot be
+        stored is counted and logged, never raised: the membership itself is in place.
+        """
+        try:
+            await self._send(channel, {"type": notice, "group": group}, local=False, control=True)
+        except Exception as exc:
+            self.stats.group_notices_dropped += 1
+            logger.warning("could not tell the gateway of %s about %s %s: %r", channel, notice, group, exc)
+
+    async def group_add_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
+        """Add or refresh many memberships at once (no owner notices: for the owner itself).
+
+        A gateway uses it to restore its connections' memberships after the storage lost
+        them, and to refresh them before ``group_expiry``: one round trip per server.
+        """
+        await self.storage.group_add_many(list(memberships.items()), time.time(), self.options.group_expiry)
+
+    async def group_discard_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
+        """Remove many memberships at once (no owner notices: for the owner itself)."""
+        await self.storage.group_discard_many(list(memberships.items()))
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every channel in ``group``; full channels are skipped.
@@ -475,13 +630,13 @@ class ChannelLayer(BaseChannelLayer):
                 suffixes.append(suffix)
         if not by_key:
             return
-        batch = [
-            (key, self.pack_item(message, expires_at, suffixes), self.capacity_for(key))
+        batch: list[PushEntry] = [
+            (key, self.pack_item(message, expires_at, suffixes), *self.limits_for(key))
             for key, suffixes in by_key.items()
         ]
         results = await self.storage.push_many(batch, self.options.expiry)
         over = 0
-        for (key, _item, _cap), ok in zip(batch, results):
+        for (key, *_rest), ok in zip(batch, results):
             if ok:
                 self.stats.group_sent += 1
             else:
@@ -489,6 +644,7 @@ class ChannelLayer(BaseChannelLayer):
                 suffixes = by_key[key]
                 over += 1 if suffixes is None else len(suffixes)
         if over:
+            self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
             # One line per group_send, in channels_redis's words and level: a full member
             # is a slow reader, counted in stats (and metrics); a line per member would
             # flood the log exactly when the system is already behind.
@@ -516,12 +672,18 @@ class ChannelLayer(BaseChannelLayer):
 class _SendBatcher:
     """Group commit for :meth:`ChannelLayer.send` on one event loop.
 
-    Each send appends ``(key, item, capacity)`` and waits on a future. The first send of
-    a quiet period schedules a flush with ``call_soon``, so every send issued in the same
-    loop pass (50 connections' events, 50 consumers' replies) goes out in one
-    ``push_many`` (one Lua call per shard). While a flush is in flight, new sends queue
-    and go out together when it returns: under load batches grow by themselves, and one
-    sender's sends can never overtake each other (each waits for its own result).
+    Each send appends its push and waits on a future. The first send of a quiet period
+    schedules a flush with ``call_soon``, so every send issued in the same loop pass (50
+    connections' events, 50 consumers' replies) goes out in one ``push_many`` (one Lua
+    call per shard). While a flush is in flight, new sends queue and go out together when
+    it returns: under load batches grow by themselves, and one sender's sends can never
+    overtake each other (each waits for its own result).
+
+    Identical messages to channels of one process-local prefix become **one** item naming
+    all of their suffixes, as ``group_send`` stores them (see :func:`_merge_identical`):
+    the 20 members of a chat room each answering a group message with the same
+    ``websocket.send`` cost the gateway one item to read instead of 20, and one slot of
+    its reply list's capacity instead of 20.
     """
 
     __slots__ = ("flushing", "layer", "loop", "pending", "scheduled")
@@ -529,13 +691,13 @@ class _SendBatcher:
     def __init__(self, layer: ChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
         self.layer = layer
         self.loop = loop
-        self.pending: list[tuple[str, bytes, int, asyncio.Future[bool]]] = []
+        self.pending: list[_Pending] = []
         self.scheduled = False
         self.flushing = False
 
-    def add(self, key: str, item: bytes, capacity: int) -> asyncio.Future[bool]:
+    def add(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> asyncio.Future[bool]:
         future: asyncio.Future[bool] = self.loop.create_future()
-        self.pending.append((key, item, capacity, future))
+        self.pending.append((key, item, capacity, max_bytes, part, future))
         if not self.scheduled and not self.flushing:
             self.scheduled = True
             self.loop.call_soon(self._start)
@@ -549,37 +711,90 @@ class _SendBatcher:
         batch, self.pending = self.pending, []
         self.loop.create_task(self._flush(batch))
 
-    async def _flush(self, batch: list[tuple[str, bytes, int, asyncio.Future[bool]]]) -> None:
+    async def _flush(self, batch: list[_Pending]) -> None:
         storage = self.layer.storage
         ttl = self.layer.options.expiry
         try:
             while batch:
+                entries, waiters = _merge_identical(batch)
                 try:
-                    if len(batch) == 1:
-                        key, item, capacity, _future = batch[0]
-                        results: Sequence[bool] = [await storage.push(key, item, capacity, ttl)]
+                    if len(entries) == 1:
+                        key, item, capacity, max_bytes = entries[0]
+                        results: Sequence[bool] = [await storage.push(key, item, capacity, ttl, max_bytes)]
                     else:
-                        results = await storage.push_many([entry[:3] for entry in batch], ttl)
+                        results = await storage.push_many(entries, ttl)
                 except BaseException as exc:
                     for entry in batch:
-                        if not entry[3].done():
-                            entry[3].set_exception(exc)
+                        if not entry[5].done():
+                            entry[5].set_exception(exc)
                     if isinstance(exc, asyncio.CancelledError):
                         for entry in self.pending:
-                            if not entry[3].done():
-                                entry[3].set_exception(LayerClosed("send cancelled"))
+                            if not entry[5].done():
+                                entry[5].set_exception(LayerClosed("send cancelled"))
                         self.pending = []
                         raise
                 else:
-                    for entry, ok in zip(batch, results):
-                        if not entry[3].done():
-                            entry[3].set_result(bool(ok))
+                    for futures, ok in zip(waiters, results):
+                        for future in futures:
+                            if not future.done():
+                                future.set_result(bool(ok))
                 batch, self.pending = self.pending, []
         finally:
             self.flushing = False
             if self.pending and not self.scheduled:
                 self.scheduled = True
                 self.loop.call_soon(self._start)
+
+
+#: A send waiting in the batcher: ``(key, item, capacity, max_bytes, part, future)``.
+_Pending = tuple[str, bytes, int, int, "_Part | None", "asyncio.Future[bool]"]
+
+
+def _merge_identical(batch: list[_Pending]) -> tuple[list[PushEntry], list[list[asyncio.Future[bool]]]]:
+    """The pushes of ``batch``, identical messages to one process-local prefix merged.
+
+    A send to ``key!b`` merges into an earlier item of the same packed message for
+    ``key!a`` (which then names both suffixes) only if nothing else was sent to ``key!b``
+    since that item: moving a message earlier in the list must never let it overtake
+    another message to its own channel. Returns the pushes and, per push, the futures
+    waiting on it (a merged item's result is each merged send's result).
+    """
+    entries: list[PushEntry] = []
+    waiters: list[list[asyncio.Future[bool]]] = []
+    if len(batch) < 2:
+        for key, item, capacity, max_bytes, _part, future in batch:
+            entries.append((key, item, capacity, max_bytes))
+            waiters.append([future])
+        return entries, waiters
+    # (key, packed message) -> index of the latest item it may merge into.
+    open_items: dict[tuple[str, bytes], int] = {}
+    # (key, suffix) -> index of the item holding that channel's latest message.
+    latest: dict[tuple[str, str], int] = {}
+    parts: dict[int, _Part] = {}
+    merged: dict[int, list[str]] = {}
+    for key, item, capacity, max_bytes, part, future in batch:
+        if part is not None:
+            suffix, packed, expires_at = part
+            index = open_items.get((key, packed))
+            if index is not None and latest.get((key, suffix), -1) < index:
+                suffixes = merged.get(index)
+                if suffixes is None:
+                    suffixes = merged[index] = [parts[index][0]]
+                suffixes.append(suffix)
+                latest[key, suffix] = index
+                waiters[index].append(future)
+                continue
+            index = len(entries)
+            open_items[key, packed] = index
+            latest[key, suffix] = index
+            parts[index] = part
+        entries.append((key, item, capacity, max_bytes))
+        waiters.append([future])
+    for index, suffixes in merged.items():
+        key, _item, capacity, byte_bound = entries[index]
+        _suffix, packed, expires_at = parts[index]
+        entries[index] = (key, join_item(packed, expires_at, suffixes), capacity, byte_bound)
+    return entries, waiters
 
 
 class Receiver:
@@ -609,6 +824,7 @@ class Receiver:
         layer = self.layer
         options = layer.options
         stats = layer.stats
+        failures = 0
         while not self._closed:
             await self._room.wait()
             if self._closed:
@@ -617,10 +833,18 @@ class Receiver:
                 result = await layer.storage.pop(keys, options.batch_size, options.block_timeout)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("receive from %s failed; retrying", keys)
+            except Exception as exc:
+                # A storage that is away (Redis restarting) fails every pop the same way:
+                # one WARNING per outage, the rest (and the tracebacks) at DEBUG.
+                failures += 1
+                if failures == 1:
+                    logger.warning("receive from %s failed (%r); retrying until it works again", keys, exc)
+                logger.debug("receive from %s failed", keys, exc_info=True)
                 await asyncio.sleep(min(options.block_timeout, 1.0))
                 continue
+            if failures:
+                logger.warning("receiving from %s again, after %d failed attempt(s)", keys, failures)
+                failures = 0
             if result is None:
                 continue
             key, items = result
@@ -648,6 +872,27 @@ class Receiver:
                 self._ready.set()
                 if len(self._buffer) >= self.max_buffered:
                     self._room.clear()
+
+    async def _wake_pumps(self) -> None:
+        """Have the storage end the pumps' blocking pops now (they exit: ``_closed`` is set).
+
+        A pump may only reach its pop after the first wake (it was between two calls), so
+        wake again while any is left, until one ``block_timeout`` has passed: by then its
+        pop has ended by itself anyway.
+        """
+        wake = getattr(self.layer.storage, "wake", None)
+        if wake is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.layer.options.block_timeout
+        pending = {pump for pump in self._pumps if not pump.done()}
+        while pending and loop.time() < deadline:
+            try:
+                await wake(list(pending))
+            except Exception as exc:  # a lost connection: the pops end by themselves
+                logger.debug("waking the readers of %s failed: %r", self.keys, exc)
+                return
+            _done, pending = await asyncio.wait(pending, timeout=0.05)
 
     async def get_batch(self, max_messages: int = 256) -> list[tuple[str, Message]]:
         """Wait for at least one message; return up to ``max_messages`` of them."""
@@ -684,15 +929,19 @@ class Receiver:
     async def close(self) -> list[tuple[str, Message]]:
         """Stop reading; return whatever was popped but not yet handed out.
 
-        Pumps are cancelled only on storages whose pop is cancel-safe; elsewhere they
-        finish their current pop (bounded by ``block_timeout``) so nothing popped is lost.
+        Pumps are cancelled only on storages whose pop is cancel-safe; elsewhere the
+        storage ends their current pop early without losing what it took (``wake``), or
+        they finish it (bounded by ``block_timeout``), so nothing popped is lost.
         """
         self._closed = True
         self._room.set()
         self._ready.set()
-        if getattr(self.layer.storage, "pop_cancel_safe", False):
+        storage = self.layer.storage
+        if getattr(storage, "pop_cancel_safe", False):
             for pump in self._pumps:
                 pump.cancel()
+        else:
+            await self._wake_pumps()
         if self._pumps:
             await asyncio.gather(*self._pumps, return_exceptions=True)
         leftover = list(self._buffer)

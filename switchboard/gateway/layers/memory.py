@@ -14,6 +14,9 @@ import asyncio
 import collections
 import time
 from collections.abc import Sequence
+from typing import Any
+
+from .storage import PushEntry
 
 
 class MemoryStorage:
@@ -26,8 +29,12 @@ class MemoryStorage:
         # A list exists while it holds items or has a reader waiting on it (as Channels'
         # in-memory layer's channels do), so an idle process keeps no empty lists around.
         self._lists: dict[str, collections.deque[bytes]] = {}
+        # Bytes of the items each list holds now (the byte bound of push).
+        self._bytes: dict[str, int] = {}
+        self.refused_bytes = 0
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
+        self._markers: dict[str, float] = {}  # name -> when it expires (monotonic)
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
         self._last_sweep = time.monotonic()
         self._ttl = 60.0
@@ -59,28 +66,36 @@ class MemoryStorage:
         ttl = self._ttl
         for key in [k for k, t in self._touched.items() if now - t > ttl and not self._waiters.get(k)]:
             self._lists.pop(key, None)
+            self._bytes.pop(key, None)
             self._touched.pop(key, None)
 
     def _drop_if_idle(self, key: str, queue: collections.deque[bytes]) -> None:
         if not queue and not self._waiters.get(key) and self._lists.get(key) is queue:
             del self._lists[key]
+            self._bytes.pop(key, None)
             self._touched.pop(key, None)
 
-    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
         self._ttl = ttl
         self._sweep(1.0)
         queue = self._lists.get(key)
         if queue is None:
             queue = self._lists[key] = collections.deque()
+            self._bytes[key] = 0
         if len(queue) >= capacity:
             return False
+        held = self._bytes.get(key, 0)
+        if max_bytes is not None and held + len(item) > max_bytes:
+            self.refused_bytes += 1
+            return False
         queue.append(item)
+        self._bytes[key] = held + len(item)
         self._touched[key] = time.monotonic()
         self._wake(key)
         return True
 
-    async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
-        return [await self.push(key, item, capacity, ttl) for key, item, capacity in batch]
+    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
+        return [await self.push(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
         return [list(keys)] if keys else []
@@ -98,6 +113,8 @@ class MemoryStorage:
                 for queue in (self._lists.get(key), held.get(key)):
                     if queue:
                         items = [queue.popleft() for _ in range(min(count, len(queue)))]
+                        if self._lists.get(key) is queue:  # a list dropped meanwhile has no account
+                            self._bytes[key] = self._bytes.get(key, 0) - sum(map(len, items))
                         if queue:
                             self._wake(key)  # let another reader of this key take the rest
                         else:
@@ -125,6 +142,9 @@ class MemoryStorage:
                     if queue is not None:
                         self._drop_if_idle(key, queue)
 
+    async def wake(self, readers: Sequence[asyncio.Task[Any]]) -> None:
+        """Nothing to do: pops here are cancel-safe, so stopping readers are cancelled."""
+
     async def contains(self, key: str, item: bytes) -> bool:
         return item in self._lists.get(key, ())
 
@@ -138,6 +158,24 @@ class MemoryStorage:
             if not members:
                 del self._groups[group]
 
+    async def group_add_many(self, memberships: Sequence[tuple[str, Sequence[str]]], now: float, expiry: float) -> None:
+        for group, channels in memberships:
+            if channels:
+                members = self._groups.setdefault(group, {})
+                for channel in channels:
+                    members[channel] = now
+
+    async def group_discard_many(self, memberships: Sequence[tuple[str, Sequence[str]]]) -> None:
+        for group, channels in memberships:
+            for channel in channels:
+                await self.group_discard(group, channel)
+
+    async def keep_marker(self, name: str, ttl: float) -> bool:
+        now = time.monotonic()
+        expires = self._markers.get(name)
+        self._markers[name] = now + ttl
+        return expires is None or expires < now
+
     async def group_members(self, group: str, now: float, expiry: float) -> list[str]:
         members = self._groups.get(group)
         if not members:
@@ -150,8 +188,10 @@ class MemoryStorage:
 
     async def flush(self) -> None:
         self._lists.clear()
+        self._bytes.clear()
         self._touched.clear()
         self._groups.clear()
+        self._markers.clear()
 
     async def close(self) -> None:
         await self.flush()

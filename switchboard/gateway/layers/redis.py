@@ -8,8 +8,10 @@ Layout, under a configurable key prefix (default ``"switchboard:"``):
 
 * ``<prefix><key>``: a list per channel, or per process-local prefix ``"gateway.x!"``.
   Items are RPUSHed and popped from the left, so the list reads oldest first.
+* ``<prefix>bytes:<key>``: the byte account of that list (running totals of its items'
+  sizes), kept by the push script for the list's byte bound.
 * ``<prefix>group:<name>``: a sorted set per group, member = channel, score = time added.
-  Channel names cannot contain ``:``, so the two namespaces never collide.
+  Channel names cannot contain ``:``, so these namespaces never collide.
 
 Several Redis servers can share the load: each key lives on the server a consistent-hash
 ring picks for it. Every channel of one process shares the list ``"gateway.x!"`` and so one
@@ -32,7 +34,7 @@ import re
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,38 +47,93 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .hosts import redis_hosts
+from .storage import PushEntry
 
 logger = logging.getLogger("switchboard.layers.redis")
 
 DEFAULT_HOST = "redis://127.0.0.1:6379/0"
 
-# KEYS: the lists. ARGV[1]: list TTL in whole seconds; then per key i: ARGV[2i] the item,
-# ARGV[2i+1] the capacity. One script serves push (one key) and push_many (a shard's
-# batch): the capacity check and the append must be atomic, and it is one round trip.
+# One script serves push (one item) and push_many (a shard's batch): both bounds (items and
+# bytes) are checked and the items appended atomically, in one round trip.
+#
+# Beside each list, ``bytes:<key>`` is its byte account: a list of running totals, one
+# more than the items it describes. Its first entry is the running total up to the last
+# item that has left the list, each other entry the running total up to one of the
+# list's items, in order; so the list holds ``last - first`` bytes, read with two O(1)
+# LINDEX calls. Readers pop with plain BLMPOP/BLPOP from the head and never touch the
+# account, so their hot path and their crash safety stay as they were: a push settles it
+# first. When the account describes more items than the list holds, readers have taken
+# the difference since the last push, and that many entries are trimmed from its head
+# (the new head is then the total up to the last item taken). An empty (or expired) list
+# resets the account. The account describes the list's newest items, its tail: items a
+# writer of an older version pushed without it (a rolling upgrade) sit before them, are
+# not counted, and cannot disturb it; they leave the list first.
+#
+# KEYS: per distinct list, two keys (the list, its account). ARGV[1]: TTL in whole
+# seconds; then per list: item count n, capacity, max bytes (-1: no byte bound), then its
+# n items. Returns one code per item, in order: 1 stored, 0 full (items), 2 full (bytes).
 _PUSH_LUA = """
 local ttl = ARGV[1]
 local results = {}
-local lengths = {}
-local pushed = {}
-for i, key in ipairs(KEYS) do
-    local length = lengths[key]
-    if length == nil then
-        length = redis.call('LLEN', key)
-    end
-    if length < tonumber(ARGV[2 * i + 1]) then
-        length = redis.call('RPUSH', key, ARGV[2 * i])
-        pushed[key] = true
-        results[i] = 1
+local a = 2
+local chunk = 1000
+for k = 1, #KEYS, 2 do
+    local list, account = KEYS[k], KEYS[k + 1]
+    local n = tonumber(ARGV[a])
+    local capacity = tonumber(ARGV[a + 1])
+    local max_bytes = tonumber(ARGV[a + 2])
+    a = a + 3
+    local length = redis.call('LLEN', list)
+    local marks = redis.call('LLEN', account)
+    local first = 0
+    local last = 0
+    local totals = {}
+    if length > 0 and marks > 0 then
+        local taken = marks - 1 - length
+        if taken > 0 then
+            redis.call('LTRIM', account, taken, -1)
+        end
+        first = tonumber(redis.call('LINDEX', account, 0))
+        last = tonumber(redis.call('LINDEX', account, -1))
     else
-        results[i] = 0
+        if marks > 0 then
+            redis.call('DEL', account)
+        end
+        totals[1] = 0
     end
-    lengths[key] = length
-end
-for key in pairs(pushed) do
-    redis.call('EXPIRE', key, ttl)
+    local items = {}
+    for _ = 1, n do
+        local item = ARGV[a]
+        a = a + 1
+        local size = string.len(item)
+        if length >= capacity then
+            results[#results + 1] = 0
+        elseif max_bytes >= 0 and last - first + size > max_bytes then
+            results[#results + 1] = 2
+        else
+            length = length + 1
+            last = last + size
+            items[#items + 1] = item
+            totals[#totals + 1] = last
+            results[#results + 1] = 1
+        end
+    end
+    if #items > 0 then
+        for i = 1, #items, chunk do
+            redis.call('RPUSH', list, unpack(items, i, math.min(i + chunk - 1, #items)))
+        end
+        for i = 1, #totals, chunk do
+            redis.call('RPUSH', account, unpack(totals, i, math.min(i + chunk - 1, #totals)))
+        end
+        redis.call('EXPIRE', list, ttl)
+        redis.call('EXPIRE', account, ttl)
+    end
 end
 return results
 """
+
+#: Codes of the push script, per item.
+_STORED, _FULL_BYTES = 1, 2
 
 # KEYS: the lists. ARGV[1]: count. A non-blocking pop with BLMPOP's reply shape: Redis only
 # checks blocked clients' timeouts every ~100 ms, so "don't wait" must not block at all.
@@ -99,6 +156,20 @@ redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+# KEYS[1]: the marker. ARGV[1]: its TTL in milliseconds. Returns 1 when the marker was
+# missing (set now), 0 when it was there (its TTL renewed).
+_MARKER_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    return 0
+end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1
+"""
+
+# Members per ZADD / ZREM when a process re-adds or drops many memberships at once.
+_MEMBERS_PER_COMMAND = 500
 
 # KEYS[1]: the group. ARGV[1]: cutoff; members added strictly before it are stale (the
 # in-memory backend's ``added < cutoff``), hence the exclusive "(" bound.
@@ -225,10 +296,16 @@ class _Shard:
     pop_nowait: AsyncScript
     group_add: AsyncScript
     group_members: AsyncScript
+    marker: AsyncScript
     push_connection: Any = None
     push_busy: bool = False
     idle_pop_connections: list[Any] | None = None
     held: list[Any] | None = None  # every connection made for this shard, to close
+    # The server's client id of each pop connection (CLIENT ID, asked once per connect), so
+    # a pop can be ended early with CLIENT UNBLOCK; ``unblock`` turns False when the server
+    # refuses those commands (an ACL), and pops are then waited out.
+    pop_ids: dict[Any, int] = field(default_factory=dict)
+    unblock: bool = True
 
     def own_connection(self, pool: ConnectionPool) -> Any:
         connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
@@ -317,6 +394,9 @@ class RedisStorage:
         self._loops_lock = threading.Lock()
         # Per shard index: does the server have BLMPOP (Redis >= 7)? Learnt once via INFO.
         self._server_versions: dict[int, tuple[int, ...]] = {}
+        self.refused_bytes = 0
+        # Reader task -> (shard, client id) of the blocking pop it waits in now (for wake).
+        self._popping: dict[asyncio.Task[Any], tuple[_Shard, int]] = {}
 
     # -- Connections ------------------------------------------------------------------
 
@@ -362,6 +442,7 @@ class RedisStorage:
             pop_nowait=client.register_script(_POP_NOWAIT_LUA),
             group_add=client.register_script(_GROUP_ADD_LUA),
             group_members=client.register_script(_GROUP_MEMBERS_LUA),
+            marker=client.register_script(_MARKER_LUA),
         )
 
     def _shards(self) -> list[_Shard]:
@@ -437,10 +518,22 @@ class RedisStorage:
 
     # -- Lists ------------------------------------------------------------------------
 
-    async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
+    def _push_keys(self, key: str) -> tuple[str, str]:
+        """The list ``key`` and its byte account (see ``_PUSH_LUA``)."""
+        return self.prefix + key, f"{self.prefix}bytes:{key}"
+
+    def _tally(self, codes: Sequence[int]) -> list[bool]:
+        results = []
+        for code in codes:
+            if code == _FULL_BYTES:
+                self.refused_bytes += 1
+            results.append(code == _STORED)
+        return results
+
+    async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
         shard = self._shards()[self.shard_index(key)]
-        result = await self._push_script(shard, [self._list_key(key)], [_whole_seconds(ttl), item, capacity])
-        return bool(result[0])
+        args = [_whole_seconds(ttl), 1, capacity, -1 if max_bytes is None else max_bytes, item]
+        return self._tally(await self._push_script(shard, list(self._push_keys(key)), args))[0]
 
     async def _push_script(self, shard: _Shard, keys: list[str], args: list[Any], script: AsyncScript | None = None) -> Any:
         """Run the push script (or ``script``) on the shard's own push connection (the pool if it is busy)."""
@@ -480,38 +573,44 @@ class RedisStorage:
         finally:
             shard.push_busy = False
 
-    async def push_many(self, batch: Sequence[tuple[str, bytes, int]], ttl: float) -> list[bool]:
+    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
         if not batch:
             return []
         shards = self._shards()
-        by_shard: dict[int, list[int]] = {}
-        for position, (key, _item, _capacity) in enumerate(batch):
-            by_shard.setdefault(self.shard_index(key), []).append(position)
+        # Per shard, per list (in order of first appearance): the positions of its items.
+        by_shard: dict[int, dict[str, list[int]]] = {}
+        for position, entry in enumerate(batch):
+            key = entry[0]
+            by_shard.setdefault(self.shard_index(key), {}).setdefault(key, []).append(position)
         expire = _whole_seconds(ttl)
 
-        async def push_shard(index: int, positions: list[int]) -> list[int]:
+        async def push_shard(index: int, lists: dict[str, list[int]]) -> list[tuple[int, bool]]:
             keys: list[str] = []
             args: list[Any] = [expire]
-            for position in positions:
-                key, item, capacity = batch[position]
-                keys.append(self._list_key(key))
-                args.append(item)
-                args.append(capacity)
-            return list(await self._push_script(shards[index], keys, args))
+            for key, positions in lists.items():
+                keys.extend(self._push_keys(key))
+                # One list has one pair of bounds; the first entry's apply to the batch.
+                _key, _item, capacity, max_bytes = batch[positions[0]]
+                args += [len(positions), capacity, -1 if max_bytes is None else max_bytes]
+                args.extend(batch[position][1] for position in positions)
+            codes = await self._push_script(shards[index], keys, args)
+            # The script answers in list order; pair each answer with its input position.
+            order = [position for positions in lists.values() for position in positions]
+            return list(zip(order, self._tally(codes)))
 
         jobs = list(by_shard.items())
         if len(jobs) == 1:  # the common case: no gather, no extra task
-            return [bool(ok) for ok in await push_shard(*jobs[0])]
-        outcomes = await asyncio.gather(*(push_shard(index, positions) for index, positions in jobs), return_exceptions=True)
-        # Wait for every shard before raising, so no push is left running unobserved.
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+            outcomes: list[Any] = [await push_shard(*jobs[0])]
+        else:
+            outcomes = await asyncio.gather(*(push_shard(index, lists) for index, lists in jobs), return_exceptions=True)
+            # Wait for every shard before raising, so no push is left running unobserved.
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         results = [False] * len(batch)
-        for (_index, positions), outcome in zip(jobs, outcomes):
-            assert not isinstance(outcome, BaseException)
-            for position, ok in zip(positions, outcome):
-                results[position] = bool(ok)
+        for outcome in outcomes:
+            for position, ok in outcome:
+                results[position] = ok
         return results
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
@@ -583,8 +682,14 @@ class RedisStorage:
         if idle is None:
             idle = shard.idle_pop_connections = []
         connection = idle.pop() if idle else shard.own_connection(shard.blocking_pool)
+        task = asyncio.current_task()
         try:
             async with asyncio.timeout(block + self._blocking_margin):
+                if shard.unblock and (not connection.is_connected or connection not in shard.pop_ids):
+                    await self._learn_client_id(shard, connection)
+                client_id = shard.pop_ids.get(connection)
+                if client_id is not None and task is not None:
+                    self._popping[task] = (shard, client_id)
                 await connection.send_packed_command(_resp(command), check_health=False)
                 reply = await connection.read_response()
         except TimeoutError as exc:
@@ -595,11 +700,48 @@ class RedisStorage:
             await connection.disconnect(nowait=True)
             self._forget(shard, connection)
             raise
+        finally:
+            if task is not None:
+                self._popping.pop(task, None)
         idle.append(connection)
         return reply
 
+    async def _learn_client_id(self, shard: _Shard, connection: Any) -> None:
+        """Ask the server for ``connection``'s client id (once per connect), for :meth:`wake`."""
+        shard.pop_ids.pop(connection, None)
+        await connection.connect()
+        await connection.send_packed_command(_resp(["CLIENT", "ID"]), check_health=False)
+        try:
+            shard.pop_ids[connection] = int(await connection.read_response())
+        except ResponseError as exc:
+            shard.unblock = False
+            logger.info("%s refuses CLIENT ID (%s): stopping readers waits out their pops", node_identity(shard.url), exc)
+
+    async def wake(self, readers: Sequence[asyncio.Task[Any]]) -> None:
+        """End the blocking pops ``readers`` wait in now, as if their timeout had passed.
+
+        ``CLIENT UNBLOCK <id> TIMEOUT`` makes the server answer the pop with its timeout
+        reply: a pop that has taken items answers with them as usual, so nothing is lost
+        (cancelling the pop instead could drop a reply in flight). What a stopping reader
+        used to wait out: a worker handing its connections over on SIGTERM held every
+        client for up to one ``block_timeout``. A wake that reaches a connection already
+        serving another pop only makes that pop return empty, and its reader pops again.
+        """
+        targets = [self._popping[task] for task in readers if task in self._popping]
+        for shard, client_id in targets:
+            if not shard.unblock:
+                continue
+            try:
+                await shard.client.execute_command("CLIENT", "UNBLOCK", client_id, "TIMEOUT")
+            except ResponseError as exc:
+                shard.unblock = False
+                logger.info(
+                    "%s refuses CLIENT UNBLOCK (%s): stopping readers waits out their pops", node_identity(shard.url), exc
+                )
+
     @staticmethod
     def _forget(shard: _Shard, connection: Any) -> None:
+        shard.pop_ids.pop(connection, None)
         if shard.held is not None and connection in shard.held:
             shard.held.remove(connection)
 
@@ -624,6 +766,58 @@ class RedisStorage:
         # fan-out waits on it for every message.
         members = await self._push_script(shard, [self._group_key(group)], [repr(now - expiry)], shard.group_members)
         return [member.decode("utf-8") if isinstance(member, bytes) else str(member) for member in members]
+
+    async def group_add_many(self, memberships: Sequence[tuple[str, Sequence[str]]], now: float, expiry: float) -> None:
+        """Add or refresh many memberships: one pipeline (one round trip) per server."""
+        ttl = _whole_seconds(expiry)
+
+        def commands(pipe: Any, group: str, channels: Sequence[str]) -> None:
+            key = self._group_key(group)
+            for start in range(0, len(channels), _MEMBERS_PER_COMMAND):
+                pipe.zadd(key, dict.fromkeys(channels[start : start + _MEMBERS_PER_COMMAND], now))
+            pipe.expire(key, ttl)
+
+        await self._groups_pipelined(memberships, commands)
+
+    async def group_discard_many(self, memberships: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Remove many memberships: one pipeline (one round trip) per server."""
+
+        def commands(pipe: Any, group: str, channels: Sequence[str]) -> None:
+            key = self._group_key(group)
+            for start in range(0, len(channels), _MEMBERS_PER_COMMAND):
+                pipe.zrem(key, *channels[start : start + _MEMBERS_PER_COMMAND])
+
+        await self._groups_pipelined(memberships, commands)
+
+    async def _groups_pipelined(self, memberships: Sequence[tuple[str, Sequence[str]]], commands: Any) -> None:
+        shards = self._shards()
+        by_shard: dict[int, list[tuple[str, Sequence[str]]]] = {}
+        for group, channels in memberships:
+            if channels:
+                by_shard.setdefault(self.group_shard_index(group), []).append((group, channels))
+
+        async def run(index: int, entries: list[tuple[str, Sequence[str]]]) -> None:
+            async with shards[index].client.pipeline(transaction=False) as pipe:
+                for group, channels in entries:
+                    commands(pipe, group, channels)
+                await pipe.execute()
+
+        await asyncio.gather(*(run(index, entries) for index, entries in by_shard.items()))
+
+    # -- Markers ----------------------------------------------------------------------
+
+    async def keep_marker(self, name: str, ttl: float) -> bool:
+        """Set or renew the marker ``name`` on every server; True when one did not have it.
+
+        Redis keeps no record of what it lost: a server restarted without persistence, a
+        flush, or a failover to a replica that was behind all look like empty keys. A
+        process that keeps a marker of its own and renews it well within ``ttl`` knows
+        that data it wrote (group memberships) is gone when its marker is.
+        """
+        key = f"{self.prefix}marker:{name}"
+        ttl_ms = max(1, math.ceil(ttl * 1000))
+        lost = await asyncio.gather(*(shard.marker(keys=[key], args=[ttl_ms]) for shard in self._shards()))
+        return any(lost)
 
     # -- Whole storage ----------------------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""A post to a chat room reaches the gateway as one stored item, not one per member.
+
+Gateway and worker in process over the Redis layer (the layer that batches sends), with
+the Channels-style room consumer of the example chat. The 20 members' handlers answer one
+group message with the same ``websocket.send`` in one event-loop pass; the send batcher
+stores them as one item naming all 20 reply channels. That is what keeps a busy room from
+filling the gateway's shared reply list (issue 12 item 8): 20 times fewer items to store,
+read and unpack, and one slot of the list's capacity per post instead of 20.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from support.processes import redis_reachable
+from support.waiting import wait_until
+
+from switchboard.consumers import AsyncWebsocketConsumer
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+
+from .test_gateway_worker import Delivered
+
+REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MEMBERS = 20
+
+
+class Room(AsyncWebsocketConsumer):
+    """The example chat consumer's shape: join on connect, post to the group, relay."""
+
+    async def connect(self) -> None:
+        await self.channel_layer.group_add("merge-room", self.channel_name)
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.channel_layer.group_send("merge-room", {"type": "room.message", "text": text_data})
+
+    async def room_message(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=event["text"])
+
+
+@pytest.fixture
+async def redis_layer() -> AsyncIterator[ChannelLayer]:
+    if not redis_reachable():
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"sbtest-merge-{secrets.token_hex(4)}:"
+    layer = build_layer({"BACKEND": "redis", "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix, "block_timeout": 0.2}})
+    set_channel_layer(layer)
+    yield layer
+    set_channel_layer(None)
+    await layer.flush()
+    await layer.close()
+
+
+async def test_a_post_to_a_room_is_one_item_for_the_gateway(redis_layer: ChannelLayer) -> None:
+    layer = redis_layer
+    gateway = Gateway(layer)
+    # What the gateway reads from its reply list: per item, its message and its suffixes.
+    items: list[tuple[dict[str, Any], int]] = []
+    storage = layer.storage
+    pop = storage.pop
+
+    async def spying_pop(keys: Any, count: int, timeout: float) -> Any:
+        result = await pop(keys, count, timeout)
+        if result is not None and result[0] == gateway.reply_prefix:
+            for item in result[1]:
+                _expires, suffixes, message = layer.unpack_item(item)
+                items.append((message, len(suffixes or ())))
+        return result
+
+    storage.pop = spying_pop  # type: ignore[method-assign]
+    await gateway.start()
+    stop = asyncio.Event()
+    worker = Worker(Room.as_asgi(), layer, protocols=["websocket"], channels=[])
+    running = asyncio.ensure_future(worker.run(stop, drain_timeout=2))
+    sinks = [Delivered() for _ in range(MEMBERS)]
+    try:
+        connections = [
+            gateway.open_connection({"type": "websocket", "path": "/", "headers": [], "subprotocols": []}, sink, sticky=True)
+            for sink in sinks
+        ]
+        for connection in connections:
+            await gateway.send_event(connection, {"type": "websocket.connect"})
+        for sink in sinks:
+            assert (await sink.wait_for(1, timeout=20))[0]["type"] == "websocket.accept"
+        await wait_until(lambda: all(c.groups == {"merge-room"} for c in connections), what="every membership notice")
+        await gateway.send_event(connections[0], {"type": "websocket.receive", "text": "hi room"})
+        for sink in sinks:
+            assert (await sink.wait_for(2, timeout=20))[1] == {"type": "websocket.send", "text": "hi room"}
+        posts = [suffixes for message, suffixes in items if message.get("text") == "hi room"]
+        assert posts == [MEMBERS], f"the 20 replies were stored as {len(posts)} items: {posts}"
+    finally:
+        stop.set()
+        await running
+        await gateway.stop()
