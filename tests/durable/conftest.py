@@ -182,6 +182,20 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path, records: Records)
         rep_call = getattr(request.node, "rep_call", None)
         if rep_call is not None and rep_call.failed:
             print(created.logs())
+        _forget_keys(created.env["DURABLE_REDIS_URL"], created.env["DURABLE_REDIS_PREFIX"])
+
+
+def _forget_keys(url: str, prefix: str) -> None:
+    """Delete the deployment's keys (its own prefix only: the server is shared)."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(url, socket_timeout=5) as client:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.unlink(*keys)
+    except redis.RedisError:
+        pass  # a private server already stopped: nothing left to delete
 
 
 # -- A private Mosquitto -------------------------------------------------------------------
