@@ -35,7 +35,9 @@ extras["test"] = [
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
     # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
-    # this venv); psycopg 3 is the driver Django recommends, binary wheels need no libpq.
+    # this venv) and for the durable-delivery fault tests (tests/durable: idempotent()'s
+    # transactional records under concurrent workers); psycopg 3 is the driver Django
+    # recommends, binary wheels need no libpq.
     "psycopg[binary]>=3.2",
     "ruff>=0.5",
     "mypy>=1.10",

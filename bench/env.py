@@ -1,10 +1,11 @@
-"""The separate virtualenv (bench/.env) that holds Django Channels and gunicorn for the comparison.
+"""The separate virtualenv (bench/.env) that holds Django Channels, gunicorn and Celery for the comparisons.
 
-Channels, channels-redis, daphne and gunicorn are only ever installed there, from PyPI,
-never copied into the repository. Versions are pinned so two runs of the benchmark compare the same
-code; Django, uvicorn and websockets are pinned to the versions of the main venv so the
-only difference between the two sides is Switchboard versus Channels. hiredis is added so
-both sides parse Redis replies with the same C parser.
+Channels, channels-redis, daphne, gunicorn and Celery are only ever installed there, from
+PyPI, never copied into the repository and never project dependencies. Versions are
+pinned so two runs of the benchmark compare the same code; Django, uvicorn and websockets
+are pinned to the versions of the main venv so the only difference between the two sides
+is Switchboard versus Channels. hiredis is added so both sides parse Redis replies with
+the same C parser.
 
 A marker file records the requirement list and the interpreter the venv was built with;
 when it matches, the venv is reused and nothing is downloaded.
@@ -35,6 +36,8 @@ REQUIREMENTS: tuple[str, ...] = (
     "gunicorn==27.0.1",
     "psycopg[binary]==3.3.9",
     "psycopg-pool==3.3.3",
+    # The background-task comparison of bench/durable.py (Redis broker, acks_late).
+    "celery[redis]==5.7.0",
     # Only for the plot in docs/img/ (bench/plot.py), never a project dependency.
     "matplotlib==3.11.2",
 )

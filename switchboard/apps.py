@@ -1,5 +1,6 @@
 """Django app config: ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands
-(``rungateway``, ``runworker``) and the ``manage.py check`` checks of ``switchboard/checks.py``."""
+(``rungateway``, ``runworker``), the ``manage.py check`` checks of ``switchboard/checks.py`` and
+the model of :func:`switchboard.consumers.idempotent` (``HandledEvent``)."""
 
 from django.apps import AppConfig
 
@@ -7,6 +8,8 @@ from django.apps import AppConfig
 class SwitchboardConfig(AppConfig):
     name = "switchboard"
     verbose_name = "Switchboard"
+    # Fixed here, so the app's migration never depends on a project's DEFAULT_AUTO_FIELD.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the system checks

@@ -15,6 +15,7 @@ from switchboard.gateway.layers import get_channel_layer
 from .auth import AuthMiddleware, AuthMiddlewareStack, login, logout
 from .base import AsyncConsumer, SyncConsumer
 from .db import database_sync_to_async
+from .durable import delivery_of, idempotent
 from .exceptions import DenyConnection, RouteNotFound, StopConsumer
 from .http import AsyncHttpConsumer, HttpConsumer
 from .middleware import BaseMiddleware
@@ -47,7 +48,9 @@ __all__ = [
     "URLRouter",
     "WebsocketConsumer",
     "database_sync_to_async",
+    "delivery_of",
     "get_channel_layer",
+    "idempotent",
     "login",
     "logout",
 ]

@@ -17,8 +17,10 @@ nothing to send back (no outbound ``email.*`` message exists).
 
 Stored files (parts larger than the gateway's ``attachment_inline_limit``) belong to the
 consumer that receives their event. With ``delete_stored_files = True`` (the default) they
-are deleted after ``email_received`` returns or raises; move a file elsewhere inside the
-handler to keep it.
+are deleted after ``email_received`` returns; move a file elsewhere inside the handler to
+keep it. When it raises they are deleted too, unless the event came from a durable pool
+(the default, docs/delivery.md): then the event is delivered again (or kept as a dead
+letter for a replay), and its files with it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from switchboard.gateway.layers.durable import delivery_of
 
 from .asgi import Message
 from .base import AsyncConsumer, SyncConsumer
@@ -160,6 +164,17 @@ def remove_stored_files(message: Message) -> None:
             logger.warning("could not delete stored e-mail part %s: %s", path, exc)
 
 
+async def _dispatch_and_clean_up(consumer: AsyncConsumer, message: Message, dispatch: Any) -> None:
+    """Run the handler; delete the event's stored files unless a redelivery still needs them."""
+    try:
+        await dispatch(message)
+    except BaseException:
+        if delivery_of(message) is None:  # at most once: nobody will see it again
+            await _cleanup(consumer, message)
+        raise
+    await _cleanup(consumer, message)
+
+
 async def _cleanup(consumer: AsyncConsumer, message: Message) -> None:
     if getattr(consumer, "delete_stored_files", False) and message.get("type") == EMAIL_RECEIVED:
         if stored_paths(message):
@@ -169,17 +184,15 @@ async def _cleanup(consumer: AsyncConsumer, message: Message) -> None:
 class EmailConsumer(AsyncConsumer):
     """Asynchronous e-mail consumer: override ``async def email_received(self, message)``."""
 
-    #: Delete the event's stored files once ``email_received`` has returned (or raised).
+    #: Delete the event's stored files once ``email_received`` has returned (or raised,
+    #: unless the event is durable and so comes again).
     delete_stored_files: ClassVar[bool] = True
 
     async def email_received(self, message: Message) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define email_received(message)")
 
     async def dispatch(self, message: Message) -> None:
-        try:
-            await super().dispatch(message)
-        finally:
-            await _cleanup(self, message)
+        await _dispatch_and_clean_up(self, message, super().dispatch)
 
 
 class SyncEmailConsumer(SyncConsumer):
@@ -194,7 +207,4 @@ class SyncEmailConsumer(SyncConsumer):
         raise NotImplementedError(f"{type(self).__name__} must define email_received(message)")
 
     async def dispatch(self, message: Message) -> None:
-        try:
-            await super().dispatch(message)
-        finally:
-            await _cleanup(self, message)
+        await _dispatch_and_clean_up(self, message, super().dispatch)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 from paho.mqtt.client import topic_matches_sub
 
 from switchboard.gateway.layers import ChannelFull
+from switchboard.gateway.layers.durable import DurableMessage, Settlement
 from switchboard.gateway.plugins import RateLimitedLog
 from switchboard.protocols.mqtt import check_qos, check_topic_filter, check_topic_name
 
@@ -246,6 +248,13 @@ class TopicRouter:
     Any event with a str ``topic`` is routed (so a group message can carry one); an event
     without one, a topic no filter matches, and a message arriving when its route's queue
     is full are logged (rate-limited) and counted in :attr:`stats`, then dropped.
+
+    Durable messages (QoS 1/2 on the durable pool) are settled by the route, not by the
+    router: the router takes each one over (``DurableMessage.take``), and it is finished
+    when its route's application asks for the next message, failed when that application
+    raises (so it is retried), released when the route stops before handling it. They are
+    never dropped for a full route queue (the worker's prefetch bounds them already); one
+    no route matches is finished (nothing would ever handle it).
     """
 
     _asgi_single_callable = True  # ASGI 3: asgiref must not wrap us
@@ -284,28 +293,33 @@ class TopicRouter:
 
     def _dispatch(self, event: Message, scope: Scope, send: Send, instances: dict[str, _RouteInstance]) -> None:
         topic = event.get("topic")
+        settlement = event.take() if isinstance(event, DurableMessage) else None
         if not isinstance(topic, str):
             self.stats["no_topic"] += 1
             self._log.warning("TopicRouter", f"event of type {str(event.get('type'))[:100]!r} has no topic; dropped")
+            if settlement is not None:
+                settlement.finished()
             return
         route = self.match(topic)
         if route is None:
             self.stats["unmatched"] += 1
             self._log.warning("TopicRouter", f"no route matches topic {topic[:200]!r}; dropped")
+            if settlement is not None:
+                settlement.finished()
             return
         instance = instances.get(route.filter)
         if instance is None or instance.task.done():
             instance = instances[route.filter] = self._start(route, scope, send)
-        try:
-            instance.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if settlement is None and instance.queue.qsize() >= self.queue_size:
             self.stats["dropped_queue_full"] += 1
             self._log.warning("TopicRouter", f"route {route.filter!r} has {self.queue_size} messages waiting; dropped one")
             return
+        instance.queue.put_nowait(event)
         self.stats["routed"] += 1
 
     def _start(self, route: _Route, scope: Scope, send: Send) -> _RouteInstance:
-        queue: asyncio.Queue[Message] = asyncio.Queue(self.queue_size)
+        # Unbounded: _dispatch applies queue_size to at-most-once messages only.
+        queue: asyncio.Queue[Message] = asyncio.Queue()
         route_scope = dict(scope)
         route_scope["topic_filter"] = route.filter
         task = asyncio.get_running_loop().create_task(
@@ -314,10 +328,41 @@ class TopicRouter:
         return _RouteInstance(queue, task)
 
     async def _run(self, route: _Route, scope: Scope, queue: asyncio.Queue[Message], send: Send) -> None:
+        in_hand: Settlement | None = None
+
+        async def receive() -> Message:
+            # The route's app asks for its next message: it is done with the last one.
+            nonlocal in_hand
+            if in_hand is not None:
+                in_hand.finished()
+                in_hand = None
+            event = await queue.get()
+            if isinstance(event, DurableMessage):
+                in_hand = event.settlement
+            return event
+
+        failure: str | None = None
+        cancelled = False
         try:
-            await route.app(scope, queue.get, send)
+            await route.app(scope, receive, send)
         except StopConsumer:
             pass
+        except asyncio.CancelledError:
+            cancelled = True  # the worker stops: what is in hand was not handled
+            raise
         except Exception:
+            failure = traceback.format_exc()
             self.stats["route_failures"] += 1
             logger.exception("TopicRouter: the application for %r raised; it restarts on the next message", route.filter)
+        finally:
+            if in_hand is not None:
+                if cancelled:
+                    in_hand.released()
+                elif failure is not None:
+                    in_hand.failed(failure)
+                else:
+                    in_hand.finished()
+            while not queue.empty():  # this queue is abandoned: its durable messages go back
+                event = queue.get_nowait()
+                if isinstance(event, DurableMessage) and event.settlement is not None:
+                    event.settlement.released()

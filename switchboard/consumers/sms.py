@@ -33,6 +33,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 
 from switchboard.gateway.layers import ChannelFull, ChannelLayer, get_channel_layer
+from switchboard.gateway.layers.durable import Delivery, delivery_of
 
 from .asgi import Message
 from .base import AsyncConsumer, SyncConsumer
@@ -63,6 +64,8 @@ class IncomingSms:
     account_sid: str = ""
     media: list[Media] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)
+    #: Event id and delivery count on the durable pool (docs/delivery.md), else None.
+    delivery: Delivery | None = None
 
     @classmethod
     def from_message(cls, message: Message) -> IncomingSms:
@@ -74,6 +77,7 @@ class IncomingSms:
             account_sid=message.get("account_sid", ""),
             media=[Media(item.get("url", ""), item.get("content_type", "")) for item in message.get("media", [])],
             params=dict(message.get("params", {})),
+            delivery=delivery_of(message),
         )
 
 
@@ -87,6 +91,7 @@ class SmsStatus:
     to: str | None = None
     from_: str | None = None
     params: dict[str, str] = field(default_factory=dict)
+    delivery: Delivery | None = None
 
     @classmethod
     def from_message(cls, message: Message) -> SmsStatus:
@@ -97,6 +102,7 @@ class SmsStatus:
             to=message.get("to"),
             from_=message.get("from"),
             params=dict(message.get("params", {})),
+            delivery=delivery_of(message),
         )
 
 

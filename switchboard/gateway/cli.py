@@ -1,8 +1,10 @@
-"""Command line: ``switchboard gateway | worker | run | status``.
+"""Command line: ``switchboard gateway | worker | run | status | deadletters``.
 
 ``gateway`` holds client connections; ``worker`` runs consumers; ``run`` does both in one
 process over the in-memory layer, the embedded mode that needs nothing else installed;
-``status`` shows the running gateways and workers (docs/observability.md).
+``status`` shows the running gateways and workers (docs/observability.md);
+``deadletters`` lists, shows, replays and drops dead letters of durable channels
+(docs/delivery.md).
 
 Every serving process also runs an observer (``gateway/observer.py``) that answers
 ``switchboard status`` and, when a metrics bind is configured, feeds a Prometheus endpoint.
@@ -380,6 +382,7 @@ async def _run_worker(
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery, reply_wait=options.reply_wait,
         django_http=options.django_http, django_threads=options.django_threads,
+        durable_prefetch=options.durable_prefetch,
     )
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
@@ -416,6 +419,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery, reply_wait=options.reply_wait,
         django_http=options.django_http, django_threads=options.django_threads,
+        durable_prefetch=options.durable_prefetch,
     )
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
@@ -447,6 +451,22 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
     _install_signal_handlers(stop)  # SIGINT/SIGTERM end the live view cleanly
     try:
         return await run_status(layer, once=args.once, as_json=args.json, wait=args.wait, interval=args.interval, stop=stop)
+    finally:
+        await layer.close()
+
+
+async def _deadletters(config: SwitchboardConfig, args: argparse.Namespace) -> int:
+    from .deadletters import run_deadletters
+    from .layers import build_layer
+
+    if str(config.layer.get("BACKEND", "memory")) == "memory":
+        raise ConfigError(
+            "switchboard deadletters reads the dead letters in a shared channel layer (e.g. Redis); "
+            "those of the in-memory layer live and die with their process"
+        )
+    layer = build_layer(config.layer)
+    try:
+        return await run_deadletters(layer, args)
     finally:
         await layer.close()
 
@@ -490,7 +510,7 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
         return _fail(f"--log-level (or SWITCHBOARD_LOG_LEVEL) {args.log_level!r} is not a logging level")
     logs.setup_logging(args.log_level, log_format)
     logs.register_secrets(logs.environment_secrets())
-    if command != "status":
+    if command not in ("status", "deadletters"):
         logs.CONTEXT["kind"] = command
     if command == "run" and args.reload and not reload.is_child():
         try:
@@ -521,6 +541,8 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
             run_async(_run_both(config, args))
         elif command == "status":
             return run_async(_status(config, args))
+        elif command == "deadletters":
+            return run_async(_deadletters(config, args))
     except ConfigError as exc:
         return _fail(f"configuration error: {logs.REDACTOR.redact_text(str(exc))}")
     except StartupError as exc:

@@ -113,7 +113,11 @@ class WorkerOptions:
     worker's thread pool, as WSGI serves it; anything else through Django's ASGI
     handler), ``"sync"`` or ``"async"`` (always that path). ``django_threads``: threads
     in that pool, which bound the sync views running at once (and, with
-    ``CONN_MAX_AGE``, the database connections kept open).
+    ``CONN_MAX_AGE``, the database connections kept open). ``durable_prefetch``: durable
+    messages (specs/layer.md, Durable channels) read and not yet finished, at most: what a
+    killed worker leaves for the others to claim after the visibility timeout, and how far
+    one worker reads ahead of its consumer (a channel's instance handles one message at a
+    time, so with slow tasks and several workers keep it small; raise it for many fast ones).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -128,6 +132,7 @@ class WorkerOptions:
     reply_wait: float = 5.0
     django_http: str = "auto"
     django_threads: int = 8
+    durable_prefetch: int = 32
 
     def __post_init__(self) -> None:
         if self.django_http not in ("auto", "sync", "async"):
@@ -137,7 +142,7 @@ class WorkerOptions:
         for name in ("heartbeat_interval", "drain_timeout", "reply_wait"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("max_instance_backlog", "max_listener_backlog"):
+        for name in ("max_instance_backlog", "max_listener_backlog", "durable_prefetch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 

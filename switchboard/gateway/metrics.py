@@ -108,6 +108,18 @@ _HELP: Final[dict[str, str]] = {
     "memberships_restored": "Group memberships of open connections added again after the layer lost them",
     "memberships_refreshed": "Group memberships of open connections refreshed before group_expiry",
     "workers_lost": "Workers released because they missed their heartbeats",
+    "durable_sent": "Messages stored on durable channels (acknowledged to their source after this)",
+    "durable_too_large": "Sends refused because the message was over the durable channel's max_message_size",
+    "durable_not_replicated": "Durable sends stored without the replicas asked for in time (source told to retry)",
+    "durable_received": "Durable messages read for the first time",
+    "durable_redelivered": "Durable messages claimed again (a retry, a lost or stopped worker)",
+    "durable_acked": "Durable messages acknowledged (their handler finished)",
+    "durable_retried": "Durable deliveries whose handler raised, scheduled for another delivery",
+    "durable_released": "Durable deliveries handed back unstarted for another worker",
+    "dead_lettered": "Durable messages moved to the dead letters after max_deliveries",
+    "dead_letter_full": "Failed durable messages kept pending because the dead letters were full",
+    "durable_finished": "Durable deliveries whose handler returned",
+    "durable_failed": "Durable deliveries whose handler raised",
 }
 
 

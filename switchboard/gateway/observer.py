@@ -52,7 +52,7 @@ PROBE: Final = "switchboard.probe"
 
 # Plugin counters that mirror a layer or gateway counter (the layer refused the event, or
 # raised): counting them again would count one lost message twice in drops.
-_MIRRORED_DROPS: Final = ("channel_full", "dropped_full", "layer_error")
+_MIRRORED_DROPS: Final = ("channel_full", "dropped_full", "layer_error", "dropped_too_large")
 
 
 @dataclass(frozen=True)
@@ -186,14 +186,16 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
 
     ``layer``: a full channel refused a send (``full``) or a group member
     (``group_dropped_full``); a message was read after its expiry (``expired``) or could
-    not be decoded (``corrupt``). ``gateway``: a reply reached a closed connection
-    (``replies_orphaned``) or the layer raised on an event (``events_failed``). ``worker``:
+    not be decoded (``corrupt``); a durable channel refused a message as too large
+    (``durable_too_large``; dead letters are kept, not lost, so they are not drops).
+    ``gateway``: a reply reached a closed connection (``replies_orphaned``) or the layer
+    raised on an event (``events_failed``). ``worker``:
     a non-envelope on a pool channel (``bad_messages``), an event past an instance's
     backlog bound (``events_dropped_backlog``), a reply the gateway had no room for
     (``replies_shed``). Plugins: see :func:`is_plugin_drop`.
     """
     drops: dict[tuple[str, str], int] = {}
-    for reason in ("full", "group_dropped_full", "expired", "corrupt"):
+    for reason in ("full", "group_dropped_full", "expired", "corrupt", "durable_too_large"):
         drops["layer", reason] = snapshot.layer.get(reason, 0)
     if snapshot.gateway is not None:
         for reason in ("replies_orphaned", "events_failed"):

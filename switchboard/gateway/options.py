@@ -1,7 +1,7 @@
 """The command-line options of every Switchboard command, defined once.
 
-``switchboard gateway | worker | run | status`` and ``manage.py rungateway | runworker``
-take the same options: :func:`add_options` adds them to any argparse parser (Django's
+``switchboard gateway | worker | run | status | deadletters`` and ``manage.py rungateway |
+runworker`` take the same options: :func:`add_options` adds them to any argparse parser (Django's
 ``CommandParser`` is one), so the two entry points cannot drift apart.
 
 Overrides (``--bind``, ``--udp-bind``, ``--smtp-bind``, ``--set SECTION.KEY=VALUE``,
@@ -196,6 +196,9 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in ("run", "gateway", "worker", "status"):
         add_options(sub.add_parser(command, help=COMMAND_HELP[command], allow_abbrev=False), command)
+    from .deadletters import add_parser as add_deadletters
+
+    add_deadletters(sub, lambda action: add_options(action, "deadletters"))
     return parser
 
 

@@ -220,7 +220,9 @@ class Gateway:
                 waiters.remove(waiter)
         return connection.worker if connection.open else None
 
-    async def send_event(self, connection: Connection, event: Message, *, wait: float | None = None) -> None:
+    async def send_event(
+        self, connection: Connection, event: Message, *, wait: float | None = None, durable: bool | None = None
+    ) -> None:
         """Send one event of ``connection`` to the worker pool.
 
         Raises :class:`~switchboard.gateway.layers.ChannelFull` when the pool is at
@@ -230,6 +232,11 @@ class Gateway:
         plugin reads nothing more from it meanwhile), not a reason to close it. Events of
         connectionless listeners (UDP, MQTT, SMTP) are refused at once: their plugins
         queue and drop by their own policy.
+
+        On a durable pool (specs/layer.md, Durable channels) it returns once the event is
+        stored, so the plugin acknowledges its source after that; it may also raise
+        ``MessageTooLarge`` or ``NotReplicated``. ``durable=False`` sends this event at
+        most once all the same (MQTT QoS 0).
         """
         if wait is None:
             wait = self.event_wait if connection.sticky else 0.0
@@ -248,9 +255,11 @@ class Gateway:
                 connection.hold_until = time.monotonic() + self.claim_timeout
                 await self._send_envelope(connection, event, claim=True, wait=wait)
                 return
-        await self._send_envelope(connection, event, wait=wait)
+        await self._send_envelope(connection, event, wait=wait, durable=durable)
 
-    async def _send_envelope(self, connection: Connection, event: Message, *, claim: bool = False, wait: float = 0.0) -> None:
+    async def _send_envelope(
+        self, connection: Connection, event: Message, *, claim: bool = False, wait: float = 0.0, durable: bool | None = None
+    ) -> None:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
@@ -259,7 +268,7 @@ class Gateway:
                 envelope["claim"] = True
                 connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope, wait=wait)
             else:
-                await self.layer.send(worker or connection.pool, envelope, wait=wait)
+                await self.layer.send(worker or connection.pool, envelope, wait=wait, durable=durable)
         except ChannelFull:
             self.stats.events_dropped_full += 1
             raise
@@ -361,6 +370,11 @@ class Gateway:
         a connection away from a live claimer, so two workers cannot flap it.
         """
         if not connection.open or not worker.startswith("worker."):
+            return
+        if self.layer.durable.options_for(connection.pool) is not None:
+            # Durable events always go to the durable pool: a worker's own channel is at
+            # most once, so a claim could only lose them (the worker ignores it too).
+            self.stats.claims_refused += 1
             return
         if connection.worker is not None and connection.worker != worker:
             self.stats.claims_refused += 1

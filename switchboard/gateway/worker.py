@@ -24,6 +24,7 @@ import collections
 import logging
 import secrets
 import threading
+import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ from .envelope import (
     pool_channel,
 )
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message
+from .layers.durable import Delivery, DurableMessage, Settlement
+from .layers.durable_channels import DurableReceiver
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -85,6 +88,11 @@ class WorkerStats:
     # Replies dropped because the connection's gateway had no room for them for
     # ``reply_wait`` seconds (its reply list stayed full): the consumer is not told.
     replies_shed: int = 0
+    # Durable deliveries whose handler returned / raised (retried or dead-lettered), and
+    # those handed back unstarted (stopping, backlog full) for another worker.
+    durable_finished: int = 0
+    durable_failed: int = 0
+    durable_released: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
@@ -139,8 +147,8 @@ class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = (
-        "accepted", "bound", "claim", "closed", "key", "local", "on_room", "overflowed", "queue", "response_started",
-        "resumed", "scope", "task", "waiting",
+        "accepted", "bound", "claim", "closed", "in_hand", "key", "local", "on_room", "overflowed", "progressed", "queue",
+        "response_started", "resumed", "scope", "task", "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -160,13 +168,26 @@ class _Instance:
         self.overflowed = False  # the backlog bound was hit; the connection was told to go
         self.on_room: Callable[[], None] | None = None  # called when the backlog has room again
         self.bound = 0  # most events it may have queued (set by the worker)
+        # The durable message handed out last, until the app asks for the next one: an
+        # ASGI app calls receive() again only once it has finished with a message, so
+        # that call is when the worker acknowledges it (unless the app took it over).
+        self.in_hand: Settlement | None = None
+        self.progressed = False  # receive() returned at least one message
 
     async def receive(self) -> Message:
+        finished = self.in_hand
+        if finished is not None:
+            self.in_hand = None
+            if not finished.taken:
+                finished.finished()
         self.waiting = True
         try:
             message = await self.queue.get()
         finally:
             self.waiting = False
+        self.progressed = True
+        if type(message) is DurableMessage:
+            self.in_hand = message.settlement
         if self.on_room is not None:
             self.on_room()
         return message
@@ -212,6 +233,7 @@ class Worker:
         reply_wait: float = 5.0,
         django_http: str = "auto",
         django_threads: int = 8,
+        durable_prefetch: int = 32,
     ) -> None:
         from switchboard.consumers import django_http as django_http_module
 
@@ -243,6 +265,10 @@ class Worker:
         self.reply_wait = reply_wait
         self._shed_logged = 0.0
         self._shed_unlogged = 0
+        self.durable_prefetch = durable_prefetch
+        # The reader of this worker's durable channels (specs/layer.md, Durable channels).
+        self.durable: DurableReceiver | None = None
+        self._claim_warned: set[str] = set()
         self._stopping = False
         self._thread = 0
         # Named channels are read only while their instances have room (backpressure: the
@@ -271,6 +297,11 @@ class Worker:
             loop.create_task(self._read_loop(receiver, throttled=bool(self.channels) and receiver is shared[-1]))
             for receiver in shared
         ]
+        durable_names = [name for name in names if self.layer.durable.options_for(name) is not None]
+        if durable_names:
+            self.durable = self.layer.durable.receiver(durable_names, f"worker.{self.id}", prefetch=self.durable_prefetch)
+            readers.append(loop.create_task(self._read_durable(self.durable)))
+            logger.info("worker %s: durable (at-least-once) channels: %s", self.id, ", ".join(durable_names))
         own_reader = loop.create_task(self._read_loop(own))
         heartbeat = loop.create_task(self._heartbeat())
         if self.local_delivery:
@@ -286,6 +317,10 @@ class Worker:
             for receiver in shared:
                 for channel, message in await receiver.close():
                     self._dispatch(channel, message)
+            if self.durable is not None:
+                # Read already: handled during the drain like the rest (or handed back).
+                for channel, durable_message in await self.durable.close():
+                    self._dispatch_durable(channel, durable_message)
             await asyncio.gather(*readers)
             controls = await self._release_all(drain_timeout)
             heartbeat.cancel()
@@ -301,6 +336,9 @@ class Worker:
                 except Exception as exc:
                     logger.warning("could not tell %s we drained: %r", control, exc)
             await self._drain(drain_timeout)
+            if self.durable is not None:
+                # Every ack, retry and hand-back reaches the layer before it closes.
+                await self.durable.flush(drain_timeout)
         finally:
             # Also reached when run() itself is cancelled: leave no reader or heartbeat behind.
             heartbeat.cancel()
@@ -308,6 +346,8 @@ class Worker:
             for receiver in shared:
                 receiver.abort()
             own.abort()
+            if self.durable is not None:
+                self.durable.abort()  # what it still holds is claimed after the visibility timeout
             for task in [*readers, own_reader]:
                 task.cancel()
             for instance in list(self.instances.values()):
@@ -326,6 +366,15 @@ class Worker:
                 return
             for channel, message in batch:
                 self._dispatch(channel, message)
+
+    async def _read_durable(self, receiver: DurableReceiver) -> None:
+        while True:
+            try:
+                batch = await receiver.get_batch()
+            except LayerClosed:
+                return
+            for channel, message in batch:
+                self._dispatch_durable(channel, message)
 
     async def _heartbeat(self) -> None:
         """Tell gateways we hold claims on that we are alive (they release us otherwise)."""
@@ -387,6 +436,93 @@ class Worker:
         else:
             self.stats.bad_messages += 1
             logger.warning("message of type %r on %s is not an event envelope; dropped", message.get("type"), channel)
+
+    def _dispatch_durable(self, channel: str, message: DurableMessage) -> None:
+        """Route one durable delivery; whatever path it takes, it is settled exactly once.
+
+        Handled: finished when its app asks for the next message (or ends). Nothing to
+        handle (a final event without an instance): finished now. Malformed: no handler
+        could ever take it, so it goes to the dead letters at once.
+        """
+        receiver = self.durable
+        assert receiver is not None
+        delivery = message.delivery
+        if channel in self.channels:
+            message.settlement = self._settlement(delivery)
+            self._dispatch_named(channel, message)
+            return
+        connection = message.get("connection")
+        event = message.get("event")
+        scope = message.get("scope")
+        if message.get("type") != EVENT_TYPE or not (
+            isinstance(connection, str) and isinstance(event, dict) and isinstance(scope, dict)
+        ):
+            self.stats.bad_messages += 1
+            logger.warning("durable message on %s is not an event envelope with a scope: dead-lettered", channel)
+            receiver.dead_letter(delivery, "not a switchboard.event envelope with connection, scope and event")
+            return
+        if connection not in self.instances and event.get("type") in _FINAL_EVENTS:
+            self.stats.events_ignored += 1
+            receiver.ack(delivery)
+            return
+        durable_event = DurableMessage(event, delivery)
+        durable_event.settlement = self._settlement(delivery)
+        self._dispatch_event({**message, "event": durable_event})
+
+    def _settlement(self, delivery: Delivery) -> Settlement:
+        return Settlement(self._settle_outcome, delivery)
+
+    def _settle_outcome(self, delivery: Delivery, outcome: str, error: str | None) -> None:
+        receiver = self.durable
+        if receiver is None:
+            return
+        if outcome == "finished":
+            self.stats.durable_finished += 1
+            receiver.ack(delivery)
+        elif outcome == "failed":
+            self.stats.durable_failed += 1
+            receiver.fail(delivery, error or "failed")
+        else:
+            self.stats.durable_released += 1
+            receiver.release([delivery])
+
+    def _settle_ended(self, instance: _Instance, failure: str | None, cancelled: bool) -> None:
+        """Settle what an ended instance held: its message in hand, and those still queued.
+
+        In hand: finished if the app returned, failed (retried or dead-lettered) if it
+        raised, released if it was cancelled (the worker is stopping), unless the app took
+        it over. Queued durable messages never reached a handler: a fresh instance takes
+        them, unless the worker is stopping or the instance ended without taking a single
+        message (an app that returns at once would otherwise be restarted for ever): then
+        they are released, their delivery count rising towards the dead letters.
+        """
+        if self.durable is None:
+            return
+        settlement, instance.in_hand = instance.in_hand, None
+        if settlement is not None and not settlement.taken:
+            if cancelled:
+                settlement.released()
+            elif failure is not None:
+                settlement.failed(failure)
+            else:
+                settlement.finished()
+        queued: list[DurableMessage] = []
+        while not instance.queue.empty():
+            event = instance.queue.get_nowait()
+            if type(event) is DurableMessage:
+                queued.append(event)
+        if not queued:
+            return
+        if cancelled or self._stopping or not instance.progressed:
+            for event in queued:
+                if event.settlement is not None:
+                    event.settlement.released()
+            return
+        for event in queued:
+            if instance.scope.get("type") == "channel":
+                self._dispatch_named(instance.key, event)
+            else:
+                self._dispatch_event({"type": EVENT_TYPE, "connection": instance.key, "scope": instance.scope, "event": event})
 
     def _dispatch_event(self, envelope: Message) -> None:
         connection = envelope.get("connection")
@@ -453,6 +589,10 @@ class Worker:
         """
         if instance.queue.qsize() < instance.bound:
             instance.queue.put_nowait(event)
+            return
+        if type(event) is DurableMessage and event.settlement is not None:
+            # Not dropped: back to the layer, where another worker (or this one, later) takes it.
+            event.settlement.released()
             return
         self.stats.events_dropped_backlog += 1
         if event.get("type") in _FINAL_EVENTS:
@@ -614,6 +754,8 @@ class Worker:
         async def send(message: Message) -> None:
             await self._send_reply(instance, message)
 
+        failure: str | None = None
+        cancelled = True  # until the app returned or raised: a cancellation skips both
         try:
             if instance.claim:
                 # Sent before the app runs, so it reaches the gateway before any reply
@@ -621,14 +763,20 @@ class Worker:
                 await self._send_claim(instance)
                 instance.local = True
             await self.application(dict(instance.scope), instance.receive, send)
+            cancelled = False
             self.stats.instances_finished += 1
         except StopConsumer:
+            cancelled = False
             self.stats.instances_finished += 1
         except RouteNotFound as exc:
+            cancelled = False
+            failure = f"no route: {exc}"
             self.stats.instances_failed += 1
             logger.info("no route for %s %s: %s", instance.scope.get("type"), instance.scope.get("path"), exc)
             await self._fail(instance, http_status=404, websocket_code=4404)
         except Exception:
+            cancelled = False
+            failure = traceback.format_exc()
             self.stats.instances_failed += 1
             logger.exception("consumer for %s %s raised", instance.scope.get("type"), instance.scope.get("path", instance.key))
             await self._fail(instance, http_status=500, websocket_code=1011)
@@ -636,6 +784,7 @@ class Worker:
             self._forget_claim(instance)
             if self.instances.get(instance.key) is instance:
                 del self.instances[instance.key]
+            self._settle_ended(instance, failure, cancelled)
             if instance.on_room is not None:
                 instance.on_room()  # a named consumer that ended (or failed) holds nothing back
 
@@ -644,6 +793,17 @@ class Worker:
         if message_type == CLAIM:
             # A consumer asking for ordered handling (``ordered = True``) of a connection
             # that is not sticky by itself, such as a UDP socket or an MQTT session.
+            scope_type = str(instance.scope.get("type"))
+            if self.layer.durable.options_for(pool_channel(scope_type)) is not None:
+                # Durable events always go through the durable pool (a claimed worker's
+                # own channel is at most once), so the claim could only lose them.
+                if scope_type not in self._claim_warned:
+                    self._claim_warned.add(scope_type)
+                    logger.warning(
+                        "ordered = True is ignored for %s: its pool %s is durable (redelivery cannot keep order)",
+                        scope_type, pool_channel(scope_type),
+                    )
+                return
             if not instance.claim and isinstance(instance.scope.get("reply_channel"), str):
                 instance.claim = True
                 await self._send_claim(instance)

@@ -28,7 +28,7 @@ The cost is one thread per plugin and one thread hop per message. Inbound, paho'
 hands each message to the event loop with ``loop.call_soon_threadsafe`` into a *bounded*
 queue (full: dropped and counted) that one task drains into ``gateway.send_event``
 (``ChannelFull``: dropped and counted): under overload MQTT's answer here is loss, not
-unbounded memory (the design is at-most-once). Outbound, ``deliver`` runs on the loop and
+unbounded memory (at-most-once). Outbound, ``deliver`` runs on the loop and
 calls paho's thread-safe ``publish``/``subscribe``, which only queue packets for paho's
 thread and never block on the network.
 
@@ -41,6 +41,17 @@ consumer often takes its reply topic from the request (MQTT 5 ``response_topic``
 a bound, whoever can publish a request can make the gateway publish anywhere its account
 may (another tenant's command topics, retained messages). Refused publishes are counted
 (``publish_dropped_topic``) and logged, never sent.
+
+QoS 1 and 2 messages on a durable ``switchboard.mqtt`` pool (the default; specs/layer.md,
+Durable channels) are at-least-once instead: paho runs with ``manual_ack``, and the plugin
+acknowledges a message (PUBACK; PUBCOMP for QoS 2) only once the layer has stored it.
+Until then the broker holds it (and caps how many are in flight, so they cannot pile up
+here): a full pool or a layer error means a retry with backoff, never a drop, and a
+gateway killed before the acknowledgement gets the message again from the broker when its
+persistent session (``clean_session = false``, a fixed ``client_id``) resumes. paho sends
+QoS 2's PUBREC itself on receipt and hands the message over at PUBREL, keeping no session
+state on disk: a gateway killed in that one round trip loses a QoS 2 message, which is
+why docs/mqtt.md recommends QoS 1 (with idempotent consumers) for durable delivery.
 """
 
 from __future__ import annotations
@@ -67,6 +78,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.layers.durable import MessageTooLarge
 from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
@@ -97,6 +109,8 @@ MAX_MQTT_PAYLOAD = 268_435_455
 
 # Filters per SUBSCRIBE packet when resubscribing (some brokers limit one packet's size).
 _SUBSCRIBE_BATCH = 100
+# Queued events sent to the layer together (one round trip for all of them).
+_DRAIN_BATCH = 64
 
 # Inbound counters: each received PUBLISH ends in exactly one of these (or is queued).
 INBOUND_OUTCOMES = (
@@ -108,7 +122,15 @@ INBOUND_OUTCOMES = (
     "dropped_layer_error",
     "dropped_shutdown",
     "dropped_error",
+    # Durable pool, QoS > 0: bigger than the pool's max_message_size (acknowledged, or
+    # the broker would send it again for ever), or not acknowledged when the plugin
+    # stopped (the broker sends it again when the session resumes; not a drop).
+    "dropped_too_large",
+    "left_for_redelivery",
 )
+# Durable pool, QoS > 0: messages that waited (unacknowledged, retried with backoff)
+# because the pool was full or the layer failed; each message counted once.
+DURABLE_COUNTERS = ("deferred_full", "deferred_layer_error")
 OUTBOUND_COUNTERS = (
     "published",
     "publish_queued",
@@ -471,15 +493,24 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         self._lock = threading.Lock()  # counters and subscriptions: paho's thread and the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gateway: Gateway | None = None
-        self._queue: asyncio.Queue[Message] | None = None
+        # (event, packet id, qos, connection number): what the manual acknowledgement needs.
+        self._queue: asyncio.Queue[tuple[Message, int, int, int]] | None = None
+        # Bumped at every (re)connect: a packet id means something only on the connection
+        # it arrived on, so a message from an earlier one is never acknowledged on a later
+        # one (the broker sends it again; acking its old id could ack another message).
+        self._connection_number = 0
+        # QoS > 0 messages are stored durably and acknowledged after (set at start).
+        self._durable = False
         self._drainer: asyncio.Task[None] | None = None
+        self._sending: set[asyncio.Task[Any]] = set()  # batches on their way to the layer
+        self._send_room = asyncio.Event()  # set while fewer than inbound_queue_size are in flight
         self._ready: asyncio.Event | None = None
         self._ready_mid: int | None = None
         self._accepting = False
         self._stopping = False
         self._in_flight = 0
         self._handoff = 0  # handed to call_soon_threadsafe, not yet in the queue
-        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_COUNTERS, *SESSION_COUNTERS):
+        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_COUNTERS, *SESSION_COUNTERS, *DURABLE_COUNTERS):
             self.counters[counter] = 0
 
     def count(self, counter: str, amount: int = 1) -> None:
@@ -509,8 +540,11 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         options = self.options
         self._loop = asyncio.get_running_loop()
         self._gateway = gateway
-        self._queue = asyncio.Queue(options.inbound_queue_size)
+        # Unbounded: the bound is applied per message in _enqueue (QoS 0 only on a durable
+        # pool, where the broker's in-flight window bounds the others).
+        self._queue = asyncio.Queue()
         self._ready = asyncio.Event()
+        self._durable = gateway.layer.durable.options_for("switchboard.mqtt") is not None
         client_id = options.client_id or f"switchboard-{gateway.id}"
         scope = {
             "type": "mqtt",
@@ -522,6 +556,8 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         if not options.clean_session and options.client_id is None:
             logger.warning("mqtt: clean_session is false but client_id is not set: the default id is new at "
                            "every start, so the broker session cannot be resumed")
+        if self._durable:
+            self._check_durable(gateway)
         self.connection = gateway.open_connection(scope, self.deliver)
         self._drainer = self._loop.create_task(self._drain(), name="mqtt-drain")
         try:
@@ -543,6 +579,22 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
                 ", ".join(self.options.brokers), options.connect_timeout,
             )
 
+    def _check_durable(self, gateway: Gateway) -> None:
+        """Warn about settings that weaken at-least-once delivery of QoS > 0 messages."""
+        options = self.options
+        if any(qos > 0 for qos in self.subscriptions().values()) and (options.clean_session or options.client_id is None):
+            logger.warning(
+                "mqtt: QoS 1/2 messages are stored durably and acknowledged after, but clean_session is true or "
+                "client_id unset: those in flight when the gateway stops end with the broker session "
+                "(set clean_session = false and a fixed client_id; docs/mqtt.md)"
+            )
+        durable = gateway.layer.durable.options_for("switchboard.mqtt")
+        if durable is not None and options.max_payload_size > durable.max_message_size:
+            logger.warning(
+                "mqtt: max_payload_size %d is over the durable pool's max_message_size %d: larger QoS 1/2 messages "
+                "are acknowledged and dropped (dropped_too_large)", options.max_payload_size, durable.max_message_size,
+            )
+
     def _build_client(self, client_id: str) -> paho.Client:
         options = self.options
         v5 = options.paho_protocol == paho.MQTTv5
@@ -552,6 +604,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             protocol=options.paho_protocol,
             clean_session=None if v5 else options.clean_session,
             reconnect_on_failure=True,
+            manual_ack=self._durable,
         )
         client.enable_logger(paho_logger)
         client.suppress_exceptions = True  # a callback bug must not end paho's thread
@@ -612,10 +665,13 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         if self._drainer is not None:
             self._drainer.cancel()
             await asyncio.gather(self._drainer, return_exceptions=True)
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         if self._queue is not None:
             while not self._queue.empty():
-                self._queue.get_nowait()
-                self.count("dropped_shutdown")
+                _event, _mid, qos, _number = self._queue.get_nowait()
+                self.count("left_for_redelivery" if self._durable and qos > 0 else "dropped_shutdown")
         if self._gateway is not None and self.connection is not None:
             self._gateway.close_connection(self.connection)
         stats = self.stats()
@@ -648,6 +704,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             self.log.warning("connection refused", f"{self.broker.url}: {reason}")
             return
         self.connected = True
+        self._connection_number += 1
         self.count("connects")
         subscriptions = self.subscriptions()
         logger.info("mqtt: connected to %s; subscribing to %d filter(s)", self.broker.url, len(subscriptions))
@@ -722,6 +779,10 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             outcome = "dropped_error"
         if outcome is not None:
             self.count(outcome)
+            if self._durable and message.qos > 0 and outcome != "dropped_shutdown":
+                # Dropped for good (bad topic, oversize): acknowledged, or the broker would
+                # send it again at every reconnect. Not when shutting down: then it comes again.
+                client.ack(message.mid, message.qos)
 
     def _hand_over(self, message: paho.MQTTMessage) -> str | None:
         """Queue the event for the loop; the drop counter when it cannot be, else None."""
@@ -747,7 +808,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         }
         with self._lock:
             self._handoff += 1
-        if not self._call_soon(self._enqueue, event):
+        if not self._call_soon(self._enqueue, (event, message.mid, message.qos, self._connection_number)):
             with self._lock:
                 self._handoff -= 1
             return "dropped_shutdown"
@@ -766,38 +827,97 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
 
     # -- inbound (the loop) ----------------------------------------------------------
 
-    def _enqueue(self, event: Message) -> None:
+    def _enqueue(self, item: tuple[Message, int, int, int]) -> None:
         with self._lock:
             self._handoff -= 1
+        event, _mid, qos, _number = item
         if not self._accepting or self._queue is None:
-            self.count("dropped_shutdown")
+            self.count("left_for_redelivery" if self._durable and qos > 0 else "dropped_shutdown")
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() + self._in_flight >= self.options.inbound_queue_size and not (self._durable and qos > 0):
             self.count("dropped_queue_full")
             self.log.warning("queue full", f"{self._queue.qsize()} messages wait for the layer; {event['topic'][:200]!r} dropped")
+            return
+        self._queue.put_nowait(item)
 
     async def _drain(self) -> None:
-        assert self._queue is not None and self._gateway is not None and self.connection is not None
-        queue, gateway, connection = self._queue, self._gateway, self.connection
+        """Send queued events to the pool: all those waiting at once, one layer round trip."""
+        assert self._queue is not None
+        queue = self._queue
+        limit = self.options.inbound_queue_size
         while True:
-            event = await queue.get()
-            self._in_flight += 1
-            outcome = "dropped_shutdown"  # what a cancellation mid-send amounts to
+            while self._in_flight >= limit:  # the layer is slow: let the queue's bound apply
+                self._send_room.clear()
+                await self._send_room.wait()
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < _DRAIN_BATCH:
+                batch.append(queue.get_nowait())
+            self._in_flight += len(batch)
+            # Not awaited: a QoS 1 message waiting for room (or for the layer to come back)
+            # must not hold up the ones behind it. Each settles its own count (in flight,
+            # outcome, task_done) as it ends; sends start in order, so they are stored in order.
+            task = asyncio.get_running_loop().create_task(self._send_batch(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send_batch(self, batch: list[tuple[Message, int, int, int]]) -> None:
+        await asyncio.gather(*(self._send_one(*item) for item in batch))
+
+    async def _send_one(self, event: Message, mid: int, qos: int, number: int) -> None:
+        """One event to the pool. QoS > 0 on a durable pool: stored, then acknowledged, or retried."""
+        assert self._gateway is not None and self.connection is not None
+        durable = self._durable and qos > 0
+        outcome = "left_for_redelivery" if durable else "dropped_shutdown"  # what a cancellation amounts to
+        try:
+            if durable:
+                outcome = await self._store(event, mid, qos, number)
+                return
+            await self._gateway.send_event(self.connection, event, durable=False)
+            outcome = "delivered"
+        except ChannelFull:
+            outcome = "dropped_channel_full"
+            self.log.warning("worker pool full", f"message on {event['topic'][:200]!r} dropped")
+        except Exception as exc:  # the layer is down or refused it: drop, keep serving
+            outcome = "dropped_layer_error"
+            self.log.warning("layer error", f"message on {event['topic'][:200]!r} dropped: {exc!r}")
+        finally:
+            self._in_flight -= 1
+            self._send_room.set()
+            self.count(outcome)
+            if self._queue is not None:
+                self._queue.task_done()
+
+    async def _store(self, event: Message, mid: int, qos: int, number: int) -> str:
+        """Store a QoS > 0 event durably, then acknowledge it; until stored, retry (no ack meanwhile)."""
+        assert self._gateway is not None and self.connection is not None
+        delay = 0.05
+        deferred: str | None = None
+        while True:
             try:
-                await gateway.send_event(connection, event)
-                outcome = "delivered"
-            except ChannelFull:
-                outcome = "dropped_channel_full"
-                self.log.warning("worker pool full", f"message on {event['topic'][:200]!r} dropped")
-            except Exception as exc:  # the layer is down or refused it: drop, keep serving
-                outcome = "dropped_layer_error"
-                self.log.warning("layer error", f"message on {event['topic'][:200]!r} dropped: {exc!r}")
-            finally:
-                self._in_flight -= 1
-                self.count(outcome)
-                queue.task_done()
+                await self._gateway.send_event(self.connection, event)
+            except MessageTooLarge as exc:
+                self.log.warning("too large", f"message on {event['topic'][:200]!r} acknowledged and dropped: {exc}")
+                self._ack(mid, qos, number)
+                return "dropped_too_large"
+            except Exception as exc:  # full, or the layer is down: the broker keeps it meanwhile
+                reason = "deferred_full" if isinstance(exc, ChannelFull) else "deferred_layer_error"
+                if deferred is None:
+                    deferred = reason
+                    self.count(reason)
+                self.log.warning(reason, f"message on {event['topic'][:200]!r} not stored yet ({exc!r}); retrying")
+            else:
+                self._ack(mid, qos, number)
+                return "delivered"
+            if self._stopping:
+                return "left_for_redelivery"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _ack(self, mid: int, qos: int, number: int) -> None:
+        """PUBACK (QoS 1) or PUBCOMP (QoS 2); paho only queues it for its thread."""
+        client = self.client
+        if client is not None and number == self._connection_number and self.connected:
+            client.ack(mid, qos)
 
     # -- outbound (the loop) ---------------------------------------------------------
 

@@ -22,6 +22,9 @@ deferred sends (``Client`` on its aiohttp-based ``AsyncTwilioHttpClient``, see
   is answered (200, empty TwiML) but not delivered again. The seen SIDs are markers on the
   channel layer (``ChannelLayer.mark``, Redis ``SET NX`` with a TTL), so they survive a
   gateway restart and are shared by every gateway on the layer.
+* On the durable ``switchboard.sms`` pool (the default) Twilio's ``2xx`` means the event is
+  stored until a consumer finished with it; a reply that comes after the webhook was
+  answered goes out through the REST API (``_sms_late.py``, docs/sms.md).
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, Message
+from switchboard.gateway.layers.durable import MessageTooLarge, NotReplicated
 from switchboard.gateway.layers.names import check_marker_key
 from switchboard.gateway.plugins import ProtocolPlugin
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
+from ._sms_late import LATE_COUNTERS, LateReplies, WebhookReplies
 from ._sms_outbound import (
     OUTBOUND_CHANNEL,
     SEND_TYPE,
@@ -142,6 +147,11 @@ class SmsOptions:
     dedupe_ttl: float = 86400.0
     #: Largest webhook body accepted (bytes); larger ones get 413.
     max_body_size: int = 64 * 1024
+    #: Durable pool: seconds an answered incoming message's reply channel stays open, so a
+    #: reply that comes later (a slow handler, a redelivery) is sent through the REST API.
+    late_reply_window: float = 600.0
+    #: Most answered webhooks kept open for late replies (oldest closed first).
+    late_reply_max: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.auth_token:
@@ -160,7 +170,8 @@ class SmsOptions:
         if self.api_key_sid is not None and self.account_sid is None:
             raise ValueError("api_key_sid needs account_sid (the account the key sends for)")
         positive = {"api_timeout": self.api_timeout, "send_concurrency": self.send_concurrency,
-                    "max_body_size": self.max_body_size}
+                    "max_body_size": self.max_body_size,
+                    "late_reply_window": self.late_reply_window, "late_reply_max": self.late_reply_max}
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -205,14 +216,21 @@ class _Form(dict[str, str]):
 
 
 class _Reject(Exception):
-    """A webhook answered with an error status; ``counter`` says why (for stats)."""
+    """A webhook answered with an error status; ``counter`` says why (for stats).
 
-    def __init__(self, status: int, counter: str, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    ``stored``: the event was stored all the same (not replicated in time), so Twilio's
+    retry is a duplicate to drop, not a new delivery.
+    """
+
+    def __init__(
+        self, status: int, counter: str, text: str, headers: list[tuple[bytes, bytes]] | None = None, *, stored: bool = False
+    ) -> None:
         super().__init__(text)
         self.status = status
         self.counter = counter
         self.text = text
         self.headers = headers or []
+        self.stored = stored
 
 
 class _Gone(Exception):
@@ -389,23 +407,35 @@ class _Webhook:
         """Open the webhook's connection, send its event, answer Twilio, close it."""
         plugin = self.plugin
         scope = plugin.sms_scope(http_scope, url)
-        replies: asyncio.Queue[Message] = asyncio.Queue()
+        replies = WebhookReplies()
         gateway = plugin.gateway_or_fail()
         connection = gateway.open_connection(scope, lambda message: plugin.on_reply(message, replies))
+        stored = False
         try:
             try:
                 await plugin.send_event(connection, event)
-            except _Reject:
-                # Not delivered: Twilio's retry is no duplicate.
-                await plugin.seen.forget(gateway.layer, dedupe_key)
+            except _Reject as reject:
+                if not reject.stored:
+                    # Not delivered: Twilio's retry is no duplicate.
+                    await plugin.seen.forget(gateway.layer, dedupe_key)
+                stored = reject.stored
                 raise
+            stored = True
             plugin.count("received" if self.kind == RECEIVED else "statuses")
             if self.kind == STATUS:
                 await self._answer_empty(send)
                 return
-            twiml = await plugin.wait_reply(replies)
+            twiml = await plugin.wait_reply(replies.queue)
+            replies.replied = twiml != _EMPTY_TWIML
         finally:
-            gateway.close_connection(connection)
+            late = plugin.late
+            if stored and late is not None and self.kind == RECEIVED and not replies.answered:
+                # No answer from the consumer yet (it is slow, or its worker was lost and
+                # the event comes again): its reply goes out through the REST API, within
+                # the late-reply window.
+                late.keep(connection, replies, event["from"], event["to"])
+            else:
+                gateway.close_connection(connection)
         await _respond(send, 200, twiml, _TWIML_HEADERS)
 
 
@@ -474,6 +504,10 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         self.seen = _SeenSids(options.dedupe_ttl)
         self.gateway: Gateway | None = None
         self.sender: OutboundSender | None = None
+        #: Answered webhooks kept for late replies (only on a durable pool).
+        self.late: LateReplies | None = None
+        for counter in LATE_COUNTERS:
+            self.counters[counter] = 0
         self.stopping = False
         #: Webhooks being served right now, and an event set whenever there are none.
         self.active = 0
@@ -515,9 +549,12 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
                 gateway.unmount(path)
             self.gateway = None
             raise
+        if gateway.layer.durable.options_for(f"switchboard.{self.scope_types[0]}") is not None:
+            self.late = LateReplies(gateway, options.late_reply_window, options.late_reply_max, self.count, check_reply)
         settings = options.send_settings()
         if settings is None:
-            logger.info("sms: no account_sid, so this gateway does not send deferred messages (%s)", OUTBOUND_CHANNEL)
+            logger.info("sms: no account_sid, so this gateway does not send deferred messages (%s)%s", OUTBOUND_CHANNEL,
+                        "; late replies wait there for a gateway that has one" if self.late is not None else "")
         else:
             self.sender = OutboundSender(gateway.layer, settings, self.count)
             self.sender.start()
@@ -541,6 +578,9 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
                     await self.idle.wait()
             except TimeoutError:
                 logger.warning("sms: %d webhook(s) still open after %.1fs", self.active, timeout)
+        if self.late is not None:
+            await self.late.close()
+            self.late = None
         if self.sender is not None:
             await self.sender.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
             self.sender = None
@@ -605,13 +645,19 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             await self.gateway_or_fail().send_event(connection, event)
         except ChannelFull:
             raise _Reject(503, "events_full", "Service Unavailable: server busy\n", [(b"retry-after", b"1")]) from None
+        except MessageTooLarge:
+            raise _Reject(413, "events_too_large", "Request too large to queue\n") from None
+        except NotReplicated:
+            raise _Reject(
+                503, "events_not_replicated", "Service Unavailable\n", [(b"retry-after", b"1")], stored=True
+            ) from None
         except _Reject:
             raise
         except Exception as exc:
             logger.warning("sms: sending %s to the worker pool failed: %s", event["type"], type(exc).__name__)
             raise _Reject(503, "layer_errors", "Service Unavailable\n", [(b"retry-after", b"1")]) from None
 
-    def on_reply(self, message: Message, replies: asyncio.Queue[Message]) -> None:
+    def on_reply(self, message: Message, replies: WebhookReplies) -> None:
         """``Connection.deliver`` of a webhook: queue ``sms.*`` replies for the waiter."""
         if message.get("type") == SEND_TYPE:
             # Only the named channel is read after the webhook is answered; taking sends
@@ -620,7 +666,11 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             logger.warning("sms.send dropped: send it to the channel %s (SmsConsumer.send_sms), "
                            "not to the webhook's reply channel", OUTBOUND_CHANNEL)
             return
-        replies.put_nowait(message)
+        if replies.late is not None and self.late is not None:
+            self.late.on_reply(message, replies)  # the webhook was answered already
+            return
+        replies.answered = True
+        replies.queue.put_nowait(message)
 
     async def wait_reply(self, replies: asyncio.Queue[Message]) -> bytes:
         """The TwiML to answer with: the consumer's reply, or empty after the deadline."""

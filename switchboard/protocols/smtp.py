@@ -41,6 +41,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.layers import ChannelFull, Message
+from switchboard.gateway.layers.durable import MessageTooLarge, NotReplicated
 from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
@@ -61,6 +62,7 @@ SPEC_VERSION = "1.0"
 ACCEPTED = "250 Message accepted"
 TRY_LATER = "451 4.3.0 try again later"
 NO_STORAGE = "452 4.3.1 Insufficient system storage"
+TOO_BIG_TO_QUEUE = "552 5.3.4 Message too big for the delivery queue"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 RELAY_DENIED = "550 5.7.1 Relaying denied: recipient domain not accepted here"
 BAD_SENDER = "553 5.1.7 Sender address is not valid UTF-8"
@@ -82,7 +84,7 @@ COUNTERS = (
     "messages_deferred_error", "storage_errors", "messages_unparsable", "recipients_rejected",
     "recipients_over_limit", "auth_succeeded", "auth_failed", "errors", "outbound_dropped",
     "messages_too_many_parts", "messages_too_deep", "messages_header_too_long", "messages_parse_timeout",
-    "parses_abandoned", "parser_failures",
+    "parses_abandoned", "parser_failures", "messages_refused_too_large", "messages_deferred_not_replicated",
 )
 # A refused message: (reply template, counter) by the limit it broke.
 _REFUSALS: dict[type[MessageRefused], tuple[str, str]] = {
@@ -643,7 +645,12 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         return await self._send(built, len(content))
 
     async def _send(self, built: BuiltEvent, size: int) -> str:
-        """Hand the event to the gateway: 250 once it is on the layer, 451 otherwise."""
+        """Hand the event to the gateway: 250 once it is on the layer, 451 otherwise.
+
+        On the durable pool (the default) "on the layer" means stored until a consumer
+        has finished with it, so the sender's 250 is a promise kept across worker
+        crashes (docs/delivery.md).
+        """
         assert self.gateway is not None and self.connection is not None
         send = asyncio.ensure_future(self.gateway.send_event(self.connection, built.event))
         try:
@@ -655,6 +662,18 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         except ChannelFull:
             built.discard_files()
             self.count("messages_deferred_full")
+            return TRY_LATER
+        except MessageTooLarge as exc:
+            built.discard_files()
+            logger.warning("refused a message from %s: %s", built.event.get("peer"), exc)
+            self.count("messages_refused_too_large")
+            return TOO_BIG_TO_QUEUE
+        except NotReplicated as exc:
+            # Stored (a worker will handle it, so its files stay), but not on a replica in
+            # time: the sender is told to try later, and its retry is a duplicate that
+            # idempotent consumers recognise (by Message-ID).
+            logger.warning("a message was stored but not replicated in time: %s", exc)
+            self.count("messages_deferred_not_replicated")
             return TRY_LATER
         except Exception:
             built.discard_files()

@@ -203,8 +203,16 @@ async def test_publishes_outside_publish_topics_are_refused_counted_and_logged(
     assert "publish_dropped_topic" in caplog.text and victim in caplog.text
 
 
+# The at-most-once pool (durable delivery off): a full pool or queue drops and counts. On
+# the durable default, QoS 1 messages wait instead (tests/mqtt/test_mqtt_durable.py).
+AT_MOST_ONCE = {"switchboard.mqtt": False}
+
+
 async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
-    layer = {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05, "channel_capacity": {"switchboard.mqtt": 2}}}
+    layer = {
+        "BACKEND": "memory",
+        "CONFIG": {"block_timeout": 0.05, "channel_capacity": {"switchboard.mqtt": 2}, "durable": AT_MOST_ONCE},
+    }
     stack = await serve(None, layer_config=layer, subscriptions=[f"{prefix}/in"])  # no worker reads the pool
     client = mqtt_client()
     for number in range(5):
@@ -215,7 +223,8 @@ async def test_channel_full_drops_are_counted(serve: Any, mqtt_client: Any, pref
 
 
 async def test_inbound_queue_full_drops_are_counted(serve: Any, mqtt_client: Any, prefix: str) -> None:
-    stack = await serve(None, subscriptions=[f"{prefix}/in"], inbound_queue_size=1)
+    layer = {"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05, "durable": AT_MOST_ONCE}}
+    stack = await serve(None, layer_config=layer, subscriptions=[f"{prefix}/in"], inbound_queue_size=1)
     client = mqtt_client()
     # Hold the loop so paho's thread keeps handing messages over while nothing drains.
     received = stack.plugin.stats()["received"]

@@ -74,6 +74,21 @@ class LayerStats:
     #: group_add / group_discard notices a connection's gateway could not be sent (see
     #: ``ChannelLayer._tell_owner``): memberships it will not restore, refresh or drop.
     group_notices_dropped: int = 0
+    # Durable channels (durable_channels.py): stored (also in ``sent``), refused as too
+    # large / stored without the replicas asked for, first deliveries read (also in
+    # ``received``), deliveries claimed again (retries, lost or stopped workers),
+    # acknowledged, failed and scheduled for retry, handed back unstarted, moved to the
+    # dead letters, and failures kept pending because the dead letters were full.
+    durable_sent: int = 0
+    durable_too_large: int = 0
+    durable_not_replicated: int = 0
+    durable_received: int = 0
+    durable_redelivered: int = 0
+    durable_acked: int = 0
+    durable_retried: int = 0
+    durable_released: int = 0
+    dead_lettered: int = 0
+    dead_letter_full: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -180,6 +195,9 @@ class LayerOptions:
     #: How messages are serialized inside the layer's envelope: "msgpack" or any format
     #: registered with ``serializers.registry``.
     serializer_format: str = "msgpack"
+    #: Durable channels: channel name or pattern -> options, True, or False (durable.py).
+    #: None: only the defaults (the pools of SMTP, SMS and MQTT).
+    durable: Mapping[str, Any] | None = None
 
 
 class ChannelLayer(BaseChannelLayer):
@@ -213,6 +231,13 @@ class ChannelLayer(BaseChannelLayer):
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
         self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher] | None = None
         self._local_routes: list[LocalRoute] = []
+        # Imported here: the durable path uses this module's packing and errors.
+        from .durable import DurableConfig
+        from .durable_channels import DurableChannels
+
+        #: The at-least-once path for channels ``options.durable`` declares durable.
+        self.durable = DurableChannels(self, DurableConfig(self.options.durable))
+        self._durable_options = self.durable.options_for
 
     # -- Process-local delivery -------------------------------------------------------
 
@@ -319,7 +344,14 @@ class ChannelLayer(BaseChannelLayer):
         self.stats.full_bytes = getattr(self.storage, "refused_bytes", 0)
 
     async def send(
-        self, channel: str, message: Message, *, local: bool = True, wait: float = 0.0, control: bool = False
+        self,
+        channel: str,
+        message: Message,
+        *,
+        local: bool = True,
+        wait: float = 0.0,
+        control: bool = False,
+        durable: bool | None = None,
     ) -> None:
         """Send ``message`` to ``channel``; raise :class:`ChannelFull` when at capacity.
 
@@ -330,8 +362,30 @@ class ChannelLayer(BaseChannelLayer):
         Only the final refusal is counted in ``stats.full``. ``control``: the message may
         take a tenth more than the channel's capacity (:func:`control_capacity`), for
         Switchboard's own messages (heartbeats, claims) that share a list with data.
+
+        On a durable channel (``LAYER.CONFIG.durable``) the send returns once the message
+        is stored (specs/layer.md, Durable channels) and may also raise
+        ``MessageTooLarge`` or ``NotReplicated``; ``wait`` and ``control`` do not apply
+        there (the source is told to try later). ``durable=False`` sends it at most once
+        all the same (an MQTT QoS 0 message on the MQTT pool); ``durable=True`` insists
+        (ValueError if the channel is not durable).
         """
+        if durable is not False:
+            options = self._durable_options(channel)
+            if options is not None:
+                check_channel_name(channel)
+                self._check_message(message)
+                await self.durable.send(channel, message, options)
+                return
+            if durable:
+                self.durable.require(channel)
         await self._send(channel, message, local=local, wait=wait, control=control)
+
+    async def send_durable(self, channel: str, message: Message) -> str:
+        """Send to a durable channel; the message's event id once it is stored."""
+        options = self.durable.require(check_channel_name(channel))
+        self._check_message(message)
+        return await self.durable.send(channel, message, options)
 
     async def send_tracked(self, channel: str, message: Message, *, wait: float = 0.0) -> bytes:
         """:meth:`send`, returning the stored item for a later :meth:`still_queued`.
@@ -414,22 +468,34 @@ class ChannelLayer(BaseChannelLayer):
 
         Returns one result per message, in order: False where the channel was full (counted
         in ``stats.full``, nothing raised), so one full channel never fails the others.
+        Messages for durable channels are stored durably (False also when one is larger
+        than its channel's ``max_message_size``).
         """
         batch: list[PushEntry] = []
+        durable: list[tuple[int, str, Message, Any]] = []
         expires_at = time.time() + self.options.expiry
-        for channel, message in messages:
+        for position, (channel, message) in enumerate(messages):
             check_channel_name(channel)
             self._check_message(message)
+            options = self._durable_options(channel)
+            if options is not None:
+                durable.append((position, channel, message, options))
+                continue
             key, suffix = split_local(channel)
             batch.append((key, self.pack_item(message, expires_at, None if suffix is None else [suffix]), *self.limits_for(key)))
-        if not batch:
-            return []
-        results = await self.storage.push_many(batch, self.options.expiry)
-        stored = sum(1 for ok in results if ok)
-        self.stats.sent += stored
-        if stored < len(results):
-            self._count_full(len(results) - stored)
-        return list(results)
+        listed: list[bool] = []
+        if batch:
+            listed = list(await self.storage.push_many(batch, self.options.expiry))
+            stored = sum(1 for ok in listed if ok)
+            self.stats.sent += stored
+            if stored < len(listed):
+                self._count_full(len(listed) - stored)
+        if not durable:
+            return listed
+        kept = await self.durable.send_many([(channel, message, options) for _p, channel, message, options in durable])
+        kept_at = {position: ok for (position, _c, _m, _o), ok in zip(durable, kept)}
+        listed_iter = iter(listed)
+        return [kept_at[position] if position in kept_at else next(listed_iter) for position in range(len(messages))]
 
     def _batcher(self) -> _SendBatcher:
         # Fast path without asyncio.get_running_loop(), which costs a getpid() system call
@@ -457,6 +523,8 @@ class ChannelLayer(BaseChannelLayer):
         pump on one loop read for a channel waits in a buffer every loop reads.
         """
         check_channel_name(channel)
+        if self._durable_options(channel) is not None:
+            return await self.durable.receive(channel)
         key, suffix = split_local(channel)
         if suffix is not None:
             local = self._local_readers.get(key)
@@ -464,21 +532,28 @@ class ChannelLayer(BaseChannelLayer):
                 local = self._local_readers.setdefault(key, _LocalChannels(self, key))
             return await local.receive(channel)
         while True:
-            result = await self.storage.pop([key], 1, self.options.block_timeout)
-            if result is None:
-                continue
-            for item in result[1]:
-                try:
-                    expires_at, _suffixes, message = self.unpack_item(item)
-                except Exception as exc:
-                    self.stats.corrupt += 1
-                    logger.error("undecodable item on %s dropped: %r", key, exc)
-                    continue
-                if expires_at < time.time():
-                    self.stats.expired += 1
-                    continue
-                self.stats.received += 1
+            message = await self._pop_one(key, self.options.block_timeout)
+            if message is not None:
                 return message
+
+    async def _pop_one(self, key: str, timeout: float) -> Message | None:
+        """One message from list ``key`` within ``timeout`` (expired, undecodable skipped), or None."""
+        result = await self.storage.pop([key], 1, timeout)
+        if result is None:
+            return None
+        for item in result[1]:
+            try:
+                expires_at, _suffixes, message = self.unpack_item(item)
+            except Exception as exc:
+                self.stats.corrupt += 1
+                logger.error("undecodable item on %s dropped: %r", key, exc)
+                continue
+            if expires_at < time.time():
+                self.stats.expired += 1
+                continue
+            self.stats.received += 1
+            return message
+        return None
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""
@@ -600,6 +675,7 @@ class ChannelLayer(BaseChannelLayer):
 
     async def flush(self) -> None:
         await self.storage.flush()
+        await self.durable.flush()
 
     async def close(self) -> None:
         """Stop this loop's local-channel pumps and release the storage's connections."""
