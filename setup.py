@@ -42,7 +42,7 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.11",
     packages=find_packages(include=["switchboard", "switchboard.*"]),
-    package_data={"switchboard": ["specs/*.md", "py.typed"]},
+    package_data={"switchboard": ["specs/*.md", "py.typed", "console/static/*", "console/static/vendor/*"]},
     include_package_data=True,
     install_requires=[
         "django>=4.2",

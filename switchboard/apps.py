@@ -6,3 +6,5 @@ from django.apps import AppConfig
 class SwitchboardConfig(AppConfig):
     name = "switchboard"
     verbose_name = "Switchboard"
+    # Fixed, so the app's migration never changes with a project's DEFAULT_AUTO_FIELD.
+    default_auto_field = "django.db.models.AutoField"

@@ -1,8 +1,9 @@
-"""Command line: ``switchboard gateway | worker | run | status``.
+"""Command line: ``switchboard gateway | worker | run | status | console``.
 
 ``gateway`` holds client connections; ``worker`` runs consumers; ``run`` does both in one
 process over the in-memory layer, the embedded mode that needs nothing else installed;
-``status`` shows the running gateways and workers (docs/observability.md).
+``status`` shows the running gateways and workers (docs/observability.md); ``console``
+serves the operator's web console (docs/console.md).
 
 Every serving process also runs an observer (``gateway/observer.py``) that answers
 ``switchboard status`` and, when a metrics bind is configured, feeds a Prometheus endpoint.
@@ -25,6 +26,9 @@ from .config import ConfigError, MetricsOptions, SwitchboardConfig, from_django_
 from .observer import Observer, ProcessView
 
 if TYPE_CHECKING:
+    from switchboard.console.serve import ConsoleMount
+
+    from .layers import ChannelLayer
     from .metrics import Metrics
     from .plugins import ProtocolPlugin
     from .server import Gateway
@@ -73,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output: one JSON object per snapshot")
     status.add_argument("--wait", type=float, default=2.0, help="seconds to collect answers with --once (default 2)")
     status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes when live (default 1)")
+    console = sub.add_parser("console", help="serve the operator's web console (through the channel layer)")
+    _add_common(console, serving=False)
+    console.add_argument(
+        "--bind",
+        metavar="HOST:PORT",
+        default=os.environ.get("SWITCHBOARD_CONSOLE_BIND"),
+        help="where to serve it (default: CONSOLE bind, 127.0.0.1:9180; else SWITCHBOARD_CONSOLE_BIND)",
+    )
     return parser
 
 
@@ -144,10 +156,18 @@ class Observability:
     worker) exists, and stops before the layer closes.
     """
 
-    def __init__(self, view: ProcessView, options: MetricsOptions, bind: str | None) -> None:
+    def __init__(
+        self, view: ProcessView, options: MetricsOptions, bind: str | None, config: SwitchboardConfig | None = None
+    ) -> None:
         self.view = view
         self.metrics: Metrics | None = None
         self.observer: Observer | None = None
+        #: The console mounted on the gateway's HTTP port (``CONSOLE.mount``), if any.
+        self.console: ConsoleMount | None = None
+        if config is not None and config.console.mount is not None and view.kind != "worker":
+            from switchboard.console.serve import ConsoleMount
+
+            self.console = ConsoleMount(config, view.layer)
         if bind is not None:
             try:
                 from .metrics import Metrics
@@ -167,6 +187,8 @@ class Observability:
             self.observer.start()
 
     async def close(self) -> None:
+        if self.console is not None:
+            await self.console.close()
         if self.observer is not None:
             await self.observer.stop()
         if self.metrics is not None:
@@ -196,6 +218,8 @@ def _attach_gateway(view: ProcessView, observability: Observability) -> Callable
         view.plugins = list(plugins)
         logs.CONTEXT["gateway_id"] = gateway.id
         observability.start()
+        if observability.console is not None:
+            observability.console.start(gateway, plugins)
         freeze_startup_objects()
 
     return started
@@ -213,7 +237,7 @@ async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
     try:
-        observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"))
+        observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"), config)
         await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
     finally:
         if observability is not None:
@@ -280,7 +304,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
     view = ProcessView("run", layer, worker=worker, stopping=stop)
-    observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"))
+    observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"), config)
     worker_task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=options.drain_timeout))
     try:
         await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
@@ -311,9 +335,34 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
         await layer.close()
 
 
+async def _console(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
+    from switchboard.console.serve import run_console
+
+    from .layers import build_layer
+
+    if str(config.layer.get("BACKEND", "memory")) == "memory":
+        raise ConfigError(
+            "switchboard console reaches processes through a shared channel layer (e.g. Redis); for "
+            "`switchboard run` (in-memory layer) mount it in that process instead: CONSOLE.mount"
+        )
+    if args.bind is not None:
+        parse_bind(args.bind, where="--bind")
+    from .server import _install_signal_handlers
+
+    layer: ChannelLayer = build_layer(config.layer)
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    try:
+        await run_console(config, layer, stop, bind=args.bind)
+    finally:
+        await layer.close()
+
+
 def _register_secrets(config: SwitchboardConfig) -> None:
     """Tell the log redaction every secret value configuration holds (see gateway/logs.py)."""
-    found = logs.secrets_in({"layer": config.layer, "protocols": config.protocols, "worker": config.worker})
+    found = logs.secrets_in(
+        {"layer": config.layer, "protocols": config.protocols, "worker": config.worker, "console": config.console.tokens}
+    )
     try:
         from django.conf import settings
 
@@ -346,6 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_async(_run_both(config, args))
         elif args.command == "status":
             return run_async(_status(config, args))
+        elif args.command == "console":
+            run_async(_console(config, args))
     except ConfigError as exc:
         print(f"switchboard: configuration error: {logs.REDACTOR.redact_text(str(exc))}", file=sys.stderr)
         return 2
