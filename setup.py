@@ -20,8 +20,14 @@ extras = {
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
     "metrics": ["prometheus_client>=0.20"],
+    # OpenTelemetry tracing (docs/tracing.md): the API and SDK, and the OTLP/HTTP exporter
+    # (the standard one; HTTP rather than gRPC keeps grpcio out). Django's own spans need
+    # opentelemetry-instrumentation-django too, which is beta-versioned: the project's choice.
+    "otel": ["opentelemetry-api>=1.25", "opentelemetry-sdk>=1.25", "opentelemetry-exporter-otlp-proto-http>=1.25"],
 }
-extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+# "all" is every protocol and metrics; tracing stays opt-in (redis-py imports an installed
+# OpenTelemetry SDK by itself, which costs every process start-up time).
+extras["all"] = sorted({req for name, reqs in extras.items() if name != "otel" for req in reqs})
 extras["test"] = [
     "pytest>=8",
     "pytest-asyncio>=0.23",
@@ -29,6 +35,12 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
+    # The tracing tests: the SDK's in-memory exporter, and Django's spans under the
+    # handler's (ASGI requests need the asgi instrumentation too).
+    "opentelemetry-api>=1.25",
+    "opentelemetry-sdk>=1.25",
+    "opentelemetry-instrumentation-django>=0.46b0",
+    "opentelemetry-instrumentation-asgi>=0.46b0",
     "ruff>=0.5",
     "mypy>=1.10",
 ]

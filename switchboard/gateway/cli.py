@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .plugins import ProtocolPlugin
     from .server import Gateway
+    from .tracing import GatewayTracer, WorkerTracer
 
 logger = logging.getLogger("switchboard.cli")
 
@@ -195,6 +196,22 @@ class Observability:
             await self.metrics.close()
 
 
+def tracers(config: SwitchboardConfig, kind: str) -> tuple[GatewayTracer | None, WorkerTracer | None]:
+    """The gateway and worker tracers when ``TRACING`` is enabled (docs/tracing.md), else Nones.
+
+    Only then is OpenTelemetry imported. Call before the application is loaded: Django's
+    instrumentation adds its middleware, which must be in place when Django's handler is built.
+    """
+    if not config.tracing.enabled:
+        return None, None
+    try:
+        from .tracing import GatewayTracer, WorkerTracer, setup_tracing
+    except ImportError as exc:
+        raise ConfigError(f"TRACING: tracing needs OpenTelemetry: pip install 'switchboard[otel]' ({exc})") from exc
+    tracer = setup_tracing(config.tracing, kind)
+    return GatewayTracer(tracer), WorkerTracer(tracer)
+
+
 def freeze_startup_objects() -> None:
     """Move everything alive after start-up out of the garbage collector's sight.
 
@@ -232,13 +249,16 @@ async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop
     from .layers import build_layer
     from .server import run_gateway
 
+    gateway_tracer, _ = tracers(config, "gateway")
     layer = build_layer(config.layer)
     stop = stop or asyncio.Event()
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
     try:
         observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"), config)
-        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
+        await run_gateway(
+            config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer
+        )
     finally:
         if observability is not None:
             await observability.close()
@@ -255,6 +275,7 @@ async def _run_worker(
     from .server import _install_signal_handlers
     from .worker import Worker
 
+    _, worker_tracer = tracers(config, "worker")
     application = load_application(config)
     layer = build_layer(config.layer)
     set_channel_layer(layer)
@@ -269,6 +290,8 @@ async def _run_worker(
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
     )
+    if worker_tracer is not None:
+        worker_tracer.install(worker)
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
@@ -291,6 +314,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     if str(config.layer.get("BACKEND", "memory")) != "memory":
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
     memory_options = config.layer.get("CONFIG", {}) if config.layer.get("BACKEND", "memory") == "memory" else {}
+    gateway_tracer, worker_tracer = tracers(config, "run")
     layer = build_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
@@ -301,13 +325,17 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
     )
+    if worker_tracer is not None:
+        worker_tracer.install(worker)
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
     view = ProcessView("run", layer, worker=worker, stopping=stop)
     observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"), config)
     worker_task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=options.drain_timeout))
     try:
-        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
+        await run_gateway(
+            config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer
+        )
     finally:
         stop.set()
         await worker_task

@@ -9,11 +9,12 @@ Django settings form::
         "WORKER": {"protocols": ["http", "websocket"], "channels": ["thumbnails"]},
         "METRICS": {"bind": "127.0.0.1:9100", "worker_bind": "127.0.0.1:9101"},
         "CONSOLE": {"mount": "/switchboard/console/", "tokens": [{"name": "ops", "token": "..."}]},
+        "TRACING": {"enabled": True, "exporter": "otlp"},
     }
 
 TOML form (``switchboard gateway --config switchboard.toml``) uses the same keys in lower
 case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``, ``[metrics]``,
-``[console]``.
+``[console]``, ``[tracing]``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,34 @@ class ConsoleOptions:
             names.add(name)
 
 
+#: Where finished spans go: an OTLP collector, stdout, or whatever provider the process set.
+TRACING_EXPORTERS = ("otlp", "console", "global")
+
+
+@dataclass
+class TracingOptions:
+    """``SWITCHBOARD["TRACING"]``: OpenTelemetry spans per event (docs/tracing.md).
+
+    Off by default, and then nothing of OpenTelemetry is imported. ``exporter``:
+    ``otlp`` (the OTLP/HTTP exporter, configured by the standard ``OTEL_EXPORTER_OTLP_*``
+    variables), ``console`` (spans as JSON on stdout) or ``global`` (keep the tracer
+    provider the process already installed, e.g. by ``opentelemetry-instrument`` or the
+    project's settings module).
+    """
+
+    enabled: bool = False
+    exporter: str = "global"
+    #: ``service.name`` of the spans; default ``switchboard-<gateway|worker|run>``.
+    service_name: str | None = None
+    #: Instrument Django with ``opentelemetry-instrumentation-django`` (when installed),
+    #: so its spans nest under the handler's.
+    instrument_django: bool = True
+
+    def __post_init__(self) -> None:
+        if self.exporter not in TRACING_EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(TRACING_EXPORTERS)}, got {self.exporter!r}")
+
+
 @dataclass
 class GatewayOptions:
     """``SWITCHBOARD["GATEWAY"]``: how long the gateway waits on workers (specs/layer.md).
@@ -207,6 +236,7 @@ class SwitchboardConfig:
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
     console: ConsoleOptions = field(default_factory=ConsoleOptions)
+    tracing: TracingOptions = field(default_factory=TracingOptions)
 
     @property
     def worker_options(self) -> WorkerOptions:
@@ -220,7 +250,7 @@ def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> SwitchboardConfig:
     """Build a config from a ``SWITCHBOARD``-style mapping (keys in any case)."""
     data = _upper_keys(raw)
-    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "GATEWAY", "CONSOLE", "DJANGO_SETTINGS_MODULE"}
+    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "GATEWAY", "CONSOLE", "TRACING", "DJANGO_SETTINGS_MODULE"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown SWITCHBOARD keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -241,8 +271,10 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
     if not isinstance(gateway, Mapping):
         raise ConfigError("SWITCHBOARD['GATEWAY'] must be a mapping")
     console = data.get("CONSOLE") or {}
-    if not isinstance(console, Mapping):
-        raise ConfigError("SWITCHBOARD['CONSOLE'] must be a mapping")
+    tracing = data.get("TRACING") or {}
+    for name, value in (("CONSOLE", console), ("TRACING", tracing)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"SWITCHBOARD['{name}'] must be a mapping")
     WorkerOptions.from_config(worker)  # fail at start-up on a bad value, not at first use
     return SwitchboardConfig(
         application=data.get("APPLICATION"),
@@ -253,6 +285,7 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
         metrics=parse_options(MetricsOptions, {str(k).lower(): v for k, v in metrics.items()}, where="METRICS"),
         gateway=parse_options(GatewayOptions, {str(k).lower(): v for k, v in gateway.items()}, where="GATEWAY"),
         console=parse_options(ConsoleOptions, {str(k).lower(): v for k, v in console.items()}, where="CONSOLE"),
+        tracing=parse_options(TracingOptions, {str(k).lower(): v for k, v in tracing.items()}, where="TRACING"),
     )
 
 

@@ -17,12 +17,15 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import SwitchboardConfig
 from .envelope import CLAIM, DRAINED, HEARTBEAT, RELEASE, RELEASED, SCOPE, SCOPE_REQUEST, WORKER_STOPPING, pool_channel, wrap
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .plugins import ProtocolPlugin, build_plugins
+
+if TYPE_CHECKING:
+    from .tracing import GatewayTracer
 
 logger = logging.getLogger("switchboard.gateway")
 
@@ -124,6 +127,8 @@ class Gateway:
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
+        self.tracer: GatewayTracer | None = None
 
     # -- connections ----------------------------------------------------------------
 
@@ -179,6 +184,8 @@ class Gateway:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
+        if self.tracer is not None:
+            self.tracer.inject(event, envelope)
         try:
             if claim:
                 envelope["claim"] = True
@@ -508,6 +515,7 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     started: Callable[[Gateway, list[ProtocolPlugin[Any]]], None] | None = None,
     drain_timeout: float | None = None,
+    tracer: GatewayTracer | None = None,
 ) -> None:
     """Run a gateway until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and exit.
 
@@ -533,6 +541,8 @@ async def run_gateway(
         drain_timeout=timeouts.drain_timeout,
     )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
+    if tracer is not None:
+        tracer.install(gateway)  # before any plugin can send an event
     await gateway.start()
     started_plugins: list[ProtocolPlugin[Any]] = []
     try:

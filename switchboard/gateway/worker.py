@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .envelope import (
     CLAIM,
@@ -45,6 +45,9 @@ from .latency import HandlerTimes
 from .layers import ChannelLayer, LayerClosed, Message
 from .layers.core import unpack
 from .tap import Taps
+
+if TYPE_CHECKING:
+    from .tracing import WorkerTracer
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -242,6 +245,8 @@ class Worker:
         self.handler_times: dict[str, HandlerTimes] = {}
         #: Live tails consoles asked for (gateway/tap.py); None while nobody watches.
         self.tap: Taps | None = None
+        #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
+        self.tracer: WorkerTracer | None = None
         self._acks: set[str] = set()
         self._acked = asyncio.Event()
         # Connection -> (asked at, envelopes in arrival order) while we wait for its scope.
@@ -420,6 +425,8 @@ class Worker:
             self._release_unscoped(connection, scope)  # this envelope brings the scope
             instance = self.instances.get(connection)
         self.stats.events += 1
+        if self.tracer is not None:
+            self.tracer.arrived(envelope, event)
         event_type = event.get("type")
         if instance is None:
             if event_type in _FINAL_EVENTS:
