@@ -17,15 +17,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from console_tokens import READ_TOKEN, WRITE_TOKEN
 from support.processes import free_port
 from support.waiting import eventually
 
 from switchboard.gateway import cli
 from switchboard.gateway.config import from_mapping
 from switchboard.gateway.layers import set_channel_layer
-
-READ_TOKEN = "viewer-token-0123456789abcdef"
-WRITE_TOKEN = "ops-token-fedcba9876543210"
 
 
 def http_request(

@@ -158,7 +158,7 @@ def _chain(spans: list[dict[str, Any]], protocol: str, event: str, reply: str) -
     return {"receive": received, "handle": handle, "send": sent[0]}
 
 
-async def test_one_trace_per_event_across_gateway_and_worker(deploy: Any) -> None:
+async def test_one_trace_per_event_across_gateway_and_worker(deploy: Any, tmp_path: Path) -> None:
     deployment = deploy(enabled=True)
     await _traffic(deployment)
     spans = deployment.spans()
@@ -177,6 +177,38 @@ async def test_one_trace_per_event_across_gateway_and_worker(deploy: Any) -> Non
     django = [s for s in spans if s["parent_id"] in handles and not s["name"].startswith(("send ", "handle "))]
     assert django, [(s["name"], s["parent_id"]) for s in spans]
     assert any(handles[s["parent_id"]]["parent_id"] in {r["span_id"] for r in requests} for s in django)
+
+    target = os.environ.get("SWITCHBOARD_TRACING_SCREENSHOT")
+    if target:
+        await _screenshot(spans, [("One SMS webhook", sms), ("One WebSocket message", websocket)], ROOT / target / "tracing.png",
+                          tmp_path)
+
+
+async def _screenshot(spans: list[dict[str, Any]], chains: list[tuple[str, dict[str, dict[str, Any]]]], out: Path,
+                      tmp_path: Path) -> None:
+    """docs/img/tracing.png: the two traces as a waterfall, rendered by headless Chromium."""
+    import base64
+
+    from waterfall import page
+    from webrtc.cdp import Chromium
+
+    traces = []
+    for title, chain in chains:
+        trace_id = chain["receive"]["trace_id"]
+        traces.append((title, [span for span in spans if span["trace_id"] == trace_id]))
+    html_file = tmp_path / "waterfall.html"
+    await asyncio.to_thread(html_file.write_text, page(traces), encoding="utf-8")
+    browser = await Chromium.launch(tmp_path / "profile")
+    try:
+        session = await browser.open_page(html_file.as_uri())
+        await browser.call("Emulation.setDeviceMetricsOverride",
+                           {"width": 1100, "height": 330, "deviceScaleFactor": 1, "mobile": False}, session)
+        await browser.wait_for(session, "document.querySelectorAll('.row').length > 0")
+        shot = await browser.call("Page.captureScreenshot", {
+            "format": "png", "clip": {"x": 0, "y": 0, "width": 1100, "height": 330, "scale": 1}}, session)
+        await asyncio.to_thread(out.write_bytes, base64.b64decode(shot["data"]))
+    finally:
+        await browser.close()
 
 
 async def test_no_opentelemetry_when_tracing_is_off(deploy: Any) -> None:

@@ -89,3 +89,14 @@ async def test_a_refused_event_says_so(gateway: tuple[Gateway, ChannelLayer]) ->
         await gw.send_event(connection, {"type": "websocket.receive", "text": "no room"})
     refused = next(span for span in EXPORTER.get_finished_spans() if span.name == "receive websocket.receive")
     assert refused.attributes is not None and refused.attributes["switchboard.outcome"] == "refused_full"
+
+
+def test_tracing_options_are_checked_at_start_up() -> None:
+    from switchboard.gateway.config import ConfigError, from_mapping
+
+    assert from_mapping({}).tracing.enabled is False
+    config = from_mapping({"TRACING": {"enabled": True, "exporter": "console", "service_name": "edge"}})
+    assert (config.tracing.exporter, config.tracing.service_name) == ("console", "edge")
+    for bad in ({"exporter": "zipkin"}, {"enabled": "yes"}, {"sampler": 0.5}):
+        with pytest.raises(ConfigError, match="TRACING"):
+            from_mapping({"TRACING": bad})

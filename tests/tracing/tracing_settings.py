@@ -66,6 +66,8 @@ if ENABLED:
                 "span_id": format(span.context.span_id, "016x"),
                 "parent_id": format(span.parent.span_id, "016x") if span.parent is not None else None,
                 "kind": span.kind.name,
+                "start": span.start_time,
+                "end": span.end_time,
                 "attributes": dict(span.attributes or {}),
                 "pid": os.getpid(),
             }

@@ -143,7 +143,7 @@
     const body = $("processes").tBodies[0];
     body.replaceChildren(...processes.map((p) => {
       const connections = Object.entries(p.connections || {}).map(([k, v]) => k + "=" + v).join(" ") || "–";
-      return el("tr", { "data-id": p.id, "data-kind": p.kind, "data-state": p.state },
+      return el("tr", { "data-id": p.id, "data-kind": p.kind, "data-state": p.state, "data-pid": p.pid },
         el("td", { text: p.id }), el("td", { text: p.kind }), el("td", { text: p.host + "/" + p.pid }),
         el("td", { text: p.state }), el("td", { text: duration(p.uptime) }), el("td", { text: p.version || "–" }),
         el("td", { class: "num", text: p.cpu_percent === null ? "–" : p.cpu_percent.toFixed(1) + "%" }),
@@ -204,7 +204,7 @@
     let chart = state.charts.get(protocol);
     if (!chart) {
       chart = new uPlot({
-        width: Math.max(holder.clientWidth || 380, 300), height: 150,
+        width: Math.max(holder.clientWidth || 380, 200), height: 150,
         scales: { x: { time: true }, ms: { auto: true } },
         series: [{}, { label: "in/s", stroke: "#2563eb", width: 1.5 }, { label: "out/s", stroke: "#16a34a", width: 1.5 },
           { label: "p99 ms", stroke: "#d97706", width: 1, scale: "ms", dash: [4, 3] }],
@@ -328,6 +328,13 @@
     });
     $("tail-toggle").addEventListener("click", () => ($("tail-toggle").dataset.running === "true" ? stopTail() : startTail()));
     $("tail-target").addEventListener("change", () => { if (state.tailAbort) startTail(); });
+    // Charts follow their cards' width (the grid reflows with the window).
+    new ResizeObserver(() => {
+      for (const chart of state.charts.values()) {
+        const width = Math.max(chart.root.parentElement.clientWidth, 200);
+        if (Math.abs(width - chart.width) > 2) chart.setSize({ width, height: 150 });
+      }
+    }).observe($("protocols"));
     connect();
   });
 })();
