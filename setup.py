@@ -24,6 +24,9 @@ extras = {
     # (the standard one; HTTP rather than gRPC keeps grpcio out). Django's own spans need
     # opentelemetry-instrumentation-django too, which is beta-versioned: the project's choice.
     "otel": ["opentelemetry-api>=1.25", "opentelemetry-sdk>=1.25", "opentelemetry-exporter-otlp-proto-http>=1.25"],
+    # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
+    # maintained implementation channels_redis uses too, so keys keep their meaning.
+    "encryption": ["cryptography>=42"],
 }
 # "all" is every protocol and metrics; tracing stays opt-in (redis-py imports an installed
 # OpenTelemetry SDK by itself, which costs every process start-up time).
@@ -53,7 +56,8 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.11",
-    packages=find_packages(include=["switchboard", "switchboard.*"]),
+    # switchboard_redis: channels_redis's import paths (thin modules over switchboard).
+    packages=find_packages(include=["switchboard", "switchboard.*", "switchboard_redis"]),
     package_data={"switchboard": ["specs/*.md", "py.typed", "console/static/*", "console/static/vendor/*"]},
     include_package_data=True,
     install_requires=[

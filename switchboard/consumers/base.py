@@ -80,8 +80,10 @@ class AsyncConsumer:
 
     _sync: ClassVar[bool] = False
 
-    #: Set to None to run without a channel layer (no groups, no channel of its own).
-    #: Switchboard has one layer per process, so any other value selects that layer.
+    #: The ``CHANNEL_LAYERS`` alias of the layer to use; None to run without one (no
+    #: groups, no channel of its own). Under a gateway the consumer's channel is its
+    #: connection's reply channel, which lives on the process's own layer, so there the
+    #: process layer is used whatever the alias (docs/porting-from-channels.md).
     channel_layer_alias: ClassVar[str | None] = DEFAULT_CHANNEL_LAYER
 
     #: Groups a websocket consumer joins on connect and leaves on disconnect.
@@ -125,7 +127,10 @@ class AsyncConsumer:
         """The layer this consumer uses, or None when ``channel_layer_alias`` is None."""
         if self.channel_layer_alias is None:
             return None
-        return get_channel_layer()
+        if isinstance(getattr(self, "scope", {}).get("reply_channel"), str):
+            return get_channel_layer()
+        layer: ChannelLayer | None = get_channel_layer(self.channel_layer_alias)
+        return layer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run this instance for one connection until a handler raises ``StopConsumer``."""

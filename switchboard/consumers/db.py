@@ -8,6 +8,7 @@ view would between requests.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
@@ -20,9 +21,15 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+#: True inside applications a ``switchboard.testing`` communicator runs: there the test
+#: owns the database connection (Django's ``TestCase`` holds it inside a transaction), and
+#: closing it "as stale" between calls would break the test ("connection already closed").
+keep_connections: contextvars.ContextVar[bool] = contextvars.ContextVar("switchboard_keep_connections", default=False)
+
+
 def close_stale_connections() -> None:
     """Close this thread's unusable or expired DB connections (no-op without settings)."""
-    if settings.configured:
+    if settings.configured and not keep_connections.get():
         close_old_connections()
 
 

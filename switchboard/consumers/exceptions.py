@@ -11,5 +11,21 @@ class DenyConnection(Exception):
     """Raised in a connect handler to refuse the connection (WebSocket: HTTP 403)."""
 
 
+class AcceptConnection(Exception):
+    """Raised in a WebSocket connect handler to accept the connection (Channels' API)."""
+
+
+class RequestAborted(Exception):
+    """The client went away before its request was read in full."""
+
+
+class RequestTimeout(RequestAborted):
+    """The client took too long to send its request body."""
+
+
+class MessageTooLarge(Exception):
+    """A message is larger than the layer or protocol allows."""
+
+
 class RouteNotFound(ValueError):
     """No route matched the scope: the worker answers HTTP 404 or WebSocket close 4404."""

@@ -236,7 +236,7 @@ class AsyncLongPollConsumer(AsyncHttpConsumer):
         """GET polls; anything else gets 405 (override to serve POST, say)."""
         if self.scope.get("method") != "GET":
             await self.send_response(
-                405, b"GET only\n", headers={"Allow": "GET", "Content-Type": "text/plain; charset=utf-8"}
+                405, b"GET only\n", headers=[[b"allow", b"GET"], [b"content-type", b"text/plain; charset=utf-8"]]
             )
             return
         await self.poll()
@@ -301,7 +301,7 @@ class AsyncLongPollConsumer(AsyncHttpConsumer):
         await self.send_response(
             200,
             self.encode_json(document).encode(),
-            headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+            headers=[[b"content-type", b"application/json"], [b"cache-control", b"no-store"]],
         )
         # Leave at once: group messages to a finished request would only be orphaned.
         await self._leave_groups()

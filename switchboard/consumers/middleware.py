@@ -25,8 +25,14 @@ class BaseMiddleware:
 
     @property
     def routes_by_path(self) -> bool:
-        return getattr(self.inner, "routes_by_path", False) is True
+        inner = self.inner
+        return getattr(inner, "routes_by_path", False) is True or getattr(inner, "_path_routing", False) is True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def _path_routing(self) -> bool:
+        """Channels' name for :attr:`routes_by_path`, for routers written against Channels."""
+        return self.routes_by_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         # A copy, so what this middleware adds never leaks into a sibling route's scope.
-        await self.inner(dict(scope), receive, send)
+        return await self.inner(dict(scope), receive, send)

@@ -31,8 +31,17 @@ def _application(app: Any, where: str) -> ASGIApp:
 
 
 def routes_by_path(app: Any) -> bool:
-    """Whether ``app`` routes on the rest of the path (a router, or middleware around one)."""
-    return getattr(app, "routes_by_path", False) is True
+    """Whether ``app`` routes on the rest of the path (a router, or middleware around one).
+
+    ``routes_by_path`` is our marker; ``_path_routing`` is the one Channels' ``URLRouter``
+    sets and Channels users put on their own function middleware around an inner router
+    (``app._path_routing = True``), so both are honoured.
+    """
+    return getattr(app, "routes_by_path", False) is True or getattr(app, "_path_routing", False) is True
+
+
+class ScopeTypeMissing(KeyError, ValueError):
+    """A scope without ``type``: a KeyError as in Channels, a ValueError as bad input is here."""
 
 
 class ProtocolTypeRouter:
@@ -43,15 +52,17 @@ class ProtocolTypeRouter:
             name: _application(app, f"ProtocolTypeRouter[{name!r}]") for name, app in application_mapping.items()
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope.get("type")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if "type" not in scope:
+            raise ScopeTypeMissing("type")
+        scope_type = scope["type"]
         application = self.application_mapping.get(scope_type) if isinstance(scope_type, str) else None
         if application is None:
             raise ValueError(
                 f"No application configured for scope type {scope_type!r} "
                 f"(configured: {', '.join(sorted(self.application_mapping))})"
             )
-        await application(scope, receive, send)
+        return await application(scope, receive, send)
 
 
 class ChannelNameRouter:
@@ -62,7 +73,7 @@ class ChannelNameRouter:
             name: _application(app, f"ChannelNameRouter[{name!r}]") for name, app in application_mapping.items()
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "channel" not in scope:
             raise ValueError(
                 "ChannelNameRouter got a scope without a 'channel' key; "
@@ -71,7 +82,7 @@ class ChannelNameRouter:
         application = self.application_mapping.get(scope["channel"])
         if application is None:
             raise RouteNotFound(f"No application configured for channel {scope['channel']!r}")
-        await application(scope, receive, send)
+        return await application(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -98,15 +109,21 @@ def _prefix_pattern(pattern: Any) -> Any:
     return type(pattern)(str(pattern), name=getattr(pattern, "name", None), is_endpoint=False)
 
 
-def _strip_root(scope: Scope) -> str:
+def _strip_root(scope: Scope) -> str | None:
     """The path a top-level router matches: ``path`` minus ``root_path`` and leading ``/``.
 
     Django's URL patterns are written without the leading slash (``"ws/chat/<room>/"``).
+    None when the path is not under ``root_path``: the application is mounted there, so a
+    path elsewhere is not one of its URLs (Channels and Django refuse it too).
     """
     path = scope.get("path", "")
     root_path = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path) :]
+    if root_path:
+        root = root_path.rstrip("/")
+        # At a segment boundary: "/rootfoo/" is not under "/root".
+        if not (path == root or path.startswith(root + "/")):
+            return None
+        path = path[len(root) :]
     return path[1:] if path.startswith("/") else path
 
 
@@ -121,6 +138,7 @@ class URLRouter:
     """
 
     routes_by_path = True
+    _path_routing = True  # Channels' marker, for middleware written against Channels
 
     def __init__(self, routes: Sequence[URLPattern | URLResolver]) -> None:
         self.routes = [self._compile(route) for route in routes]
@@ -152,8 +170,10 @@ class URLRouter:
             return _Match(route.app, tuple(args), kwargs, remaining)
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         path = scope["path_remaining"] if "path_remaining" in scope else _strip_root(scope)
+        if path is None:
+            raise RouteNotFound(f"Path {scope.get('path')!r} is outside root_path {scope.get('root_path')!r}")
         match = self.resolve(path)
         if match is None:
             raise RouteNotFound(f"No route found for path {scope.get('path', path)!r}")
@@ -167,4 +187,4 @@ class URLRouter:
             inner_scope["path_remaining"] = match.remaining  # a router behind middleware
         else:
             inner_scope.pop("path_remaining", None)
-        await match.app(inner_scope, receive, send)
+        return await match.app(inner_scope, receive, send)

@@ -15,7 +15,9 @@ Saving follows Channels:
 
 - ``http`` scopes: a modified session is saved when the response starts
   (``http.response.start``, unless the status is 500 or more) and its cookie is set on that
-  response, with the same rules as Django's ``SessionMiddleware``;
+  response, with the same rules as Django's ``SessionMiddleware``. As in Channels, only
+  the ``Set-Cookie`` header is added (Django's middleware also adds ``Vary: Cookie``: add
+  it yourself where a shared cache could serve one user's response to another);
 - every other scope (WebSockets): a WebSocket has no response to carry a cookie, so nothing
   is saved for you; persist changes with ``await self.scope["session"].asave()`` (or
   ``await database_sync_to_async(self.scope["session"].save)()``, as in Channels).
@@ -27,13 +29,13 @@ middlewares pass them through untouched, so wrapping a whole ``ProtocolTypeRoute
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from importlib import import_module
 from typing import Any
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpResponse
 from django.http.cookie import parse_cookie
 from django.utils.http import http_date
@@ -41,6 +43,14 @@ from django.utils.http import http_date
 from .asgi import ASGIApp, Message, Receive, Scope, Send
 from .db import database_sync_to_async
 from .middleware import BaseMiddleware
+
+
+class SessionInterruptedError(SessionInterrupted, SuspiciousOperation):
+    """The session was deleted (a logout elsewhere) before this response could save it.
+
+    Django's ``SessionInterrupted`` (a 400 Bad Request), and also the
+    ``SuspiciousOperation`` Channels raises here, so handlers written for either catch it.
+    """
 
 
 def has_headers(scope: Scope) -> bool:
@@ -75,15 +85,31 @@ def cookies_from_scope(scope: Scope) -> dict[str, str]:
     return parse_cookie("; ".join(header_values(scope, b"cookie")))
 
 
-def cookie_header(key: str, value: str = "", **options: Any) -> list[bytes]:
-    """A ``[b"set-cookie", ...]`` header built by Django's ``HttpResponse.set_cookie``.
+SAMESITE_VALUES = ("lax", "strict", "none")
+
+
+class InvalidSameSite(ValueError, AssertionError):
+    """A ``samesite`` cookie option that is not Lax, Strict or None.
+
+    A ValueError, as Django raises; also an AssertionError, as Channels raises, so code
+    and tests written for either catch it.
+    """
+
+
+def cookie_header(key: str, value: str = "", **options: Any) -> tuple[bytes, bytes]:
+    """A ``(b"Set-Cookie", ...)`` header built by Django's ``HttpResponse.set_cookie``.
 
     Going through Django keeps the attribute rules (``SameSite``, ``Max-Age`` and
-    ``expires`` together, quoting) identical to what a Django view would send.
+    ``expires`` together, quoting) identical to what a Django view would send. The pair's
+    form, a tuple with the name as Channels writes it, is the one Channels' middleware
+    produces, so tests ported from Channels that compare header lists keep passing.
     """
+    samesite = options.get("samesite")
+    if samesite is not None and (not isinstance(samesite, str) or samesite.lower() not in SAMESITE_VALUES):
+        raise InvalidSameSite(f"samesite must be one of 'Lax', 'Strict' or 'None', not {samesite!r}")
     response = HttpResponse()
     response.set_cookie(key, value, **options)
-    return [b"set-cookie", response.cookies[key].output(header="").strip().encode("latin-1")]
+    return (b"Set-Cookie", response.cookies[key].output(header="").strip().encode("latin-1"))
 
 
 class CookieMiddleware(BaseMiddleware):
@@ -96,16 +122,19 @@ class CookieMiddleware(BaseMiddleware):
         await self.inner({**scope, "cookies": cookies_from_scope(scope)}, receive, send)
 
     @staticmethod
-    def set_cookie(message: Message, key: str, value: str = "", **options: Any) -> None:
+    def set_cookie(message: Message, key: str, value: str = "", *, samesite: str | None = "lax", **options: Any) -> None:
         """Add a ``Set-Cookie`` header to an ``http.response.start`` message (in place).
 
         ``options`` are those of Django's ``HttpResponse.set_cookie`` (``max_age``,
-        ``expires``, ``path``, ``domain``, ``secure``, ``httponly``, ``samesite``).
+        ``expires``, ``path``, ``domain``, ``secure``, ``httponly``). ``samesite`` defaults
+        to ``"lax"``, as in Channels (and browsers, when a cookie names none); pass None
+        to send no SameSite attribute. Any other value than Lax, Strict or None raises
+        :class:`InvalidSameSite`.
         """
         headers = message.get("headers")
         if not isinstance(headers, list):
             headers = message["headers"] = list(headers or [])
-        headers.append(cookie_header(key, value, **options))
+        headers.append(cookie_header(key, value, samesite=samesite, **options))
 
     @staticmethod
     def delete_cookie(
@@ -186,7 +215,6 @@ class _HttpSessionSaver:
                 domain=settings.SESSION_COOKIE_DOMAIN,
                 samesite=settings.SESSION_COOKIE_SAMESITE,
             )
-            _add_vary_cookie(message["headers"])
             return
         if not (session.modified or settings.SESSION_SAVE_EVERY_REQUEST) or empty:
             return
@@ -202,7 +230,7 @@ class _HttpSessionSaver:
         try:
             session.save()
         except UpdateError:
-            raise SessionInterrupted(
+            raise SessionInterruptedError(
                 "The request's session was deleted before the request completed. "
                 "The user may have logged out in a concurrent request, for example."
             ) from None
@@ -219,18 +247,6 @@ class _HttpSessionSaver:
             httponly=settings.SESSION_COOKIE_HTTPONLY or None,
             samesite=settings.SESSION_COOKIE_SAMESITE,
         )
-        _add_vary_cookie(message["headers"])
-
-
-def _add_vary_cookie(headers: list[Any]) -> None:
-    """Responses that depend on the session cookie must not be cached across users."""
-    if not any(_is_vary_with_cookie(pair) for pair in headers):
-        headers.append([b"vary", b"Cookie"])
-
-
-def _is_vary_with_cookie(pair: Sequence[Any]) -> bool:
-    name, value = pair
-    return isinstance(name, bytes) and isinstance(value, bytes) and name.lower() == b"vary" and b"cookie" in value.lower()
 
 
 def SessionMiddlewareStack(inner: ASGIApp) -> CookieMiddleware:  # Channels' name and casing

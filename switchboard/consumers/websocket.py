@@ -1,7 +1,7 @@
 """WebSocket consumers with the Django Channels API.
 
 ``connect()`` accepts by default; raising ``DenyConnection`` there closes the socket
-before it is accepted (the client sees HTTP 403). ``groups`` are joined before
+before it is accepted (the client sees HTTP 403), raising ``AcceptConnection`` accepts it. ``groups`` are joined before
 ``connect()`` runs and left before ``disconnect()``, and the instance ends with
 ``StopConsumer`` once the socket is gone.
 """
@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 
 from .asgi import Message
 from .base import AsyncConsumer, SyncConsumer
-from .exceptions import DenyConnection, StopConsumer
+from .exceptions import AcceptConnection, DenyConnection, StopConsumer
 from .headers import Headers, normalize_headers
 
 
@@ -56,6 +56,8 @@ class WebsocketConsumer(SyncConsumer):
         async_to_sync(self.join_groups)()
         try:
             self.connect()
+        except AcceptConnection:
+            self.accept()
         except DenyConnection:
             self.close()
 
@@ -100,6 +102,8 @@ class AsyncWebsocketConsumer(AsyncConsumer):
         await self.join_groups()
         try:
             await self.connect()
+        except AcceptConnection:
+            await self.accept()
         except DenyConnection:
             await self.close()
 

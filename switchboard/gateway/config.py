@@ -303,17 +303,45 @@ def from_toml(path: str | Path) -> SwitchboardConfig:
 
 
 def from_django_settings() -> SwitchboardConfig:
-    """Read ``settings.SWITCHBOARD``, defaulting the application to ``ASGI_APPLICATION``."""
+    """Read ``settings.SWITCHBOARD``, defaulting the application to ``ASGI_APPLICATION``.
+
+    Without ``SWITCHBOARD["LAYER"]``, the layer is ``CHANNEL_LAYERS["default"]``, so a
+    Channels project runs with the layer it has configured (layers/aliases.py).
+    """
     from django.conf import settings
 
-    config = from_mapping(getattr(settings, "SWITCHBOARD", {}) or {})
+    raw = getattr(settings, "SWITCHBOARD", {}) or {}
+    config = from_mapping(raw)
     if config.application is None:
         config.application = getattr(settings, "ASGI_APPLICATION", None)
+    if "LAYER" not in _upper_keys(raw):
+        channels_default = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default")
+        if channels_default is not None:
+            config.layer = channels_layer_config(channels_default)
     return config
 
 
+def channels_layer_config(entry: Any) -> dict[str, Any]:
+    """A ``CHANNEL_LAYERS`` entry as a layer config; Channels' in-memory layer is ``"memory"``.
+
+    So ``switchboard run`` (which always runs in memory) keeps the entry's options, and
+    every other backend is built as Channels builds it.
+    """
+    from .layers.aliases import KNOWN_BACKENDS
+
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"CHANNEL_LAYERS['default'] must be a mapping, got {type(entry).__name__}")
+    layer = _upper_keys(entry)
+    backend = layer.get("BACKEND")
+    if not isinstance(backend, str):
+        raise ConfigError("CHANNEL_LAYERS['default'] has no BACKEND")
+    if KNOWN_BACKENDS.get(backend, "").endswith(".InMemoryChannelLayer"):
+        return {"BACKEND": "memory", "CONFIG": dict(layer.get("CONFIG") or {})}
+    return {"BACKEND": backend, "CONFIG": dict(layer.get("CONFIG") or {})}
+
+
 def layer_config_from_settings() -> dict[str, Any]:
-    """The layer config for ``get_channel_layer()`` outside a gateway/worker process."""
+    """The default layer's config outside a gateway/worker process (see from_django_settings)."""
     try:
         from django.conf import settings
 

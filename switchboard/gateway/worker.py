@@ -43,7 +43,6 @@ from .envelope import (
 )
 from .latency import HandlerTimes
 from .layers import ChannelLayer, LayerClosed, Message
-from .layers.core import unpack
 from .tap import Taps
 
 if TYPE_CHECKING:
@@ -510,7 +509,7 @@ class Worker:
         ):
             return False
         try:
-            _expires_at, _suffixes, message = unpack(item)
+            _expires_at, _suffixes, message = self.layer.unpack_item(item)
         except Exception:
             return False
         self.stats.events_local += 1

@@ -104,10 +104,27 @@ def test_set_and_delete_cookie_headers_use_djangos_format() -> None:
     CookieMiddleware.delete_cookie(message, "old")
     assert message["headers"][0] == [b"content-type", b"text/plain"]
     set_flavour = message["headers"][1][1].decode()
-    assert message["headers"][1][0] == b"set-cookie"
+    assert message["headers"][1][0] == b"Set-Cookie"
     assert set_flavour.startswith("flavour=mint;") and "Max-Age=60" in set_flavour and "HttpOnly" in set_flavour
     assert "SameSite=Strict" in set_flavour
     assert message["headers"][2][1].decode().startswith('old=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0')
+
+
+def test_set_cookie_defaults_to_samesite_lax_in_channels_form() -> None:
+    """Regression: set_cookie sent no SameSite by default; Channels sends Lax."""
+    message: dict[str, Any] = {}
+    CookieMiddleware.set_cookie(message, "Testing-Key", "testing-value")
+    assert message == {"headers": [(b"Set-Cookie", b"Testing-Key=testing-value; Path=/; SameSite=lax")]}
+    CookieMiddleware.set_cookie(message, "plain", "1", samesite=None)
+    assert message["headers"][1] == (b"Set-Cookie", b"plain=1; Path=/")
+
+
+@pytest.mark.parametrize("samesite", ["Hello", "", 3])
+def test_bad_samesite_is_an_assertion_and_a_value_error(samesite: Any) -> None:
+    """Regression: a bad samesite raised Django's ValueError only; Channels raises AssertionError."""
+    for expected in (AssertionError, ValueError):
+        with pytest.raises(expected, match="samesite"):
+            CookieMiddleware.set_cookie({}, "k", "v", samesite=samesite)
 
 
 # -- sessions -----------------------------------------------------------------------------
@@ -199,7 +216,7 @@ class SessionHttp(AsyncHttpConsumer):
 
 
 def set_cookies(message: dict[str, Any]) -> list[str]:
-    return [value.decode() for name, value in message["headers"] if name == b"set-cookie"]
+    return [value.decode() for name, value in message["headers"] if name.lower() == b"set-cookie"]
 
 
 async def test_http_response_saves_a_modified_session_and_sets_its_cookie(run_app: Any, scope: Any) -> None:
@@ -210,7 +227,8 @@ async def test_http_response_saves_a_modified_session_and_sets_its_cookie(run_ap
     name, _, rest = cookie.partition("=")
     key = rest.split(";")[0]
     assert name == settings.SESSION_COOKIE_NAME and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert [b"vary", b"Cookie"] in start["headers"]
+    # As Channels: the cookie is the only header the middleware adds (no Vary).
+    assert [name.lower() for name, _value in start["headers"]] == [b"content-type", b"set-cookie"]
     assert (await stored_session(key)) == {"cart": ["tea"]}
     assert (await runner.receive_output())["body"] == b"ok"
 
@@ -253,3 +271,30 @@ async def test_http_cookie_follows_session_settings(run_app: Any, scope: Any) ->
     await runner.send_input({"type": "http.request", "body": b""})
     (cookie,) = set_cookies(await runner.receive_output())
     assert cookie.startswith("sid=") and "Max-Age" not in cookie and "expires" not in cookie
+
+
+class SessionDeletedElsewhere(AsyncHttpConsumer):
+    """Changes the session, then another request (a logout) deletes it before the response."""
+
+    async def handle(self, body: bytes) -> None:
+        from django.contrib.sessions.backends.db import SessionStore
+
+        session = self.scope["session"]
+        await session.aset("cart", ["tea"])
+        await session.asave()
+        await SessionStore(session.session_key).aflush()
+        await session.aset("cart", ["tea", "milk"])
+        await self.send_response(200, b"ok")
+
+
+async def test_interrupted_session_is_suspicious_as_in_channels(run_app: Any, scope: Any) -> None:
+    """Regression: Channels raises SuspiciousOperation when the session to save is gone;
+    we raised Django's SessionInterrupted only. Now one exception is both."""
+    from django.contrib.sessions.exceptions import SessionInterrupted
+    from django.core.exceptions import SuspiciousOperation
+
+    runner = run_app(SessionMiddlewareStack(SessionDeletedElsewhere.as_asgi()), scope("http", "/cart/"))
+    await runner.send_input({"type": "http.request", "body": b""})
+    with pytest.raises(SuspiciousOperation) as caught:
+        await runner.receive_output()
+    assert isinstance(caught.value, SessionInterrupted)

@@ -216,10 +216,24 @@ async def test_login_needs_a_session_and_a_user(scope: Any) -> None:
         await login(scope(), object())
     spy = ScopeSpy()
     await CookieMiddleware(SessionMiddleware(spy))(scope(), None, None)
-    with pytest.raises(ValueError, match="needs a user"):
+    with pytest.raises(ValueError, match="User must be passed"):
         await login(spy.scopes[0])
     await logout(spy.scopes[0])  # logging nobody out is fine
     assert "user" not in spy.scopes[0]
+
+
+async def test_login_into_a_scope_without_a_user(new_user: Any, scope: Any) -> None:
+    """Regression: a scope with a session but no "user" (no AuthMiddleware) used to raise
+    AttributeError after login() had already saved the session."""
+    alice = await new_user("alice")
+    spy = ScopeSpy()
+    await CookieMiddleware(SessionMiddleware(spy))(scope(), None, None)
+    session_scope = spy.scopes[0]
+    assert "user" not in session_scope
+    await login(session_scope, alice)
+    assert session_scope["user"] == alice
+    key = session_scope["session"].session_key
+    assert (await user_of(scope(headers=cookie_header(key)))).username == "alice"
 
 
 class LoginView(AsyncHttpConsumer):
@@ -243,7 +257,7 @@ async def test_login_from_an_http_consumer_sets_the_new_session_cookie(new_user:
     await runner.send_input({"type": "http.request", "body": f"alice:{PASSWORD}".encode()})
     start = await runner.receive_output()
     assert start["status"] == 200
-    (cookie,) = [value.decode() for name, value in start["headers"] if name == b"set-cookie"]
+    (cookie,) = [value.decode() for name, value in start["headers"] if name.lower() == b"set-cookie"]
     key = cookie.split("=", 1)[1].split(";")[0]
     assert (await user_of(scope(headers=cookie_header(key)))).username == "alice"
 

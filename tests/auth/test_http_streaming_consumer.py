@@ -54,7 +54,7 @@ EVENTS = pytest.mark.parametrize("consumer", [AsyncEvents, SyncEvents], ids=["as
 async def open_stream(consumer: Any, run_app: Any, scope: Any, log: list[str], **extra: Any) -> Any:
     runner = run_app(consumer.as_asgi(log=log), scope("http", "/events/", **extra))
     await runner.send_input({"type": "http.request", "body": b""})
-    assert (await runner.receive_output())["headers"] == [[b"content-type", b"text/event-stream"]]
+    assert (await runner.receive_output())["headers"] == [(b"Content-Type", b"text/event-stream")]
     assert (await runner.receive_output())["body"] == b": subscribed\n\n"
     return runner
 

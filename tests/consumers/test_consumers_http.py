@@ -68,7 +68,7 @@ async def test_single_request_gets_response_then_instance_ends(
     assert (await runner.receive_output()) == {
         "type": "http.response.start",
         "status": 201,
-        "headers": [[b"content-type", b"text/plain"]],
+        "headers": [(b"Content-Type", b"text/plain")],  # as written (Channels passes headers on as given)
     }
     assert (await runner.receive_output()) == {"type": "http.response.body", "body": b"got ping", "more_body": False}
     await runner.wait()
@@ -120,7 +120,7 @@ async def test_streaming_response_in_chunks(consumer: Any, run_app: Any, web_sco
     runner = run_app(consumer.as_asgi(), web_scope("/events", reply_channel="gateway.t!h"))
     await runner.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await runner.receive_output()
-    assert start == {"type": "http.response.start", "status": 200, "headers": [[b"content-type", b"text/event-stream"]]}
+    assert start == {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
     chunks = [await runner.receive_output() for _ in range(4)]
     assert [chunk["body"] for chunk in chunks] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n", b""]
     assert [chunk["more_body"] for chunk in chunks] == [True, True, True, False]
@@ -157,5 +157,5 @@ async def test_url_route_kwargs_reach_handle(run_app: Any, web_scope: Any) -> No
     scope = web_scope("/items/5", reply_channel="gateway.t!h", url_route={"args": (), "kwargs": {"pk": 5}})
     runner = run_app(Item.as_asgi(), scope)
     await runner.send_input({"type": "http.request"})
-    assert (await runner.receive_output())["headers"] == [[b"x-item", b"5"]]
+    assert (await runner.receive_output())["headers"] == [(b"X-Item", b"5")]
     assert (await runner.receive_output())["body"] == b"item 5"

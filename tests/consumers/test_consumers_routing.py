@@ -222,3 +222,68 @@ def test_worker_reads_protocols_and_channel_names_from_routers() -> None:
     # Middleware around the top router does not hide what it routes.
     assert protocols_of(BaseMiddleware(application)) == ["http", "websocket"]
     assert channel_names_of(BaseMiddleware(application)) == ["thumbnails", "mail"]
+
+
+# -- Channels' routing behaviours a ported app relies on (issue 15) ---------------------
+
+
+class Returns:
+    """An application that records its scope and returns a value, as Channels' tests use."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.scope: dict[str, Any] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        self.scope = scope
+        return self.value
+
+
+async def test_function_middleware_marked_path_routing_nests_like_a_router() -> None:
+    """Regression: middleware written as a function around an inner URLRouter, marked with
+    Channels' ``_path_routing``, routes the rest of the path (it used to be matched as an
+    endpoint, so nothing under it was found)."""
+    page = Returns("page")
+    inner = URLRouter([path("test/<int:page>/", page)])
+
+    def middleware(app: Any) -> Any:
+        async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+            return await app(scope, receive, send)
+
+        wrapped._path_routing = True  # type: ignore[attr-defined]
+        return wrapped
+
+    outer = URLRouter([path("number/<int:number>/", middleware(inner))])
+    assert await outer({"type": "http", "path": "/number/42/test/3/"}, None, None) == "page"
+    assert page.scope is not None and page.scope["url_route"] == {"args": (), "kwargs": {"number": 42, "page": 3}}
+    for unmatched in ("/number/42/test/3/more/", "/number/42/other/"):
+        with pytest.raises(RouteNotFound):
+            await outer({"type": "http", "path": unmatched}, None, None)
+
+
+async def test_path_outside_root_path_is_refused() -> None:
+    """Regression: a path not under root_path used to be routed as if it were."""
+    router = URLRouter([path("", Returns("home")), path("foo/", Returns("foo"))])
+    assert await router({"type": "http", "path": "/root/foo/", "root_path": "/root"}, None, None) == "foo"
+    for outside in ("/", "/foo/", "/rootfoo/"):
+        with pytest.raises(RouteNotFound, match="outside root_path"):
+            await router({"type": "http", "path": outside, "root_path": "/root"}, None, None)
+    nested = URLRouter([path("", URLRouter([path("prefix/stuff/", Returns("stuff"))]))])
+    assert await nested({"type": "http", "path": "/root/prefix/stuff/", "root_path": "/root"}, None, None) == "stuff"
+    with pytest.raises(RouteNotFound):  # root_path is stripped once, by the outermost router
+        await nested({"type": "http", "path": "/root/root/prefix/stuff/", "root_path": "/root"}, None, None)
+
+
+async def test_scope_without_type_is_a_key_error() -> None:
+    """Regression: Channels raises KeyError for a scope without "type"; so do we (also a ValueError)."""
+    router = ProtocolTypeRouter({"http": Returns("http")})
+    with pytest.raises(KeyError):
+        await router({"path": "/"}, None, None)
+    with pytest.raises(ValueError):
+        await router({"path": "/"}, None, None)
+
+
+async def test_routers_return_what_the_application_returns() -> None:
+    router = ProtocolTypeRouter({"http": URLRouter([path("x/", Returns(7))]), "channel": ChannelNameRouter({"c": Returns(8)})})
+    assert await router({"type": "http", "path": "/x/"}, None, None) == 7
+    assert await router({"type": "channel", "channel": "c"}, None, None) == 8

@@ -83,7 +83,7 @@ async def test_connect_accepts_with_subprotocol_and_headers(consumer: Any, run_a
     assert (await runner.receive_output()) == {
         "type": "websocket.accept",
         "subprotocol": "chat.v1",
-        "headers": [[b"x-server", b"switchboard"]],
+        "headers": [(b"X-Server", b"switchboard")],
     }
 
 

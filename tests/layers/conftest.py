@@ -11,6 +11,7 @@ the sharding and restart tests (skipped when the binary is not installed).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
@@ -112,6 +113,27 @@ async def make_layer(backend: str) -> AsyncIterator[MakeLayer]:
     for layer in layers:
         await layer.flush()
         await layer.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def sync_layer(request: pytest.FixtureRequest) -> Iterator[ChannelLayer]:
+    """A layer built outside any event loop, as a settings module's layer is.
+
+    For tests that drive it from several loops (``asyncio.run``, ``async_to_sync``);
+    flushed and closed on a loop of its own afterwards.
+    """
+    config: dict[str, Any] = {"block_timeout": TEST_BLOCK_TIMEOUT}
+    if request.param == "redis":
+        require_redis()
+        config.update(hosts=[REDIS_URL], prefix=new_prefix())
+    layer = build_layer({"BACKEND": request.param, "CONFIG": config})
+    yield layer
+
+    async def flush_and_close() -> None:
+        await layer.flush()
+        await layer.close()
+
+    asyncio.run(flush_and_close())
 
 
 @pytest.fixture

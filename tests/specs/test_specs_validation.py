@@ -244,10 +244,11 @@ def test_valid_scopes() -> None:
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"reply_channel": None}, "key reply_channel must be a channel name: channel name must be a str"),
-        ({"reply_channel": "bad name"}, "key reply_channel must be a channel name: invalid channel name 'bad name'"),
+        # Name errors start with Channels' sentence (names.NAME_ERROR), then say what was wrong.
+        ({"reply_channel": None}, "key reply_channel must be a channel name: Channel name must be .*, not a NoneType"),
+        ({"reply_channel": "bad name"}, "key reply_channel must be a channel name: Channel name must be .*: 'bad name'"),
         ({"reply_channel": "gateway.x!"}, "key reply_channel must be a channel name: 'gateway.x!' is a process-local prefix"),
-        ({"reply_channel": "g" * 101}, r"key reply_channel must be a channel name: channel name 'g+'\.{3} is over 100 char"),
+        ({"reply_channel": "g" * 101}, r"key reply_channel must be a channel name: Channel name .*: 'g+'\.{3} has 101 char"),
         ({"state": {"db": "pool"}}, r"key 'state' must not be present \(lifespan state is process-local"),
         ({"client": ["127.0.0.1", "50000"]}, r"key client\[1\] must be int, got str '50000'"),
         ({"client": ["127.0.0.1"]}, r"key client must be list\[str, int\] \(exactly 2 items\), got 1 items"),

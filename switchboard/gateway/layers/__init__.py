@@ -1,7 +1,8 @@
 """Channel layers: the shared message bus between gateways and workers.
 
 ``get_channel_layer()`` returns the process-wide layer configured in settings, the same
-call Django Channels users make.
+call Django Channels users make; ``get_channel_layer("alias")`` another ``CHANNEL_LAYERS``
+alias (``aliases.py``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,28 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+from .aliases import (
+    DEFAULT_CHANNEL_LAYER,
+    ChannelLayerManager,
+    InvalidChannelLayerError,
+    channel_layers,
+    get_channel_layer,
+    is_short_form,
+    make_layer,
+    set_channel_layer,
+)
+from .base import BaseChannelLayer
 from .core import ChannelFull, ChannelLayer, LayerClosed, LayerOptions, LayerStats, Message, Receiver
 from .memory import MemoryStorage
 from .names import InvalidName, check_channel_name, check_group_name
 
 __all__ = [
+    "DEFAULT_CHANNEL_LAYER",
+    "BaseChannelLayer",
     "ChannelFull",
     "ChannelLayer",
+    "ChannelLayerManager",
+    "InvalidChannelLayerError",
     "InvalidName",
     "LayerClosed",
     "LayerOptions",
@@ -26,9 +42,11 @@ __all__ = [
     "Message",
     "Receiver",
     "build_layer",
+    "channel_layers",
     "check_channel_name",
     "check_group_name",
     "get_channel_layer",
+    "make_layer",
     "set_channel_layer",
 ]
 
@@ -37,17 +55,25 @@ _BACKENDS = {
     "redis": "switchboard.gateway.layers.redis:RedisStorage",
 }
 
-_current: ChannelLayer | None = None
-
 
 def build_layer(config: Mapping[str, Any] | None = None) -> ChannelLayer:
-    """Build a layer from ``{"BACKEND": "memory"|"redis"|"dotted.path:Class", "CONFIG": {...}}``.
+    """Build a layer from ``{"BACKEND": "memory"|"redis"|"module:StorageClass", "CONFIG": {...}}``.
 
     ``CONFIG`` keys that are :class:`LayerOptions` fields tune the core; the rest go to the
-    storage backend (e.g. ``hosts`` for Redis).
+    storage backend (e.g. ``hosts`` for Redis). A Channels-style ``BACKEND`` (the dotted
+    path of a layer class, ``"channels_redis.core.RedisChannelLayer"``) is built as
+    Channels builds it (``aliases.make_layer``) and must be a Switchboard layer.
     """
     config = dict(config or {})
     backend = str(config.get("BACKEND", "memory"))
+    if not is_short_form(backend):
+        layer = make_layer(config)
+        if not isinstance(layer, ChannelLayer):
+            raise InvalidChannelLayerError(
+                f"BACKEND {backend!r} is not a Switchboard channel layer: gateways and workers run on "
+                "switchboard.layers.InMemoryChannelLayer, switchboard_redis.core.RedisChannelLayer or a ChannelLayer subclass"
+            )
+        return layer
     options = dict(config.get("CONFIG", {}))
     path = _BACKENDS.get(backend, backend)
     module_name, _, attr = path.partition(":")
@@ -56,19 +82,3 @@ def build_layer(config: Mapping[str, Any] | None = None) -> ChannelLayer:
     core = {k: v for k, v in options.items() if k in core_names}
     rest = {k: v for k, v in options.items() if k not in core_names}
     return ChannelLayer(storage_class(**rest), LayerOptions(**core))
-
-
-def set_channel_layer(layer: ChannelLayer | None) -> None:
-    """Install ``layer`` as this process's layer (the gateway and worker do this)."""
-    global _current
-    _current = layer
-
-
-def get_channel_layer() -> ChannelLayer:
-    """The process-wide layer: the one installed, else one built from settings."""
-    global _current
-    if _current is None:
-        from ..config import layer_config_from_settings
-
-        _current = build_layer(layer_config_from_settings())
-    return _current

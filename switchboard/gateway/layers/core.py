@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fnmatch
+import collections.abc
 import logging
 import re
 import secrets
@@ -22,7 +22,9 @@ from typing import Any
 
 import msgpack
 
+from .base import BaseChannelLayer, compile_capacities
 from .names import check_channel_name, check_group_name, split_local
+from .serializers import MsgPackSerializer, registry
 from .storage import Storage
 
 logger = logging.getLogger("switchboard.layers")
@@ -98,6 +100,11 @@ def unpack(item: bytes) -> tuple[float, list[str] | None, Message]:
     return expires_at, suffixes, message
 
 
+#: Capacities of Switchboard's own channels (worker pools, gateway and worker inboxes):
+#: each carries the traffic of many connections, so it gets more room than one channel.
+INTERNAL_CAPACITIES: dict[str, int] = {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
+
+
 @dataclass
 class LayerOptions:
     """Options common to every layer backend (the layer ``CONFIG`` mapping)."""
@@ -105,16 +112,20 @@ class LayerOptions:
     capacity: int = 100
     expiry: float = 60.0
     group_expiry: float = 86400.0
-    channel_capacity: Mapping[str, int] = field(
-        default_factory=lambda: {"switchboard.*": 10000, "gateway.*": 10000, "worker.*": 10000}
-    )
+    channel_capacity: Mapping[str, int] = field(default_factory=lambda: dict(INTERNAL_CAPACITIES))
     # How long one blocking pop may wait before the read loop checks for shutdown.
     block_timeout: float = 1.0
     # How many items one pop may return (one Redis round trip).
     batch_size: int = 64
+    #: Seal every message with Fernet under these keys (the first encrypts, all decrypt);
+    #: channels_redis's option of the same name (gateway/layers/serializers.py).
+    symmetric_encryption_keys: list[str] | None = None
+    #: How messages are serialized inside the layer's envelope: "msgpack" or any format
+    #: registered with ``serializers.registry``.
+    serializer_format: str = "msgpack"
 
 
-class ChannelLayer:
+class ChannelLayer(BaseChannelLayer):
     """Channel layer core over a :class:`Storage` backend.
 
     One instance is shared by everything in one process and one event loop family: the
@@ -122,18 +133,22 @@ class ChannelLayer:
     """
 
     extensions = ["groups", "flush"]
+    #: Channels' layers take dict messages only; a subclass may take any msgpack value.
+    require_dict_messages = True
 
     def __init__(self, storage: Storage, options: LayerOptions | None = None) -> None:
         self.storage = storage
         self.options = options or LayerOptions()
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
-        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = [
-            (re.compile(fnmatch.translate(pattern)), capacity)
-            for pattern, capacity in self.options.channel_capacity.items()
-        ]
+        self._capacity_patterns: list[tuple[re.Pattern[str], int]] = compile_capacities(self.options.channel_capacity)
+        keys = self.options.symmetric_encryption_keys
+        # None: the fast path, the message packed inside the envelope in one msgpack call.
+        self._serializer: Any = None
+        if keys or self.options.serializer_format != "msgpack":
+            self._serializer = registry.get_serializer(self.options.serializer_format, symmetric_encryption_keys=keys)
         self._capacity_cache: dict[str, int] = {}
-        self._local_readers: dict[str, _LocalDemux] = {}
+        self._local_readers: dict[str, _LocalChannels] = {}
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
@@ -167,15 +182,54 @@ class ChannelLayer:
                 return True
         return False
 
+    # -- Serialization ----------------------------------------------------------------
+
+    def pack_item(self, message: Any, expires_at: float, suffixes: list[str] | None) -> bytes:
+        """One stored item; the message sealed by the configured serializer, if any."""
+        if self._serializer is None:
+            return pack(message, expires_at, suffixes)
+        return pack(self._serializer.serialize(message), expires_at, suffixes)
+
+    def unpack_item(self, item: bytes) -> tuple[float, list[str] | None, Any]:
+        """``(expires_at, suffixes, message)`` of a stored item; raises if it cannot be read."""
+        expires_at, suffixes, message = unpack(item)
+        if self._serializer is not None:
+            if not isinstance(message, bytes):
+                raise ValueError("item holds no sealed message: another layer configuration wrote it")
+            message = self._serializer.deserialize(message)
+        return expires_at, suffixes, message
+
+    def serialize(self, message: Any) -> bytes:
+        """A message as this layer's serializer writes it (channels_redis's API)."""
+        return (self._serializer or MsgPackSerializer()).serialize(message)
+
+    def deserialize(self, data: bytes) -> Any:
+        return (self._serializer or MsgPackSerializer()).deserialize(data)
+
+    def _check_message(self, message: Any) -> None:
+        if self.require_dict_messages and not isinstance(message, dict):
+            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+
     # -- Channels API ---------------------------------------------------------------
 
     @property
-    def expiry(self) -> float:
+    def expiry(self) -> float:  # type: ignore[override]
         return self.options.expiry
 
     @property
     def group_expiry(self) -> float:
         return self.options.group_expiry
+
+    @property
+    def capacity(self) -> int:  # type: ignore[override]
+        return self.options.capacity
+
+    @property
+    def channel_capacity(self) -> list[tuple[re.Pattern[str], int]]:  # type: ignore[override]
+        return self._capacity_patterns
+
+    def get_capacity(self, channel: str) -> int:
+        return self.capacity_for(channel)
 
     def capacity_for(self, key: str) -> int:
         """Capacity of the list ``key`` (first matching ``channel_capacity`` pattern)."""
@@ -212,10 +266,9 @@ class ChannelLayer:
     async def _send(self, channel: str, message: Message, *, local: bool) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
         check_channel_name(channel)
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        self._check_message(message)
         key, suffix = split_local(channel)
-        item = pack(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
+        item = self.pack_item(message, time.time() + self.options.expiry, None if suffix is None else [suffix])
         if local and suffix is not None and self._local_routes and self._route_locally(channel, message, item):
             self.stats.sent += 1
             return None
@@ -261,10 +314,9 @@ class ChannelLayer:
         expires_at = time.time() + self.options.expiry
         for channel, message in messages:
             check_channel_name(channel)
-            if not isinstance(message, dict):
-                raise TypeError(f"message must be a dict, not {type(message).__name__}")
+            self._check_message(message)
             key, suffix = split_local(channel)
-            batch.append((key, pack(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
+            batch.append((key, self.pack_item(message, expires_at, None if suffix is None else [suffix]), self.capacity_for(key)))
         if not batch:
             return []
         results = await self.storage.push_many(batch, self.options.expiry)
@@ -294,22 +346,30 @@ class ChannelLayer:
     async def receive(self, channel: str) -> Message:
         """Wait for and return the next message on ``channel``.
 
-        A process-local channel (``"x!y"``) is read through one shared loop per prefix;
-        don't also read that prefix with :meth:`receiver` in the same process.
+        A process-local channel (``"x!y"``) is read through one shared pump per prefix and
+        event loop (see :class:`_LocalChannels`); don't also read that prefix with
+        :meth:`receiver` in the same process. Any event loop may call this, one after
+        another or at once (``async_to_sync(layer.receive)``, a test's own loop): what a
+        pump on one loop read for a channel waits in a buffer every loop reads.
         """
         check_channel_name(channel)
         key, suffix = split_local(channel)
         if suffix is not None:
-            demux = self._local_readers.get(key)
-            if demux is None:
-                demux = self._local_readers[key] = _LocalDemux(self, key)
-            return await demux.receive(channel)
+            local = self._local_readers.get(key)
+            if local is None:
+                local = self._local_readers.setdefault(key, _LocalChannels(self, key))
+            return await local.receive(channel)
         while True:
             result = await self.storage.pop([key], 1, self.options.block_timeout)
             if result is None:
                 continue
             for item in result[1]:
-                expires_at, _suffixes, message = unpack(item)
+                try:
+                    expires_at, _suffixes, message = self.unpack_item(item)
+                except Exception as exc:
+                    self.stats.corrupt += 1
+                    logger.error("undecodable item on %s dropped: %r", key, exc)
+                    continue
                 if expires_at < time.time():
                     self.stats.expired += 1
                     continue
@@ -337,13 +397,12 @@ class ChannelLayer:
         of their suffixes, so a 1,000-member room on one gateway costs one push, not 1,000.
         """
         check_group_name(group)
-        if not isinstance(message, dict):
-            raise TypeError(f"message must be a dict, not {type(message).__name__}")
+        self._check_message(message)
         members = await self.storage.group_members(group, time.time(), self.options.group_expiry)
         if not members:
             return
         expires_at = time.time() + self.options.expiry
-        local_item = pack(message, expires_at, None) if self._local_routes else None
+        local_item = self.pack_item(message, expires_at, None) if self._local_routes else None
         by_key: dict[str, list[str] | None] = {}
         for channel in members:
             key, suffix = split_local(channel)
@@ -359,23 +418,31 @@ class ChannelLayer:
         if not by_key:
             return
         batch = [
-            (key, pack(message, expires_at, suffixes), self.capacity_for(key))
+            (key, self.pack_item(message, expires_at, suffixes), self.capacity_for(key))
             for key, suffixes in by_key.items()
         ]
         results = await self.storage.push_many(batch, self.options.expiry)
+        over = 0
         for (key, _item, _cap), ok in zip(batch, results):
             if ok:
                 self.stats.group_sent += 1
             else:
                 self.stats.group_dropped_full += 1
-                logger.warning("group_send to %s: channel %s is full, message dropped", group, key)
+                suffixes = by_key[key]
+                over += 1 if suffixes is None else len(suffixes)
+        if over:
+            # One line per group_send, in channels_redis's words and level: a full member
+            # is a slow reader, counted in stats (and metrics); a line per member would
+            # flood the log exactly when the system is already behind.
+            logger.info("%d of %d channels over capacity in group %s", over, len(members), group)
 
     async def flush(self) -> None:
         await self.storage.flush()
 
     async def close(self) -> None:
-        for demux in list(self._local_readers.values()):
-            await demux.close()
+        """Stop this loop's local-channel pumps and release the storage's connections."""
+        for local in list(self._local_readers.values()):
+            await local.close()
         self._local_readers.clear()
         await self.storage.close()
 
@@ -501,7 +568,7 @@ class Receiver:
             now = time.time()
             for item in items:
                 try:
-                    expires_at, suffixes, message = unpack(item)
+                    expires_at, suffixes, message = layer.unpack_item(item)
                 except Exception as exc:
                     # One bad item (another writer, a version skew) must not kill the
                     # reader of every connection of this process.
@@ -574,31 +641,125 @@ class Receiver:
         return leftover
 
 
-class _LocalDemux:
-    """Serves :meth:`ChannelLayer.receive` on process-local channels of one prefix."""
+class _LocalChannels:
+    """Serves :meth:`ChannelLayer.receive` on the process-local channels of one prefix.
+
+    One pump per event loop pops the prefix's storage key and files each message under its
+    channel in ``buffers``, which belong to no loop: a message a pump read for a channel
+    nobody on its loop was waiting for stays there for the next ``receive`` of that
+    channel from any loop. That is what lets ``async_to_sync(layer.receive)`` (a fresh
+    loop per call) or a second test loop read a channel whose message an earlier,
+    now closed, loop's pump already took from storage. Each buffer keeps at most the
+    channel's capacity; beyond it the oldest message is dropped and counted.
+
+    Read a prefix from one loop at a time. A loop that closes while its pump's blocking
+    pop is in flight cancels that pop, and on Redis a message the pop had just taken is
+    lost with it (channels_redis has the same window, and refuses two loops at once).
+    """
 
     def __init__(self, layer: ChannelLayer, key: str) -> None:
-        self.receiver = layer.receiver([key])
-        self.queues: dict[str, asyncio.Queue[Message]] = collections.defaultdict(asyncio.Queue)
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.layer = layer
+        self.key = key
+        self.buffers: dict[str, collections.deque[Message]] = {}
+        self.waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.pumps: dict[asyncio.AbstractEventLoop, tuple[Receiver, asyncio.Task[None]]] = {}
+        self.lock = threading.Lock()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                batch = await self.receiver.get_batch()
-            except LayerClosed:
-                return
-            for channel, message in batch:
-                self.queues[channel].put_nowait(message)
+    def _take(self, channel: str) -> tuple[bool, Message | None]:
+        with self.lock:
+            buffer = self.buffers.get(channel)
+            if not buffer:
+                return False, None
+            message = buffer.popleft()
+            if not buffer:
+                del self.buffers[channel]
+            return True, message
 
     async def receive(self, channel: str) -> Message:
-        queue = self.queues[channel]
-        try:
-            return await queue.get()
-        finally:
-            if queue.empty() and not getattr(queue, "_getters", None):
-                self.queues.pop(channel, None)
+        loop = asyncio.get_running_loop()
+        while True:
+            found, message = self._take(channel)
+            if found:
+                assert message is not None
+                return message
+            self._ensure_pump(loop)
+            future: asyncio.Future[None] = loop.create_future()
+            with self.lock:
+                self.waiters.setdefault(channel, []).append(future)
+            try:
+                # A message may have been filed between _take and registering the waiter.
+                if self.buffers.get(channel):
+                    continue
+                await future
+            finally:
+                with self.lock:
+                    waiting = self.waiters.get(channel)
+                    if waiting is not None and future in waiting:
+                        waiting.remove(future)
+                        if not waiting:
+                            del self.waiters[channel]
+
+    def _ensure_pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop in self.pumps:
+            return
+        for stale in [other for other in self.pumps if other.is_closed()]:
+            # That loop's pump died with it; what it had popped is in the buffers.
+            receiver, _task = self.pumps.pop(stale)
+            self._file(receiver._buffer)
+            receiver._buffer.clear()
+        receiver = self.layer.receiver([self.key])
+        self.pumps[loop] = (receiver, loop.create_task(self._pump(receiver), name=f"local-channels:{self.key}"))
+
+    async def _pump(self, receiver: Receiver) -> None:
+        while True:
+            try:
+                batch = await receiver.get_batch()
+            except LayerClosed:
+                return
+            self._file(batch)
+
+    def _file(self, batch: collections.abc.Iterable[tuple[str, Message]]) -> None:
+        wake: list[asyncio.Future[None]] = []
+        with self.lock:
+            for channel, message in batch:
+                buffer = self.buffers.get(channel)
+                if buffer is None:
+                    buffer = self.buffers[channel] = collections.deque()
+                if len(buffer) >= self.layer.capacity_for(channel):
+                    buffer.popleft()
+                    self.layer.stats.full += 1
+                buffer.append(message)
+                wake.extend(self.waiters.get(channel, ()))
+        for future in wake:
+            _wake_future(future)
 
     async def close(self) -> None:
-        await self.receiver.close()
-        await self.task
+        """Stop the running loop's pump; pumps of other loops end with their loops."""
+        loop = asyncio.get_running_loop()
+        entry = self.pumps.pop(loop, None)
+        if entry is None:
+            return
+        receiver, task = entry
+        self._file(await receiver.close())
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _wake_future(future: asyncio.Future[None]) -> None:
+    """Resolve a waiter of any loop: directly on its own loop, else through that loop."""
+    loop = future.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        if not future.done():
+            future.set_result(None)
+    else:
+        loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,8 +1,11 @@
 """In-memory storage: the embedded default for one-process mode and tests.
 
 It stores the same packed items as the Redis backend, so serialization, capacity and
-expiry behave identically; only the process boundary is missing. All calls must come from
-one event loop (asgiref's ``async_to_sync`` in worker threads runs them on that loop).
+expiry behave identically; only the process boundary is missing. Calls must come from one
+thread at a time (asgiref's ``async_to_sync`` in worker threads runs them on the outer
+loop); they may come from several event loops one after another, as tests and
+``async_to_sync`` without an outer loop do: a reader left waiting on a loop that has
+since closed is skipped, never woken.
 """
 
 from __future__ import annotations
@@ -20,33 +23,52 @@ class MemoryStorage:
     pop_cancel_safe = True
 
     def __init__(self) -> None:
+        # A list exists while it holds items or has a reader waiting on it (as Channels'
+        # in-memory layer's channels do), so an idle process keeps no empty lists around.
         self._lists: dict[str, collections.deque[bytes]] = {}
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
         self._last_sweep = time.monotonic()
+        self._ttl = 60.0
 
     def _wake(self, key: str) -> None:
         waiters = self._waiters.get(key)
         if not waiters:
             return
-        for future in waiters:
+        for future in list(waiters):
+            if future.get_loop().is_closed():
+                # Its reader's loop is gone (a closed async_to_sync or test loop): waking
+                # it would raise in this, unrelated, sender.
+                waiters.discard(future)
+                continue
             if not future.done():
                 future.set_result(None)
                 break
 
-    def _sweep(self, ttl: float) -> None:
-        """Drop lists untouched for ``ttl`` seconds, like Redis key expiry would."""
+    def _sweep(self, interval: float) -> None:
+        """Drop lists untouched for ``ttl`` seconds (every item in them has expired).
+
+        Redis expires such keys by itself; here the check runs at most every ``interval``.
+        Lists a reader waits on stay: it holds them.
+        """
         now = time.monotonic()
-        if now - self._last_sweep < 1.0:
+        if now - self._last_sweep < interval:
             return
         self._last_sweep = now
-        for key in [k for k, t in self._touched.items() if now - t > ttl]:
+        ttl = self._ttl
+        for key in [k for k, t in self._touched.items() if now - t > ttl and not self._waiters.get(k)]:
             self._lists.pop(key, None)
             self._touched.pop(key, None)
 
+    def _drop_if_idle(self, key: str, queue: collections.deque[bytes]) -> None:
+        if not queue and not self._waiters.get(key) and self._lists.get(key) is queue:
+            del self._lists[key]
+            self._touched.pop(key, None)
+
     async def push(self, key: str, item: bytes, capacity: int, ttl: float) -> bool:
-        self._sweep(ttl)
+        self._ttl = ttl
+        self._sweep(1.0)
         queue = self._lists.get(key)
         if queue is None:
             queue = self._lists[key] = collections.deque()
@@ -64,21 +86,30 @@ class MemoryStorage:
         return [list(keys)] if keys else []
 
     async def pop(self, keys: Sequence[str], count: int, timeout: float) -> tuple[str, list[bytes]] | None:
+        # At most once a second, as Redis key expiry works in whole seconds: the two
+        # backends drop an unread list of expired items at the same point.
+        self._sweep(1.0)
         deadline = time.monotonic() + timeout
+        # The lists waited on: a list removed while a reader waits (a flush, a sweep, a
+        # test deleting it) still hands over what was pushed to it before.
+        held: dict[str, collections.deque[bytes]] = {}
         while True:
             for key in keys:
-                queue = self._lists.get(key)
-                if queue:
-                    items = [queue.popleft() for _ in range(min(count, len(queue)))]
+                for queue in (self._lists.get(key), held.get(key)):
                     if queue:
-                        self._wake(key)  # let another reader of this key take the rest
-                    return key, items
+                        items = [queue.popleft() for _ in range(min(count, len(queue)))]
+                        if queue:
+                            self._wake(key)  # let another reader of this key take the rest
+                        else:
+                            self._drop_if_idle(key, queue)
+                        return key, items
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             for key in keys:
                 self._waiters[key].add(future)
+                held[key] = self._lists.setdefault(key, collections.deque())
             try:
                 await asyncio.wait_for(future, remaining)
             except TimeoutError:
@@ -90,6 +121,9 @@ class MemoryStorage:
                         waiters.discard(future)
                         if not waiters:
                             del self._waiters[key]
+                    queue = self._lists.get(key)
+                    if queue is not None:
+                        self._drop_if_idle(key, queue)
 
     async def contains(self, key: str, item: bytes) -> bool:
         return item in self._lists.get(key, ())

@@ -16,8 +16,21 @@ _CHANNEL_RE = re.compile(r"[a-zA-Z\d\-_.]+(![\w\-.]*)?")
 _GROUP_RE = re.compile(r"[a-zA-Z\d\-_.]+")
 
 
-class InvalidName(ValueError):
-    """A channel or group name breaks the naming rules."""
+#: The rule every bad-name error states first, in the words of Channels' ``BaseChannelLayer``
+#: (``invalid_name_error``), so code and tests that match on Channels' message still do.
+NAME_ERROR = (
+    "{} name must be a valid unicode string with length at most "
+    + str(MAX_NAME_LENGTH)
+    + " containing only ASCII alphanumerics, hyphens, underscores, or periods"
+)
+
+
+class InvalidName(TypeError, ValueError):
+    """A channel or group name breaks the naming rules.
+
+    A TypeError, as Channels and channels_redis raise for bad names (so code and tests
+    written for them catch it), and a ValueError, as this layer raised before.
+    """
 
 
 def check_channel_name(name: object, *, receive: bool = False) -> str:
@@ -27,11 +40,11 @@ def check_channel_name(name: object, *, receive: bool = False) -> str:
     which only a process reading its own local channels may use.
     """
     if not isinstance(name, str):
-        raise InvalidName(f"channel name must be a str, not {type(name).__name__}")
+        raise InvalidName(f"{NAME_ERROR.format('Channel')}, not a {type(name).__name__}")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"channel name {name[:20]!r}... is over {MAX_NAME_LENGTH} characters")
+        raise InvalidName(f"{NAME_ERROR.format('Channel')}: {name[:20]!r}... has {len(name)} characters")
     if not _CHANNEL_RE.fullmatch(name):
-        raise InvalidName(f"invalid channel name {name!r}: must match {_CHANNEL_RE.pattern}")
+        raise InvalidName(f"{NAME_ERROR.format('Channel')} (and at most one '!'): {name!r}")
     if name.endswith("!") and not receive:
         raise InvalidName(f"{name!r} is a process-local prefix, not a channel to send to")
     return name
@@ -40,11 +53,11 @@ def check_channel_name(name: object, *, receive: bool = False) -> str:
 def check_group_name(name: object) -> str:
     """Return ``name`` if it is a valid group name, else raise :class:`InvalidName`."""
     if not isinstance(name, str):
-        raise InvalidName(f"group name must be a str, not {type(name).__name__}")
+        raise InvalidName(f"{NAME_ERROR.format('Group')}, not a {type(name).__name__}")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"group name {name[:20]!r}... is over {MAX_NAME_LENGTH} characters")
+        raise InvalidName(f"{NAME_ERROR.format('Group')}: {name[:20]!r}... has {len(name)} characters")
     if not _GROUP_RE.fullmatch(name):
-        raise InvalidName(f"invalid group name {name!r}: must match {_GROUP_RE.pattern}")
+        raise InvalidName(f"{NAME_ERROR.format('Group')}: {name!r}")
     return name
 
 

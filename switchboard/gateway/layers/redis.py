@@ -45,6 +45,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .hosts import redis_hosts
+
 logger = logging.getLogger("switchboard.layers.redis")
 
 DEFAULT_HOST = "redis://127.0.0.1:6379/0"
@@ -250,7 +252,8 @@ class _Shard:
 class RedisStorage:
     """Bounded FIFO lists and group memberships in one or more Redis servers.
 
-    ``hosts``: one Redis URL or a list of them (``redis://``, ``rediss://``, ``unix://``);
+    ``hosts``: one Redis URL or a list of them (``redis://``, ``rediss://``, ``unix://``),
+    or channels_redis's other forms (``(host, port)`` pairs, dicts: ``layers/hosts.py``);
     keys are spread over them by consistent hashing. ``prefix`` starts every key, so several
     layers (or test runs) can share one database and :meth:`flush` only deletes its own.
 
@@ -271,7 +274,7 @@ class RedisStorage:
 
     def __init__(
         self,
-        hosts: Sequence[str] | str = DEFAULT_HOST,
+        hosts: Any = DEFAULT_HOST,
         prefix: str = "switchboard:",
         *,
         socket_timeout: float | None = 5.0,
@@ -283,12 +286,12 @@ class RedisStorage:
         virtual_nodes: int = 160,
         **connection_kwargs: Any,
     ) -> None:
-        host_list = [hosts] if isinstance(hosts, str) else list(hosts)
-        if not host_list:
-            raise ValueError("RedisStorage needs at least one host URL")
-        for url in host_list:
-            if not isinstance(url, str) or "://" not in url:
-                raise ValueError(f"Redis host must be a URL like {DEFAULT_HOST!r}, not {url!r}")
+        # URLs, (host, port) pairs and channels_redis's dict forms (layers/hosts.py).
+        host_list, host_options = redis_hosts(hosts)
+        for key, value in host_options.items():
+            if key in connection_kwargs and connection_kwargs[key] != value:
+                raise ValueError(f"Redis option {key!r} is given both in hosts and in the layer config")
+            connection_kwargs.setdefault(key, value)
         identities = [node_identity(url) for url in host_list]
         if len(set(identities)) != len(identities):
             raise ValueError(f"duplicate Redis hosts in {host_list!r}")

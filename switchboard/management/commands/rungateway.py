@@ -1,21 +1,10 @@
-"""``manage.py rungateway``: the same as ``switchboard gateway`` with this project's settings."""
+"""``manage.py rungateway``: ``switchboard gateway`` with this project's settings and all its options."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandParser
+from ._cli_options import CliCommand
 
 
-class Command(BaseCommand):
-    help = "Run the Switchboard gateway process (see switchboard gateway --help)."
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("args", nargs="*", help="extra arguments for switchboard gateway")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        from switchboard.gateway.cli import main
-
-        argv = ["gateway", "--settings", os.environ["DJANGO_SETTINGS_MODULE"], "--log-level", "INFO", *args]
-        raise SystemExit(main(argv))
+class Command(CliCommand):
+    help = "Run the Switchboard gateway process (same options as switchboard gateway)."
+    command = "gateway"

@@ -1,21 +1,10 @@
-"""``manage.py runworker``: the same as ``switchboard worker`` with this project's settings."""
+"""``manage.py runworker [channel ...]``: ``switchboard worker`` with this project's settings and all its options."""
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandParser
+from ._cli_options import CliCommand
 
 
-class Command(BaseCommand):
-    help = "Run the Switchboard worker process (see switchboard worker --help)."
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("args", nargs="*", help="extra arguments for switchboard worker")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        from switchboard.gateway.cli import main
-
-        argv = ["worker", "--settings", os.environ["DJANGO_SETTINGS_MODULE"], "--log-level", "INFO", *args]
-        raise SystemExit(main(argv))
+class Command(CliCommand):
+    help = "Run a Switchboard worker process (same options as switchboard worker)."
+    command = "worker"

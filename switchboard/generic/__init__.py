@@ -1,0 +1,1 @@
+"""Channels' import path ``channels.generic``: the generic consumers, by protocol."""

@@ -1,0 +1,1 @@
+"""Channels' import path ``channels.security``: origin checks."""
