@@ -3,9 +3,12 @@
 The question (issue 19): with the console page open, does the gateway's CPU per message
 grow by more than 5%? The console is mounted on the gateway's own port
 (``CONSOLE.mount``, the setup where the gateway pays most: it runs the collector and
-serves the page), the benchmark site's WebSocket echo is driven by the shared load
-generator (``bench.loadgen.ws_echo``, closed loop), and the gateway's CPU seconds are read
-from ``/proc`` at the generator's ``measure_start`` and ``measure_end`` lines.
+serves the page), the benchmark site's WebSocket echo is driven at a fixed rate by the
+shared open-loop generator (``bench.loadgen.ws_paced``: every condition carries the same
+messages per second, so CPU per message compares like with like; a closed loop's rate, and
+with it the batching per message, moves with the machine's noise), and the gateway's CPU
+seconds are read from ``/proc`` at the generator's ``measure_start`` and ``measure_end``
+lines.
 
 Three conditions, each on a fresh gateway + worker over Redis, rotated over rounds (so
 drift on a shared machine lands on all of them):
@@ -152,8 +155,9 @@ def _console_ready(port: int, timeout: float = 60) -> None:
 
 def _load(port: int, args: argparse.Namespace, gateway_pid: int, log: Path) -> tuple[dict[str, Any], float]:
     """Run the WebSocket echo generator; its result and the gateway's CPU over its window."""
-    argv = [sys.executable, "-m", "bench.loadgen.ws_echo", "--url", f"ws://{HOST}:{port}/ws/echo/",
-            "--connections", str(args.connections), "--warmup", str(args.warmup), "--duration", str(args.duration)]
+    argv = [sys.executable, "-m", "bench.loadgen.ws_paced", "--url", f"ws://{HOST}:{port}/ws/echo/",
+            "--connections", str(args.connections), "--rate", str(args.rate),
+            "--warmup", str(args.warmup), "--duration", str(args.duration)]
     env = {**os.environ, "PYTHONPATH": str(REPO_DIR), "PYTHONUNBUFFERED": "1"}
     cpu_start = cpu_end = None
     result: dict[str, Any] = {}
@@ -171,7 +175,7 @@ def _load(port: int, args: argparse.Namespace, gateway_pid: int, log: Path) -> t
             elif message.get("event") == "measure_end" and usage is not None:
                 cpu_end = usage.cpu_seconds
             elif message.get("event") == "result":
-                result = message["data"]
+                result = message["data"]["rows"][0]
         process.wait(60)
     if cpu_start is None or cpu_end is None or not result:
         raise RuntimeError(f"the load generator gave no measurement; see {log}")
@@ -198,7 +202,7 @@ def run_round(condition: str, number: int, args: argparse.Namespace, log_dir: Pa
         stop_together(procs)
     return Round(condition, number, int(result["count"]), float(result["seconds"]), cpu,
                  sum(page.frames for page in pages), float(result["p50_ms"]), float(result["p99_ms"]),
-                 int(result["errors"]) + int(result["mismatches"]))
+                 int(result["errors"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per round (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=20, help="WebSocket echo connections (default 20)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="echo messages per second, fixed (default 2000)")
     parser.add_argument("--pages", type=int, default=1, help="console pages open in the 'open' condition (default 1)")
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"))
     args = parser.parse_args(argv)
@@ -220,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         for condition in order:
             row = run_round(condition, number, args, log_dir)
             rounds.append(row)
-            print(f"round {number} {condition:6}: {row.messages} msgs, gateway {row.gateway_cpu_s:.2f} s CPU, "
+            print(f"round {number} {condition:6}: {row.messages} msgs in {row.seconds:.1f} s, "
+                  f"gateway {row.gateway_cpu_s:.2f} s CPU, "
                   f"{row.cpu_us_per_msg:.1f} µs/msg, p99 {row.p99_ms:.2f} ms, frames read {row.frames_read}, "
                   f"errors {row.errors}", flush=True)
     medians = {
