@@ -171,34 +171,57 @@ class ServerFrame:
         return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else 1005
 
 
+class FrameReader:
+    """Reads server frames from one socket, keeping what it read past the frames returned.
+
+    One TCP read can carry several frames (a pong and the echo right behind it): a reader
+    that returned the first and dropped the rest of its buffer would then wait for bytes
+    the server had already sent. That was the intermittent "valid fragmented message ->
+    timeout" of the WebSocket fuzz test on a loaded machine, where such reads coalesce.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def read(
+        self, *, until_close: bool = True, timeout: float = TIMEOUT, max_frames: int = 1000
+    ) -> tuple[list[ServerFrame], str]:
+        """Frames until a close frame (or EOF / timeout), or the first one with ``until_close=False``."""
+        self.sock.settimeout(timeout)
+        frames: list[ServerFrame] = []
+        ended = "eof"
+        try:
+            while len(frames) < max_frames:
+                while True:
+                    parsed = _parse_server_frame(self.buffer)
+                    if parsed is None:
+                        break
+                    frame, self.buffer = parsed
+                    frames.append(frame)
+                    if frame.opcode == 8:
+                        return frames, "close"
+                    if not until_close:
+                        return frames, "frame"
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        except TimeoutError:
+            ended = "timeout"
+        except ConnectionResetError:
+            ended = "reset"
+        return frames, ended
+
+
 def read_frames(sock: socket.socket, *, until_close: bool = True, timeout: float = TIMEOUT,
                 max_frames: int = 1000) -> tuple[list[ServerFrame], str]:
-    """Server frames until a close frame (or EOF / timeout); also how the reading ended."""
-    sock.settimeout(timeout)
-    buffer = b""
-    frames: list[ServerFrame] = []
-    ended = "eof"
-    try:
-        while len(frames) < max_frames:
-            while True:
-                parsed = _parse_server_frame(buffer)
-                if parsed is None:
-                    break
-                frame, buffer = parsed
-                frames.append(frame)
-                if frame.opcode == 8:
-                    return frames, "close"
-                if not until_close:
-                    return frames, "frame"
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buffer += chunk
-    except TimeoutError:
-        ended = "timeout"
-    except ConnectionResetError:
-        ended = "reset"
-    return frames, ended
+    """Server frames until a close frame (or EOF / timeout), for a socket read only once.
+
+    Reading one socket several times needs a :class:`FrameReader`, which keeps the bytes
+    past the frames it returned.
+    """
+    return FrameReader(sock).read(until_close=until_close, timeout=timeout, max_frames=max_frames)
 
 
 def _parse_server_frame(buffer: bytes) -> tuple[ServerFrame, bytes] | None:

@@ -15,7 +15,7 @@ import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
-from rel_clients import ServerFrame, frame_bytes, read_frames, ws_handshake
+from rel_clients import FrameReader, ServerFrame, frame_bytes, ws_handshake
 from rel_fuzz import assert_no_reply_channel, end_batch, fuzz_settings
 from rel_harness import WS_MAX_FRAME, FuzzLedger, FuzzTarget
 
@@ -126,25 +126,26 @@ def exchange(sock: socket.socket, frames: bytes, kind: str, echo: bytes | None) 
     ``test_invalid_utf8_text_and_close_in_one_segment_gets_1007``.
     """
     received: list[ServerFrame] = []
+    reader = FrameReader(sock)
     try:
         sock.sendall(frames)
         if echo is not None:
             while sum(len(f.payload) for f in received if f.opcode in (0, 1, 2)) < len(echo) or not received:
-                more, ended = read_frames(sock, until_close=False)
+                more, ended = reader.read(until_close=False)
                 received += more
                 if ended != "frame" or more[-1].opcode == 8:
                     return received, ended
             sock.sendall(CLOSE_1000)
         elif kind == "mutated valid frame":
-            received, ended = read_frames(sock, timeout=0.3)
+            received, ended = reader.read(timeout=0.3)
             if ended == "close":
                 return received, ended
             sock.sendall(CLOSE_1000)
-            more, ended = read_frames(sock, timeout=0.3)
+            more, ended = reader.read(timeout=0.3)
             return received + more, ended
     except OSError:
         pass  # closed while we were still writing (1009 on a huge frame): read the close
-    more, ended = read_frames(sock)
+    more, ended = reader.read()
     return received + more, ended
 
 
