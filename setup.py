@@ -44,6 +44,9 @@ extras["test"] = [
     "opentelemetry-sdk>=1.25",
     "opentelemetry-instrumentation-django>=0.46b0",
     "opentelemetry-instrumentation-asgi>=0.46b0",
+    # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
+    # this venv); psycopg 3 is the driver Django recommends, binary wheels need no libpq.
+    "psycopg[binary]>=3.2",
     "ruff>=0.5",
     "mypy>=1.10",
 ]

@@ -101,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     all_rows: list[Row] = []
     failures: list[RunFailure] = []
+    for scenario in list(chosen_scenarios):
+        try:
+            scenario.prepare(main_python)
+        except Exception as exc:
+            print(f"bench: {scenario.name} left out: {exc}", flush=True)
+            failures.append(RunFailure(scenario.name, "-", f"prepare: {exc}"))
+            chosen_scenarios.remove(scenario)
     pair_seconds: dict[str, float] = {}  # wall time of every start-measure-stop: the run's budget
     # Rounds go over every system in turn (ABCABC), so a burst of outside load hits one
     # round of one system, not every round of it.

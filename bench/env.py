@@ -1,7 +1,7 @@
-"""The separate virtualenv (bench/.env) that holds Django Channels for the comparison.
+"""The separate virtualenv (bench/.env) that holds Django Channels and gunicorn for the comparison.
 
-Channels, channels-redis and daphne are only ever installed there, from PyPI, never copied
-into the repository. Versions are pinned so two runs of the benchmark compare the same
+Channels, channels-redis, daphne and gunicorn are only ever installed there, from PyPI,
+never copied into the repository. Versions are pinned so two runs of the benchmark compare the same
 code; Django, uvicorn and websockets are pinned to the versions of the main venv so the
 only difference between the two sides is Switchboard versus Channels. hiredis is added so
 both sides parse Redis replies with the same C parser.
@@ -30,6 +30,11 @@ REQUIREMENTS: tuple[str, ...] = (
     "django==5.2.19",
     "websockets==17.4",
     "hiredis==3.5.0",
+    # The plain Django servers of the HTTP scenarios (gunicorn: WSGI, never a project
+    # dependency) and the PostgreSQL driver and pool of the http-db scenario.
+    "gunicorn==27.0.1",
+    "psycopg[binary]==3.3.9",
+    "psycopg-pool==3.3.3",
     # Only for the plot in docs/img/ (bench/plot.py), never a project dependency.
     "matplotlib==3.11.2",
 )

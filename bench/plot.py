@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-COLORS = {"switchboard": "#2b6cb0", "channels": "#c05621", "baseline": "#718096"}
+COLORS = {"switchboard": "#2b6cb0", "channels": "#c05621", "django": "#2f855a", "baseline": "#718096"}
 
 
 def _best(rows: list[dict], scenario: str) -> list[dict]:
@@ -47,10 +47,12 @@ def main(source: str, target: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads(Path(source).read_text())["rows"]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
     _bars(axes[0][0], _best(rows, "ws-echo"), "rate", "WebSocket echo, 50 connections", "round trips/s (higher is better)")
     _bars(axes[0][1], _best(rows, "ws-echo"), "p99_ms", "WebSocket echo p99", "ms (lower is better)")
     _bars(axes[0][2], _best(rows, "http-get"), "rate", "GET /hello/ (plain Django view)", "requests/s (higher is better)")
+    _bars(axes[0][3], _best(rows, "http-db"), "rate", "GET /db/ (one indexed PostgreSQL query)", "requests/s (higher is better)")
+    _bars(axes[1][3], _best(rows, "http-get"), "cpu_us_per_msg", "GET /hello/: server CPU per request", "us (lower is better)")
     fan = _best(rows, "ws-fanout")
     ax = axes[1][0]
     systems = list(dict.fromkeys(r["system"] for r in fan))
@@ -71,7 +73,10 @@ def main(source: str, target: str) -> None:
         for r in memory:
             r["kib"] = (r.get("extra") or {}).get("kib_first")
         _bars(axes[1][col], memory, "kib", title + ": RSS per connection", "KiB, first process (gateway) (lower is better)")
-    fig.suptitle("Switchboard (blue) and Django Channels 4 (orange), same machine, same run", fontsize=11)
+    fig.suptitle(
+        "Switchboard (blue), Django Channels 4 (orange), plain Django on gunicorn/uvicorn (green): same machine, same run",
+        fontsize=11,
+    )
     fig.tight_layout()
     Path(target).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=110)

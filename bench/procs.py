@@ -107,6 +107,28 @@ def tree_usage(pids: Iterable[int]) -> ProcUsage:
     return ProcUsage(cpu, peak)
 
 
+def run_delay_seconds(pids: Iterable[int]) -> float:
+    """Seconds the threads of these processes (and descendants) were runnable but not running.
+
+    The second field of ``/proc/PID/task/TID/schedstat``: time spent waiting on a run
+    queue for a core. Beside the CPU a process used, it says how much of its latency was
+    the machine's (another process had the core), not its own work.
+    """
+    waited = 0
+    for root in pids:
+        for pid in process_tree(root):
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for task in tasks:
+                try:
+                    waited += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+    return waited / 1e9
+
+
 class ServerProcess:
     """One started server process, its log file, and a clean way to stop it."""
 

@@ -67,6 +67,7 @@ PACED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("max ms", "max_ms"),
     ("send lag p99 ms", "extra:send_lag_p99_ms"),
     ("srv CPU s", "server_cpu_s"),
+    ("srv wait s", "server_wait_s"),
     ("CPU us/msg", "cpu_us_per_msg"),
     ("redis CPU s", "redis_cpu_s"),
     ("client CPU s", "loadgen_cpu_s"),
@@ -165,8 +166,15 @@ def best_rounds(rows: Sequence[Row]) -> list[Row]:
 
 
 def ratio_side(rows: Sequence[Row]) -> str:
-    """What Switchboard is compared with in this group: Channels, or a plugin's bare server."""
-    return "bare" if any(r.side == "bare" for r in rows) else "channels"
+    """What Switchboard is compared with in this group: Channels (and plain Django), or a plugin's bare server."""
+    if any(r.side == "bare" for r in rows):
+        return "bare"
+    return "other server" if any(r.side == "django" for r in rows) else "channels"
+
+
+#: Sides each comparison names (``django``: gunicorn and uvicorn with plain Django).
+_COMPARED = {"bare": ("bare",), "channels": ("channels",), "other server": ("channels", "django")}
+_COMPARED_TEXT = {"bare": "the bare server", "channels": "Channels", "other server": "Channels and plain Django servers"}
 
 
 def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
@@ -176,9 +184,9 @@ def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
     """
     if any(r.scenario in NO_RATIOS for r in rows):
         return []
-    other = ratio_side(rows)
+    others = _COMPARED[ratio_side(rows)]
     ours = [r for r in rows if r.side == "switchboard" and r.count and not math.isnan(r.rate)]
-    theirs = [r for r in rows if r.side == other and r.count and not math.isnan(r.rate)]
+    theirs = [r for r in rows if r.side in others and r.count and not math.isnan(r.rate)]
     table = []
     for a in ours:
         for b in theirs:
@@ -254,7 +262,7 @@ def render_text(rows: Sequence[Row], failures: Sequence[RunFailure]) -> str:
         out.append(text_table(header, (_cells(r) for r in group)))
         ratios = ratio_rows(group)
         if ratios:
-            out.append(f"\nSwitchboard / {'bare' if ratio_side(group) == 'bare' else 'Channels'} (same run):")
+            out.append(f"\nSwitchboard / {_COMPARED_TEXT[ratio_side(group)]} (same run):")
             out.append(text_table(ratio_header(group), ratios))
         for line in summary_lines(scenario, group):
             out.append(f"  {line}")
@@ -292,9 +300,8 @@ def render_markdown(
     ]
     for name, text in descriptions.items():
         out.append(f"- `{name}`: {text}")
-    headlines = headline_lines(rows)
-    if headlines:
-        out += ["", *headlines]
+    for line in headline_lines(rows):
+        out += ["", line]  # each its own paragraph
     if meta.get("plot"):
         out += ["", f"![Switchboard and Channels side by side]({meta['plot']})"]
     for scenario, group in by_scenario(rows).items():
@@ -302,7 +309,7 @@ def render_markdown(
         out += ["", f"### {scenario}", "", markdown_table(header, (_cells(r) for r in group))]
         ratios = ratio_rows(group)
         if ratios:
-            other = "the bare server" if ratio_side(group) == "bare" else "Channels"
+            other = _COMPARED_TEXT[ratio_side(group)]
             out += [
                 "",
                 f"Switchboard / {other} from the same run (msg/s: above 1 is better for Switchboard; "

@@ -27,6 +27,7 @@ from bench.procs import (
     machine_cpu_seconds,
     process_tree,
     read_usage,
+    run_delay_seconds,
     stop_together,
     tree_usage,
     wait_for_port,
@@ -50,11 +51,12 @@ class RunFailure:
     logs: dict[str, str] = field(default_factory=dict)
 
 
-def probe(ctx: Context, deadline: float) -> None:
+def probe(ctx: Context, deadline: float, websocket: bool = True) -> None:
     """Wait until a request crosses the whole stack: an HTTP view, then one WebSocket echo.
 
     The port alone is not enough in split mode: the gateway listens before any worker reads
-    the layer, and a run must not start its clock while events pile up in Redis.
+    the layer, and a run must not start its clock while events pile up in Redis. Servers
+    without WebSockets (the plain Django ones) are probed with the view only.
     """
     from websockets.sync.client import connect
 
@@ -63,6 +65,8 @@ def probe(ctx: Context, deadline: float) -> None:
         try:
             with urllib.request.urlopen(f"http://{ctx.host}:{ctx.port}/hello/", timeout=5) as response:
                 response.read()
+            if not websocket:
+                return
             with connect(f"ws://{ctx.host}:{ctx.port}/ws/echo/", open_timeout=5, compression=None) as ws:
                 ws.send("probe")
                 if ws.recv(timeout=5) != "probe":
@@ -88,7 +92,7 @@ class _Sampler:
         self.loadgen_pid = loadgen_pid
         self.ctx = ctx
 
-    def sample(self) -> tuple[float, float, float, float, float]:
+    def sample(self) -> tuple[float, float, float, float, float, float]:
         loadgen = read_usage(self.loadgen_pid)
         return (
             time.perf_counter(),
@@ -96,6 +100,7 @@ class _Sampler:
             loadgen.cpu_seconds if loadgen else math.nan,
             redis_cpu_seconds(self.ctx.redis_host, self.ctx.redis_port),
             machine_cpu_seconds(),
+            run_delay_seconds(self.server_pids),
         )
 
 
@@ -122,7 +127,7 @@ def run_loadgen(
         deadline = time.monotonic() + timeout
         windows: list[Window] = []
         result: dict[str, Any] | None = None
-        start: tuple[float, float, float, float, float] | None = None
+        start: tuple[float, float, float, float, float, float] | None = None
         label: str | None = None
         try:
             while True:
@@ -188,7 +193,7 @@ def run_pair(
         if system.serves_http:
             deadline = time.monotonic() + START_TIMEOUT
             wait_for_port(ctx.host, ctx.port, START_TIMEOUT, started)
-            probe(ctx, deadline)
+            probe(ctx, deadline, websocket=system.serves_websocket)
         pids = [p.pid for p in started]
         result, windows = run_loadgen(
             scenario.loadgen_argv(system, ctx, options, main_python),

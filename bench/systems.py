@@ -9,6 +9,10 @@ Fairness on a 2-core machine (see docs/benchmarks.md): the single-process system
 other, and the two-process ones (``switchboard-split``: gateway + worker;
 ``channels-uvicorn-2w``: two uvicorn workers) with each other. ``switchboard-split-2w``
 (gateway + 2 workers) shows what a second worker buys when there is no third core.
+
+The plain Django servers (side ``django``: gunicorn with gthread or sync workers, uvicorn
+running Django's own ASGI handler) serve HTTP only, from bench/django_site/, and run only
+the HTTP scenarios: they are what a site runs before it moves behind Switchboard.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ class System(ABC):
     description: str
     needs_bench_env: bool = False
     serves_http: bool = True  # it listens on a port and serves channels_site-like routes
+    serves_websocket: bool = True  # it also serves the sites' WebSocket routes (/ws/echo/...)
+    #: How its Django keeps PostgreSQL connections (bench/benchapp/database.py): one per
+    #: long-lived thread (``persistent``) or psycopg's pool for thread-per-request servers.
+    db_connections: str = "persistent"
     redis_db: int | None = None  # its own Redis db, flushed before and after each run
     #: Other names ``--systems`` selects it by (a plugin bench's ``udp-switchboard-run``
     #: answers to ``switchboard-run``, its baseline to ``bare``).
@@ -69,6 +77,7 @@ class System(ABC):
     def base_env(self, ctx: Context) -> dict[str, str]:
         env = {
             "BENCH_BIND": f"{ctx.host}:{ctx.port}",
+            "BENCH_DB_CONNECTIONS": self.db_connections,
             "BENCH_REDIS_PREFIX": self.redis_prefix(),
             "PYTHONPATH": str(BENCH_DIR),
             "PYTHONUNBUFFERED": "1",
@@ -132,6 +141,7 @@ class ChannelsSystem(System):
     side = "channels"
     needs_bench_env = True
     redis_db: int | None = CHANNELS_REDIS_DB
+    db_connections = "pool"  # Django's ASGI handler: a new thread per sync request
 
     def python(self, ctx: Context) -> str:
         if ctx.env_python is None:
@@ -183,6 +193,70 @@ class ChannelsUvicorn(ChannelsSystem):
         return [ProcSpec("uvicorn", argv, BENCH_DIR, self.env(ctx))]
 
 
+class DjangoSystem(System):
+    """Plain Django from bench/.env (no Channels, no Switchboard): bench/django_site/."""
+
+    side = "django"
+    needs_bench_env = True
+    serves_websocket = False
+
+    def python(self, ctx: Context) -> str:
+        if ctx.env_python is None:
+            raise RuntimeError(f"{self.name} needs the comparison venv bench/.env")
+        return ctx.env_python
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {**self.base_env(ctx), "DJANGO_SETTINGS_MODULE": "django_site.settings"}
+
+
+class Gunicorn(DjangoSystem):
+    """gunicorn serving Django's WSGI handler: ``gthread`` (threads per worker) or ``sync`` workers."""
+
+    def __init__(self, name: str, worker_class: str, workers: int, threads: int = 1) -> None:
+        self.name = name
+        self.worker_class = worker_class
+        self.workers = workers
+        self.threads = threads
+        shape = f"{workers} {worker_class} worker{'s' if workers > 1 else ''}"
+        if worker_class == "gthread":
+            shape += f" x {threads} threads"
+        self.description = f"gunicorn, {shape}, Django WSGI (no Channels)"
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        argv = [
+            self.python(ctx), "-m", "gunicorn", "django_site.wsgi:application",
+            "--bind", f"{ctx.host}:{ctx.port}",
+            "--workers", str(self.workers),
+            "--worker-class", self.worker_class,
+            "--log-level", "warning",
+        ]
+        if self.worker_class == "gthread":
+            argv += ["--threads", str(self.threads)]
+        return [ProcSpec("gunicorn", argv, BENCH_DIR, self.env(ctx))]
+
+
+class UvicornDjango(DjangoSystem):
+    """uvicorn serving Django's own ASGI handler (``get_asgi_application()``), no Channels."""
+
+    db_connections = "pool"  # Django's ASGI handler: a new thread per sync request
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = workers
+        processes = f"{workers} process{'es' if workers > 1 else ''}"
+        self.description = f"uvicorn ({processes}), Django ASGI (no Channels)"
+
+    def processes(self, ctx: Context) -> list[ProcSpec]:
+        argv = [
+            self.python(ctx), "-m", "uvicorn", "django_site.asgi:application",
+            "--host", ctx.host, "--port", str(ctx.port),
+            "--log-level", "warning", "--no-access-log",
+        ]
+        if self.workers > 1:
+            argv += ["--workers", str(self.workers)]
+        return [ProcSpec("uvicorn", argv, BENCH_DIR, self.env(ctx))]
+
+
 class RawRedis(System):
     """No server of ours: redis-py straight against Redis, for the floor measurement."""
 
@@ -206,6 +280,10 @@ SYSTEMS: dict[str, System] = {
         ChannelsDaphne(),
         ChannelsUvicorn("channels-uvicorn", workers=1),
         ChannelsUvicorn("channels-uvicorn-2w", workers=2),
+        Gunicorn("gunicorn-gthread", "gthread", workers=2, threads=8),
+        Gunicorn("gunicorn-gthread-1w", "gthread", workers=1, threads=8),
+        Gunicorn("gunicorn-sync", "sync", workers=2),
+        UvicornDjango("uvicorn-django", workers=1),
     )
 }
 

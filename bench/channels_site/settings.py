@@ -1,4 +1,4 @@
-"""Settings of the Channels 4 benchmark site: no database, no auth, a Redis channel layer.
+"""Settings of the Channels 4 benchmark site: no auth, a Redis channel layer, PostgreSQL for /db/.
 
 The harness passes the Redis URL (a db of its own, flushed after each run) and the key
 prefix through the environment, so the site never touches data it does not own.
@@ -6,13 +6,15 @@ prefix through the environment, so the site never touches data it does not own.
 
 import os
 
+from benchapp.database import databases
+
 SECRET_KEY = "bench-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["channels"]
+INSTALLED_APPS = ["channels", "benchapp"]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "channels_site.urls"
-DATABASES: dict[str, dict[str, str]] = {}
+DATABASES = databases()  # only GET /db/ (http-db) touches it
 USE_TZ = True
 ASGI_APPLICATION = "channels_site.asgi.application"
 

@@ -1,6 +1,7 @@
 """HTTP routes of the Channels benchmark site."""
 
+from benchapp.views import greeting
 from channels_site.views import hello
 from django.urls import path
 
-urlpatterns = [path("hello/", hello)]
+urlpatterns = [path("hello/", hello), path("db/", greeting)]

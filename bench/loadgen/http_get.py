@@ -2,7 +2,9 @@
 
 A deliberately small client on asyncio streams (no HTTP library): it writes one request,
 reads the status line and headers, then exactly Content-Length bytes of body, checks the
-status is 200, and sends the next request on the same connection.
+status is 200, and sends the next request on the same connection. A server that does not
+keep connections alive (gunicorn's sync worker answers ``Connection: close``) gets a new
+connection for the next request, and that connect counts in the next request's latency.
 
 Run as ``python -m bench.loadgen.http_get --url http://127.0.0.1:PORT/hello/``.
 """
@@ -38,17 +40,25 @@ async def client(host: str, port: int, request: bytes, state: State, ready: asyn
         state.error(f"connect: {exc!r}")
         return
     await ready.wait()
+    reconnect = False
     try:
         while not state.stopping:
             counted = state.measuring
             sent = time.perf_counter_ns()
+            if reconnect:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                reconnect = False
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = head[9:12]
             length = -1
             for line in head.split(b"\r\n")[1:]:
-                if line[:15].lower() == b"content-length:":
+                name = line[:15].lower()
+                if name == b"content-length:":
                     length = int(line[15:])
+                elif name[:11] == b"connection:" and line[11:].strip().lower() == b"close":
+                    reconnect = True
             if length > 0:
                 await reader.readexactly(length)
             elif length < 0:  # chunked (Django's ASGI handler sends no Content-Length)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.scenarios.base import Options, Row, Scenario, Window
-from bench.scenarios.http_get import HttpGet
+from bench.scenarios.http_get import HttpDb, HttpGet
 from bench.scenarios.idle_memory import IdleMemory
 from bench.scenarios.mqtt_rtt import MqttRtt
 from bench.scenarios.redis_floor import RedisFloor
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Scenario] = {
         WsFanout(),
         WsEchoPaced(),  # after ws-echo and ws-fanout: it paces at half of their peaks
         HttpGet(),
+        HttpDb(),
         IdleMemory("idle-ws", "ws"),
         IdleMemory("idle-poll", "poll"),
         # The protocol plugins' round trips, each on its own three systems (Switchboard

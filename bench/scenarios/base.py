@@ -42,6 +42,8 @@ class Window:
     loadgen_cpu_s: float
     redis_cpu_s: float
     machine_cpu_s: float = math.nan  # all cores, every process: to spot outside interference
+    #: Seconds the servers' threads waited on a run queue for a core (/proc schedstat).
+    server_wait_s: float = math.nan
 
     @property
     def other_cpu_s(self) -> float:
@@ -75,6 +77,7 @@ class Row:
     redis_cpu_s: float = math.nan
     loadgen_cpu_s: float = math.nan
     other_cpu_s: float = math.nan
+    server_wait_s: float = math.nan
     round: int = 1
     notes: list[str] = field(default_factory=list)
     #: Scenario-specific numbers (idle-memory: KiB per connection), shown by its own columns.
@@ -109,6 +112,13 @@ class Scenario(ABC):
     def timeout(self, options: Options) -> float:
         """Hard limit on the load generator process, in seconds."""
         return options.warmup + options.duration + 60.0
+
+    def prepare(self, main_python: str) -> None:
+        """Called once before the run's first pair of this scenario (``http-db``: its table).
+
+        Raising drops the scenario from the run as a failure, with the message.
+        """
+        return None
 
     def use_prior(self, system: System, options: Options, prior: Sequence[Row]) -> None:
         """Called by the runner before ``system`` is started, with every row of the run so far.
@@ -156,4 +166,5 @@ def row_from_summary(
         row.redis_cpu_s = window.redis_cpu_s
         row.loadgen_cpu_s = window.loadgen_cpu_s
         row.other_cpu_s = window.other_cpu_s
+        row.server_wait_s = window.server_wait_s
     return row

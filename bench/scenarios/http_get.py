@@ -1,26 +1,55 @@
-"""Plain Django view: keep-alive GET /hello/ from N connections, closed loop."""
+"""Plain Django views over keep-alive connections, N connections each a closed loop.
+
+``http-get``: ``GET /hello/``, a ``JsonResponse`` and nothing else: the cost of the server
+and of Django's request handling. ``http-db``: ``GET /db/``, one indexed PostgreSQL query
+through the ORM (bench/benchapp/), the smallest view that touches a database, where how a
+server keeps its database connections shows.
+
+Both run on every system that serves HTTP, the plain Django servers included, and say
+under their table whether Switchboard meets issue 14's targets against them.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 from bench.scenarios.base import Options, Row, Scenario, Window, row_from_summary
-from bench.systems import Context, System
+from bench.systems import BENCH_DIR, Context, System
+
+#: Issue 14's targets: (switchboard system, compared system, least req/s ratio).
+RATE_TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("switchboard-split", "gunicorn-gthread", 1.0),
+    ("switchboard-run", "gunicorn-gthread-1w", 1.2),
+    ("switchboard-split", "channels-uvicorn-2w", 3.0),
+    ("switchboard-run", "channels-uvicorn", 3.0),
+)
+#: Most server CPU per request for ``switchboard-split`` (gateway + worker, microseconds).
+CPU_TARGET_US = 600.0
 
 
-class HttpGet(Scenario):
-    name = "http-get"
-    description = "GET /hello/ (a plain Django JsonResponse view) over keep-alive connections"
+class HttpView(Scenario):
+    """GET one path of the sites from N keep-alive connections (bench/loadgen/http_get.py)."""
+
+    path = "/hello/"
 
     def applies_to(self, system: System) -> bool:
         return system.serves_http
 
+    def window(self, options: Options) -> tuple[float, float]:
+        """Warm-up and counted seconds."""
+        return options.warmup, options.duration
+
     def loadgen_argv(self, system: System, ctx: Context, options: Options, python: str) -> list[str]:
+        warmup, duration = self.window(options)
         return [
             python, "-m", "bench.loadgen.http_get",
-            "--url", f"http://{ctx.host}:{ctx.port}/hello/",
+            "--url", f"http://{ctx.host}:{ctx.port}{self.path}",
             "--connections", str(options.connections),
-            "--warmup", str(options.warmup), "--duration", str(options.duration),
+            "--warmup", str(warmup), "--duration", str(duration),
         ]
 
     def rows(self, system: System, result: dict[str, Any], windows: list[Window], options: Options) -> list[Row]:
@@ -30,3 +59,60 @@ class HttpGet(Scenario):
         row.errors = int(result.get("errors", 0))
         row.notes.extend(str(s) for s in result.get("error_samples", []))
         return [row]
+
+    def summary(self, rows: Sequence[Row]) -> list[str]:
+        return self.verdicts(rows)
+
+    def headline(self, rows: Sequence[Row]) -> list[str]:
+        lines = self.verdicts(rows)
+        return [f"`{self.name}` targets (issue 14): " + "; ".join(lines)] if lines else []
+
+    def verdicts(self, rows: Sequence[Row]) -> list[str]:
+        """Each of issue 14's targets whose two systems ran: the ratio and met / not met."""
+        best = {r.system: r for r in rows if r.count and not math.isnan(r.rate)}
+        lines = []
+        for ours, theirs, least in RATE_TARGETS:
+            if ours in best and theirs in best:
+                ratio = best[ours].rate / best[theirs].rate
+                verdict = "met" if ratio >= least else "**not met**"
+                lines.append(f"`{ours}` / `{theirs}` req/s {ratio:.2f}x (target >= {least:g}x): {verdict}")
+        split = best.get("switchboard-split")
+        if split is not None and not math.isnan(split.cpu_us_per_msg):
+            verdict = "met" if split.cpu_us_per_msg <= CPU_TARGET_US else "**not met**"
+            lines.append(
+                f"`switchboard-split` server CPU per request {split.cpu_us_per_msg:,.0f} us "
+                f"(target <= {CPU_TARGET_US:,.0f} us): {verdict}"
+            )
+        return lines
+
+
+class HttpGet(HttpView):
+    name = "http-get"
+    description = "GET /hello/ (a plain Django JsonResponse view) over keep-alive connections"
+    path = "/hello/"
+
+
+class HttpDb(HttpView):
+    name = "http-db"
+    description = "GET /db/ (one indexed PostgreSQL query through the Django ORM) over keep-alive connections"
+    path = "/db/"
+    # One round, a shorter window (0.5 s warm-up, 3 s counted) and not on daphne or
+    # switchboard-split-2w (neither is among issue 14's systems), so the whole run keeps
+    # within its ten minutes with the four plain Django servers added.
+    single_round = True
+
+    def applies_to(self, system: System) -> bool:
+        return system.serves_http and system.name not in ("channels-daphne", "switchboard-split-2w")
+
+    def window(self, options: Options) -> tuple[float, float]:
+        return min(options.warmup, 0.5), min(options.duration, 3.0)
+
+    def prepare(self, main_python: str) -> None:
+        """Create and fill the table (once; later runs find it ready)."""
+        env = {**os.environ, "PYTHONPATH": str(BENCH_DIR), "DJANGO_SETTINGS_MODULE": "django_site.settings"}
+        done = subprocess.run(
+            [main_python, "-m", "benchapp.prepare"], cwd=BENCH_DIR, env=env, capture_output=True, text=True,
+            timeout=120, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"could not prepare the PostgreSQL table: {(done.stderr or done.stdout)[-1500:]}")

@@ -13,7 +13,7 @@ class WsEcho(Scenario):
     description = "WebSocket echo: each connection sends a timestamped frame and waits for it back"
 
     def applies_to(self, system: System) -> bool:
-        return system.serves_http
+        return system.serves_http and system.serves_websocket
 
     def loadgen_argv(self, system: System, ctx: Context, options: Options, python: str) -> list[str]:
         return [

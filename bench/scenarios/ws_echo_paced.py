@@ -49,7 +49,7 @@ class WsEchoPaced(Scenario):
         self.plan: dict[str, tuple[float, str, float, str]] = {}
 
     def applies_to(self, system: System) -> bool:
-        return system.serves_http
+        return system.serves_http and system.serves_websocket
 
     def durations(self, options: Options) -> tuple[float, float]:
         """(warm-up, counted) of each phase; the rate is fixed, so a short window suffices."""

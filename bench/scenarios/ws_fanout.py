@@ -15,7 +15,7 @@ class WsFanout(Scenario):
     single_round = True
 
     def applies_to(self, system: System) -> bool:
-        return system.serves_http
+        return system.serves_http and system.serves_websocket
 
     def sizes(self, options: Options) -> list[int]:
         return [10, 100] if options.quick else [10, 100, 1000]

@@ -1,4 +1,4 @@
-"""Settings of the Switchboard benchmark site: no database, no auth, the Redis layer.
+"""Settings of the Switchboard benchmark site: no auth, the Redis layer, PostgreSQL for /db/.
 
 The harness passes the bind address, the Redis URL (a db of its own, flushed after each
 run) and the key prefix through the environment. ``switchboard run`` ignores the Redis
@@ -7,13 +7,15 @@ layer and uses the in-memory one, by design.
 
 import os
 
+from benchapp.database import databases
+
 SECRET_KEY = "bench-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["switchboard"]
+INSTALLED_APPS = ["switchboard", "benchapp"]
 MIDDLEWARE: list[str] = []
 ROOT_URLCONF = "switchboard_site.urls"
-DATABASES: dict[str, dict[str, str]] = {}
+DATABASES = databases()  # only GET /db/ (http-db) touches it
 USE_TZ = True
 ASGI_APPLICATION = "switchboard_site.routing.application"
 
@@ -36,7 +38,12 @@ SWITCHBOARD = {
     },
     # BENCH_LOCAL_DELIVERY=0 measures the group path through the gateway (specs/layer.md,
     # Local delivery) for comparison; the harness leaves it on, the default.
-    "WORKER": {"local_delivery": os.environ.get("BENCH_LOCAL_DELIVERY", "1") != "0"},
+    # BENCH_DJANGO_THREADS sizes the worker's pool for sync Django views (docs/http.md,
+    # Django views); the harness leaves the default.
+    "WORKER": {
+        "local_delivery": os.environ.get("BENCH_LOCAL_DELIVERY", "1") != "0",
+        "django_threads": int(os.environ.get("BENCH_DJANGO_THREADS", "8")),
+    },
 }
 
 # bench/console.py: the operator's console mounted on the gateway's port (off otherwise).

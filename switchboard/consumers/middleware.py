@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from .asgi import ASGIApp, Receive, Scope, Send
+from .django_http import fast_django
 
 
 class BaseMiddleware:
     """Calls the inner application with a copy of the scope; override ``__call__``."""
 
     def __init__(self, inner: ASGIApp) -> None:
-        self.inner = inner
+        self.inner = fast_django(inner)  # Django's handler behind middleware is served fast too
 
     @property
     def application_mapping(self) -> Any:

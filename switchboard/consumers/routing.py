@@ -18,16 +18,21 @@ from django.urls import URLPattern, URLResolver
 
 from .asgi import ASGIApp, Receive, Scope, Send
 from .base import AsyncConsumer
+from .django_http import fast_django
 from .exceptions import RouteNotFound
 
 
 def _application(app: Any, where: str) -> ASGIApp:
-    """``app`` as an ASGI3 callable; a bare consumer class is a common mistake, say so."""
+    """``app`` as an ASGI3 callable; a bare consumer class is a common mistake, say so.
+
+    Django's own ASGI handler becomes a :class:`~.django_http.DjangoHttpApplication`,
+    which serves sync views in one hop to a reused thread pool (docs/http.md).
+    """
     if isinstance(app, type) and issubclass(app, AsyncConsumer):
         raise ImproperlyConfigured(f"{where}: pass {app.__name__}.as_asgi(), not the {app.__name__} class")
     if not callable(app):
         raise ImproperlyConfigured(f"{where}: {app!r} is not an ASGI application")
-    return guarantee_single_callable(app)
+    return guarantee_single_callable(fast_django(app))
 
 
 def routes_by_path(app: Any) -> bool:

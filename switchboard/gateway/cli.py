@@ -289,6 +289,7 @@ async def _run_worker(
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        django_http=options.django_http, django_threads=options.django_threads,
     )
     if worker_tracer is not None:
         worker_tracer.install(worker)
@@ -324,6 +325,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
+        django_http=options.django_http, django_threads=options.django_threads,
     )
     if worker_tracer is not None:
         worker_tracer.install(worker)

@@ -196,7 +196,12 @@ class WorkerOptions:
     which serves all of its peers; past it their events are dropped and counted.
     ``local_delivery``: deliver group messages and sends to connections this worker has
     claimed straight to their instance, without the round trip through the gateway
-    (specs/layer.md, Local delivery).
+    (specs/layer.md, Local delivery). ``django_http``: how Django's own HTTP handler
+    serves a request: ``"auto"`` (a sync view, behind a middleware chain that can run
+    synchronously, in one hop to the worker's thread pool, as WSGI serves it; anything
+    else through Django's ASGI handler), ``"sync"`` or ``"async"`` (always that path).
+    ``django_threads``: threads in that pool, which bound the sync views running at
+    once (and, with ``CONN_MAX_AGE``, the database connections kept open).
 
     Other keys are left for the project's own use (they were always allowed here).
     """
@@ -208,8 +213,14 @@ class WorkerOptions:
     max_instance_backlog: int = 1000
     max_listener_backlog: int = 20000
     local_delivery: bool = True
+    django_http: str = "auto"
+    django_threads: int = 8
 
     def __post_init__(self) -> None:
+        if self.django_http not in ("auto", "sync", "async"):
+            raise ValueError(f"django_http must be auto, sync or async, got {self.django_http!r}")
+        if self.django_threads < 1:
+            raise ValueError(f"django_threads must be >= 1, got {self.django_threads!r}")
         for name in ("heartbeat_interval", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

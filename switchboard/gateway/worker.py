@@ -227,7 +227,15 @@ class Worker:
         max_instance_backlog: int = 1000,
         max_listener_backlog: int = 20000,
         local_delivery: bool = True,
+        django_http: str = "auto",
+        django_threads: int = 8,
     ) -> None:
+        from switchboard.consumers import django_http as django_http_module
+
+        # Django's own handler as the whole application (no router) is served fast too;
+        # routers and middleware wrap the handlers they are given themselves.
+        django_http_module.configure(django_http, django_threads)
+        application = django_http_module.fast_django(application)
         self.application = application
         self.layer = layer
         self.protocols = list(protocols_of(application) if protocols is None else protocols)
