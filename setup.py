@@ -27,6 +27,8 @@ extras = {
     # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
     # maintained implementation channels_redis uses too, so keys keep their meaning.
     "encryption": ["cryptography>=42"],
+    # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
+    "reload": ["watchfiles>=0.20"],
 }
 # "all" is every protocol and metrics; tracing stays opt-in (redis-py imports an installed
 # OpenTelemetry SDK by itself, which costs every process start-up time).

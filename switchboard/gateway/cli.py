@@ -21,8 +21,17 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import logs
-from .config import ConfigError, MetricsOptions, SwitchboardConfig, from_django_settings, from_toml, parse_bind
+from . import banner, logs, reload
+from . import options as cli_options
+from .config import (
+    ConfigError,
+    MetricsOptions,
+    SwitchboardConfig,
+    WorkerOptions,
+    from_django_settings,
+    from_toml,
+    parse_bind,
+)
 from .observer import Observer, ProcessView
 
 if TYPE_CHECKING:
@@ -42,57 +51,15 @@ T = TypeVar("T")
 _SECRET_SETTINGS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASES", "CACHES", "CHANNEL_LAYERS", "EMAIL_HOST_PASSWORD")
 
 
-def _add_common(parser: argparse.ArgumentParser, *, serving: bool = True) -> None:
-    parser.add_argument("--settings", help="Django settings module (else DJANGO_SETTINGS_MODULE)")
-    parser.add_argument("--config", help="TOML config file, instead of settings.SWITCHBOARD")
-    parser.add_argument("--pythonpath", help="directory to add to sys.path (default: the current one)")
-    parser.add_argument("--log-level", default=os.environ.get("SWITCHBOARD_LOG_LEVEL", "INFO"))
-    parser.add_argument(
-        "--log-format",
-        choices=logs.FORMATS,
-        help="text (default) or json: one JSON object per line (else SWITCHBOARD_LOG_FORMAT)",
-    )
-    if serving:
-        parser.add_argument(
-            "--metrics-bind",
-            default=os.environ.get("SWITCHBOARD_METRICS_BIND"),
-            metavar="HOST:PORT",
-            help="serve Prometheus metrics of this process here, or 'off' "
-            "(default: METRICS bind, or worker_bind for a worker; else SWITCHBOARD_METRICS_BIND)",
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description="Multi-protocol gateway for Django.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    gateway = sub.add_parser("gateway", help="run the protocol servers (gateway process)")
-    _add_common(gateway)
-    worker = sub.add_parser("worker", help="run consumers (worker process)")
-    _add_common(worker)
-    worker.add_argument("channels", nargs="*", help="only consume these named channels (no connections)")
-    run = sub.add_parser("run", help="gateway and worker in one process on the in-memory layer")
-    _add_common(run)
-    status = sub.add_parser("status", help="show the running gateways and workers (through the channel layer)")
-    _add_common(status, serving=False)
-    status.add_argument("--once", action="store_true", help="print one snapshot and exit (1 if nobody answered)")
-    status.add_argument("--json", action="store_true", help="machine-readable output: one JSON object per snapshot")
-    status.add_argument("--wait", type=float, default=2.0, help="seconds to collect answers with --once (default 2)")
-    status.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes when live (default 1)")
-    console = sub.add_parser("console", help="serve the operator's web console (through the channel layer)")
-    _add_common(console, serving=False)
-    console.add_argument(
-        "--bind",
-        metavar="HOST:PORT",
-        default=os.environ.get("SWITCHBOARD_CONSOLE_BIND"),
-        help="where to serve it (default: CONSOLE bind, 127.0.0.1:9180; else SWITCHBOARD_CONSOLE_BIND)",
-    )
-    return parser
+    """The ``switchboard`` command line (gateway/options.py defines every option)."""
+    return cli_options.build_parser(banner.version_text())
 
 
 def load_config(args: argparse.Namespace) -> SwitchboardConfig:
-    """Read configuration and set Django up; the one place both commands start from."""
-    sys.path.insert(0, os.path.abspath(args.pythonpath or os.getcwd()))
-    if args.settings:
+    """Read configuration and set Django up; the one place every command starts from."""
+    sys.path.insert(0, os.path.abspath(getattr(args, "pythonpath", None) or os.getcwd()))
+    if getattr(args, "settings", None):
         os.environ["DJANGO_SETTINGS_MODULE"] = args.settings
     config: SwitchboardConfig | None = None
     if args.config:
@@ -100,9 +67,7 @@ def load_config(args: argparse.Namespace) -> SwitchboardConfig:
         if config.settings_module:
             os.environ.setdefault("DJANGO_SETTINGS_MODULE", config.settings_module)
     if os.environ.get("DJANGO_SETTINGS_MODULE"):
-        import django
-
-        django.setup()
+        setup_django()
         if config is None:
             config = from_django_settings()
         elif config.application is None:
@@ -110,6 +75,27 @@ def load_config(args: argparse.Namespace) -> SwitchboardConfig:
     if config is None:
         raise ConfigError("no configuration: pass --settings (or set DJANGO_SETTINGS_MODULE) or --config FILE")
     return config
+
+
+def setup_django() -> None:
+    """``django.setup()``, with a settings module that will not load as a ConfigError.
+
+    The usual first-run mistakes (started from the wrong directory, a typo in the module
+    name, a missing app) are one line that names the module; the traceback is logged at
+    DEBUG for the rarer case where the cause is deeper.
+    """
+    import django
+    from django.core.exceptions import ImproperlyConfigured
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    try:
+        django.setup()
+    except (ImportError, ImproperlyConfigured) as exc:
+        logger.debug("django.setup() failed", exc_info=True)
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name and module.startswith(exc.name):
+            hint = f" (run from the directory that holds {exc.name}/, or pass --pythonpath)"
+        raise ConfigError(f"cannot set Django up with settings {module!r}: {exc}{hint}") from exc
 
 
 def load_application(config: SwitchboardConfig) -> Any:
@@ -169,6 +155,8 @@ class Observability:
             from switchboard.console.serve import ConsoleMount
 
             self.console = ConsoleMount(config, view.layer)
+        #: Where the metrics endpoint listens (port 0 resolved), for the banner.
+        self.metrics_address: tuple[str, int] | None = None
         if bind is not None:
             try:
                 from .metrics import Metrics
@@ -181,7 +169,7 @@ class Observability:
             self.observer = Observer(view, interval=options.interval, status=options.status, probe=self.metrics is not None)
         if self.metrics is not None and self.observer is not None and bind is not None:
             self.metrics.attach(self.observer)
-            self.metrics.serve(bind)
+            self.metrics_address = self.metrics.serve(bind)
 
     def start(self) -> None:
         if self.observer is not None:
@@ -227,8 +215,10 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _attach_gateway(view: ProcessView, observability: Observability) -> Callable[[Gateway, list[ProtocolPlugin[Any]]], None]:
-    """The ``started`` callback of ``run_gateway``: what the observer needs, once it exists."""
+def _attach_gateway(
+    view: ProcessView, observability: Observability, notes: Sequence[str] = ()
+) -> Callable[[Gateway, list[ProtocolPlugin[Any]]], None]:
+    """The ``started`` callback of ``run_gateway``: the observer, then the banner."""
 
     def started(gateway: Gateway, plugins: list[ProtocolPlugin[Any]]) -> None:
         view.gateway = gateway
@@ -237,6 +227,13 @@ def _attach_gateway(view: ProcessView, observability: Observability) -> Callable
         observability.start()
         if observability.console is not None:
             observability.console.start(gateway, plugins)
+        logger.info(
+            "%s",
+            banner.render(
+                view.kind, layer=view.layer, gateway=gateway, plugins=plugins, worker=view.worker,
+                metrics_address=observability.metrics_address, notes=notes,
+            ),
+        )
         freeze_startup_objects()
 
     return started
@@ -245,12 +242,113 @@ def _attach_gateway(view: ProcessView, observability: Observability) -> Callable
 # -- commands ---------------------------------------------------------------------------
 
 
-async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
+def build_configured_layer(layer_config: dict[str, Any]) -> ChannelLayer:
+    """The layer of ``LAYER`` (or ``CHANNEL_LAYERS``); a bad one is a ConfigError, as other settings.
+
+    Building connects nothing (Redis pools open on first use), so this runs before any
+    socket opens: a ``hosts`` entry that is no URL, an unknown option or a backend that
+    does not import is one line and exit code 2, not a traceback.
+    """
     from .layers import build_layer
+
+    try:
+        return build_layer(layer_config)
+    except (ValueError, TypeError, ImportError, AttributeError) as exc:
+        raise ConfigError(f"LAYER: {exc}") from exc
+
+
+def _memory_layer(config: SwitchboardConfig) -> bool:
+    return str(config.layer.get("BACKEND", "memory")) == "memory"
+
+
+def refuse_split_memory_layer(command: str, config: SwitchboardConfig) -> None:
+    """A gateway or worker process of its own on the in-memory layer can reach nobody: refuse it.
+
+    The in-memory layer lives inside one process; a ``gateway`` and a ``worker`` started
+    side by side on it each talk to themselves, and every request waits its
+    ``response_timeout`` for a worker and gets 503. Better to say so at once.
+    """
+    if command in ("gateway", "worker") and _memory_layer(config):
+        other = "worker" if command == "gateway" else "gateway"
+        raise ConfigError(
+            f"switchboard {command} runs apart from the {other}s, so they need a shared channel layer, and this one is "
+            "in-memory (private to each process: nothing would ever reach the other side). Run both in one process "
+            "with `switchboard run`, or set SWITCHBOARD['LAYER'] (or CHANNEL_LAYERS) to a Redis layer, e.g. "
+            '{"BACKEND": "redis", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]}}'
+        )
+
+
+def worker_routes(application: Any, options: WorkerOptions, channels: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The protocols and named channels a worker reads: the command line's, the settings', the application's."""
+    from .worker import channel_names_of, protocols_of
+
+    if channels:
+        return [], list(channels)
+    protocols = options.protocols if options.protocols is not None else protocols_of(application)
+    names = options.channels if options.channels is not None else channel_names_of(application)
+    return list(protocols), list(names)
+
+
+def with_static_files(application: Any, args: argparse.Namespace | None) -> tuple[Any, str | None]:
+    """Serve ``STATIC_URL`` in ``switchboard run`` as ``runserver`` does: with DEBUG (or ``--insecure``).
+
+    Django's own ``ASGIStaticFilesHandler`` (what ``runserver`` uses, through the
+    staticfiles finders, so app and ``STATICFILES_DIRS`` files are found without
+    ``collectstatic``) wraps the application; other protocols pass through it. Returns the
+    application and a banner note (None when static files are not served).
+    """
+    if args is None or getattr(args, "nostatic", False):
+        return application, None
+    try:
+        from django.apps import apps
+        from django.conf import settings
+    except ImportError:
+        return application, None
+    if not settings.configured or not apps.ready or not apps.is_installed("django.contrib.staticfiles"):
+        return application, None
+    if not (settings.DEBUG or getattr(args, "insecure", False)):
+        return application, None
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    handler = ASGIStaticFilesHandler(application)
+    if handler.base_url.netloc:  # STATIC_URL on another host: nothing for us to serve
+        return application, None
+    why = "DEBUG is on" if settings.DEBUG else "--insecure"
+    return StaticFirst(application, handler), (
+        f"static   {handler.base_url.path} served from the staticfiles finders ({why}; --nostatic turns it off)"
+    )
+
+
+class StaticFirst:
+    """``STATIC_URL`` requests to Django's static files handler, everything else to the application.
+
+    Rather than the handler wrapping the application (its own fallback), so the
+    application itself stays what the worker was given: Django's handler as the whole
+    application keeps its fast sync path (``consumers/django_http.py``), and routers
+    stay visible.
+    """
+
+    def __init__(self, application: Any, static: Any) -> None:
+        from switchboard.consumers.django_http import fast_django
+
+        self.application = fast_django(application)
+        self.static = static
+        self.prefix: str = static.base_url.path
+        #: What the application routes, for the worker (``worker.protocols_of``).
+        self.application_mapping = getattr(application, "application_mapping", None)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.static(scope, receive, send)
+        else:
+            await self.application(scope, receive, send)
+
+
+async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     from .server import run_gateway
 
     gateway_tracer, _ = tracers(config, "gateway")
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     stop = stop or asyncio.Event()
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
@@ -271,21 +369,22 @@ async def _run_worker(
     args: argparse.Namespace | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    from .layers import build_layer, set_channel_layer
+    from .layers import set_channel_layer
     from .server import _install_signal_handlers
     from .worker import Worker
 
     _, worker_tracer = tracers(config, "worker")
     application = load_application(config)
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     set_channel_layer(layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     options = config.worker_options
+    protocols, names = worker_routes(application, options, channels)
     worker = Worker(
         application, layer,
-        protocols=[] if channels else options.protocols,
-        channels=list(channels) if channels else options.channels,
+        protocols=protocols,
+        channels=names,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
@@ -299,6 +398,7 @@ async def _run_worker(
     try:
         observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
         observability.start()
+        logger.info("%s", banner.render("worker", layer=layer, worker=worker, metrics_address=observability.metrics_address))
         freeze_startup_objects()
         await worker.run(stop, drain_timeout=options.drain_timeout)
     finally:
@@ -308,20 +408,22 @@ async def _run_worker(
 
 
 async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None = None, stop: asyncio.Event | None = None) -> None:
-    from .layers import build_layer, set_channel_layer
+    from .layers import set_channel_layer
     from .server import run_gateway
     from .worker import Worker
 
-    if str(config.layer.get("BACKEND", "memory")) != "memory":
+    if not _memory_layer(config):
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
-    memory_options = config.layer.get("CONFIG", {}) if config.layer.get("BACKEND", "memory") == "memory" else {}
+    memory_options = config.layer.get("CONFIG", {}) if _memory_layer(config) else {}
     gateway_tracer, worker_tracer = tracers(config, "run")
-    layer = build_layer({"BACKEND": "memory", "CONFIG": memory_options})
+    layer = build_configured_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
     options = config.worker_options
+    protocols, names = worker_routes(application, options)
+    application, static_note = with_static_files(application, args)
     worker = Worker(
-        application, layer, protocols=options.protocols, channels=options.channels,
+        application, layer, protocols=protocols, channels=names,
         heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
         local_delivery=options.local_delivery,
@@ -334,9 +436,10 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     view = ProcessView("run", layer, worker=worker, stopping=stop)
     observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"), config)
     worker_task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=options.drain_timeout))
+    notes = [static_note] if static_note else []
     try:
         await run_gateway(
-            config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer
+            config, layer=layer, stop=stop, started=_attach_gateway(view, observability, notes), tracer=gateway_tracer
         )
     finally:
         stop.set()
@@ -346,17 +449,16 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
 
 
 async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
-    from .layers import build_layer
     from .status import run_status
 
-    if str(config.layer.get("BACKEND", "memory")) == "memory":
+    if _memory_layer(config):
         raise ConfigError(
             "switchboard status reaches processes through a shared channel layer (e.g. Redis); "
             "the in-memory layer of `switchboard run` is private to that process (use its metrics endpoint)"
         )
     from .server import _install_signal_handlers
 
-    layer = build_layer(config.layer)
+    layer = build_configured_layer(config.layer)
     stop = asyncio.Event()
     _install_signal_handlers(stop)  # SIGINT/SIGTERM end the live view cleanly
     try:
@@ -368,18 +470,14 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
 async def _console(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     from switchboard.console.serve import run_console
 
-    from .layers import build_layer
-
-    if str(config.layer.get("BACKEND", "memory")) == "memory":
+    if _memory_layer(config):
         raise ConfigError(
             "switchboard console reaches processes through a shared channel layer (e.g. Redis); for "
             "`switchboard run` (in-memory layer) mount it in that process instead: CONSOLE.mount"
         )
-    if args.bind is not None:
-        parse_bind(args.bind, where="--bind")
     from .server import _install_signal_handlers
 
-    layer: ChannelLayer = build_layer(config.layer)
+    layer: ChannelLayer = build_configured_layer(config.layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     try:
@@ -404,35 +502,75 @@ def _register_secrets(config: SwitchboardConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``switchboard``: parse the command line and run the command; the process's exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()  # bare `switchboard`, as bare `django-admin`: the commands, exit 0
+        return 0
+    return execute(args.command, args, argv=list(sys.argv[1:] if argv is None else argv))
+
+
+def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+    """Run ``command`` with parsed ``args``: what ``switchboard`` and the management commands share.
+
+    Everything that can be wrong with the configuration or the command line is checked
+    before any socket opens (layer, metrics endpoint, plugins), and reported as one line
+    with exit code 2; so is a plugin that cannot start (a port in use).
+    """
+    from .server import StartupError
+
     log_format = args.log_format or os.environ.get("SWITCHBOARD_LOG_FORMAT", "text")
     if log_format not in logs.FORMATS:
-        parser.error(f"SWITCHBOARD_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
+        return _fail(f"SWITCHBOARD_LOG_FORMAT must be one of {', '.join(logs.FORMATS)}, not {log_format!r}")
+    if str(args.log_level).upper() not in logging.getLevelNamesMapping():
+        return _fail(f"--log-level (or SWITCHBOARD_LOG_LEVEL) {args.log_level!r} is not a logging level")
     logs.setup_logging(args.log_level, log_format)
     logs.register_secrets(logs.environment_secrets())
-    if args.command != "status":
-        logs.CONTEXT["kind"] = args.command
+    if command != "status":
+        logs.CONTEXT["kind"] = command
+    if command == "run" and args.reload and not reload.is_child():
+        try:
+            return reload.supervise(argv or [], args.reload_dir or [os.getcwd()], extra=[args.config] if args.config else [])
+        except ConfigError as exc:
+            return _fail(f"configuration error: {exc}")
     try:
         config = load_config(args)
+        if reload.is_child():
+            reload.shorten_drains(config)
+        cli_options.apply_overrides(config, args, command)
+        refuse_split_memory_layer(command, config)
+        if command in cli_options.LISTENING:
+            from .plugins import check_protocols
+
+            check_protocols(config.protocols)
         _register_secrets(config)
         logs.protect_root_handlers()  # Django's LOGGING setting may have added handlers
-        if args.command == "gateway":
+        http = config.protocols.get("http", {})
+        logs.quiet_django_duplicates(access_log=command == "run" and bool(http.get("access_log")))
+        if command == "gateway":
             run_async(_run_gateway(config, args))
-        elif args.command == "worker":
+        elif command == "worker":
             run_async(_run_worker(config, args.channels, args))
-        elif args.command == "run":
+        elif command == "run":
             run_async(_run_both(config, args))
-        elif args.command == "status":
+        elif command == "status":
             return run_async(_status(config, args))
-        elif args.command == "console":
+        elif command == "console":
             run_async(_console(config, args))
     except ConfigError as exc:
-        print(f"switchboard: configuration error: {logs.REDACTOR.redact_text(str(exc))}", file=sys.stderr)
-        return 2
+        return _fail(f"configuration error: {logs.REDACTOR.redact_text(str(exc))}")
+    except StartupError as exc:
+        return _fail(f"cannot start: {logs.REDACTOR.redact_text(str(exc))}")
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _fail(message: str) -> int:
+    """One line on stderr and exit code 2: how every start-up problem is reported."""
+    print(f"switchboard: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -156,10 +156,18 @@ def secrets_in(value: Any, key: str | None = None) -> set[str]:
     return found
 
 
+# Named like secrets ("pwd") but the shell's working directories: masking them masked every
+# path under the project in log lines and tracebacks.
+_NOT_SECRET_VARIABLES: Final = frozenset({"PWD", "OLDPWD"})
+
+
 def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
     """Values of environment variables named like secrets (``TWILIO_AUTH_TOKEN``, ``REDIS_PASSWORD``)."""
     environ = os.environ if environ is None else environ
-    return {value for name, value in environ.items() if is_secret_name(name) and value} | secrets_in(
+    named = {
+        value for name, value in environ.items() if value and name not in _NOT_SECRET_VARIABLES and is_secret_name(name)
+    }
+    return named | secrets_in(
         [value for value in environ.values() if "://" in value]
     )
 
@@ -256,3 +264,42 @@ def protect_root_handlers() -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+class _DropClientErrors(logging.Filter):
+    """Drops ``django.request``'s "Not Found: /x" warnings (4xx): the access log has that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        return not (record.levelno == logging.WARNING and isinstance(status, int) and 400 <= status < 500)
+
+
+def quiet_django_duplicates(*, access_log: bool) -> None:
+    """One line per event: drop what Django's default logging would write a second time.
+
+    Django's default ``LOGGING`` gives the ``django`` logger a console handler of its own
+    (with DEBUG on), and the record then also propagates to the root handler this
+    process writes with: every "Not Found" came out twice, once unformatted. That default
+    handler goes (records still reach the root handler, formatted and redacted); a
+    ``LOGGING`` setting that configured its own handlers, or stopped propagation, is left
+    alone. When this process writes the access log too, ``django.request``'s 4xx warnings
+    say nothing the access line does not (``"GET /x HTTP/1.1" 404``), so they go as well;
+    5xx errors, with their tracebacks, stay.
+    """
+    from django.utils.log import RequireDebugTrue
+
+    django_logger = logging.getLogger("django")
+    if django_logger.propagate:
+        for handler in list(django_logger.handlers):
+            default_console = (
+                handler.get_name() == "console"
+                and type(handler) is logging.StreamHandler
+                and any(isinstance(f, RequireDebugTrue) for f in handler.filters)
+            )
+            if default_console:
+                django_logger.removeHandler(handler)
+    request_logger = logging.getLogger("django.request")
+    for existing in [f for f in request_logger.filters if isinstance(f, _DropClientErrors)]:
+        request_logger.removeFilter(existing)
+    if access_log:
+        request_logger.addFilter(_DropClientErrors())

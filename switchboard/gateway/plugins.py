@@ -72,6 +72,15 @@ class ProtocolPlugin(Generic[OptionsT]):
         """Counters for metrics and ``switchboard status``."""
         return dict(self.counters)
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        """Where clients reach this plugin, for the start-up banner: URLs or ``proto://host:port``.
+
+        Called once the plugin has started (so port 0 is resolved). A plugin served on
+        another plugin's port (webhooks, signaling) names the full URL; see
+        :func:`http_urls`. The default, for plugins that do not say: nothing.
+        """
+        return []
+
 
 class RateLimitedLog:
     """One warning per reason per interval, so a flood of bad input cannot flood the logs.
@@ -122,6 +131,29 @@ def load_plugin_class(name: str) -> type[ProtocolPlugin[Any]]:
             return loaded
     known = sorted(set(BUILTIN_PLUGINS) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)})
     raise ConfigError(f"unknown protocol plugin {name!r}; known: {', '.join(known)}")
+
+
+def http_urls(gateway: Gateway, path: str = "/") -> list[str]:
+    """``http://host:port<path>`` on each address of the gateway's ``http`` plugin.
+
+    For plugins whose endpoints the http plugin serves (``Gateway.mount``): their banner
+    lines name the address a person or a webhook provider would use.
+    """
+    for plugin in gateway.plugins or []:
+        if plugin.name == "http":
+            return [base + path for base in getattr(plugin, "base_urls", lambda: [])()]
+    return []
+
+
+def check_protocols(protocols: Mapping[str, Mapping[str, Any]]) -> None:
+    """Load every configured plugin class and check its options; ConfigError names the bad one.
+
+    What :func:`build_plugins` does, without building the plugins: the command line runs
+    it before any socket opens (the metrics endpoint, the layer), so a typo in a
+    setting or a ``--set`` stops start-up at once with one line.
+    """
+    for name, raw in protocols.items():
+        parse_options(load_plugin_class(name).Options, raw, where=f"PROTOCOLS.{name}")
 
 
 def build_plugins(protocols: Mapping[str, Mapping[str, Any]]) -> list[ProtocolPlugin[Any]]:

@@ -11,6 +11,7 @@ in workers while the connection itself never leaves the gateway.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
 import signal
@@ -508,6 +509,26 @@ class Gateway:
             await self._reply_task
 
 
+class StartupError(RuntimeError):
+    """A plugin could not start: a port in use, an address not on this host, no permission.
+
+    The command line prints it as one line and exits with 2, as for configuration errors:
+    it is something the operator fixes, and a traceback would only hide the one line
+    that says what.
+    """
+
+    def __init__(self, plugin: str, error: OSError) -> None:
+        self.plugin = plugin
+        self.error = error
+        # strerror is the text without "[Errno 98]"; plugins put the address in it.
+        detail = error.strerror if error.errno is not None and error.strerror else str(error)
+        if not detail.startswith(plugin):
+            detail = f"{plugin}: {detail}"
+        if error.errno == errno.EADDRINUSE:
+            detail += " (another process is listening there: stop it, or choose another address)"
+        super().__init__(detail)
+
+
 async def run_gateway(
     config: SwitchboardConfig,
     *,
@@ -547,7 +568,10 @@ async def run_gateway(
     started_plugins: list[ProtocolPlugin[Any]] = []
     try:
         for plugin in plugins:
-            await plugin.start(gateway)
+            try:
+                await plugin.start(gateway)
+            except OSError as exc:
+                raise StartupError(plugin.name, exc) from exc
             started_plugins.append(plugin)
             logger.info("protocol %s started", plugin.name)
         if started is not None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,6 +64,16 @@ class SignalingLimits:
     max_size: int
     allowed_origins: tuple[str, ...]
     websocket: bool
+    #: Where the endpoint is mounted, and what the rest of a path must match (None: anything).
+    path_prefix: str = ""
+    path_pattern: re.Pattern[str] | None = None
+
+    def path_allowed(self, path: str) -> bool:
+        """Whether ``path`` (the whole request path) names something this site signals for."""
+        if self.path_pattern is None:
+            return True
+        rest = path[len(self.path_prefix) :] if path.startswith(self.path_prefix) else path
+        return self.path_pattern.fullmatch(rest.removeprefix("/")) is not None
 
 
 def parse_offer(body: bytes | str) -> str:
@@ -144,6 +155,8 @@ class SignalingApp:
             if scope["method"] == "OPTIONS":
                 await self._preflight(send, cors)
                 return
+            if not self.limits.path_allowed(scope["path"]):
+                raise SignalingError(404, "no such path here (path_pattern)")
             if scope["method"] != "POST":
                 raise SignalingError(405, "POST the offer as JSON")
             body = await self._read_body(scope, receive)
@@ -203,6 +216,10 @@ class SignalingApp:
         if origin_headers(scope, self.limits.allowed_origins) is None:
             count("signaling_403")
             await self._deny(scope, send, receive, 403, "origin not allowed")
+            return
+        if not self.limits.path_allowed(scope["path"]):
+            count("signaling_404")
+            await self._deny(scope, send, receive, 404, "no such path here (path_pattern)")
             return
         await send({"type": "websocket.accept"})
         while True:

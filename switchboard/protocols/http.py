@@ -26,6 +26,7 @@ import uvicorn
 from switchboard.gateway.config import parse_bind
 from switchboard.gateway.plugins import ProtocolPlugin
 
+from ._http_access import AccessEntry, access_logger
 from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
 from ._http_request import serve_http
 from ._http_uvicorn import ProtocolSettings, http_protocol, websocket_protocol
@@ -117,7 +118,8 @@ class HttpOptions:
     forwarded_allow_ips: list[str] | None = None
     #: Send ``server: uvicorn`` (off: no need to advertise the implementation).
     server_header: bool = False
-    #: Log each request on the ``uvicorn.access`` logger.
+    #: Log one line per request and WebSocket handshake on the ``switchboard.access`` logger
+    #: (uvicorn's format plus the duration; ``switchboard run`` turns it on unless set).
     access_log: bool = False
     #: HTTP/1.1 parser: "httptools" (fast, C), "h11" (pure Python) or "auto".
     http: HttpImplementation = "auto"
@@ -210,6 +212,8 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         self._context: BridgeContext | None = None
         #: Open requests and WebSockets per client address (only with max_connections_per_ip).
         self._per_ip: dict[str, int] = {}
+        #: Write access lines: the option, and someone listening at INFO (checked at start).
+        self._access_log = False
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             message_rate=options.websocket_max_messages_per_second,
             message_burst=options.message_burst,
         )
+        self._access_log = options.access_log and access_logger.isEnabledFor(logging.INFO)
         sockets = bind_sockets(options.bind)
         try:
             config = self._uvicorn_config()
@@ -275,6 +280,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             await asyncio.wait(leftover, timeout=1.0)
         logger.info("http stopped")
 
+    def base_urls(self) -> list[str]:
+        """``http://host:port<root_path>`` of every address listened on (port 0 resolved)."""
+        return [f"http://{_format_address(address)}{self.options.root_path}" for address in self.bound_addresses]
+
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        return [f"{url}/  (WebSocket ws://{url.removeprefix('http://')}/)" for url in self.base_urls()]
+
     def _uvicorn_config(self) -> uvicorn.Config:
         options = self.options
         settings = ProtocolSettings(options.max_header_size, options.max_headers, self.count)
@@ -284,7 +296,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             interface="asgi3",
             lifespan="off",
             log_config=None,
-            access_log=options.access_log,
+            access_log=False,  # ours has the duration and sees every answer: _http_access.py
             http=http_protocol(implementation, settings),
             h11_max_incomplete_event_size=options.max_header_size,
             ws=_ws_protocol(options.ws, settings),
@@ -306,7 +318,18 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
     # -- the bridge ---------------------------------------------------------------------
 
     async def _asgi(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        """The ASGI application uvicorn runs for every request and WebSocket."""
+        """The ASGI application uvicorn runs for every request and WebSocket: the access log, then :meth:`_serve`."""
+        if not self._access_log or scope["type"] not in ("http", "websocket"):
+            await self._serve(scope, receive, send)
+            return
+        entry = AccessEntry(scope)
+        try:
+            await self._serve(scope, receive, entry.wrap(send))
+        finally:
+            entry.log()
+
+    async def _serve(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Route one request or WebSocket: refusals, mounted endpoints, else the worker pool."""
         context = self._context
         assert context is not None
         # Endpoints other plugins serve inside the gateway (WebRTC signaling, SMS webhooks)

@@ -473,6 +473,11 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         with self._lock:
             return dict(self._subscriptions)
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        topics = ", ".join(self.subscriptions()) or "no subscriptions yet"
+        state = "connected" if self.connected else "connecting"
+        return [f"{self.broker.url}  ({state}; topics {topics})"]
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, gateway: Gateway) -> None:

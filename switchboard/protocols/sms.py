@@ -466,6 +466,14 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         self._last_forged_log = float("-inf")
         self._forged_unlogged = 0
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        """The webhook URLs to give Twilio (``public_base_url``: what Twilio signs and calls)."""
+        base = self.options.public_base_url
+        return [
+            f"{base}{self.options.inbound_path}  (Twilio \"A message comes in\" webhook, POST)",
+            f"{base}{self.options.status_path}  (status callbacks)",
+        ]
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self, gateway: Gateway) -> None:

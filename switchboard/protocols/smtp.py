@@ -417,6 +417,16 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         self._in_flight = 0
         self._drained = asyncio.Event()
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        if self.address is None:
+            return []
+        host, port = self.address
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        notes = [f"mail for {', '.join(self.options.domains)}"]
+        if self.options.tls_cert_file:
+            notes.append("STARTTLS required" if self.options.require_starttls else "STARTTLS")
+        return [f"smtp://{where}  ({'; '.join(notes)})"]
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, gateway: Gateway) -> None:

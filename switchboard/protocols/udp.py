@@ -493,6 +493,9 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
         """The addresses actually bound (port 0 in ``bind`` resolved to the real port)."""
         return [listener.address for listener in self.listeners]
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        return [f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}" for host, port in self.bound_addresses]
+
     async def start(self, gateway: Gateway) -> None:
         """Bind every address; if one fails, close the ones already open and raise."""
         try:

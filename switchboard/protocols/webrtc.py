@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,7 +38,7 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
+from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog, http_urls
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
@@ -108,6 +109,11 @@ class WebrtcOptions:
     allowed_origins: list[str] = field(default_factory=list)
     #: Also accept offers over a WebSocket at ``path``.
     websocket_signaling: bool = True
+    #: A regular expression the rest of a signaling path (after ``path/``) must match in
+    #: full, e.g. ``"[A-Za-z0-9_-]{1,90}/"`` for room names: other paths get 404 before a
+    #: peer is made, as a WebSocket route refuses a bad URL before accepting. None: any
+    #: path (the application's routing decides, once the peer is connected).
+    path_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or (self.path != "/" and self.path.endswith("/")):
@@ -119,6 +125,11 @@ class WebrtcOptions:
                 ipaddress.ip_address(address)
             except ValueError:
                 raise ValueError(f"ice_host_addresses: {address!r} is not an IP address literal") from None
+        if self.path_pattern is not None:
+            try:
+                re.compile(self.path_pattern)
+            except re.error as exc:
+                raise ValueError(f"path_pattern: {exc}") from None
         if self.ice_host_addresses is not None and not self.ice_host_addresses:
             raise ValueError("ice_host_addresses: give at least one address, or leave it out (None)")
         for name in ("max_peers", "max_channels", "max_message_size", "max_signaling_size", "queue_size", "send_buffer_limit"):
@@ -503,6 +514,10 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         self._configuration = options.rtc_configuration()
         self._host_addresses: list[str] | None = None
 
+    def endpoints(self, gateway: Gateway) -> list[str]:
+        path = self.options.path.rstrip("/")
+        return [f"{url}/...  (signaling: POST an SDP offer)" for url in http_urls(gateway, path)]
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self, gateway: Gateway) -> None:
@@ -511,7 +526,11 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         options = self.options
         app = SignalingApp(
             self,
-            SignalingLimits(options.max_signaling_size, tuple(options.allowed_origins), options.websocket_signaling),
+            SignalingLimits(
+                options.max_signaling_size, tuple(options.allowed_origins), options.websocket_signaling,
+                path_prefix=options.path.rstrip("/"),
+                path_pattern=re.compile(options.path_pattern) if options.path_pattern is not None else None,
+            ),
         )
         previous = gateway.mounts.get(options.path)
         if previous is not None and previous[1] == self.name:

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import websockets
 from console_helpers import READ_TOKEN, bearer, get_json, http_request
+from support import cdp
 from support.processes import ProcessDeployment, free_port, free_udp_port, process_env, redis_reachable
 from support.waiting import deadline, eventually
 
@@ -48,7 +49,6 @@ INTERVAL = 0.5
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.mosquitto]
 
-cdp = pytest.importorskip("webrtc.cdp", reason="the DevTools helper of the WebRTC tests")
 if cdp.CHROMIUM is None:
     pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
 

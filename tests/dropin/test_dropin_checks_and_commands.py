@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -46,15 +45,19 @@ def test_problems_have_check_ids(settings: dict[str, Any], expected: list[str]) 
 
 
 @pytest.fixture
-def captured_argv(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """What the commands hand to ``switchboard``'s main() (the CLI itself is tested elsewhere)."""
-    calls: list[list[str]] = []
+def executed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What the commands hand to the CLI's ``execute()`` (the CLI itself is tested elsewhere).
 
-    def main(argv: list[str]) -> int:
-        calls.append(argv)
+    The parsed options go over as they are, not as a command line rebuilt from them: a
+    rebuilt one cannot say ``--bind`` twice, ``--no-access-log`` or a typed ``--set``.
+    """
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def execute(command: str, args: Any, argv: Any = None) -> int:
+        calls.append((command, vars(args)))
         return 0
 
-    monkeypatch.setattr("switchboard.gateway.cli.main", main)
+    monkeypatch.setattr("switchboard.gateway.cli.execute", execute)
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "mysite.settings")
     return calls
 
@@ -69,19 +72,23 @@ def run(command_module: Any, *args: str) -> None:
     assert exited.value.code == 0
 
 
-def test_runworker_takes_every_worker_option(captured_argv: list[list[str]]) -> None:
+def test_runworker_takes_every_worker_option(executed: list[tuple[str, dict[str, Any]]]) -> None:
     """Regression: ``runworker --log-level DEBUG`` failed (Django did not know the option)."""
-    run(runworker, "--log-level", "DEBUG", "--log-format", "json", "--metrics-bind", "off", "thumbnails", "reports")
-    assert captured_argv == [
-        ["worker", "--settings", "mysite.settings", "--log-level", "DEBUG", "--log-format", "json", "--metrics-bind", "off",
-         "thumbnails", "reports"]
-    ]  # fmt: skip
+    run(runworker, "--log-level", "DEBUG", "--log-format", "json", "--metrics-bind", "off",
+        "--set", "worker.drain_timeout=5", "thumbnails", "reports")
+    ((command, options),) = executed
+    assert command == "worker"
+    assert (options["log_level"], options["log_format"], options["metrics_bind"]) == ("DEBUG", "json", "off")
+    assert options["overrides"] == [(["worker", "drain_timeout"], 5)]
+    assert options["channels"] == ["thumbnails", "reports"]
 
 
-def test_rungateway_takes_every_gateway_option(captured_argv: list[list[str]]) -> None:
-    run(rungateway, "--config", "switchboard.toml", "--log-level", "WARNING")
-    expected = ["gateway", "--settings", "mysite.settings", "--config", "switchboard.toml", "--log-level", "WARNING"]
-    assert captured_argv == [expected]
+def test_rungateway_takes_every_gateway_option(executed: list[tuple[str, dict[str, Any]]]) -> None:
+    run(rungateway, "--config", "switchboard.toml", "--log-level", "WARNING", "--bind", "127.0.0.1:1",
+        "--bind", "[::1]:1", "--no-access-log")
+    ((command, options),) = executed
+    assert command == "gateway"
+    assert (options["config"], options["log_level"], options["access_log"]) == ("switchboard.toml", "WARNING", False)
+    assert options["bind"] == ["127.0.0.1:1", "[::1]:1"]
     with pytest.raises((CommandError, SystemExit)):
         run(rungateway, "--no-such-option")
-    assert os.environ["DJANGO_SETTINGS_MODULE"] == "mysite.settings"

@@ -14,7 +14,9 @@ SECRET_KEY = "switchboard-promises-tests"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 # longpolldemo: the example's demo app, served here too (its page and its consumer).
-INSTALLED_APPS = ["switchboard", "longpolldemo"]
+# showcase: the example's page layout (base template, stylesheet) the demo page extends.
+INSTALLED_APPS = ["switchboard", "showcase", "longpolldemo"]
+STATIC_URL = "static/"
 MIDDLEWARE = ["django.middleware.common.CommonMiddleware"]
 ROOT_URLCONF = "promises_urls"
 TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "DIRS": [], "APP_DIRS": True}]

@@ -189,8 +189,8 @@ async def _screenshot(spans: list[dict[str, Any]], chains: list[tuple[str, dict[
     """docs/img/tracing.png: the two traces as a waterfall, rendered by headless Chromium."""
     import base64
 
+    from support.cdp import Chromium
     from waterfall import page
-    from webrtc.cdp import Chromium
 
     traces = []
     for title, chain in chains:

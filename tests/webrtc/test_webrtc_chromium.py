@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from support.cdp import CHROMIUM, Chromium
 from websockets.asyncio.client import connect as ws_connect
 
-from .cdp import CHROMIUM, Chromium
 from .conftest import Deployment, redis_reachable, start_deployment
 
 pytestmark = [

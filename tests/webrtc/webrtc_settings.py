@@ -9,7 +9,9 @@ import os
 SECRET_KEY = "switchboard-webrtc-e2e"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-INSTALLED_APPS = ["django.contrib.staticfiles", "switchboard", "chat", "webrtcdemo"]
+# showcase: the example's page layout (base template, stylesheet) the demo page extends.
+INSTALLED_APPS = ["django.contrib.staticfiles", "switchboard", "showcase", "chat", "webrtcdemo"]
+STATIC_URL = "static/"
 DATABASES: dict[str, dict[str, str]] = {}
 USE_TZ = True
 ROOT_URLCONF = "webrtc_urls"

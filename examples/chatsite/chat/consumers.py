@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any
 
+from showcase.feed import publish
+
 from switchboard.consumers import AsyncHttpConsumer, AsyncWebsocketConsumer
 
 # Group names allow [A-Za-z0-9-_.] and 100 characters; "chat." takes 5 of them.
@@ -82,6 +84,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if poster:
             event["user"] = poster
         await self.channel_layer.group_send(self.group, event)
+        await publish(self.channel_layer, "websocket", f"{poster or 'someone'} in {self.room}: {message}")
 
     async def chat_message(self, event: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(chat_payload(event)))

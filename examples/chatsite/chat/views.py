@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 
-
-def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/index.html")
+from .consumers import room_group
 
 
 def room(request: HttpRequest, room: str) -> HttpResponse:
+    """A chat room's page; 404 for a name that cannot be a room (its socket would get 403)."""
+    if room_group(room) is None:
+        raise Http404("No such room: use letters, digits, - and _ (up to 90)")
     return render(request, "chat/room.html", {"room": room})
 
 

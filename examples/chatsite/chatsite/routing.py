@@ -9,6 +9,7 @@ from django.urls import path, re_path  # noqa: E402
 from emaildemo.consumers import MailToChatConsumer  # noqa: E402
 from longpolldemo.consumers import ChatPollConsumer  # noqa: E402
 from mqttdemo.routing import mqtt_application  # noqa: E402
+from showcase.consumers import FeedConsumer  # noqa: E402
 from smsdemo.consumers import AutoResponderConsumer  # noqa: E402
 from thumbnails.consumers import CHANNEL as THUMBNAILS  # noqa: E402
 from thumbnails.consumers import ThumbnailConsumer  # noqa: E402
@@ -30,9 +31,11 @@ http_urlpatterns = [
     re_path(r"", django_http),
 ]
 
-#: WebSocket routes. Anyone may read the chat; posting needs a login (scope["user"]).
+#: WebSocket routes. Anyone may read the chat and the live feed; posting needs a login
+#: (scope["user"]).
 websocket_urlpatterns = [
     path("ws/chat/<str:room>/", ChatConsumer.as_asgi(post_requires_login=True)),
+    path("ws/feed/", FeedConsumer.as_asgi()),
 ]
 
 #: WebRTC signaling routes (the offer endpoint is mounted on the HTTP port).

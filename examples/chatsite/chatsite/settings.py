@@ -21,11 +21,14 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.messages",
     "django.contrib.staticfiles",
     "switchboard",
+    "showcase",
     "chat",
     "udpdemo",
     "emaildemo",
@@ -42,6 +45,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -50,7 +54,13 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 DATABASES = {
@@ -102,8 +112,9 @@ SWITCHBOARD = {
             ),
             "default_from": os.environ.get("TWILIO_FROM_NUMBER"),
         },
-        # WebRTC data channels: signaling at /webrtc/offer/<room>/ on the HTTP port.
-        "webrtc": {"ice_host_addresses": ["127.0.0.1"]},
+        # WebRTC data channels: signaling at /webrtc/offer/<room>/ on the HTTP port; an
+        # offer for a path that is no room name gets 404 before a peer is made.
+        "webrtc": {"ice_host_addresses": ["127.0.0.1"], "path_pattern": r"[A-Za-z0-9_-]{1,90}/"},
     },
 }
 

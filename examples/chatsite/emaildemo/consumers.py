@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from showcase.feed import publish_sync
 
 from switchboard.consumers.email import ReceivedEmail, SyncEmailConsumer
 
@@ -55,4 +56,5 @@ class MailToChatConsumer(SyncEmailConsumer):
         assert self.channel_layer is not None
         for room in sorted(rooms):
             async_to_sync(self.channel_layer.group_send)(f"chat.{room}", {"type": "chat.message", "message": summary})
+        publish_sync(self.channel_layer, "email", f"{summary} → {', '.join(sorted(rooms)) or 'no room'}")
         logger.info("e-mail %s from %s posted to %s", email.message_id, email.mail_from, sorted(rooms) or "no room")

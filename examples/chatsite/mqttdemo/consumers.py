@@ -20,6 +20,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from paho.mqtt.client import topic_matches_sub
+from showcase.feed import publish_sync
 
 from switchboard.consumers.mqtt import MqttConsumer, SyncMqttConsumer
 
@@ -45,6 +46,7 @@ class TemperatureConsumer(SyncMqttConsumer):
         async_to_sync(self.channel_layer.group_send)(
             "chat.sensors", {"type": "chat.message", "message": f"{room}: {celsius:.1f} °C"}
         )
+        publish_sync(self.channel_layer, "mqtt", f"{topic}: {celsius:.1f} °C")
         if celsius > ALERT_ABOVE:
             self.publish(f"{PREFIX}/alerts/{room}", f"{celsius:.1f}", qos=1, retain=True)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 
+from showcase.feed import publish
+
 from switchboard.consumers.sms import IncomingSms, SmsConsumer, SmsStatus
 
 logger = logging.getLogger("smsdemo")
@@ -29,6 +31,7 @@ class AutoResponderConsumer(SmsConsumer):
 
     async def message_received(self, sms: IncomingSms) -> None:
         text = sms.body.strip()
+        await publish(self.channel_layer, "sms", f"{sms.from_}: {text}")
         keyword = text.lower()
         if keyword in OPT_OUT_KEYWORDS:
             return  # answered "no reply" at once by SmsConsumer

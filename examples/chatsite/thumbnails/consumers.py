@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from django.utils import timezone
+from showcase.feed import publish_sync
 
 from switchboard.consumers import SyncConsumer
 
@@ -44,3 +45,4 @@ class ThumbnailConsumer(SyncConsumer):
         thumbnail.done_at = timezone.now()
         thumbnail.save(update_fields=["svg", "status", "made_by", "done_at"])
         logger.info("thumbnail %s made by %s", job_id, thumbnail.made_by)
+        publish_sync(self.channel_layer, "channel", f"thumbnail {job_id} ({thumbnail.text!r}) made by {thumbnail.made_by}")

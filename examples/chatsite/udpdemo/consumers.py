@@ -6,6 +6,8 @@ line you type comes back in capitals.
 
 from __future__ import annotations
 
+from showcase.feed import publish
+
 from switchboard.consumers.udp import AsyncUdpConsumer
 
 
@@ -18,3 +20,4 @@ class UppercaseEchoConsumer(AsyncUdpConsumer):
 
     async def datagram_received(self, data: bytes, client: tuple[str, int]) -> None:
         await self.send_datagram(data.upper(), client)
+        await publish(self.channel_layer, "udp", f"{client[0]}:{client[1]} sent {data[:100].decode(errors='replace')!r}")

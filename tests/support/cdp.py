@@ -9,6 +9,7 @@ events (no id) are ignored.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import re
@@ -114,6 +115,29 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise CdpError(f"{expression!r} still false after {timeout}s")
             await asyncio.sleep(0.05)
+
+    async def navigate(self, session: str, url: str, timeout: float = 30) -> None:
+        """Load ``url`` in the tab and wait until the document has loaded."""
+        await self.call("Page.navigate", {"url": url}, session)
+        await self.wait_for(session, f"location.href === {json.dumps(url)} && document.readyState === 'complete'", timeout)
+
+    async def screenshot(self, session: str, width: int = 1200, timeout: float = 20) -> bytes:
+        """A PNG of the whole page (not just the window), ``width`` CSS pixels wide.
+
+        The tab is brought to the front first: headless Chromium paints no frames for a
+        background tab, and a capture would wait for one forever.
+        """
+        await asyncio.wait_for(self.call("Page.bringToFront", {}, session), timeout)
+        await self.call("Emulation.setDeviceMetricsOverride",
+                        {"width": width, "height": 600, "deviceScaleFactor": 1, "mobile": False}, session)
+        height = await self.evaluate(session, "Math.ceil(document.documentElement.scrollHeight)")
+        shot = await asyncio.wait_for(self.call(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True,
+             "clip": {"x": 0, "y": 0, "width": width, "height": max(int(height), 1), "scale": 1}},
+            session,
+        ), timeout)
+        return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
         try:

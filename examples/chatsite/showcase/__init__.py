@@ -1,0 +1,1 @@
+"""The example's front page and its live feed: every protocol's events on one page."""
