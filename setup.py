@@ -20,13 +20,19 @@ extras = {
     "sms": ["twilio>=9.0"],
     "webrtc": ["aiortc>=1.9"],
     "metrics": ["prometheus_client>=0.20"],
+    # OpenTelemetry tracing (docs/tracing.md): the API and SDK, and the OTLP/HTTP exporter
+    # (the standard one; HTTP rather than gRPC keeps grpcio out). Django's own spans need
+    # opentelemetry-instrumentation-django too, which is beta-versioned: the project's choice.
+    "otel": ["opentelemetry-api>=1.25", "opentelemetry-sdk>=1.25", "opentelemetry-exporter-otlp-proto-http>=1.25"],
     # symmetric_encryption_keys (layer messages sealed with Fernet): cryptography is the
     # maintained implementation channels_redis uses too, so keys keep their meaning.
     "encryption": ["cryptography>=42"],
     # `switchboard run --reload`: uvicorn's file watcher (Rust notify: inotify/FSEvents, no polling).
     "reload": ["watchfiles>=0.20"],
 }
-extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
+# "all" is every protocol and metrics; tracing stays opt-in (redis-py imports an installed
+# OpenTelemetry SDK by itself, which costs every process start-up time).
+extras["all"] = sorted({req for name, reqs in extras.items() if name != "otel" for req in reqs})
 extras["test"] = [
     "pytest>=8",
     "pytest-asyncio>=0.23",
@@ -34,6 +40,12 @@ extras["test"] = [
     "hypothesis>=6.100",
     "cryptography>=42",  # self-signed certificates for the TLS tests
     "psutil>=5.9",  # process memory in the long-poll test
+    # The tracing tests: the SDK's in-memory exporter, and Django's spans under the
+    # handler's (ASGI requests need the asgi instrumentation too).
+    "opentelemetry-api>=1.25",
+    "opentelemetry-sdk>=1.25",
+    "opentelemetry-instrumentation-django>=0.46b0",
+    "opentelemetry-instrumentation-asgi>=0.46b0",
     # PostgreSQL driver for the benchmark's http-db scenario (python -m bench runs from
     # this venv) and for the durable-delivery fault tests (tests/durable: idempotent()'s
     # transactional records under concurrent workers); psycopg 3 is the driver Django
@@ -53,7 +65,7 @@ setup(
     python_requires=">=3.11",
     # switchboard_redis: channels_redis's import paths (thin modules over switchboard).
     packages=find_packages(include=["switchboard", "switchboard.*", "switchboard_redis"]),
-    package_data={"switchboard": ["specs/*.md", "py.typed"]},
+    package_data={"switchboard": ["specs/*.md", "py.typed", "console/static/*", "console/static/vendor/*"]},
     include_package_data=True,
     install_requires=[
         "django>=4.2",

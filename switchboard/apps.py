@@ -1,6 +1,7 @@
 """Django app config: ``INSTALLED_APPS = [..., "switchboard"]`` gives the manage.py commands
 (``rungateway``, ``runworker``), the ``manage.py check`` checks of ``switchboard/checks.py`` and
-the model of :func:`switchboard.consumers.idempotent` (``HandledEvent``)."""
+the models of :func:`switchboard.consumers.idempotent` (``HandledEvent``) and the console's
+``switchboard.manage`` permission (``Console``)."""
 
 from django.apps import AppConfig
 

@@ -301,6 +301,7 @@ class SwitchboardEventEvent(TypedDict):
     scope: NotRequired[Mapping[str, Any]]
     event: Mapping[str, Any]
     claim: NotRequired[bool]
+    trace: NotRequired[Mapping[str, str]]
 
 
 class SwitchboardGroupAddEvent(TypedDict):
@@ -385,6 +386,8 @@ class SwitchboardStatusEventGateway(TypedDict):
     claims: int
     workers_lost: int
     plugins: Sequence[str]
+    protocols: NotRequired[Mapping[str, Mapping[str, int]]]
+    refusals: NotRequired[Mapping[str, int]]
 
 
 class SwitchboardStatusEventWorker(TypedDict):
@@ -398,6 +401,8 @@ class SwitchboardStatusEventWorker(TypedDict):
     claimed: int
     claims: int
     failed: int
+    channels: NotRequired[Sequence[str]]
+    handler_times: NotRequired[Mapping[str, Sequence[int]]]
 
 
 class SwitchboardStatusEvent(TypedDict):
@@ -414,6 +419,9 @@ class SwitchboardStatusEvent(TypedDict):
     connections: Mapping[str, int]
     drops: Mapping[str, int]
     layer: SwitchboardStatusEventLayer
+    version: NotRequired[str]
+    cpu: NotRequired[float]
+    rss: NotRequired[int]
     gateway: NotRequired[SwitchboardStatusEventGateway]
     worker: NotRequired[SwitchboardStatusEventWorker]
 
@@ -423,6 +431,27 @@ class SwitchboardStatusRequestEvent(TypedDict):
 
     type: Literal["switchboard.status.request"]
     reply_channel: str
+
+
+class SwitchboardTapEventsEvent(TypedDict):
+    """``switchboard.tap.events`` (worker -> gateway): specs/layer.md."""
+
+    type: Literal["switchboard.tap.events"]
+    tap: str
+    source: str
+    events: Sequence[Mapping[str, Any]]
+    skipped: int
+
+
+class SwitchboardTapRequestEvent(TypedDict):
+    """``switchboard.tap.request`` (gateway -> worker): specs/layer.md."""
+
+    type: Literal["switchboard.tap.request"]
+    reply_channel: str
+    tap: str
+    protocol: NotRequired[str]
+    channel: NotRequired[str]
+    until: float
 
 
 class SwitchboardWorkerStoppingEvent(TypedDict):
@@ -643,6 +672,7 @@ SwitchboardToGateway = (
     | SwitchboardReleaseEvent
     | SwitchboardScopeRequestEvent
     | SwitchboardStatusEvent
+    | SwitchboardTapEventsEvent
     | SwitchboardWorkerStoppingEvent
 )
 SwitchboardToWorker = (
@@ -651,6 +681,7 @@ SwitchboardToWorker = (
     | SwitchboardReleasedEvent
     | SwitchboardScopeEvent
     | SwitchboardStatusRequestEvent
+    | SwitchboardTapRequestEvent
 )
 UdpToGateway = UdpSendEvent
 UdpToWorker = UdpDatagramEvent

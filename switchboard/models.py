@@ -1,7 +1,13 @@
-"""Database models of the ``switchboard`` app: the idempotency records of durable consumers.
+"""Database models of the ``switchboard`` app.
 
-Only :func:`switchboard.consumers.durable.idempotent` (with the default ``store="db"``)
-uses them; a project that never uses it never touches the table (but ``migrate`` makes it).
+* :class:`HandledEvent`: the idempotency records of durable consumers. Only
+  :func:`switchboard.consumers.durable.idempotent` (with the default ``store="db"``) uses
+  them; a project that never uses it never touches the table (but ``migrate`` makes it).
+* :class:`Console`: only a permission, no table. ``switchboard.manage`` lets a staff user
+  act in the operator's console (replay or drop dead letters); without it the console is
+  read-only for them (docs/console.md). Django attaches permissions to a model's content
+  type, so an unmanaged, table-less model carries it: ``migrate`` creates the permission
+  and nothing else.
 """
 
 from __future__ import annotations
@@ -44,3 +50,12 @@ class HandledEvent(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+
+class Console(models.Model):
+    """The operator's console (a permission holder; it has no rows and no table)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("manage", "Can act in the Switchboard console (replay or drop dead letters)")]

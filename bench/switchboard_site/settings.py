@@ -49,6 +49,10 @@ SWITCHBOARD = {
     },
 }
 
+# bench/console.py: the operator's console mounted on the gateway's port (off otherwise).
+if os.environ.get("BENCH_CONSOLE_MOUNT"):
+    SWITCHBOARD["CONSOLE"] = {"mount": os.environ["BENCH_CONSOLE_MOUNT"], "interval": 1.0}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,10 +1,10 @@
-"""Command line: ``switchboard gateway | worker | run | status | deadletters``.
+"""Command line: ``switchboard gateway | worker | run | status | deadletters | console``.
 
 ``gateway`` holds client connections; ``worker`` runs consumers; ``run`` does both in one
 process over the in-memory layer, the embedded mode that needs nothing else installed;
 ``status`` shows the running gateways and workers (docs/observability.md);
 ``deadletters`` lists, shows, replays and drops dead letters of durable channels
-(docs/delivery.md).
+(docs/delivery.md); ``console`` serves the operator's web console (docs/console.md).
 
 Every serving process also runs an observer (``gateway/observer.py``) that answers
 ``switchboard status`` and, when a metrics bind is configured, feeds a Prometheus endpoint.
@@ -36,10 +36,13 @@ from .config import (
 from .observer import Observer, ProcessView
 
 if TYPE_CHECKING:
+    from switchboard.console.serve import ConsoleMount
+
     from .layers import ChannelLayer
     from .metrics import Metrics
     from .plugins import ProtocolPlugin
     from .server import Gateway
+    from .tracing import GatewayTracer, WorkerTracer
 
 logger = logging.getLogger("switchboard.cli")
 
@@ -168,10 +171,18 @@ class Observability:
     worker) exists, and stops before the layer closes.
     """
 
-    def __init__(self, view: ProcessView, options: MetricsOptions, bind: str | None) -> None:
+    def __init__(
+        self, view: ProcessView, options: MetricsOptions, bind: str | None, config: SwitchboardConfig | None = None
+    ) -> None:
         self.view = view
         self.metrics: Metrics | None = None
         self.observer: Observer | None = None
+        #: The console mounted on the gateway's HTTP port (``CONSOLE.mount``), if any.
+        self.console: ConsoleMount | None = None
+        if config is not None and config.console.mount is not None and view.kind != "worker":
+            from switchboard.console.serve import ConsoleMount
+
+            self.console = ConsoleMount(config, view.layer)
         #: Where the metrics endpoint listens (port 0 resolved), for the banner.
         self.metrics_address: tuple[str, int] | None = None
         if bind is not None:
@@ -193,10 +204,28 @@ class Observability:
             self.observer.start()
 
     async def close(self) -> None:
+        if self.console is not None:
+            await self.console.close()
         if self.observer is not None:
             await self.observer.stop()
         if self.metrics is not None:
             await self.metrics.close()
+
+
+def tracers(config: SwitchboardConfig, kind: str) -> tuple[GatewayTracer | None, WorkerTracer | None]:
+    """The gateway and worker tracers when ``TRACING`` is enabled (docs/tracing.md), else Nones.
+
+    Only then is OpenTelemetry imported. Call before the application is loaded: Django's
+    instrumentation adds its middleware, which must be in place when Django's handler is built.
+    """
+    if not config.tracing.enabled:
+        return None, None
+    try:
+        from .tracing import GatewayTracer, WorkerTracer, setup_tracing
+    except ImportError as exc:
+        raise ConfigError(f"TRACING: tracing needs OpenTelemetry: pip install 'switchboard[otel]' ({exc})") from exc
+    tracer = setup_tracing(config.tracing, kind)
+    return GatewayTracer(tracer), WorkerTracer(tracer)
 
 
 def freeze_startup_objects() -> None:
@@ -224,6 +253,8 @@ def _attach_gateway(
         view.plugins = list(plugins)
         logs.CONTEXT["gateway_id"] = gateway.id
         observability.start()
+        if observability.console is not None:
+            observability.console.start(gateway, plugins)
         logger.info(
             "%s",
             banner.render(
@@ -344,13 +375,16 @@ class StaticFirst:
 async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
     from .server import run_gateway
 
+    gateway_tracer, _ = tracers(config, "gateway")
     layer = build_configured_layer(config.layer)
     stop = stop or asyncio.Event()
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
     try:
-        observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"))
-        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability))
+        observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"), config)
+        await run_gateway(
+            config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer
+        )
     finally:
         if observability is not None:
             await observability.close()
@@ -367,6 +401,7 @@ async def _run_worker(
     from .server import _install_signal_handlers
     from .worker import Worker
 
+    _, worker_tracer = tracers(config, "worker")
     application = load_application(config)
     layer = build_configured_layer(config.layer)
     set_channel_layer(layer)
@@ -384,6 +419,8 @@ async def _run_worker(
         django_http=options.django_http, django_threads=options.django_threads,
         durable_prefetch=options.durable_prefetch,
     )
+    if worker_tracer is not None:
+        worker_tracer.install(worker)
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
@@ -407,6 +444,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     if not _memory_layer(config):
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
     memory_options = config.layer.get("CONFIG", {}) if _memory_layer(config) else {}
+    gateway_tracer, worker_tracer = tracers(config, "run")
     layer = build_configured_layer({"BACKEND": "memory", "CONFIG": memory_options})
     set_channel_layer(layer)
     application = load_application(config)
@@ -421,14 +459,18 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
         django_http=options.django_http, django_threads=options.django_threads,
         durable_prefetch=options.durable_prefetch,
     )
+    if worker_tracer is not None:
+        worker_tracer.install(worker)
     logs.CONTEXT["worker_id"] = worker.id
     stop = stop or asyncio.Event()
     view = ProcessView("run", layer, worker=worker, stopping=stop)
-    observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"))
+    observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"), config)
     worker_task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=options.drain_timeout))
     notes = [static_note] if static_note else []
     try:
-        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability, notes))
+        await run_gateway(
+            config, layer=layer, stop=stop, started=_attach_gateway(view, observability, notes), tracer=gateway_tracer
+        )
     finally:
         stop.set()
         await worker_task
@@ -457,23 +499,43 @@ async def _status(config: SwitchboardConfig, args: argparse.Namespace) -> int:
 
 async def _deadletters(config: SwitchboardConfig, args: argparse.Namespace) -> int:
     from .deadletters import run_deadletters
-    from .layers import build_layer
 
-    if str(config.layer.get("BACKEND", "memory")) == "memory":
+    if _memory_layer(config):
         raise ConfigError(
             "switchboard deadletters reads the dead letters in a shared channel layer (e.g. Redis); "
             "those of the in-memory layer live and die with their process"
         )
-    layer = build_layer(config.layer)
+    layer: ChannelLayer = build_configured_layer(config.layer)
     try:
         return await run_deadletters(layer, args)
     finally:
         await layer.close()
 
 
+async def _console(config: SwitchboardConfig, args: argparse.Namespace, stop: asyncio.Event | None = None) -> None:
+    from switchboard.console.serve import run_console
+
+    if _memory_layer(config):
+        raise ConfigError(
+            "switchboard console reaches processes through a shared channel layer (e.g. Redis); for "
+            "`switchboard run` (in-memory layer) mount it in that process instead: CONSOLE.mount"
+        )
+    from .server import _install_signal_handlers
+
+    layer: ChannelLayer = build_configured_layer(config.layer)
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    try:
+        await run_console(config, layer, stop, bind=args.bind)
+    finally:
+        await layer.close()
+
+
 def _register_secrets(config: SwitchboardConfig) -> None:
     """Tell the log redaction every secret value configuration holds (see gateway/logs.py)."""
-    found = logs.secrets_in({"layer": config.layer, "protocols": config.protocols, "worker": config.worker})
+    found = logs.secrets_in(
+        {"layer": config.layer, "protocols": config.protocols, "worker": config.worker, "console": config.console.tokens}
+    )
     try:
         from django.conf import settings
 
@@ -543,6 +605,8 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
             return run_async(_status(config, args))
         elif command == "deadletters":
             return run_async(_deadletters(config, args))
+        elif command == "console":
+            run_async(_console(config, args))
     except ConfigError as exc:
         return _fail(f"configuration error: {logs.REDACTOR.redact_text(str(exc))}")
     except StartupError as exc:

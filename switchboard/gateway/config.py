@@ -8,10 +8,13 @@ Django settings form::
         "PROTOCOLS": {"http": {"bind": ["127.0.0.1:8000"]}},
         "WORKER": {"protocols": ["http", "websocket"], "channels": ["thumbnails"]},
         "METRICS": {"bind": "127.0.0.1:9100", "worker_bind": "127.0.0.1:9101"},
+        "CONSOLE": {"mount": "/switchboard/console/", "tokens": [{"name": "ops", "token": "..."}]},
+        "TRACING": {"enabled": True, "exporter": "otlp"},
     }
 
 TOML form (``switchboard gateway --config switchboard.toml``) uses the same keys in lower
-case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``, ``[metrics]``.
+case: ``application``, ``[layer]``, ``[protocols.http]``, ``[worker]``, ``[metrics]``,
+``[console]``, ``[tracing]``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,103 @@ class MetricsOptions:
                 parse_bind(value, where=name)  # parse_options prefixes "METRICS: "
         if not self.interval > 0:
             raise ValueError(f"interval must be > 0, got {self.interval!r}")
+
+
+#: What a client of a console bound only to loopback gets without credentials.
+CONSOLE_LOOPBACK_ACCESS = ("read", "manage", "none")
+#: Shortest console token accepted: a bearer token is a password that never changes.
+CONSOLE_TOKEN_MIN_LENGTH = 16
+
+
+@dataclass
+class ConsoleOptions:
+    """``SWITCHBOARD["CONSOLE"]``: the operator's console (docs/console.md).
+
+    ``switchboard console`` serves it on ``bind``; a gateway serves it on its HTTP port
+    under ``mount`` only when a mount path is given (off by default: a page on a public
+    port is a decision). Clients of a console whose every listening address is a
+    loopback one get ``loopback`` access without credentials; anywhere else a client
+    needs a bearer token from ``tokens`` or, with Django's auth and sessions installed, a
+    staff session. Read-only unless the token says ``manage: true`` or the staff user has
+    the ``switchboard.manage`` permission.
+    """
+
+    #: ``"host:port"`` of ``switchboard console``.
+    bind: str = "127.0.0.1:9180"
+    #: Path prefix on the gateway's HTTP port (``"/switchboard/console/"``); None: not mounted.
+    mount: str | None = None
+    #: Bearer tokens: ``[{"name": "ops", "token": "...", "manage": false}]``.
+    tokens: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: ``read``, ``manage`` or ``none``: what loopback clients of a loopback-only console get.
+    loopback: str = "read"
+    #: Seconds between refreshes (one status round over the layer each).
+    interval: float = 1.0
+    #: Seconds of history the charts keep (in the console's process).
+    history: float = 900.0
+    #: Largest request body accepted by the console's endpoints, in bytes.
+    max_body_size: int = 16 * 1024
+    #: Seconds without an answer after which a process leaves the page (None: the
+    #: gateway's ``worker_timeout``, the same rule the gateways use for workers).
+    forget_after: float | None = None
+
+    def __post_init__(self) -> None:
+        parse_bind(self.bind, where="bind")
+        if self.mount is not None:
+            if not self.mount.startswith("/") or "?" in self.mount or "#" in self.mount or len(self.mount) < 2:
+                raise ValueError(f"mount must be a path like '/switchboard/console/', got {self.mount!r}")
+            self.mount = self.mount.rstrip("/")
+        if self.loopback not in CONSOLE_LOOPBACK_ACCESS:
+            raise ValueError(f"loopback must be one of {', '.join(CONSOLE_LOOPBACK_ACCESS)}, got {self.loopback!r}")
+        for name in ("interval", "history"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.history < self.interval:
+            raise ValueError("history must be at least one interval")
+        if self.max_body_size < 1:
+            raise ValueError(f"max_body_size must be >= 1, got {self.max_body_size!r}")
+        if self.forget_after is not None and not self.forget_after > 0:
+            raise ValueError(f"forget_after must be > 0, got {self.forget_after!r}")
+        names: set[str] = set()
+        for index, entry in enumerate(self.tokens):
+            unknown = set(entry) - {"name", "token", "manage"}
+            if unknown:
+                raise ValueError(f"tokens[{index}]: unknown key(s) {', '.join(sorted(unknown))}; known: manage, name, token")
+            token, name, manage = entry.get("token"), entry.get("name", f"token{index}"), entry.get("manage", False)
+            if not isinstance(token, str) or len(token) < CONSOLE_TOKEN_MIN_LENGTH:
+                raise ValueError(f"tokens[{index}]: token must be a string of at least {CONSOLE_TOKEN_MIN_LENGTH} characters")
+            if not isinstance(name, str) or not name or name in names:
+                raise ValueError(f"tokens[{index}]: name must be a unique non-empty string")
+            if not isinstance(manage, bool):
+                raise ValueError(f"tokens[{index}]: manage must be true or false")
+            names.add(name)
+
+
+#: Where finished spans go: an OTLP collector, stdout, or whatever provider the process set.
+TRACING_EXPORTERS = ("otlp", "console", "global")
+
+
+@dataclass
+class TracingOptions:
+    """``SWITCHBOARD["TRACING"]``: OpenTelemetry spans per event (docs/tracing.md).
+
+    Off by default, and then nothing of OpenTelemetry is imported. ``exporter``:
+    ``otlp`` (the OTLP/HTTP exporter, configured by the standard ``OTEL_EXPORTER_OTLP_*``
+    variables), ``console`` (spans as JSON on stdout) or ``global`` (keep the tracer
+    provider the process already installed, e.g. by ``opentelemetry-instrument`` or the
+    project's settings module).
+    """
+
+    enabled: bool = False
+    exporter: str = "global"
+    #: ``service.name`` of the spans; default ``switchboard-<gateway|worker|run>``.
+    service_name: str | None = None
+    #: Instrument Django with ``opentelemetry-instrumentation-django`` (when installed),
+    #: so its spans nest under the handler's.
+    instrument_django: bool = True
+
+    def __post_init__(self) -> None:
+        if self.exporter not in TRACING_EXPORTERS:
+            raise ValueError(f"exporter must be one of {', '.join(TRACING_EXPORTERS)}, got {self.exporter!r}")
 
 
 @dataclass
@@ -164,6 +264,8 @@ class SwitchboardConfig:
     settings_module: str | None = None
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     gateway: GatewayOptions = field(default_factory=GatewayOptions)
+    console: ConsoleOptions = field(default_factory=ConsoleOptions)
+    tracing: TracingOptions = field(default_factory=TracingOptions)
 
     @property
     def worker_options(self) -> WorkerOptions:
@@ -177,7 +279,7 @@ def _upper_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> SwitchboardConfig:
     """Build a config from a ``SWITCHBOARD``-style mapping (keys in any case)."""
     data = _upper_keys(raw)
-    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "GATEWAY", "DJANGO_SETTINGS_MODULE"}
+    known = {"APPLICATION", "LAYER", "PROTOCOLS", "WORKER", "METRICS", "GATEWAY", "CONSOLE", "TRACING", "DJANGO_SETTINGS_MODULE"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown SWITCHBOARD keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
@@ -197,6 +299,11 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
     gateway = data.get("GATEWAY") or {}
     if not isinstance(gateway, Mapping):
         raise ConfigError("SWITCHBOARD['GATEWAY'] must be a mapping")
+    console = data.get("CONSOLE") or {}
+    tracing = data.get("TRACING") or {}
+    for name, value in (("CONSOLE", console), ("TRACING", tracing)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"SWITCHBOARD['{name}'] must be a mapping")
     WorkerOptions.from_config(worker)  # fail at start-up on a bad value, not at first use
     return SwitchboardConfig(
         application=data.get("APPLICATION"),
@@ -206,6 +313,8 @@ def from_mapping(raw: Mapping[str, Any], settings_module: str | None = None) -> 
         settings_module=data.get("DJANGO_SETTINGS_MODULE") or settings_module,
         metrics=parse_options(MetricsOptions, {str(k).lower(): v for k, v in metrics.items()}, where="METRICS"),
         gateway=parse_options(GatewayOptions, {str(k).lower(): v for k, v in gateway.items()}, where="GATEWAY"),
+        console=parse_options(ConsoleOptions, {str(k).lower(): v for k, v in console.items()}, where="CONSOLE"),
+        tracing=parse_options(TracingOptions, {str(k).lower(): v for k, v in tracing.items()}, where="TRACING"),
     )
 
 

@@ -21,15 +21,18 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import GCCollector, Histogram, PlatformCollector, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .config import ConfigError, parse_bind
+from .figures import PROTOCOL_COUNTERS as PROTOCOL_COUNTERS
+from .figures import ProtocolCounters as ProtocolCounters
+from .figures import counter_sum, protocols_of_plugin
+from .latency import BOUNDS
 from .observer import Observer, Snapshot, drop_counts
 
 logger = logging.getLogger("switchboard.metrics")
@@ -37,36 +40,6 @@ logger = logging.getLogger("switchboard.metrics")
 # Latency buckets from 100 µs (in-memory layer) to 5 s (a Redis in trouble).
 LATENCY_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-
-@dataclass(frozen=True)
-class ProtocolCounters:
-    """Which plugin counters mean "connection opened", "message in" and "message out".
-
-    A name ending in ``*`` sums every counter with that prefix (``http.responses.*``).
-    """
-
-    opened: tuple[str, ...] = ()
-    inbound: tuple[str, ...] = ()
-    outbound: tuple[str, ...] = ()
-
-
-#: Plugin name -> protocol (scope type) -> its counters. Plugins count in their own words,
-#: so this table translates; a plugin not listed here is read with the standard names
-#: ``connections_opened``, ``messages_in`` and ``messages_out`` under its own name.
-PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
-    "http": {
-        "http": ProtocolCounters(opened=("http.requests",), inbound=("http.requests",), outbound=("http.responses.*",)),
-        "websocket": ProtocolCounters(
-            opened=("websocket.connections",), inbound=("websocket.messages_in",), outbound=("websocket.messages_out",)
-        ),
-    },
-    "udp": {"udp": ProtocolCounters(inbound=("received",), outbound=("sent",))},
-    "mqtt": {"mqtt": ProtocolCounters(inbound=("received",), outbound=("published",))},
-    "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
-    "sms": {"sms": ProtocolCounters(inbound=("received",), outbound=("sent",))},
-    "webrtc": {"webrtc": ProtocolCounters(opened=("peers_opened",), inbound=("messages_in",), outbound=("messages_out",))},
-}
-_STANDARD: Final = ProtocolCounters(opened=("connections_opened",), inbound=("messages_in",), outbound=("messages_out",))
 
 # Help texts of the core counters; a counter not listed gets a generic one.
 _HELP: Final[dict[str, str]] = {
@@ -127,19 +100,6 @@ def _metric_name(text: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", text)
 
 
-def _sum(stats: Mapping[str, int], names: Iterable[str]) -> int | None:
-    """Sum of the named counters (``prefix*`` sums a family); None if none exists."""
-    total = None
-    for name in names:
-        if name.endswith("*"):
-            values = [v for k, v in stats.items() if k.startswith(name[:-1])]
-        else:
-            values = [stats[name]] if name in stats else []
-        if values:
-            total = (total or 0) + sum(values)
-    return total
-
-
 class SwitchboardCollector(Collector):
     """Turns the observer's latest :class:`Snapshot` into metric families at scrape time."""
 
@@ -167,6 +127,7 @@ class SwitchboardCollector(Collector):
         if snapshot.worker is not None:
             yield from self._core("worker", snapshot.worker)
             yield from self._worker_gauges(snapshot)
+            yield from self._handler_times(snapshot)
         if snapshot.plugins:
             yield from self._plugins(snapshot)
         yield from self._protocols(snapshot)
@@ -213,6 +174,20 @@ class SwitchboardCollector(Collector):
             "switchboard_worker_claim_gateways", "Gateways this worker holds claims with", value=snapshot.claim_gateways
         )
 
+    def _handler_times(self, snapshot: Snapshot) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            "switchboard_handler_seconds",
+            "Time from handing an event to the application until it asked for the next one (or ended)",
+            labels=["protocol"],
+        )
+        for protocol, counts in sorted(snapshot.handler_times.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip([*(repr(b) for b in BOUNDS), "+Inf"], counts):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            family.add_metric([protocol], buckets, snapshot.handler_sums.get(protocol, 0.0))
+        yield family
+
     def _plugins(self, snapshot: Snapshot) -> Iterable[Metric]:
         counters = CounterMetricFamily(
             "switchboard_plugin_events", "A protocol plugin's own counters", labels=["plugin", "counter"]
@@ -234,13 +209,13 @@ class SwitchboardCollector(Collector):
         )
         for plugin, stats in sorted(snapshot.plugins.items()):
             known = plugin in PROTOCOL_COUNTERS
-            for protocol, names in PROTOCOL_COUNTERS.get(plugin, {plugin: _STANDARD}).items():
+            for protocol, names in protocols_of_plugin(plugin).items():
                 for family, labels, counter_names in (
                     (opened, [protocol], names.opened),
                     (messages, [protocol, "in"], names.inbound),
                     (messages, [protocol, "out"], names.outbound),
                 ):
-                    value = _sum(stats, counter_names)
+                    value = counter_sum(stats, counter_names)
                     if value is None and known and counter_names:
                         value = 0  # plugins create counters on first use; the series exists from the start
                     if value is not None:

@@ -35,7 +35,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import __version__
+from .figures import cpu_seconds, protocol_totals, refusal_counts, rss_bytes
+from .figures import is_plugin_drop as is_plugin_drop
 from .layers import ChannelLayer, LayerClosed, Message, Receiver
+from .tap import TAP_REQUEST, Taps
 
 if TYPE_CHECKING:
     from .plugins import ProtocolPlugin
@@ -49,11 +53,6 @@ STATUS_GROUP: Final = "switchboard.status"
 STATUS: Final = "switchboard.status"
 STATUS_REQUEST: Final = "switchboard.status.request"
 PROBE: Final = "switchboard.probe"
-
-# Plugin counters that mirror a layer or gateway counter (the layer refused the event, or
-# raised): counting them again would count one lost message twice in drops.
-_MIRRORED_DROPS: Final = ("channel_full", "dropped_full", "layer_error", "dropped_too_large")
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -80,6 +79,10 @@ class Snapshot:
     queued: int = 0
     worker_claimed: int = 0
     claim_gateways: int = 0
+    #: Scope type -> cumulative handler-time bucket counts (gateway/latency.py).
+    handler_times: dict[str, list[int]] = field(default_factory=dict)
+    #: Scope type -> sum of those handler times, seconds.
+    handler_sums: dict[str, float] = field(default_factory=dict)
 
 
 class ProcessView:
@@ -166,19 +169,10 @@ class ProcessView:
                 queued=sum(instance.queue.qsize() for instance in instances),
                 worker_claimed=sum(len(claims) for claims in worker.claims.values()),
                 claim_gateways=len(worker.claims),
+                handler_times={name: times.as_list() for name, times in list(worker.handler_times.items())},
+                handler_sums={name: times.total for name, times in list(worker.handler_times.items())},
             )
         return Snapshot(**values)
-
-
-def is_plugin_drop(counter: str) -> bool:
-    """Whether a plugin counter counts messages the plugin itself dropped.
-
-    Convention: such counters have ``dropped`` in their name (``dropped_oversize``,
-    ``send_dropped_closed``). Those that only mirror a layer refusal or error
-    (``dropped_channel_full``, ``events_dropped_full``, ``dropped_layer_error``) are left
-    out: the layer (``full``) or the gateway (``events_failed``) counted that loss already.
-    """
-    return "dropped" in counter and not any(mirror in counter for mirror in _MIRRORED_DROPS)
 
 
 def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
@@ -225,6 +219,9 @@ def status_message(view: ProcessView, snapshot: Snapshot) -> Message:
         "connections": {protocol: n for protocol, n in snapshot.connections.items() if n},
         "drops": {f"{component}.{reason}": n for (component, reason), n in drop_counts(snapshot).items() if n},
         "layer": {"sent": snapshot.layer.get("sent", 0), "received": snapshot.layer.get("received", 0)},
+        "version": __version__,
+        "cpu": cpu_seconds(),
+        "rss": rss_bytes(),
     }
     if snapshot.gateway is not None and view.gateway is not None:
         stats = snapshot.gateway
@@ -237,6 +234,11 @@ def status_message(view: ProcessView, snapshot: Snapshot) -> Message:
             "claims": stats.get("claims", 0),
             "workers_lost": stats.get("workers_lost", 0),
             "plugins": sorted(snapshot.plugins),
+            "protocols": {
+                protocol: {"open": snapshot.connections.get(protocol, 0), **totals}
+                for protocol, totals in protocol_totals(snapshot.plugins).items()
+            },
+            "refusals": refusal_counts(snapshot.plugins, snapshot.plugin_gauges),
         }
     if snapshot.worker is not None and view.worker is not None:
         stats = snapshot.worker
@@ -250,6 +252,8 @@ def status_message(view: ProcessView, snapshot: Snapshot) -> Message:
             "claimed": snapshot.worker_claimed,
             "claims": stats.get("claims", 0),
             "failed": stats.get("instances_failed", 0),
+            "channels": [*view.worker.listen_channels(), view.worker.local_prefix],
+            "handler_times": snapshot.handler_times,
         }
     return message
 
@@ -336,6 +340,10 @@ class Observer:
                 logger.warning("could not leave %s: %r", STATUS_GROUP, exc)
         if self._receiver is not None:
             await self._receiver.close()
+        worker = self.view.worker
+        if worker is not None and worker.tap is not None:
+            await worker.tap.close()
+            worker.tap = None
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
@@ -396,6 +404,29 @@ class Observer:
                         self.on_roundtrip(time.perf_counter() - sent)
                 elif message_type == STATUS_REQUEST and self.status:
                     await self._answer(message)
+                elif message_type == TAP_REQUEST and self.status:
+                    self._tap(message)
+
+    def _tap(self, request: Message) -> None:
+        """A console wants a live tail (gateway/tap.py): workers that read it install one."""
+        worker = self.view.worker
+        if worker is None:
+            return
+        protocol, channel = request.get("protocol"), request.get("channel")
+        if protocol not in worker.protocols and channel not in worker.channels:
+            return
+        taps = worker.tap
+        if taps is None:
+
+            def gone(empty: Taps) -> None:
+                if worker.tap is empty:
+                    worker.tap = None
+
+            taps = Taps(self.layer, worker.id, on_empty=gone)
+        if taps.request(request):
+            worker.tap = taps
+        else:
+            logger.info("malformed live tail request ignored: keys %s", sorted(request))
 
     async def _answer(self, request: Message) -> None:
         reply_channel = request.get("reply_channel")

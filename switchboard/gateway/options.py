@@ -1,7 +1,7 @@
 """The command-line options of every Switchboard command, defined once.
 
-``switchboard gateway | worker | run | status | deadletters`` and ``manage.py rungateway |
-runworker`` take the same options: :func:`add_options` adds them to any argparse parser (Django's
+``switchboard gateway | worker | run | status | deadletters | console`` and ``manage.py
+rungateway | runworker`` take the same options: :func:`add_options` adds them to any argparse parser (Django's
 ``CommandParser`` is one), so the two entry points cannot drift apart.
 
 Overrides (``--bind``, ``--udp-bind``, ``--smtp-bind``, ``--set SECTION.KEY=VALUE``,
@@ -36,6 +36,7 @@ COMMAND_HELP = {
     "worker": "run consumers (worker process)",
     "run": "gateway and worker in one process on the in-memory layer (development)",
     "status": "show the running gateways and workers (through the channel layer)",
+    "console": "serve the operator's web console (through the channel layer; docs/console.md)",
 }
 
 
@@ -136,6 +137,15 @@ def add_options(parser: argparse.ArgumentParser, command: str, *, django: bool =
         parser.add_argument("--json", action="store_true", help="machine-readable output: one JSON object per snapshot")
         parser.add_argument("--wait", type=float, default=2.0, help="seconds to collect answers with --once (default 2)")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes when live (default 1)")
+    if command == "console":
+        parser.add_argument(
+            "--bind",
+            metavar="HOST:PORT",
+            type=bind_address,
+            default=os.environ.get("SWITCHBOARD_CONSOLE_BIND"),
+            help="where to serve it (default: CONSOLE bind, 127.0.0.1:9180; else SWITCHBOARD_CONSOLE_BIND); "
+            "anywhere but loopback it needs a token or a staff session",
+        )
 
 
 def _add_listening_options(parser: argparse.ArgumentParser) -> None:
@@ -194,7 +204,7 @@ def build_parser(version: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in ("run", "gateway", "worker", "status"):
+    for command in ("run", "gateway", "worker", "status", "console"):
         add_options(sub.add_parser(command, help=COMMAND_HELP[command], allow_abbrev=False), command)
     from .deadletters import add_parser as add_deadletters
 

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import SwitchboardConfig
 from .envelope import (
@@ -39,6 +39,9 @@ from .envelope import (
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
 from .memberships import Memberships
 from .plugins import ProtocolPlugin, build_plugins
+
+if TYPE_CHECKING:
+    from .tracing import GatewayTracer
 
 logger = logging.getLogger("switchboard.gateway")
 
@@ -163,6 +166,8 @@ class Gateway:
         # came back: no worker could heartbeat meanwhile.
         self._layer_failed = False
         self._layer_back_at = 0.0
+        #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
+        self.tracer: GatewayTracer | None = None
 
     # -- connections ----------------------------------------------------------------
 
@@ -263,6 +268,8 @@ class Gateway:
         worker = connection.worker
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
+        if self.tracer is not None:
+            self.tracer.inject(event, envelope)
         try:
             if claim:
                 envelope["claim"] = True
@@ -677,6 +684,7 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     started: Callable[[Gateway, list[ProtocolPlugin[Any]]], None] | None = None,
     drain_timeout: float | None = None,
+    tracer: GatewayTracer | None = None,
 ) -> None:
     """Run a gateway until ``stop`` is set or SIGTERM/SIGINT arrives, then drain and exit.
 
@@ -704,6 +712,8 @@ async def run_gateway(
         event_wait=timeouts.event_wait,
     )
     gateway.plugins = plugins  # so a plugin can check at start that one it builds on is enabled
+    if tracer is not None:
+        tracer.install(gateway)  # before any plugin can send an event
     await gateway.start()
     started_plugins: list[ProtocolPlugin[Any]] = []
     try:

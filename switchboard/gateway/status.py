@@ -22,7 +22,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import IO, Any
 
 from .layers import ChannelLayer, LayerClosed, Message, Receiver
@@ -57,8 +57,8 @@ class StatusClient:
     async def request(self) -> None:
         await self.layer.group_send(STATUS_GROUP, {"type": STATUS_REQUEST, "reply_channel": self.reply_channel})
 
-    async def collect(self, seconds: float) -> None:
-        """Record every answer that arrives within ``seconds``."""
+    async def collect(self, seconds: float, other: Callable[[str, Message], None] | None = None) -> None:
+        """Record every answer that arrives within ``seconds``; hand anything else to ``other``."""
         receiver = self._receiver
         if receiver is None:
             raise RuntimeError("use StatusClient as an async context manager")
@@ -69,9 +69,11 @@ class StatusClient:
             except (TimeoutError, LayerClosed):
                 return
             now = time.time()
-            for _channel, message in batch:
+            for channel, message in batch:
                 if message.get("type") == STATUS and isinstance(message.get("id"), str):
                     self.seen[str(message["id"])] = (now, message)
+                elif other is not None:
+                    other(channel, message)
 
     def rows(self, now: float | None = None, *, forget_after: float | None = None) -> list[dict[str, Any]]:
         """The known processes, gateways first, each with ``last_seen`` and ``uptime`` seconds."""

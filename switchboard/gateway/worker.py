@@ -24,10 +24,11 @@ import collections
 import logging
 import secrets
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .envelope import (
     CLAIM,
@@ -41,9 +42,14 @@ from .envelope import (
     control_channel_of,
     pool_channel,
 )
+from .latency import HandlerTimes
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message
 from .layers.durable import Delivery, DurableMessage, Settlement
 from .layers.durable_channels import DurableReceiver
+from .tap import Taps
+
+if TYPE_CHECKING:
+    from .tracing import WorkerTracer
 
 logger = logging.getLogger("switchboard.worker")
 
@@ -147,8 +153,8 @@ class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = (
-        "accepted", "bound", "claim", "closed", "in_hand", "key", "local", "on_room", "overflowed", "progressed", "queue",
-        "response_started", "resumed", "scope", "task", "waiting",
+        "accepted", "bound", "claim", "closed", "handed", "in_hand", "key", "local", "on_room", "overflowed", "progressed",
+        "queue", "response_started", "resumed", "scope", "task", "times", "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -173,8 +179,16 @@ class _Instance:
         # that call is when the worker acknowledges it (unless the app took it over).
         self.in_hand: Settlement | None = None
         self.progressed = False  # receive() returned at least one message
+        # Handler times (gateway/latency.py): when the last event was handed to the app,
+        # and the histogram of its protocol (set by the worker).
+        self.handed = 0.0
+        self.times: HandlerTimes | None = None
 
     async def receive(self) -> Message:
+        if self.handed and asyncio.current_task() is self.task:
+            # The app asks for more from its own task: the last event's handler is done.
+            # (Django's HTTP handler also waits for a disconnect from a second task.)
+            self.end_handler()
         finished = self.in_hand
         if finished is not None:
             self.in_hand = None
@@ -190,7 +204,14 @@ class _Instance:
             self.in_hand = message.settlement
         if self.on_room is not None:
             self.on_room()
+        self.handed = time.perf_counter()
         return message
+
+    def end_handler(self) -> None:
+        """Record the handler time of the event last handed out, if one is running."""
+        handed, self.handed = self.handed, 0.0
+        if handed and self.times is not None:
+            self.times.observe(time.perf_counter() - handed)
 
     @property
     def idle(self) -> bool:
@@ -253,6 +274,12 @@ class Worker:
         # Gateway control channel -> connections this worker has claimed there.
         self.claims: dict[str, set[str]] = {}
         self.stats = WorkerStats()
+        #: Scope type -> handler times of its instances (gateway/latency.py).
+        self.handler_times: dict[str, HandlerTimes] = {}
+        #: Live tails consoles asked for (gateway/tap.py); None while nobody watches.
+        self.tap: Taps | None = None
+        #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
+        self.tracer: WorkerTracer | None = None
         self._acks: set[str] = set()
         self._acked = asyncio.Event()
         # Connection -> (asked at, envelopes in arrival order) while we wait for its scope.
@@ -421,6 +448,8 @@ class Worker:
         return controls
 
     def _dispatch(self, channel: str, message: Message) -> None:
+        if self.tap is not None:
+            self._tap_inbound(channel, message)
         message_type = message.get("type")
         if message_type == EVENT_TYPE:
             self._dispatch_event(message)
@@ -524,6 +553,12 @@ class Worker:
             else:
                 self._dispatch_event({"type": EVENT_TYPE, "connection": instance.key, "scope": instance.scope, "event": event})
 
+    def _tap_inbound(self, channel: str, message: Message) -> None:
+        tap = self.tap
+        assert tap is not None
+        instance = self.instances.get(str(message.get("connection")))
+        tap.inbound(channel, message, None if instance is None else str(instance.scope.get("type")))
+
     def _dispatch_event(self, envelope: Message) -> None:
         connection = envelope.get("connection")
         event = envelope.get("event")
@@ -540,6 +575,8 @@ class Worker:
             self._release_unscoped(connection, scope)  # this envelope brings the scope
             instance = self.instances.get(connection)
         self.stats.events += 1
+        if self.tracer is not None:
+            self.tracer.arrived(envelope, event)
         event_type = event.get("type")
         if instance is None:
             if event_type in _FINAL_EVENTS:
@@ -722,8 +759,13 @@ class Worker:
     def _start(self, instance: _Instance) -> _Instance:
         # A connection's instance serves one client; a listener's (a UDP socket, an MQTT
         # session, the SMTP server) serves all of its peers, so it gets a larger bound.
-        one_client = instance.scope.get("type") in _ONE_CLIENT_SCOPES
+        scope_type = str(instance.scope.get("type"))
+        one_client = scope_type in _ONE_CLIENT_SCOPES
         instance.bound = self.max_instance_backlog if one_client else self.max_listener_backlog
+        times = self.handler_times.get(scope_type)
+        if times is None:
+            times = self.handler_times[scope_type] = HandlerTimes()
+        instance.times = times
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")
@@ -781,6 +823,7 @@ class Worker:
             logger.exception("consumer for %s %s raised", instance.scope.get("type"), instance.scope.get("path", instance.key))
             await self._fail(instance, http_status=500, websocket_code=1011)
         finally:
+            instance.end_handler()
             self._forget_claim(instance)
             if self.instances.get(instance.key) is instance:
                 del self.instances[instance.key]
@@ -820,6 +863,8 @@ class Worker:
         reply_channel = instance.scope.get("reply_channel")
         if reply_channel is None:
             raise RuntimeError(f"instance {instance.key} has no reply channel to send {message_type!r} to")
+        if self.tap is not None:
+            self.tap.outbound(instance.scope, message)
         # What an instance sends is for its client, through the gateway: never a local route.
         # A full reply list is the gateway being a moment behind (all of its connections'
         # replies share it): wait for room, then shed. Never ChannelFull into the consumer,

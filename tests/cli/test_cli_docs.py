@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from switchboard.gateway.config import GatewayOptions, MetricsOptions, WorkerOptions, from_toml
+from switchboard.gateway.config import (
+    ConsoleOptions,
+    GatewayOptions,
+    MetricsOptions,
+    TracingOptions,
+    WorkerOptions,
+    from_toml,
+)
 from switchboard.gateway.layers.core import LayerOptions
 from switchboard.gateway.layers.redis import RedisStorage
 
@@ -34,7 +41,13 @@ def first_column(text: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("title", "options"),
-    [("`WORKER`", WorkerOptions), ("`GATEWAY`", GatewayOptions), ("`METRICS`", MetricsOptions)],
+    [
+        ("`WORKER`", WorkerOptions),
+        ("`GATEWAY`", GatewayOptions),
+        ("`METRICS`", MetricsOptions),
+        ("`CONSOLE`", ConsoleOptions),
+        ("`TRACING`", TracingOptions),
+    ],
 )
 def test_every_option_of_a_section_is_listed(title: str, options: type) -> None:
     fields = {field.name for field in dataclasses.fields(options) if field.init}

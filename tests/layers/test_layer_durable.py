@@ -425,3 +425,38 @@ async def test_many_messages_each_handled_once_by_two_workers(make_layer: MakeLa
             task.cancel()
         for receiver in receivers:
             await receiver.close()
+
+
+async def test_the_consoles_dead_letter_view_works_on_the_real_store(make_layer: MakeLayer) -> None:
+    """The console reaches dead letters through a duck-typed seam (switchboard/console/
+    deadletters.py); this pins that seam to the durable store itself, on both backends, so a
+    renamed method cannot leave the console's page saying "needs durable channels"."""
+    from switchboard.console.deadletters import dead_letters_of
+
+    layer = await durable_layer(make_layer, poison={**FAST, "max_deliveries": 1})
+    view = dead_letters_of(layer)
+    assert view is not None
+    for n in range(2):
+        await layer.send("poison", {"type": "task.run", "n": n})
+    receiver = layer.durable.receiver(["poison"], "worker.a")
+    try:
+        for message in await take(receiver, 2):
+            delivery = delivery_of(message)
+            assert delivery is not None
+            receiver.fail(delivery, "RuntimeError: boom")
+        await receiver.flush()
+
+        async def both_dead() -> bool:
+            return await view.counts() == {"poison": 2}
+
+        await wait_until(both_dead, what="both messages to be dead letters")
+        shown = await view.inspect("poison")
+        assert [letter["message"]["n"] for letter in shown] == [0, 1]
+        assert all(letter["error"] == "RuntimeError: boom" and letter["deliveries"] == 1 for letter in shown)
+        assert await view.drop("poison", [shown[0]["id"]]) == {"dropped": 1}
+        assert await view.replay("poison", None) == {"replayed": 1, "left": 0}
+        assert await view.counts() == {}
+        (replayed,) = await take(receiver)
+        assert replayed == {"type": "task.run", "n": 1}
+    finally:
+        await receiver.close()

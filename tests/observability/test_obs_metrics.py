@@ -75,6 +75,11 @@ async def test_exposition_moves_with_traffic(stack: Stack) -> None:
     assert value(after, "process_cpu_seconds_total") > 0 or ("process_cpu_seconds_total", ()) not in after  # Linux only
     assert value(after, "switchboard_layer_send_seconds_count") > value(before, "switchboard_layer_send_seconds_count")
     assert value(after, "switchboard_event_loop_lag_seconds_count") > 0
+    # Handler times (gateway/latency.py): every request and WebSocket message was handled.
+    assert value(after, "switchboard_handler_seconds_count", protocol="http") >= 3
+    assert value(after, "switchboard_handler_seconds_count", protocol="websocket") >= 3  # connect + 2 receives
+    assert value(after, "switchboard_handler_seconds_bucket", protocol="http", le="+Inf") >= 3
+    assert value(after, "switchboard_handler_seconds_sum", protocol="http") > 0
 
 
 async def test_drops_are_counted_by_reason(stack: Stack) -> None:

@@ -463,6 +463,20 @@ class ChannelLayer(BaseChannelLayer):
         key, _suffix = split_local(check_channel_name(channel))
         return await self.storage.contains(key, item)
 
+    async def backlog(self, channels: Sequence[str]) -> list[tuple[int, int]]:
+        """``(messages waiting, capacity)`` of each channel, in order (operators' views).
+
+        A process-local channel (``worker.<id>!``, with or without a suffix) reports its
+        process's shared list: that is what its capacity bounds.
+        """
+        keys = [split_local(check_channel_name(channel, receive=True))[0] for channel in channels]
+        lengths = await self.storage.lengths(keys)
+        return [(length, self.capacity_for(key)) for key, length in zip(keys, lengths)]
+
+    async def ping(self) -> list[tuple[str, float | None]]:
+        """Round-trip seconds to each storage server (None: it did not answer)."""
+        return await self.storage.ping()
+
     async def send_many(self, messages: Sequence[tuple[str, Message]]) -> list[bool]:
         """Send several ``(channel, message)`` at once: one storage round trip per shard.
 

@@ -151,6 +151,12 @@ class MemoryStorage:
     async def contains(self, key: str, item: bytes) -> bool:
         return item in self._lists.get(key, ())
 
+    async def lengths(self, keys: Sequence[str]) -> list[int]:
+        return [len(self._lists.get(key) or ()) for key in keys]
+
+    async def ping(self) -> list[tuple[str, float | None]]:
+        return [("memory", 0.0)]
+
     async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:
         self._groups.setdefault(group, {})[channel] = now
 

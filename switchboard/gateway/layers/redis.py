@@ -34,6 +34,7 @@ import logging
 import math
 import re
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .hosts import redis_hosts
@@ -752,6 +753,38 @@ class RedisStorage:
         shard = self._shards()[self.shard_index(key)]
         # redis-py's stubs say str; it sends bytes as they are, which is what was stored.
         return await shard.client.lpos(self._list_key(key), item) is not None  # type: ignore[arg-type]
+
+    async def lengths(self, keys: Sequence[str]) -> list[int]:
+        """LLEN of every key, pipelined per server (one round trip each, servers in parallel)."""
+        shards = self._shards()
+        by_shard: dict[int, list[int]] = {}
+        for position, key in enumerate(keys):
+            by_shard.setdefault(self.shard_index(key), []).append(position)
+        results = [0] * len(keys)
+
+        async def shard_lengths(index: int, positions: list[int]) -> None:
+            async with shards[index].client.pipeline(transaction=False) as pipe:
+                for position in positions:
+                    pipe.llen(self._list_key(keys[position]))
+                for position, length in zip(positions, await pipe.execute()):
+                    results[position] = int(length)
+
+        await asyncio.gather(*(shard_lengths(index, positions) for index, positions in by_shard.items()))
+        return results
+
+    async def ping(self) -> list[tuple[str, float | None]]:
+        """PING every server in parallel; a server that fails (or takes 5 s) reports None."""
+
+        async def one(shard: _Shard) -> tuple[str, float | None]:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(5.0):
+                    await shard.client.ping()
+            except (RedisError, OSError, TimeoutError):
+                return node_identity(shard.url), None
+            return node_identity(shard.url), time.perf_counter() - started
+
+        return list(await asyncio.gather(*(one(shard) for shard in self._shards())))
 
     # -- Groups -----------------------------------------------------------------------
 

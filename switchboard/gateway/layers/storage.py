@@ -83,6 +83,18 @@ class Storage(Protocol):
         """
         ...
 
+    async def lengths(self, keys: Sequence[str]) -> list[int]:
+        """How many items each list holds now (0 for a missing list), in order.
+
+        For operators' views (the console's backlog table), not the hot path: one round
+        trip per server.
+        """
+        ...
+
+    async def ping(self) -> list[tuple[str, float | None]]:
+        """Each server's name (credentials stripped) and one round trip's seconds, or None if it failed."""
+        ...
+
     async def group_add(self, group: str, channel: str, now: float, expiry: float) -> None:
         """Add or refresh ``channel`` in ``group`` at time ``now``."""
         ...
