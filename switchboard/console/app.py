@@ -39,7 +39,7 @@ from switchboard.gateway.tap import summarize
 
 from .access import Access, Gate, Refused, header
 from .collector import Collector, Subscription, tap_name
-from .deadletters import INSPECT_LIMIT
+from .deadletters import INSPECT_LIMIT, NotDurable
 
 logger = logging.getLogger("switchboard.console")
 
@@ -259,7 +259,10 @@ class ConsoleApp:
         channel = _one(parse_qs(query.decode("latin-1")), "channel")
         if channel is None or not _NAME.fullmatch(channel):
             raise _BadRequest(400, "Bad Request: ?channel=<durable channel name> is required\n")
-        letters = await deadletters.inspect(channel, INSPECT_LIMIT)
+        try:
+            letters = await deadletters.inspect(channel, INSPECT_LIMIT)
+        except NotDurable as exc:
+            raise _BadRequest(404, f"Not Found: {exc}\n") from None
         # Summarized and redacted here, whatever the store returned: a page shows no more than a log line.
         await _json(send, 200, {"channel": channel, "letters": [summarize(letter) for letter in letters[:INSPECT_LIMIT]]})
 
@@ -302,10 +305,13 @@ class ConsoleApp:
             raise _BadRequest(400, 'Bad Request: expected {"channel": "<name>", "ids": [...] or null}\n')
         if ids is not None and (not isinstance(ids, list) or len(ids) > MAX_IDS or not all(isinstance(i, str) for i in ids)):
             raise _BadRequest(400, f"Bad Request: ids must be null or a list of at most {MAX_IDS} strings\n")
-        if action == "replay":
-            result = await deadletters.replay(channel, ids)
-        else:
-            result = await deadletters.drop(channel, ids)
+        try:
+            if action == "replay":
+                result = await deadletters.replay(channel, ids)
+            else:
+                result = await deadletters.drop(channel, ids)
+        except NotDurable as exc:
+            raise _BadRequest(404, f"Not Found: {exc}\n") from None
         logger.warning("console: %s %s dead letters of %s (%s): %s", access.who, action, channel,
                        "all" if ids is None else f"{len(ids)} id(s)", result)
         await _json(send, 200, {"channel": channel, "action": action, **result})

@@ -19,6 +19,10 @@ from typing import Any, Protocol
 INSPECT_LIMIT = 100
 
 
+class NotDurable(LookupError):
+    """The channel asked about is not a durable channel (it has no dead letters): a 404."""
+
+
 class DeadLetters(Protocol):
     async def counts(self) -> dict[str, int]:
         """Dead letters waiting, by durable channel."""
@@ -43,10 +47,16 @@ class LayerDeadLetters:
     def __init__(self, durable: Any) -> None:
         self.durable = durable
 
+    def _durable(self, channel: str) -> None:
+        options_for = getattr(self.durable, "options_for", None)
+        if callable(options_for) and options_for(channel) is None:
+            raise NotDurable(f"{channel} is not a durable channel (LAYER.CONFIG.durable does not name it)")
+
     async def counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in (await self.durable.dead_letter_channels()).items()}
 
     async def inspect(self, channel: str, limit: int = INSPECT_LIMIT) -> list[dict[str, Any]]:
+        self._durable(channel)
         letters = await self.durable.dead_letters(channel, count=min(limit, INSPECT_LIMIT))
         shown = []
         for letter in letters:
@@ -58,10 +68,12 @@ class LayerDeadLetters:
         return shown
 
     async def replay(self, channel: str, ids: Sequence[str] | None) -> dict[str, int]:
+        self._durable(channel)
         replayed, left = await self.durable.replay(channel, list(ids) if ids is not None else None)
         return {"replayed": int(replayed), "left": int(left)}
 
     async def drop(self, channel: str, ids: Sequence[str] | None) -> dict[str, int]:
+        self._durable(channel)
         return {"dropped": int(await self.durable.drop(channel, list(ids) if ids is not None else None))}
 
 

@@ -367,7 +367,7 @@ async def test_staff_sessions_on_the_site_mount(cluster: Cluster) -> None:
     assert await asyncio.to_thread(post, "staff", {"X-Switchboard-CSRF": staff["access"]["csrf"]}) == 403  # no permission
     assert await asyncio.to_thread(post, "manager", {}) == 403  # no CSRF token
     assert await asyncio.to_thread(post, "manager", {"X-Switchboard-CSRF": staff["access"]["csrf"]}) == 403  # not theirs
-    # Past access control: this layer has no durable channels yet, so there is nothing to replay.
+    # Past access control: "invoices" is no durable channel of this layer, so it has no dead letters.
     assert await asyncio.to_thread(post, "manager", {"X-Switchboard-CSRF": manager["access"]["csrf"]}) == 404
 
 

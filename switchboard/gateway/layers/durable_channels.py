@@ -411,6 +411,7 @@ class DurableReceiver:
 
     async def _pump(self, channels: list[str]) -> None:
         block = self.durable.layer.options.block_timeout
+        failures = 0
         while not self._closed:
             await self._room.wait()
             if self._closed:
@@ -419,16 +420,25 @@ class DurableReceiver:
                 entries = await self.streams.read(channels, self.consumer, min(READ_BATCH, max(self._room_left(), 1)), block)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("reading durable channels %s failed; retrying", channels)
+            except Exception as exc:
+                # As the layer's Receiver: a storage that is away (Redis restarting) fails
+                # every read the same way, so one WARNING per outage, tracebacks at DEBUG.
+                failures += 1
+                if failures == 1:
+                    logger.warning("reading durable channels %s failed (%r); retrying until it works again", channels, exc)
+                logger.debug("reading durable channels %s failed", channels, exc_info=True)
                 await asyncio.sleep(min(block, 1.0))
                 continue
+            if failures:
+                logger.warning("reading durable channels %s again, after %d failed attempt(s)", channels, failures)
+                failures = 0
             if entries:
                 self.stats.received += len(entries)
                 self.stats.durable_received += len(entries)
                 self._take(entries)
 
     async def _claim_loop(self) -> None:
+        failing: set[str] = set()  # channels whose last claim failed: one WARNING per outage each
         while not self._closed:
             await asyncio.sleep(self.claim_interval)
             for channel, options in self._options.items():
@@ -440,9 +450,13 @@ class DurableReceiver:
                         channel, self.consumer, options.visibility_timeout, min(room, READ_BATCH),
                         options.max_deliveries, options.dead_letter_capacity,
                     )  # fmt: skip
-                except Exception:
-                    logger.exception("claiming pending messages of %s failed; retrying", channel)
+                except Exception as exc:
+                    if channel not in failing:
+                        failing.add(channel)
+                        logger.warning("claiming pending messages of %s failed (%r); retrying until it works again", channel, exc)
+                    logger.debug("claiming pending messages of %s failed", channel, exc_info=True)
                     continue
+                failing.discard(channel)
                 if dead:
                     self.stats.dead_lettered += dead
                     logger.error(
