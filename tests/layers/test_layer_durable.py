@@ -340,6 +340,37 @@ async def test_a_lost_workers_messages_are_claimed_after_the_visibility_timeout(
         await survivor.close()
 
 
+async def test_a_slow_handler_keeps_its_message_past_the_visibility_timeout(make_layer: MakeLayer) -> None:
+    """The lease: a reader still working on a message renews it, so a handler (or a deploy's
+    drain, or a loaded machine) taking several visibility timeouts is never handed to a
+    second worker: that was a duplicate per message held too long. Only a reader that
+    stops renewing (killed) loses its messages to the others, as the test above shows."""
+    # A 2 s visibility: renewals every 0.67 s keep the lease unless this process stalls for
+    # over 1.3 s, which a loaded machine does not do to a test this small.
+    layer = await make_layer(durable={"tasks": {**FAST, "visibility_timeout": 2.0}})
+    event_id = await layer.send_durable("tasks", {"n": 1})
+    slow = layer.durable.receiver(["tasks"], "worker.slow")
+    other = None
+    try:
+        (message,) = await take(slow)
+        delivery = delivery_of(message)
+        assert delivery is not None and delivery.event_id == event_id
+        # Started once the message is out, so only its claimer could get it.
+        other = layer.durable.receiver(["tasks"], "worker.other")
+        # Three visibility timeouts of "handling", while the other reader's claimer looks
+        # for idle messages many times a second.
+        await asyncio.sleep(3 * 2.0)
+        assert other.pending() == 0 and other.outstanding == 0
+        slow.ack(delivery)
+        await slow.flush()
+        await settled(layer, "tasks", 0)
+        assert other.pending() == 0 and layer.stats.durable_redelivered == 0
+    finally:
+        await slow.close()
+        if other is not None:
+            await other.close()
+
+
 async def test_lost_too_often_goes_to_the_dead_letters(make_layer: MakeLayer) -> None:
     layer = await durable_layer(make_layer, crashy={**FAST, "max_deliveries": 2})
     await layer.send("crashy", {"n": 1})

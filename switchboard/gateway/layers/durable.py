@@ -394,6 +394,16 @@ class StreamStorage(Protocol):
         """Finished: forget these entries (``{channel: [entry, ...]}``) for good."""
         ...
 
+    async def renew(self, channel: str, consumer: str, entries: Sequence[str]) -> int:
+        """Reset the idle time of ``consumer``'s pending ``entries``; how many it still owned.
+
+        The lease a reader keeps on messages it is still working on: an entry it renews
+        within ``visibility_timeout`` is never claimed by another reader, however long its
+        handler (or a loaded machine) takes. Entries another reader claimed meanwhile stay
+        untouched (theirs now).
+        """
+        ...
+
     async def set_idle(self, channel: str, consumer: str, entries: Sequence[str], idle: float) -> None:
         """Park ``consumer``'s pending ``entries``, looking ``idle`` seconds idle (others' untouched).
 

@@ -354,6 +354,12 @@ class DurableReceiver:
     The owner calls exactly one of :meth:`ack` (the handler returned), :meth:`fail` (it
     raised: retry with backoff, or dead-letter after ``max_deliveries``) or
     :meth:`release` (never started: let another worker have it now) per delivery.
+
+    While a delivery is out (read, handled, its acknowledgement not yet stored), the
+    reader renews its lease every third of the visibility timeout: a slow handler, a
+    deploy's drain or a loaded machine never lets another worker claim a message this
+    one is still working on (that was a duplicate per message held past the timeout). A
+    worker that dies stops renewing, which is what lets the others claim its messages.
     """
 
     def __init__(self, durable: DurableChannels, channels: Sequence[str], consumer: str, *, prefetch: int) -> None:
@@ -379,6 +385,9 @@ class DurableReceiver:
         self._ack_scheduled = False
         self._ack_flushing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Entries out (channel -> ids) whose lease the renewer keeps: from read until the
+        # acknowledgement is stored, or until the delivery is failed or released.
+        self._held: dict[str, set[str]] = {}
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._pumps = [
@@ -388,6 +397,9 @@ class DurableReceiver:
         retry = min((options.backoff[0] for options in self._options.values()), default=1.0)
         self.claim_interval = max(0.05, min(1.0, retry / 2))
         self._claimer = loop.create_task(self._claim_loop(), name="durable-claimer") if self.channels else None
+        visibility = min((options.visibility_timeout for options in self._options.values()), default=30.0)
+        self.renew_interval = max(0.05, visibility / 3)
+        self._renewer = loop.create_task(self._renew_loop(), name="durable-renewer") if self.channels else None
 
     # -- Reading ------------------------------------------------------------------------
 
@@ -403,6 +415,7 @@ class DurableReceiver:
                 self._spawn(self._dead_letter(entry.channel, entry.entry, "undecodable message", entry.deliveries))
                 continue
             self.outstanding += 1
+            self._held.setdefault(entry.channel, set()).add(entry.entry)
             self._buffer.append((entry.channel, DurableMessage(message, _delivery(entry))))
         if self._buffer:
             self._ready.set()
@@ -521,11 +534,13 @@ class DurableReceiver:
         try:
             await self.streams.ack(acks)
         except Exception as exc:
+            self._let_go_many(acks)
             # The messages stay pending: claimed after the visibility timeout and handled
             # again (at least once; consumers are idempotent).
             logger.warning("acknowledging %d message(s) failed (they will be redelivered): %r",
                            sum(map(len, acks.values())), exc)
         else:
+            self._let_go_many(acks)
             self.stats.durable_acked += sum(map(len, acks.values()))
         finally:
             self._ack_flushing = False
@@ -540,6 +555,7 @@ class DurableReceiver:
     def fail(self, delivery: Delivery, error: str) -> None:
         """The handler raised: deliver again after a backoff, or dead-letter at ``max_deliveries``."""
         self._done()
+        self._let_go(delivery.channel, delivery.entry)
         options = self._options.get(delivery.channel) or self.durable.require(delivery.channel)
         if delivery.count >= options.max_deliveries:
             self._spawn(self._dead_letter(delivery.channel, delivery.entry, error, delivery.count))
@@ -551,6 +567,7 @@ class DurableReceiver:
     def dead_letter(self, delivery: Delivery, error: str) -> None:
         """No handler could ever take it (malformed): to the dead letters without retries."""
         self._done()
+        self._let_go(delivery.channel, delivery.entry)
         self._spawn(self._dead_letter(delivery.channel, delivery.entry, error, delivery.count))
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -558,6 +575,7 @@ class DurableReceiver:
         by_channel: dict[str, list[str]] = {}
         for delivery in deliveries:
             self._done()
+            self._let_go(delivery.channel, delivery.entry)
             by_channel.setdefault(delivery.channel, []).append(delivery.entry)
         for channel, entries in by_channel.items():
             self.stats.durable_released += len(entries)
@@ -589,6 +607,35 @@ class DurableReceiver:
                      channel, options.dead_letter_capacity)
         await self._set_idle(channel, [entry], options.visibility_timeout - options.backoff[1])
 
+    def _let_go(self, channel: str, entry: str) -> None:
+        held = self._held.get(channel)
+        if held is not None:
+            held.discard(entry)
+            if not held:
+                del self._held[channel]
+
+    def _let_go_many(self, entries: dict[str, list[str]]) -> None:
+        for channel, ids in entries.items():
+            for entry in ids:
+                self._let_go(channel, entry)
+
+    async def _renew_loop(self) -> None:
+        failing = False
+        while not (self._closed and not self._held):  # closed and nothing left out: done
+            await asyncio.sleep(self.renew_interval)
+            try:
+                for channel, held in list(self._held.items()):
+                    if held:
+                        await self.streams.renew(channel, self.consumer, list(held))
+            except Exception as exc:
+                # Renewed next round; past the visibility timeout another worker may
+                # take a message (at least once, as for a dead worker).
+                if not failing:
+                    logger.warning("renewing the lease of held durable messages failed (%r); retrying", exc)
+                failing = True
+                continue
+            failing = False
+
     def _spawn(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
@@ -597,7 +644,12 @@ class DurableReceiver:
     # -- Closing ------------------------------------------------------------------------
 
     async def close(self) -> list[tuple[str, DurableMessage]]:
-        """Stop reading; return deliveries read but not handed out yet (the owner settles them)."""
+        """Stop reading; return deliveries read but not handed out yet (the owner settles them).
+
+        Their lease is kept, as that of every delivery still out, until the owner settles
+        them or calls :meth:`abort` (a worker does both on its way out): a stopping worker
+        handles what it had read without another worker claiming it meanwhile.
+        """
         self._closed = True
         self._room.set()
         self._ready.set()
@@ -624,9 +676,9 @@ class DurableReceiver:
                 await asyncio.sleep(0.01)
 
     def abort(self) -> None:
-        """Stop at once (the owner is being cancelled); what is pending is claimed later."""
+        """Stop at once (the owner is being cancelled, or has finished); what is pending is claimed later."""
         self._closed = True
         self._ready.set()
         self._room.set()
-        for task in [*self._pumps, *([self._claimer] if self._claimer else [])]:
+        for task in [*self._pumps, *([self._claimer] if self._claimer else []), *([self._renewer] if self._renewer else [])]:
             task.cancel()

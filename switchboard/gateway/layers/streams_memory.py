@@ -155,6 +155,19 @@ class MemoryStreams:
                 stream.pending.pop(entry, None)
                 stream.entries.pop(entry, None)
 
+    async def renew(self, channel: str, consumer: str, entries: Sequence[str]) -> int:
+        stream = self._streams.get(channel)
+        if stream is None:
+            return 0
+        now = time.monotonic()
+        renewed = 0
+        for entry in entries:
+            pending = stream.pending.get(entry)
+            if pending is not None and pending.consumer == consumer:
+                pending.delivered = now
+                renewed += 1
+        return renewed
+
     async def set_idle(self, channel: str, consumer: str, entries: Sequence[str], idle: float) -> None:
         stream = self._streams.get(channel)
         if stream is None:

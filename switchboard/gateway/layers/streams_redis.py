@@ -104,6 +104,21 @@ end
 return n
 """
 
+# KEYS[1]: stream. ARGV: group, consumer, ids... The lease: entries the consumer still
+# owns get their idle time reset (XCLAIM to itself, JUSTID: no delivery counted); one
+# another worker claimed meanwhile is that worker's now, and stays untouched.
+_RENEW_LUA = """
+local n = 0
+for i = 3, #ARGV do
+    local info = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+    if info[1] and info[1][2] == ARGV[2] then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+        n = n + 1
+    end
+end
+return n
+"""
+
 # Shared by the claim and dead-letter scripts: move entry ``id`` (fields ``fields``) of
 # KEYS[1] into the dead letters KEYS[2].
 _MOVE_DEAD_LUA = """
@@ -242,6 +257,7 @@ class RedisStreams:
         self._add = AsyncScript(None, _ADD_LUA.encode())  # type: ignore[arg-type]
         self._ack = AsyncScript(None, _ACK_LUA.encode())  # type: ignore[arg-type]
         self._set_idle = AsyncScript(None, _SET_IDLE_LUA.encode())  # type: ignore[arg-type]
+        self._renew = AsyncScript(None, _RENEW_LUA.encode())  # type: ignore[arg-type]
         self._claim = AsyncScript(None, _CLAIM_LUA.encode())  # type: ignore[arg-type]
         self._dead_letter = AsyncScript(None, _DEAD_LETTER_LUA.encode())  # type: ignore[arg-type]
         self._replay = AsyncScript(None, _REPLAY_LUA.encode())  # type: ignore[arg-type]
@@ -426,6 +442,13 @@ class RedisStreams:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    async def renew(self, channel: str, consumer: str, entries: Sequence[str]) -> int:
+        if not entries:
+            return 0
+        _index, shard = self._shard(channel)
+        renewed = await self._renew(keys=[self.stream_key(channel)], args=[GROUP, consumer, *entries], client=shard.client)
+        return int(renewed)
 
     async def set_idle(self, channel: str, consumer: str, entries: Sequence[str], idle: float) -> None:
         if not entries:
