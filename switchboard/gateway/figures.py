@@ -45,7 +45,6 @@ PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
             opened=("websocket.connections",), inbound=("websocket.messages_in",), outbound=("websocket.messages_out",)
         ),
     },
-    "udp": {"udp": ProtocolCounters(inbound=("received",), outbound=("sent",))},
     "mqtt": {"mqtt": ProtocolCounters(inbound=("received",), outbound=("published",))},
     "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
     "sms": {"sms": ProtocolCounters(inbound=("received",), outbound=("sent",))},

@@ -47,9 +47,9 @@ from aiortc.rtcsctptransport import RTCSctpCapabilities
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.layers import ChannelFull, Message
 from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog, http_urls
+from switchboard.gateway.ratelimit import PeerRateLimiter
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
 
-from ._rate_limit import PeerRateLimiter
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
 
 if TYPE_CHECKING:

@@ -102,7 +102,7 @@ def test_protocol_totals_and_refusals_by_protocol() -> None:
     plugins = {
         "http": {"http.requests": 7, "http.responses.2xx": 6, "http.responses.5xx": 1, "websocket.connections": 2,
                  "websocket.messages_in": 5, "websocket.messages_out": 5, "websocket.503_full": 1, "http.413": 2},
-        "udp": {"received": 4, "sent": 4, "dropped_oversize": 1},
+        "udp": {"messages_in": 4, "messages_out": 4, "dropped_oversize": 1},
         "thirdparty": {"connections_opened": 1, "messages_in": 3, "refused_quota": 2},
     }
     totals = protocol_totals(plugins)
