@@ -47,7 +47,6 @@ PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
     },
     "mqtt": {"mqtt": ProtocolCounters(inbound=("received",), outbound=("published",))},
     "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
-    "sms": {"sms": ProtocolCounters(inbound=("received",), outbound=("sent",))},
     "webrtc": {"webrtc": ProtocolCounters(opened=("peers_opened",), inbound=("messages_in",), outbound=("messages_out",))},
 }
 STANDARD_COUNTERS: Final = ProtocolCounters(opened=("connections_opened",), inbound=("messages_in",), outbound=("messages_out",))
