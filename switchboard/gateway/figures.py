@@ -45,7 +45,7 @@ PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
             opened=("websocket.connections",), inbound=("websocket.messages_in",), outbound=("websocket.messages_out",)
         ),
     },
-    "mqtt": {"mqtt": ProtocolCounters(inbound=("received",), outbound=("published",))},
+
     "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
     "webrtc": {"webrtc": ProtocolCounters(opened=("peers_opened",), inbound=("messages_in",), outbound=("messages_out",))},
 }

@@ -145,7 +145,13 @@ class ProtocolPlugin(Generic[OptionsT]):
     # -- inbound: one event to the worker pool -------------------------------------------
 
     async def send_event(
-        self, connection: Connection, event: Mapping[str, Any], *, wait: float | None = None, durable: bool | None = None
+        self,
+        connection: Connection,
+        event: Mapping[str, Any],
+        *,
+        wait: float | None = None,
+        durable: bool | None = None,
+        count: bool = True,
     ) -> EventOutcome:
         """Send ``event`` of ``connection`` to the worker pool (``Gateway.send_event``).
 
@@ -153,6 +159,7 @@ class ProtocolPlugin(Generic[OptionsT]):
         standard name (:class:`EventOutcome`), logged once per reason per second, and
         returned for the plugin to answer in its protocol. ``wait`` and ``durable`` are
         the gateway's (backpressure for sticky connections; at most once on a durable pool).
+        ``count=False``: a plugin that retries one message counts its fate once itself.
         """
         gateway = self.gateway_or_fail()
         try:
@@ -177,7 +184,8 @@ class ProtocolPlugin(Generic[OptionsT]):
             self.logger.debug("sending %s to the worker pool failed", event.get("type"), exc_info=True)
         else:
             return EventOutcome.SENT
-        self.count(self.counter_name(outcome.value, connection.protocol))
+        if count:
+            self.count(self.counter_name(outcome.value, connection.protocol))
         return outcome
 
     # -- outbound: a worker's reply --------------------------------------------------------
@@ -189,12 +197,16 @@ class ProtocolPlugin(Generic[OptionsT]):
         reason, rate-limited; the plugin drops it. ``kind`` is the message's TypedDict from
         :mod:`switchboard.messages` (``UdpSendEvent``), so what follows is type-checked.
         """
+        return cast(MessageT, message) if self.reply_is_valid(message) else None
+
+    def reply_is_valid(self, message: Message) -> bool:
+        """:meth:`check_reply` for a reply of several possible types (cast it after)."""
         try:
             validate_message(message, direction=WORKER_TO_GATEWAY)
         except SpecError as exc:
             self.drop_reply(message, str(exc), key=exc.key)
-            return None
-        return cast(MessageT, message)
+            return False
+        return True
 
     def drop_reply(self, message: Message, reason: str, *, key: str | None = None, counter: str = REPLIES_INVALID) -> None:
         """Count and log (rate-limited, per message type and key) a reply that cannot go out.
