@@ -46,7 +46,7 @@ PROTOCOL_COUNTERS: Final[dict[str, dict[str, ProtocolCounters]]] = {
         ),
     },
 
-    "smtp": {"email": ProtocolCounters(opened=("sessions",), inbound=("messages_accepted",))},
+
     "webrtc": {"webrtc": ProtocolCounters(opened=("peers_opened",), inbound=("messages_in",), outbound=("messages_out",))},
 }
 STANDARD_COUNTERS: Final = ProtocolCounters(opened=("connections_opened",), inbound=("messages_in",), outbound=("messages_out",))

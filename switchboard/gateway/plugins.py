@@ -164,7 +164,10 @@ class ProtocolPlugin(Generic[OptionsT]):
         gateway = self.gateway_or_fail()
         try:
             # A TypedDict of switchboard.messages is a dict at run time: no copy.
-            await gateway.send_event(connection, cast(Message, event), wait=wait, durable=durable)
+            if wait is None and durable is None:  # the gateway's defaults (and any wrapper's signature)
+                await gateway.send_event(connection, cast(Message, event))
+            else:
+                await gateway.send_event(connection, cast(Message, event), wait=wait, durable=durable)
         except ChannelFull:
             outcome = EventOutcome.FULL
             self.log.warning("worker pool full", "%s for %s not sent: %s is full", event.get("type"),
