@@ -279,10 +279,12 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         """Bind every address and start serving; on any failure nothing stays open."""
         if self._server is not None:
             raise RuntimeError("the http plugin is already started")
+        self.gateway = gateway
         options = self.options
         self._context = BridgeContext(
             gateway=gateway,
             count=self.count,
+            send_event=self.send_event,
             max_body_size=options.max_body_size,
             response_timeout=options.response_timeout,
             idle_timeout=options.websocket_idle_timeout,
@@ -342,6 +344,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         if leftover:
             # Cancelled after the timeout: let their cleanup (disconnect events) run.
             await asyncio.wait(leftover, timeout=1.0)
+        self.gateway = None
         logger.info("http stopped")
 
     def _new_guard(self) -> ConnectionGuard:
