@@ -35,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httptools
 from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -389,49 +388,54 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
             return
         self.guard_read()
         continuing = self._in_head
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.refused:
-                return  # our own stop (HeaderBlockTooLarge), already answered
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-            return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return
+        HttpToolsProtocol.data_received(self, data)  # uvicorn's own; the callbacks below count
+        if self.refused:
+            return  # a callback refused the request (431): the parser is fed nothing more
         if continuing and self._in_head:
             # The whole read was header bytes the parser holds (a value not complete yet).
             self._head_bytes += len(data)
             if self._head_bytes > self.settings.max_header_size:
                 self._refuse(f"header block over {self.settings.max_header_size} bytes")
 
+    # Once refused, the rest of the read is still parsed (httptools cannot be stopped from
+    # a callback without uvicorn answering 400 and logging a warning): every callback
+    # then does nothing, so no request cycle starts and nothing reaches the application.
+
     def on_message_begin(self) -> None:
+        if self.refused:
+            return
         super().on_message_begin()
         self._head_bytes = 0
         self._head_count = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
-        self._add_head(len(url), 0)
-        super().on_url(url)
+        if not self.refused and self._add_head(len(url), 0):
+            super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._add_head(len(name) + len(value) + 4, 1)
-        super().on_header(name, value)
+        if not self.refused and self._add_head(len(name) + len(value) + 4, 1):
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.refused:
+            return
         self._in_head = False
         self.guard_head_complete()
         self.scope["state"][LINK_KEY] = self
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
     def handle_websocket_upgrade(self) -> None:
+        if self.refused:
+            return
         if self.scope["http_version"] == "1.0":
             self.refuse_old_upgrade()
             return
@@ -441,7 +445,8 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
     def request_pending(self) -> bool:
         return self._in_head or super().request_pending()
 
-    def _add_head(self, size: int, headers: int) -> None:
+    def _add_head(self, size: int, headers: int) -> bool:
+        """Count a piece of the header block; False (and refused with 431) past a limit."""
         self._head_bytes += size
         self._head_count += headers
         if self._head_count > self.settings.max_headers:
@@ -449,8 +454,8 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
         elif self._head_bytes > self.settings.max_header_size:
             self._refuse(f"header block over {self.settings.max_header_size} bytes")
         else:
-            return
-        raise HeaderBlockTooLarge()  # stops the parser; data_received knows why
+            return True
+        return False
 
     def _refuse(self, why: str) -> None:
         """Answer 431, stop parsing, and linger (bounded by the keep-alive timeout)."""
@@ -466,10 +471,6 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
     def drop_slow_client(self, code: int, reason: str) -> None:
         """A response nobody reads: there is no way to say so in HTTP; drop the connection."""
         self.transport.abort()
-
-
-class HeaderBlockTooLarge(Exception):
-    """Raised from a parser callback to stop httptools once a header limit is passed."""
 
 
 class LinkedH11Protocol(GuardedHttp, H11Protocol):
