@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
@@ -547,3 +548,81 @@ def websocket_protocol(settings: ProtocolSettings, uvicorn_name: str = "websocke
         raise ValueError(f"uvicorn has no WebSocket implementation {uvicorn_name!r}")
     base = import_from_string(path)
     return type(f"Guarded{base.__name__}", (GuardReleasingWebSocket, base), {"settings": settings})
+
+
+# -- what the plugin needs of uvicorn ---------------------------------------------------------
+
+#: Everything the subclasses above and the plugin use of uvicorn beyond the ASGI interface:
+#: the methods they extend (each calls uvicorn's own: no method body is copied) and the
+#: attributes they read, per class. :func:`check_uvicorn` checks an installed uvicorn
+#: against it at start-up, so a release that renamed one fails with one clear line
+#: instead of an AttributeError under load. A new uvicorn that passes is allowed
+#: (setup.py has no upper bound); CI runs the HTTP tests against the newest one too.
+REQUIRED_METHODS: Final[dict[str, tuple[str, ...]]] = {
+    "HttpToolsProtocol": ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
+                          "on_header", "on_headers_complete", "on_body", "on_message_complete",
+                          "on_response_complete", "handle_websocket_upgrade"),
+    "H11Protocol": ("connection_made", "connection_lost", "data_received", "handle_events",
+                    "handle_websocket_upgrade", "on_response_complete"),
+    "WebSocketsSansIOProtocol": ("data_received", "connection_lost", "handle_connect", "send"),
+    "Server": ("startup", "main_loop", "shutdown"),
+}
+REQUIRED_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
+    "HttpToolsProtocol": ("parser", "cycle", "flow", "server_state", "scope", "transport", "loop", "timeout_keep_alive",
+                          "client"),
+    "H11Protocol": ("cycle", "flow", "server_state", "transport", "loop"),
+    "WebSocketsSansIOProtocol": ("conn", "queue", "writable", "handshake_complete", "initial_response", "close_sent",
+                                 "disconnected", "read_paused", "close_timer", "close_timeout", "transport", "loop",
+                                 "config"),
+}
+
+
+class UvicornMismatch(RuntimeError):
+    """The installed uvicorn lacks something the HTTP plugin builds on."""
+
+
+@functools.cache
+def check_uvicorn() -> None:
+    """Raise :class:`UvicornMismatch` naming what the installed uvicorn lacks, if anything.
+
+    Methods are checked on the classes, attributes on throw-away protocol objects (built
+    as uvicorn builds them, with no socket): both without serving anything. Once per
+    process (a failure is not cached: it raises again).
+    """
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    classes: dict[str, type[Any]] = {
+        "HttpToolsProtocol": HttpToolsProtocol,
+        "H11Protocol": H11Protocol,
+        "WebSocketsSansIOProtocol": WebSocketsSansIOProtocol,
+        "Server": uvicorn.Server,
+    }
+    missing = [
+        f"{name}.{method}()" for name, methods in REQUIRED_METHODS.items() for method in methods
+        if not callable(getattr(classes[name], method, None))
+    ]
+    if "websockets-sansio" not in WS_PROTOCOLS:
+        missing.append("the websockets-sansio implementation (uvicorn.config.WS_PROTOCOLS)")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        config = uvicorn.Config(app=app, log_config=None, lifespan="off")
+        config.load()
+        for name, attributes in REQUIRED_ATTRIBUTES.items():
+            try:
+                instance = classes[name](config, ServerState(), {}, loop)
+            except Exception as exc:  # a changed constructor is a mismatch too
+                missing.append(f"{name}(config, server_state, app_state, loop): {exc!r}")
+                continue
+            missing.extend(f"{name}.{attribute}" for attribute in attributes if not hasattr(instance, attribute))
+    finally:
+        loop.close()
+    if missing:
+        raise UvicornMismatch(
+            f"uvicorn {uvicorn.__version__} lacks what the http plugin needs: {', '.join(missing)}; "
+            "install a release that has it (pip install 'switchboard[http]' picks one)"
+        )

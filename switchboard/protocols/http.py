@@ -32,7 +32,7 @@ from ._http_body import BodyBudget
 from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
 from ._http_guard import ConnectionGuard, TrustedPeers
 from ._http_request import serve_http
-from ._http_uvicorn import ProtocolSettings, http_protocol, websocket_protocol
+from ._http_uvicorn import ProtocolSettings, UvicornMismatch, check_uvicorn, http_protocol, websocket_protocol
 from ._http_websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -154,6 +154,10 @@ class HttpOptions:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with '/'")
         self._check_implementations()
+        try:
+            check_uvicorn()
+        except UvicornMismatch as exc:
+            raise ValueError(str(exc)) from None
 
     def _check_exempt(self) -> None:
         for entry in self.max_connections_per_ip_exempt:
