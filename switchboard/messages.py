@@ -388,6 +388,7 @@ class SwitchboardStatusEventGateway(TypedDict):
     plugins: Sequence[str]
     protocols: NotRequired[Mapping[str, Mapping[str, int]]]
     refusals: NotRequired[Mapping[str, int]]
+    plugin_protocols: NotRequired[Mapping[str, Sequence[str]]]
 
 
 class SwitchboardStatusEventWorker(TypedDict):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from switchboard.gateway.asgi import header_text as header
 from switchboard.gateway.config import ConsoleOptions, parse_bind
 from switchboard.gateway.plugins import RateLimitedLog
 
@@ -83,14 +84,6 @@ def binds_are_loopback(binds: Iterable[str]) -> bool:
     """Whether every ``host:port`` listens on a loopback address only (none: False)."""
     hosts = [parse_bind(bind, where="console")[0] for bind in binds]
     return bool(hosts) and all(is_loopback_host(host) for host in hosts)
-
-
-def header(scope: Mapping[str, Any], name: bytes) -> str | None:
-    """The first value of header ``name`` (lower-case), latin-1 decoded, else None."""
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _digest(token: str) -> bytes:

@@ -30,11 +30,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Final
 from urllib.parse import parse_qs
 
+from switchboard.gateway.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body, refuse_websocket
 from switchboard.gateway.tap import summarize
 
 from .access import Access, Gate, Refused, header
@@ -43,9 +43,6 @@ from .deadletters import INSPECT_LIMIT, NotDurable
 
 logger = logging.getLogger("switchboard.console")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 #: Seconds between keep-alive comments on an idle event stream (proxies close silent ones).
 KEEPALIVE: Final = 15.0
@@ -115,9 +112,7 @@ class ConsoleApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") == "websocket":
-            # Nothing here speaks WebSocket: refuse the handshake (the client sees 403).
-            if (await receive()).get("type") == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1008})
+            await refuse_websocket(receive, send)  # nothing here speaks WebSocket (the client sees 403)
             return
         if scope.get("type") != "http":
             return
@@ -272,23 +267,14 @@ class ConsoleApp:
         content_type = (header(scope, b"content-type") or "").partition(";")[0].strip().lower()
         if content_type != "application/json":
             raise _BadRequest(400, "Bad Request: the body must be application/json\n")
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_body_size:
-            raise _BadRequest(413, "Payload Too Large\n", [(b"connection", b"close")])
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message.get("type") == "http.disconnect":
-                raise _BadRequest(400, "Bad Request: the client went away\n")
-            chunk = bytes(message.get("body", b""))
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise _BadRequest(413, "Payload Too Large\n", [(b"connection", b"close")])
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
         try:
-            body = json.loads(b"".join(chunks))
+            raw = await read_body(scope, receive, self.max_body_size)
+        except BodyTooLarge:
+            raise _BadRequest(413, "Payload Too Large\n", [(b"connection", b"close")]) from None
+        except ClientGone:
+            raise _BadRequest(400, "Bad Request: the client went away\n") from None
+        try:
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise _BadRequest(400, "Bad Request: the body is not valid JSON\n") from None
         if not isinstance(body, dict):

@@ -170,12 +170,13 @@ class FrameBuilder:
             refusals = self._protocol(protocols, protocol)["refusals"]
             refusals[reason] = refusals.get(reason, 0) + int(value)
         plugins = set(gateway.get("plugins") or ())
+        served = gateway.get("plugin_protocols") or {}
         for key, value in (row.get("drops") or {}).items():
             component, _, reason = str(key).partition(".")
             if component in CORE_COMPONENTS or component not in plugins:
                 cluster_drops[str(key)] = cluster_drops.get(str(key), 0) + int(value)
                 continue
-            protocol = protocol_of_counter(component, reason)
+            protocol = protocol_of_counter(component, reason, served.get(component) or ())
             reason = reason[len(protocol) + 1 :] if reason.startswith(protocol + ".") else reason
             drops = self._protocol(protocols, protocol)["drops"]
             drops[reason] = drops.get(reason, 0) + int(value)

@@ -6,11 +6,7 @@ does (``app(scope, receive, send)``) and mypy can check the wiring between them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+# Defined once, beside the gateway's ASGI helpers (switchboard/gateway/asgi.py).
+from switchboard.gateway.asgi import ASGIApp, Message, Receive, Scope, Send
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send"]

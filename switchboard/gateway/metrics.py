@@ -29,7 +29,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .config import ConfigError, parse_bind
-from .figures import PROTOCOL_COUNTERS as PROTOCOL_COUNTERS
 from .figures import ProtocolCounters as ProtocolCounters
 from .figures import counter_sum, protocols_of_plugin
 from .latency import BOUNDS
@@ -208,16 +207,14 @@ class SwitchboardCollector(Collector):
             "switchboard_messages", "Protocol messages from clients (in) and to clients (out)", labels=["protocol", "direction"]
         )
         for plugin, stats in sorted(snapshot.plugins.items()):
-            known = plugin in PROTOCOL_COUNTERS
-            for protocol, names in protocols_of_plugin(plugin).items():
+            for protocol, names in protocols_of_plugin(plugin, snapshot.plugin_protocols.get(plugin, ())).items():
                 for family, labels, counter_names in (
                     (opened, [protocol], names.opened),
                     (messages, [protocol, "in"], names.inbound),
                     (messages, [protocol, "out"], names.outbound),
                 ):
+                    # Standard counters exist from the start (at 0): so does every series.
                     value = counter_sum(stats, counter_names)
-                    if value is None and known and counter_names:
-                        value = 0  # plugins create counters on first use; the series exists from the start
                     if value is not None:
                         family.add_metric(labels, value)
         yield opened

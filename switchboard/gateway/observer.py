@@ -73,6 +73,8 @@ class Snapshot:
     #: Plugin name -> ``plugin.stats()``, and which of those keys are gauges, not counters.
     plugins: dict[str, dict[str, int]] = field(default_factory=dict)
     plugin_gauges: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Plugin name -> the protocols (scope types) it serves: how its standard counters read.
+    plugin_protocols: dict[str, tuple[str, ...]] = field(default_factory=dict)
     worker: dict[str, int] | None = None
     #: Running consumer instances, events queued to them, connections this worker claims.
     instances: int = 0
@@ -159,7 +161,8 @@ class ProcessView:
                 plugins[plugin.name] = stats
                 # Membership tests, not iteration: some plugins count from another thread.
                 gauges[plugin.name] = frozenset(key for key in stats if key not in plugin.counters)
-            values.update(plugins=plugins, plugin_gauges=gauges)
+            values.update(plugins=plugins, plugin_gauges=gauges,
+                          plugin_protocols={plugin.name: tuple(plugin.scope_types) for plugin in self.plugins})
         worker = self.worker
         if worker is not None:
             instances = list(worker.instances.values())
@@ -236,9 +239,10 @@ def status_message(view: ProcessView, snapshot: Snapshot) -> Message:
             "plugins": sorted(snapshot.plugins),
             "protocols": {
                 protocol: {"open": snapshot.connections.get(protocol, 0), **totals}
-                for protocol, totals in protocol_totals(snapshot.plugins).items()
+                for protocol, totals in protocol_totals(snapshot.plugins, snapshot.plugin_protocols).items()
             },
-            "refusals": refusal_counts(snapshot.plugins, snapshot.plugin_gauges),
+            "refusals": refusal_counts(snapshot.plugins, snapshot.plugin_gauges, snapshot.plugin_protocols),
+            "plugin_protocols": {name: list(types) for name, types in snapshot.plugin_protocols.items()},
         }
     if snapshot.worker is not None and view.worker is not None:
         stats = snapshot.worker

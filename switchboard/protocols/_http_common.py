@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
-from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import RateLimitedLog
+from switchboard.gateway.asgi import Message, Receive, Send, send_text
+from switchboard.gateway.plugins import EventOutcome
 
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
@@ -25,10 +25,8 @@ if TYPE_CHECKING:
     from ._http_body import BodyBudget
 
 logger = logging.getLogger("switchboard.protocols.http")
-_layer_errors = RateLimitedLog(logger, "http")
 
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+__all__ = ["Receive", "Send"]  # the package's one definition (switchboard/gateway/asgi.py), for this plugin's modules
 
 # RFC 9110 token characters for header names; values may not hold control characters
 # other than tab (a CR or LF would let a worker inject headers or split the response).
@@ -40,7 +38,6 @@ _HEADER_VALUE_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 _MAX_CLOSE_REASON_BYTES = 123
 
-TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
 
 
 T = TypeVar("T")
@@ -200,6 +197,8 @@ class BridgeContext:
 
     gateway: Gateway
     count: Counter
+    #: The plugin's ``send_event``: counts and logs the layer's refusals under the standard names.
+    send_event: Callable[[Connection, Message], Awaitable[EventOutcome]]
     max_body_size: int
     response_timeout: float
     idle_timeout: float | None
@@ -219,28 +218,13 @@ class BridgeContext:
     body_timeout: float | None = None
 
 
-async def send_event(ctx: BridgeContext, connection: Connection, event: Message, *, what: str) -> bool:
-    """Send one event to the worker pool; False (counted, logged) if the layer refused it.
+async def send_event(ctx: BridgeContext, connection: Connection, event: Message) -> bool:
+    """Send one event to the worker pool; False (counted and logged by the plugin) if the layer refused it.
 
     ``ChannelFull`` is the expected back-pressure signal; any other error means the layer
     itself is unavailable (Redis down...), which the caller answers the same way.
     """
-    try:
-        await ctx.gateway.send_event(connection, event)
-    except ChannelFull:
-        ctx.count(f"{what}.events_full")
-        return False
-    except Exception as exc:
-        # While the layer is down every client message fails the same way: one line per
-        # reason per second (with how many were held back), the traceback only at DEBUG.
-        ctx.count(f"{what}.layer_errors")
-        kind = event.get("type")
-        _layer_errors.warning(
-            f"{kind}: {type(exc).__name__}", "sending it to the worker pool failed (%s); the client is told to retry", exc
-        )
-        logger.debug("sending %s to the worker pool failed", kind, exc_info=True)
-        return False
-    return True
+    return await ctx.send_event(connection, event) is EventOutcome.SENT
 
 
 def wire_scope(scope: dict[str, Any]) -> dict[str, Any]:
@@ -256,27 +240,14 @@ def wire_scope(scope: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in scope.items() if key != "state"}
 
 
-def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The request's Content-Length, if it has a well-formed one."""
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
 async def send_plain(send: Send, status: int, text: str, *, close: bool = False, retry_after: int | None = None) -> None:
     """A complete small text/plain response the plugin itself answers with (413, 503...)."""
-    body = text.encode()
-    headers = [TEXT_PLAIN, (b"content-length", str(len(body)).encode())]
+    headers = []
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+    await send_text(send, status, text, headers)
 
 
 # -- reply checks: each returns None when fine, else a description for the log ----------

@@ -21,7 +21,8 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from switchboard.gateway.plugins import RateLimitedLog
+from switchboard.gateway.asgi import content_length
+from switchboard.gateway.plugins import CONNECTIONS_OPENED, MESSAGES_IN, MESSAGES_OUT, RateLimitedLog
 
 from ._http_body import BodyProblem, BodyReader
 from ._http_common import (
@@ -31,7 +32,6 @@ from ._http_common import (
     Send,
     check_http_reply,
     client_link,
-    declared_length,
     logger,
     send_event,
     send_plain,
@@ -66,9 +66,10 @@ class _Stop(enum.Enum):
 
 async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """Serve one request: stream the body to the worker pool, relay the reply."""
-    ctx.count("http.requests")
+    ctx.count(f"http.{CONNECTIONS_OPENED}")
+    ctx.count(f"http.{MESSAGES_IN}")
     headers = scope["headers"]
-    length = declared_length(headers)
+    length = content_length(headers)
     if length is not None and length > ctx.max_body_size:
         await _answer_body_problem(ctx, scope, send, BodyProblem.TOO_LARGE)
         return
@@ -93,7 +94,7 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
     try:
         event = {"type": "http.request", "body": first, "more_body": not reader.done}
         del first  # the event holds the chunk now: let it go with the event, not with this frame
-        sent = await send_event(ctx, connection, event, what="http")
+        sent = await send_event(ctx, connection, event)
         del event
         reader.release()
         if not sent:
@@ -113,7 +114,7 @@ async def serve_http(ctx: BridgeContext, scope: dict[str, Any], receive: Receive
         if started and not finished:
             # Client gone, timeout, bad reply, body cut short or cancelled at shutdown: tell
             # the worker's application, so it stops waiting or producing output nobody reads.
-            await send_event(ctx, connection, {"type": "http.disconnect"}, what="http")
+            await send_event(ctx, connection, {"type": "http.disconnect"})
         ctx.gateway.close_connection(connection)
 
 
@@ -142,7 +143,7 @@ async def _stream_body(
             return _Stop.WORKER_LOST
         event = {"type": "http.request", "body": chunk, "more_body": not reader.done}
         del chunk  # nothing here may keep a sent chunk alive while the next one is read
-        sent = await send_event(ctx, connection, event, what="http")
+        sent = await send_event(ctx, connection, event)
         del event
         reader.release()
         if not sent:
@@ -282,6 +283,7 @@ async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, 
         if not started:
             started = True
             ctx.count(f"http.responses.{message['status'] // 100}xx")
+            ctx.count(f"http.{MESSAGES_OUT}")
         try:
             await send(message)
         except Exception as exc:  # uvicorn refused it: body longer than content-length...
@@ -293,7 +295,7 @@ async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, 
 
 async def _bad_reply(ctx: BridgeContext, scope: dict[str, Any], send: Send, started: bool, problem: str) -> None:
     """A worker broke the protocol: 500 if nothing went out yet, else uvicorn drops the connection."""
-    ctx.count("http.bad_replies")
+    ctx.count("http.replies_invalid")
     logger.error("bad reply from worker for %s %s: %s", scope["method"], scope["path"], problem)
     if not started:
         await send_plain(send, 500, "Internal Server Error\n", close=True)

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-import httptools
 from uvicorn.config import WS_PROTOCOLS
 from uvicorn.importer import import_from_string
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -389,49 +389,54 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
             return
         self.guard_read()
         continuing = self._in_head
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self.refused:
-                return  # our own stop (HeaderBlockTooLarge), already answered
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-            return
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return
+        HttpToolsProtocol.data_received(self, data)  # uvicorn's own; the callbacks below count
+        if self.refused:
+            return  # a callback refused the request (431): the parser is fed nothing more
         if continuing and self._in_head:
             # The whole read was header bytes the parser holds (a value not complete yet).
             self._head_bytes += len(data)
             if self._head_bytes > self.settings.max_header_size:
                 self._refuse(f"header block over {self.settings.max_header_size} bytes")
 
+    # Once refused, the rest of the read is still parsed (httptools cannot be stopped from
+    # a callback without uvicorn answering 400 and logging a warning): every callback
+    # then does nothing, so no request cycle starts and nothing reaches the application.
+
     def on_message_begin(self) -> None:
+        if self.refused:
+            return
         super().on_message_begin()
         self._head_bytes = 0
         self._head_count = 0
         self._in_head = True
 
     def on_url(self, url: bytes) -> None:
-        self._add_head(len(url), 0)
-        super().on_url(url)
+        if not self.refused and self._add_head(len(url), 0):
+            super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._add_head(len(name) + len(value) + 4, 1)
-        super().on_header(name, value)
+        if not self.refused and self._add_head(len(name) + len(value) + 4, 1):
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.refused:
+            return
         self._in_head = False
         self.guard_head_complete()
         self.scope["state"][LINK_KEY] = self
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            super().on_message_complete()
+
     def handle_websocket_upgrade(self) -> None:
+        if self.refused:
+            return
         if self.scope["http_version"] == "1.0":
             self.refuse_old_upgrade()
             return
@@ -441,7 +446,8 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
     def request_pending(self) -> bool:
         return self._in_head or super().request_pending()
 
-    def _add_head(self, size: int, headers: int) -> None:
+    def _add_head(self, size: int, headers: int) -> bool:
+        """Count a piece of the header block; False (and refused with 431) past a limit."""
         self._head_bytes += size
         self._head_count += headers
         if self._head_count > self.settings.max_headers:
@@ -449,8 +455,8 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
         elif self._head_bytes > self.settings.max_header_size:
             self._refuse(f"header block over {self.settings.max_header_size} bytes")
         else:
-            return
-        raise HeaderBlockTooLarge()  # stops the parser; data_received knows why
+            return True
+        return False
 
     def _refuse(self, why: str) -> None:
         """Answer 431, stop parsing, and linger (bounded by the keep-alive timeout)."""
@@ -466,10 +472,6 @@ class HeaderLimitedHttpToolsProtocol(GuardedHttp, HttpToolsProtocol):
     def drop_slow_client(self, code: int, reason: str) -> None:
         """A response nobody reads: there is no way to say so in HTTP; drop the connection."""
         self.transport.abort()
-
-
-class HeaderBlockTooLarge(Exception):
-    """Raised from a parser callback to stop httptools once a header limit is passed."""
 
 
 class LinkedH11Protocol(GuardedHttp, H11Protocol):
@@ -546,3 +548,81 @@ def websocket_protocol(settings: ProtocolSettings, uvicorn_name: str = "websocke
         raise ValueError(f"uvicorn has no WebSocket implementation {uvicorn_name!r}")
     base = import_from_string(path)
     return type(f"Guarded{base.__name__}", (GuardReleasingWebSocket, base), {"settings": settings})
+
+
+# -- what the plugin needs of uvicorn ---------------------------------------------------------
+
+#: Everything the subclasses above and the plugin use of uvicorn beyond the ASGI interface:
+#: the methods they extend (each calls uvicorn's own: no method body is copied) and the
+#: attributes they read, per class. :func:`check_uvicorn` checks an installed uvicorn
+#: against it at start-up, so a release that renamed one fails with one clear line
+#: instead of an AttributeError under load. A new uvicorn that passes is allowed
+#: (setup.py has no upper bound); CI runs the HTTP tests against the newest one too.
+REQUIRED_METHODS: Final[dict[str, tuple[str, ...]]] = {
+    "HttpToolsProtocol": ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
+                          "on_header", "on_headers_complete", "on_body", "on_message_complete",
+                          "on_response_complete", "handle_websocket_upgrade"),
+    "H11Protocol": ("connection_made", "connection_lost", "data_received", "handle_events",
+                    "handle_websocket_upgrade", "on_response_complete"),
+    "WebSocketsSansIOProtocol": ("data_received", "connection_lost", "handle_connect", "send"),
+    "Server": ("startup", "main_loop", "shutdown"),
+}
+REQUIRED_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
+    "HttpToolsProtocol": ("parser", "cycle", "flow", "server_state", "scope", "transport", "loop", "timeout_keep_alive",
+                          "client"),
+    "H11Protocol": ("cycle", "flow", "server_state", "transport", "loop"),
+    "WebSocketsSansIOProtocol": ("conn", "queue", "writable", "handshake_complete", "initial_response", "close_sent",
+                                 "disconnected", "read_paused", "close_timer", "close_timeout", "transport", "loop",
+                                 "config"),
+}
+
+
+class UvicornMismatch(RuntimeError):
+    """The installed uvicorn lacks something the HTTP plugin builds on."""
+
+
+@functools.cache
+def check_uvicorn() -> None:
+    """Raise :class:`UvicornMismatch` naming what the installed uvicorn lacks, if anything.
+
+    Methods are checked on the classes, attributes on throw-away protocol objects (built
+    as uvicorn builds them, with no socket): both without serving anything. Once per
+    process (a failure is not cached: it raises again).
+    """
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    classes: dict[str, type[Any]] = {
+        "HttpToolsProtocol": HttpToolsProtocol,
+        "H11Protocol": H11Protocol,
+        "WebSocketsSansIOProtocol": WebSocketsSansIOProtocol,
+        "Server": uvicorn.Server,
+    }
+    missing = [
+        f"{name}.{method}()" for name, methods in REQUIRED_METHODS.items() for method in methods
+        if not callable(getattr(classes[name], method, None))
+    ]
+    if "websockets-sansio" not in WS_PROTOCOLS:
+        missing.append("the websockets-sansio implementation (uvicorn.config.WS_PROTOCOLS)")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    loop = asyncio.new_event_loop()
+    try:
+        config = uvicorn.Config(app=app, log_config=None, lifespan="off")
+        config.load()
+        for name, attributes in REQUIRED_ATTRIBUTES.items():
+            try:
+                instance = classes[name](config, ServerState(), {}, loop)
+            except Exception as exc:  # a changed constructor is a mismatch too
+                missing.append(f"{name}(config, server_state, app_state, loop): {exc!r}")
+                continue
+            missing.extend(f"{name}.{attribute}" for attribute in attributes if not hasattr(instance, attribute))
+    finally:
+        loop.close()
+    if missing:
+        raise UvicornMismatch(
+            f"uvicorn {uvicorn.__version__} lacks what the http plugin needs: {', '.join(missing)}; "
+            "install a release that has it (pip install 'switchboard[http]' picks one)"
+        )

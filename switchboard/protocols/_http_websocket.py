@@ -22,8 +22,9 @@ import contextlib
 import enum
 from typing import TYPE_CHECKING, Any
 
+from switchboard.gateway.asgi import TEXT_PLAIN
+
 from ._http_common import (
-    TEXT_PLAIN,
     BridgeContext,
     Mailbox,
     Receive,
@@ -94,7 +95,7 @@ class WebSocketSession:
         """Serve the connection from ``websocket.connect`` to the end."""
         if (await self.receive())["type"] != "websocket.connect":
             return
-        self.ctx.count("websocket.connections")
+        self.ctx.count("websocket.connections_opened")
         if self.ctx.over_limit():
             self.ctx.count("websocket.503_limit")
             await self._deny(503, "too many connections")
@@ -150,7 +151,7 @@ class WebSocketSession:
 
     async def _forward(self, event: Message) -> bool:
         assert self.connection is not None
-        return await send_event(self.ctx, self.connection, event, what="websocket")
+        return await send_event(self.ctx, self.connection, event)
 
     # -- client -> worker pool ----------------------------------------------------------
 
@@ -230,7 +231,7 @@ class WebSocketSession:
             logger.warning("no worker answered websocket %s within %.1fs", self.scope["path"], self.ctx.response_timeout)
             await self._deny(503, "no worker answered in time")
         elif self.state == DENYING:
-            self.ctx.count("websocket.bad_replies")
+            self.ctx.count("websocket.replies_invalid")
             logger.error("worker left the denial response for %s unfinished", self.scope["path"])
             await self._to_client({"type": "websocket.http.response.body", "body": b"", "more_body": False})
             self._closing()
@@ -347,7 +348,7 @@ class WebSocketSession:
         if self.state == CLOSING:
             self.ctx.count("websocket.replies_after_close")
             return
-        self.ctx.count("websocket.bad_replies")
+        self.ctx.count("websocket.replies_invalid")
         logger.error("bad reply from worker for websocket %s: %s", self.scope["path"], problem)
         if self.state == CONNECTING:
             await self._deny(500, "Internal Server Error")
@@ -389,6 +390,6 @@ class WebSocketSession:
         except OSError:  # uvicorn's ClientDisconnected
             self._closing()
         except Exception as exc:
-            self.ctx.count("websocket.bad_replies")
+            self.ctx.count("websocket.replies_invalid")
             logger.error("uvicorn refused %s for websocket %s: %s", message["type"], self.scope["path"], exc)
             self._closing()

@@ -186,7 +186,7 @@ class OutboundSender:
         try:
             arguments = send_arguments(message, self.settings)
         except (SpecError, ValueError, TypeError) as exc:
-            self.count("send_dropped_invalid")
+            self.count("replies_invalid")
             logger.warning("sms.send dropped: %s", exc)
             return
         await self._slots.acquire()
@@ -214,7 +214,7 @@ class OutboundSender:
             logger.warning("sms.send failed: %s", type(exc).__name__)
             logger.debug("sms.send failure detail", exc_info=True)
         else:
-            self.count("sent")
+            self.count("messages_out")
             logger.debug("sms.send accepted by the Twilio API as %s", created.sid)
         finally:
             self._slots.release()

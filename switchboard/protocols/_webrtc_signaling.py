@@ -17,17 +17,13 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-logger = logging.getLogger("switchboard.protocols.webrtc")
+from switchboard.gateway.asgi import BodyTooLarge, ClientGone, Headers, Message, Receive, Send, header, read_body
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
+logger = logging.getLogger("switchboard.protocols.webrtc")
 
 JSON = (b"content-type", b"application/json")
 # Answers carry per-peer ICE credentials: no cache may keep or share them.
@@ -92,14 +88,6 @@ def parse_offer(body: bytes | str) -> str:
     return sdp
 
 
-def header(headers: Any, name: bytes) -> bytes | None:
-    """The first value of header ``name`` (lowercase), if present."""
-    for key, value in headers:
-        if key == name:
-            return bytes(value)
-    return None
-
-
 def _same_host(origin: str, host: bytes | None) -> bool:
     """Whether ``origin`` names the host:port the request was sent to (its Host header)."""
     if host is None:
@@ -119,11 +107,11 @@ def origin_headers(scope: dict[str, Any], allowed: tuple[str, ...]) -> Headers |
     listed; listed origins get ``Access-Control-Allow-Origin`` so the browser lets the
     page read the answer.
     """
-    raw = header(scope.get("headers", []), b"origin")
+    raw = header(scope, b"origin")
     if raw is None:
         return []
     origin = raw.decode("latin-1")
-    if _same_host(origin, header(scope.get("headers", []), b"host")):
+    if _same_host(origin, header(scope, b"host")):
         return []
     if "*" in allowed or origin in allowed:
         return [(b"access-control-allow-origin", raw), (b"vary", b"origin")]
@@ -183,23 +171,12 @@ class SignalingApp:
 
     async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | None:
         """The whole body, None if the client left; SignalingError 413 past the limit."""
-        limit = self.limits.max_size
-        declared = header(scope.get("headers", []), b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            raise SignalingError(413, f"the offer is larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise SignalingError(413, f"the offer is larger than {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            return await read_body(scope, receive, self.limits.max_size)
+        except BodyTooLarge:
+            raise SignalingError(413, f"the offer is larger than {self.limits.max_size} bytes") from None
+        except ClientGone:
+            return None
 
     # -- WebSocket --------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from ._http_body import BodyBudget
 from ._http_common import BridgeContext, Receive, ReplyBound, Send, send_plain
 from ._http_guard import ConnectionGuard, TrustedPeers
 from ._http_request import serve_http
-from ._http_uvicorn import ProtocolSettings, http_protocol, websocket_protocol
+from ._http_uvicorn import ProtocolSettings, UvicornMismatch, check_uvicorn, http_protocol, websocket_protocol
 from ._http_websocket import WebSocketSession
 
 if TYPE_CHECKING:
@@ -154,6 +154,10 @@ class HttpOptions:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path {self.root_path!r} must start with '/' and not end with '/'")
         self._check_implementations()
+        try:
+            check_uvicorn()
+        except UvicornMismatch as exc:
+            raise ValueError(str(exc)) from None
 
     def _check_exempt(self) -> None:
         for entry in self.max_connections_per_ip_exempt:
@@ -279,10 +283,12 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         """Bind every address and start serving; on any failure nothing stays open."""
         if self._server is not None:
             raise RuntimeError("the http plugin is already started")
+        self.gateway = gateway
         options = self.options
         self._context = BridgeContext(
             gateway=gateway,
             count=self.count,
+            send_event=self.send_event,
             max_body_size=options.max_body_size,
             response_timeout=options.response_timeout,
             idle_timeout=options.websocket_idle_timeout,
@@ -342,6 +348,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         if leftover:
             # Cancelled after the timeout: let their cleanup (disconnect events) run.
             await asyncio.wait(leftover, timeout=1.0)
+        self.gateway = None
         logger.info("http stopped")
 
     def _new_guard(self) -> ConnectionGuard:

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -77,10 +76,16 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from switchboard.gateway.config import ConfigError
-from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.layers.durable import MessageTooLarge
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
-from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+from switchboard.gateway.layers import Message
+from switchboard.gateway.plugins import MESSAGES_IN, MESSAGES_OUT, REPLIES_INVALID, EventOutcome, ProtocolPlugin
+from switchboard.messages import (
+    MqttMessageEvent,
+    MqttMessageEventProperties,
+    MqttPublishEvent,
+    MqttSubscribeEvent,
+    MqttToGateway,
+    MqttUnsubscribeEvent,
+)
 
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
@@ -118,33 +123,32 @@ INBOUND_OUTCOMES = (
     "dropped_oversize",
     "dropped_bad_topic",
     "dropped_queue_full",
-    "dropped_channel_full",
-    "dropped_layer_error",
+    "events_full",
+    "events_failed",
     "dropped_shutdown",
     "dropped_error",
     # Durable pool, QoS > 0: bigger than the pool's max_message_size (acknowledged, or
     # the broker would send it again for ever), or not acknowledged when the plugin
     # stopped (the broker sends it again when the session resumes; not a drop).
-    "dropped_too_large",
+    "events_too_large",
     "left_for_redelivery",
 )
 # Durable pool, QoS > 0: messages that waited (unacknowledged, retried with backoff)
 # because the pool was full or the layer failed; each message counted once.
 DURABLE_COUNTERS = ("deferred_full", "deferred_layer_error")
+# Outbound counters (replies_invalid: not a valid mqtt.publish/subscribe/unsubscribe, by
+# the spec or the topic rules; the log line says which and why).
 OUTBOUND_COUNTERS = (
-    "published",
+    "messages_out",
     "publish_queued",
-    "publish_invalid",
+    "replies_invalid",
     "publish_dropped_oversize",
     "publish_dropped_disconnected",
     "publish_dropped_queue_full",
     "publish_dropped_topic",
     "subscribed",
-    "subscribe_invalid",
     "subscribe_refused",
     "unsubscribed",
-    "unsubscribe_invalid",
-    "unknown_type",
     "outbound_errors",
 )
 SESSION_COUNTERS = ("connects", "connect_refused", "connect_failures", "disconnects")
@@ -468,9 +472,6 @@ class BadMessage(ValueError):
         self.counter = counter
 
 
-# -- logging -------------------------------------------------------------------------------
-
-
 # -- the plugin ----------------------------------------------------------------------------
 
 
@@ -484,7 +485,6 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
     def __init__(self, options: MqttOptions) -> None:
         super().__init__(options)
         self.brokers = options.broker_list()
-        self.log = RateLimitedLog(logger, "mqtt")
         self.connected = False
         self.client: paho.Client | None = None
         self.connection: Connection | None = None
@@ -492,7 +492,6 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         self._subscriptions = options.subscription_map()  # configured + runtime, by filter
         self._lock = threading.Lock()  # counters and subscriptions: paho's thread and the loop
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._gateway: Gateway | None = None
         # (event, packet id, qos, connection number): what the manual acknowledgement needs.
         self._queue: asyncio.Queue[tuple[Message, int, int, int]] | None = None
         # Bumped at every (re)connect: a packet id means something only on the connection
@@ -510,7 +509,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         self._stopping = False
         self._in_flight = 0
         self._handoff = 0  # handed to call_soon_threadsafe, not yet in the queue
-        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_COUNTERS, *SESSION_COUNTERS, *DURABLE_COUNTERS):
+        for counter in (MESSAGES_IN, *INBOUND_OUTCOMES, *OUTBOUND_COUNTERS, *SESSION_COUNTERS, *DURABLE_COUNTERS):
             self.counters[counter] = 0
 
     def count(self, counter: str, amount: int = 1) -> None:
@@ -539,7 +538,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         """Open the gateway connection and start paho's thread; wait (bounded) until subscribed."""
         options = self.options
         self._loop = asyncio.get_running_loop()
-        self._gateway = gateway
+        self.gateway = gateway
         # Unbounded: the bound is applied per message in _enqueue (QoS 0 only on a durable
         # pool, where the broker's in-flight window bounds the others).
         self._queue = asyncio.Queue()
@@ -672,17 +671,15 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             while not self._queue.empty():
                 _event, _mid, qos, _number = self._queue.get_nowait()
                 self.count("left_for_redelivery" if self._durable and qos > 0 else "dropped_shutdown")
-        if self._gateway is not None and self.connection is not None:
-            self._gateway.close_connection(self.connection)
-        stats = self.stats()
-        logger.info("mqtt stats: %s", json.dumps(stats, sort_keys=True))
-        if self.options.stats_file:
-            _write_atomically(self.options.stats_file, json.dumps(stats, sort_keys=True))
+        if self.gateway is not None and self.connection is not None:
+            self.gateway.close_connection(self.connection)
+        self.gateway = None
+        self.report_stats()
 
     def stats(self) -> dict[str, int]:
         """Counters plus gauges ``queued``, ``connected`` and ``subscriptions``.
 
-        Invariant: ``received == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
+        Invariant: ``messages_in == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
         """
         with self._lock:
             stats = dict(self.counters)
@@ -771,7 +768,7 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         """Turn one PUBLISH into an ``mqtt.message`` event and hand it to the loop."""
-        self.count("received")
+        self.count(MESSAGES_IN)
         try:
             outcome = self._hand_over(message)
         except Exception:  # a bug must neither end paho's thread nor lose the count
@@ -798,17 +795,17 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
                 f"{len(payload)} bytes on {topic[:200]!r} > max_payload_size {self.options.max_payload_size}",
             )
             return "dropped_oversize"
-        event = {
+        event: MqttMessageEvent = {
             "type": "mqtt.message",
             "topic": topic,
             "payload": bytes(payload),
             "qos": message.qos,
             "retain": bool(message.retain),
-            "properties": properties_to_dict(getattr(message, "properties", None)),
+            "properties": cast(MqttMessageEventProperties, properties_to_dict(getattr(message, "properties", None))),
         }
         with self._lock:
             self._handoff += 1
-        if not self._call_soon(self._enqueue, (event, message.mid, message.qos, self._connection_number)):
+        if not self._call_soon(self._enqueue, (dict(event), message.mid, message.qos, self._connection_number)):
             with self._lock:
                 self._handoff -= 1
             return "dropped_shutdown"
@@ -864,22 +861,21 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         await asyncio.gather(*(self._send_one(*item) for item in batch))
 
     async def _send_one(self, event: Message, mid: int, qos: int, number: int) -> None:
-        """One event to the pool. QoS > 0 on a durable pool: stored, then acknowledged, or retried."""
-        assert self._gateway is not None and self.connection is not None
+        """One event to the pool. QoS > 0 on a durable pool: stored, then acknowledged, or retried.
+
+        Each message's fate is counted once, here (``send_event`` only logs): its outcome
+        is one of INBOUND_OUTCOMES, which keeps the invariant of :meth:`stats`.
+        """
+        assert self.connection is not None
         durable = self._durable and qos > 0
         outcome = "left_for_redelivery" if durable else "dropped_shutdown"  # what a cancellation amounts to
         try:
             if durable:
                 outcome = await self._store(event, mid, qos, number)
                 return
-            await self._gateway.send_event(self.connection, event, durable=False)
-            outcome = "delivered"
-        except ChannelFull:
-            outcome = "dropped_channel_full"
-            self.log.warning("worker pool full", f"message on {event['topic'][:200]!r} dropped")
-        except Exception as exc:  # the layer is down or refused it: drop, keep serving
-            outcome = "dropped_layer_error"
-            self.log.warning("layer error", f"message on {event['topic'][:200]!r} dropped: {exc!r}")
+            sent = await self.send_event(self.connection, event, durable=False, count=False)
+            # At most once: full or failed, the message is dropped (send_event logged why).
+            outcome = "delivered" if sent is EventOutcome.SENT else sent.value
         finally:
             self._in_flight -= 1
             self._send_room.set()
@@ -889,25 +885,22 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
 
     async def _store(self, event: Message, mid: int, qos: int, number: int) -> str:
         """Store a QoS > 0 event durably, then acknowledge it; until stored, retry (no ack meanwhile)."""
-        assert self._gateway is not None and self.connection is not None
+        assert self.connection is not None
         delay = 0.05
         deferred: str | None = None
         while True:
-            try:
-                await self._gateway.send_event(self.connection, event)
-            except MessageTooLarge as exc:
-                self.log.warning("too large", f"message on {event['topic'][:200]!r} acknowledged and dropped: {exc}")
-                self._ack(mid, qos, number)
-                return "dropped_too_large"
-            except Exception as exc:  # full, or the layer is down: the broker keeps it meanwhile
-                reason = "deferred_full" if isinstance(exc, ChannelFull) else "deferred_layer_error"
-                if deferred is None:
-                    deferred = reason
-                    self.count(reason)
-                self.log.warning(reason, f"message on {event['topic'][:200]!r} not stored yet ({exc!r}); retrying")
-            else:
+            sent = await self.send_event(self.connection, event, count=False)
+            if sent is EventOutcome.SENT:
                 self._ack(mid, qos, number)
                 return "delivered"
+            if sent is EventOutcome.TOO_LARGE:  # acknowledged: the broker would send it again for ever
+                self._ack(mid, qos, number)
+                return "events_too_large"
+            # Full, the layer down, or stored without its replicas: the broker keeps it meanwhile.
+            reason = "deferred_full" if sent is EventOutcome.FULL else "deferred_layer_error"
+            if deferred is None:
+                deferred = reason
+                self.count(reason)
             if self._stopping:
                 return "left_for_redelivery"
             await asyncio.sleep(delay)
@@ -924,25 +917,24 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
     def deliver(self, message: Message) -> None:
         """Carry out one message from a consumer, or log and count why not. Never raises."""
         kind = message.get("type")
+        if not self.reply_is_valid(message):  # the spec: counted and logged if not
+            return
+        reply = cast(MqttToGateway, message)
         try:
-            if kind == "mqtt.publish":
-                self._publish(self._check_publish(message))
-            elif kind == "mqtt.subscribe":
-                self._subscribe(message)
-            elif kind == "mqtt.unsubscribe":
-                self._unsubscribe(message)
+            if reply["type"] == "mqtt.publish":
+                self._publish(self._check_publish(reply))
+            elif reply["type"] == "mqtt.subscribe":
+                self._subscribe(reply)
             else:
-                raise BadMessage("unknown_type", f"unknown message type {str(kind)[:100]!r} dropped")
+                self._unsubscribe(reply)
         except BadMessage as exc:
-            self.count(exc.counter)
-            self.log.warning(exc.counter, str(exc))  # the reason key is from a fixed set
+            self.drop_reply(message, str(exc), counter=exc.counter)  # the counter is from a fixed set
         except Exception:  # a bug here must not break the gateway's reply loop
             self.count("outbound_errors")
             logger.exception("mqtt: carrying out %r failed", str(kind)[:100])
 
-    def _check_publish(self, message: Message) -> _Publish:
+    def _check_publish(self, message: MqttPublishEvent) -> _Publish:
         try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
             topic = check_topic_name(message["topic"])
             payload = message["payload"]
             if isinstance(payload, str):
@@ -953,9 +945,9 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             if raw_properties:
                 if self.options.paho_protocol != paho.MQTTv5:
                     raise ValueError("properties need protocol_version 5 (the session is MQTT 3.1.1)")
-                properties = properties_from_dict(raw_properties)
-        except (SpecError, ValueError) as exc:
-            raise BadMessage("publish_invalid", str(exc)) from None
+                properties = properties_from_dict(dict(raw_properties))
+        except ValueError as exc:
+            raise BadMessage(REPLIES_INVALID, f"mqtt.publish: {exc}") from None
         if not self.options.may_publish(topic):
             raise BadMessage(
                 "publish_dropped_topic",
@@ -976,9 +968,9 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         try:
             info = client.publish(publish.topic, publish.payload, publish.qos, publish.retain, publish.properties)
         except ValueError as exc:  # paho's own checks (already done above; be safe)
-            raise BadMessage("publish_invalid", str(exc)) from None
+            raise BadMessage(REPLIES_INVALID, f"mqtt.publish: {exc}") from None
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self.count("published" if self.connected else "publish_queued")
+            self.count(MESSAGES_OUT if self.connected else "publish_queued")
         elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and publish.qos > 0:
             self.count("publish_queued")  # paho keeps QoS 1/2 and sends it on reconnect
         elif info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
@@ -992,13 +984,12 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
                 f"not connected to the broker; QoS 0 publish to {publish.topic[:200]!r} dropped ({paho.error_string(info.rc)})",
             )
 
-    def _subscribe(self, message: Message) -> None:
+    def _subscribe(self, message: MqttSubscribeEvent) -> None:
         try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
             topic = check_topic_filter(message["topic"])
             qos = check_qos(message.get("qos", self.options.qos))
-        except (SpecError, ValueError) as exc:
-            raise BadMessage("subscribe_invalid", str(exc)) from None
+        except ValueError as exc:
+            raise BadMessage(REPLIES_INVALID, f"mqtt.subscribe: {exc}") from None
         with self._lock:
             self._subscriptions[topic] = qos  # remembered: re-sent on every reconnect
         self.count("subscribed")
@@ -1006,12 +997,11 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         if client is not None and self.connected:
             client.subscribe(topic, qos)  # NO_CONN is fine: on_connect subscribes all
 
-    def _unsubscribe(self, message: Message) -> None:
+    def _unsubscribe(self, message: MqttUnsubscribeEvent) -> None:
         try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
             topic = check_topic_filter(message["topic"])
-        except (SpecError, ValueError) as exc:
-            raise BadMessage("unsubscribe_invalid", str(exc)) from None
+        except ValueError as exc:
+            raise BadMessage(REPLIES_INVALID, f"mqtt.unsubscribe: {exc}") from None
         with self._lock:
             self._subscriptions.pop(topic, None)
         self.count("unsubscribed")
@@ -1019,13 +1009,3 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         if client is not None and self.connected:
             client.unsubscribe(topic)
 
-
-def _write_atomically(path: str, text: str) -> None:
-    """Write ``text`` so a reader never sees half a file (tests poll for it)."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        logger.warning("mqtt: cannot write stats_file %s: %s", path, exc)

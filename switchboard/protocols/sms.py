@@ -31,22 +31,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, Message
-from switchboard.gateway.layers.durable import MessageTooLarge, NotReplicated
+from switchboard.gateway.asgi import (
+    TEXT_PLAIN,
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Send,
+    header_text,
+    read_body,
+    refuse_websocket,
+    respond,
+)
+from switchboard.gateway.layers import ChannelLayer, InvalidName, Message
 from switchboard.gateway.layers.names import check_marker_key
-from switchboard.gateway.plugins import ProtocolPlugin
+from switchboard.gateway.plugins import CONNECTIONS_OPENED, MESSAGES_IN, EventOutcome, PluginNotRunning, ProtocolPlugin
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+from switchboard.messages import SmsReceivedEvent, SmsStatusEvent
 
 from ._sms_late import LATE_COUNTERS, LateReplies, WebhookReplies
 from ._sms_outbound import (
@@ -61,8 +70,6 @@ from ._sms_outbound import (
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
 
-    from ._http_common import Receive, Send
-
 logger = logging.getLogger("switchboard.protocols.sms")
 
 #: The version of specs/sms.md this module implements (``scope["asgi"]["spec_version"]``).
@@ -71,9 +78,9 @@ SPEC_VERSION = "1.0"
 #: Twilio gives up on a webhook after 15 seconds; the inline reply deadline must be shorter.
 TWILIO_WEBHOOK_TIMEOUT = 15.0
 
-RECEIVED = "sms.received"
-STATUS = "sms.status"
-REPLY = "sms.reply"
+RECEIVED: Final = "sms.received"
+STATUS: Final = "sms.status"
+REPLY: Final = "sms.reply"
 
 DEFAULT_API_BASE_URL = "https://api.twilio.com"
 
@@ -83,7 +90,7 @@ _MAX_FORM_FIELDS = 500
 
 _EMPTY_TWIML = str(MessagingResponse()).encode()
 _TWIML_HEADERS = [(b"content-type", b"application/xml; charset=utf-8")]
-_TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+_TEXT_HEADERS = [TEXT_PLAIN]
 
 __all__ = ["OUTBOUND_CHANNEL", "SmsOptions", "SmsPlugin", "build_twiml"]
 
@@ -216,14 +223,16 @@ class _Form(dict[str, str]):
 
 
 class _Reject(Exception):
-    """A webhook answered with an error status; ``counter`` says why (for stats).
+    """A webhook answered with an error status; ``counter`` says why (for stats; None when
+    the layer's refusal was counted already under its standard name).
 
     ``stored``: the event was stored all the same (not replicated in time), so Twilio's
     retry is a duplicate to drop, not a new delivery.
     """
 
     def __init__(
-        self, status: int, counter: str, text: str, headers: list[tuple[bytes, bytes]] | None = None, *, stored: bool = False
+        self, status: int, counter: str | None, text: str, headers: list[tuple[bytes, bytes]] | None = None, *,
+        stored: bool = False
     ) -> None:
         super().__init__(text)
         self.status = status
@@ -231,10 +240,6 @@ class _Reject(Exception):
         self.text = text
         self.headers = headers or []
         self.stored = stored
-
-
-class _Gone(Exception):
-    """The client went away before the request body was read."""
 
 
 class _SeenSids:
@@ -288,19 +293,6 @@ def build_twiml(message: Message) -> bytes:
     return str(response).encode()
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    all_headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": all_headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
 def _media(form: _Form, count: int) -> list[dict[str, str]]:
     media = []
     for index in range(count):
@@ -310,7 +302,7 @@ def _media(form: _Form, count: int) -> list[dict[str, str]]:
     return media
 
 
-def received_event(form: _Form) -> Message:
+def received_event(form: _Form) -> SmsReceivedEvent:
     """The ``sms.received`` event of an incoming-message webhook (specs/sms.md)."""
     sid = form.get("MessageSid") or form.get("SmsMessageSid")
     if not sid or "From" not in form or "To" not in form:
@@ -320,7 +312,7 @@ def received_event(form: _Form) -> Message:
     except ValueError:
         raise _Reject(400, "rejected_fields", "Bad Request: NumMedia is not a number\n") from None
     num_media = max(0, min(num_media, 100))
-    return {
+    event: SmsReceivedEvent = {
         "type": RECEIVED,
         "from": form["From"],
         "to": form["To"],
@@ -331,9 +323,10 @@ def received_event(form: _Form) -> Message:
         "media": _media(form, num_media),
         "params": dict(form),
     }
+    return event
 
 
-def status_event(form: _Form) -> Message:
+def status_event(form: _Form) -> SmsStatusEvent:
     """The ``sms.status`` event of a status-callback webhook (specs/sms.md)."""
     sid = form.get("MessageSid") or form.get("SmsSid")
     status = form.get("MessageStatus") or form.get("SmsStatus")
@@ -342,10 +335,12 @@ def status_event(form: _Form) -> Message:
     error_code: int | None = None
     if form.get("ErrorCode", "").strip().isdigit():
         error_code = int(form["ErrorCode"])
-    event: Message = {"type": STATUS, "message_sid": sid, "status": status, "error_code": error_code, "params": dict(form)}
-    for key, name in (("to", "To"), ("from", "From")):
-        if name in form:
-            event[key] = form[name]
+    event: SmsStatusEvent = {"type": STATUS, "message_sid": sid, "status": status, "error_code": error_code,
+                             "params": dict(form)}
+    if "To" in form:
+        event["to"] = form["To"]
+    if "From" in form:
+        event["from"] = form["From"]
     return event
 
 
@@ -359,7 +354,8 @@ class _Webhook:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         plugin = self.plugin
         if scope.get("type") != "http":
-            await _refuse_non_http(scope, receive, send)
+            if scope.get("type") == "websocket":
+                await refuse_websocket(receive, send)
             return
         plugin.count("webhooks")
         plugin.active += 1
@@ -367,9 +363,10 @@ class _Webhook:
         try:
             await self._serve(scope, receive, send)
         except _Reject as reject:
-            plugin.count(reject.counter)
-            await _respond(send, reject.status, reject.text.encode(), _TEXT_HEADERS + reject.headers)
-        except _Gone:
+            if reject.counter is not None:
+                plugin.count(reject.counter)
+            await respond(send, reject.status, reject.text.encode(), _TEXT_HEADERS + reject.headers)
+        except ClientGone:
             plugin.count("client_disconnects")
         finally:
             plugin.active -= 1
@@ -382,15 +379,20 @@ class _Webhook:
             raise _Reject(405, "rejected_method", "Method Not Allowed: webhooks are POSTed\n", [(b"allow", b"POST")])
         if plugin.stopping:
             raise _Reject(503, "rejected_stopping", "Service Unavailable: gateway stopping\n", [(b"retry-after", b"1")])
-        body = await _read_body(scope, receive, plugin.options.max_body_size)
+        try:
+            body = await read_body(scope, receive, plugin.options.max_body_size)
+        except BodyTooLarge:
+            raise _Reject(413, "rejected_too_large", "Request body too large\n", [(b"connection", b"close")]) from None
         form = _parse_form(scope, body)
         url = plugin.public_url(scope)
-        signature = _header(scope, b"x-twilio-signature")
+        signature = header_text(scope, b"x-twilio-signature")
         if not signature or not plugin.validator.validate(url, form, signature):
-            plugin.warn_forged(scope.get("path"), "wrong" if signature else "missing")
+            plugin.log.warning("forged signature", "webhook %s: %s X-Twilio-Signature, answered 403 (is public_base_url "
+                               "%s the URL Twilio is configured with?)", scope.get("path"), "wrong" if signature else "missing",
+                               plugin.options.public_base_url)
             raise _Reject(403, "rejected_signature", "Forbidden: bad or missing X-Twilio-Signature\n")
-        event = received_event(form) if self.kind == RECEIVED else status_event(form)
-        dedupe_key = plugin.seen.key(event["message_sid"], event.get("status", ""))
+        event: SmsReceivedEvent | SmsStatusEvent = received_event(form) if self.kind == RECEIVED else status_event(form)
+        dedupe_key = plugin.seen.key(event["message_sid"], event["status"] if event["type"] == "sms.status" else "")
         if not await plugin.first_delivery(dedupe_key):
             plugin.count("duplicates")
             await self._answer_empty(send)
@@ -399,21 +401,24 @@ class _Webhook:
 
     async def _answer_empty(self, send: Send) -> None:
         if self.kind == RECEIVED:
-            await _respond(send, 200, _EMPTY_TWIML, _TWIML_HEADERS)
+            await respond(send, 200, _EMPTY_TWIML, _TWIML_HEADERS)
         else:
-            await _respond(send, 204, b"", [])
+            await respond(send, 204, b"")
 
-    async def _deliver(self, http_scope: dict[str, Any], url: str, event: Message, dedupe_key: str, send: Send) -> None:
+    async def _deliver(
+        self, http_scope: dict[str, Any], url: str, event: SmsReceivedEvent | SmsStatusEvent, dedupe_key: str, send: Send
+    ) -> None:
         """Open the webhook's connection, send its event, answer Twilio, close it."""
         plugin = self.plugin
         scope = plugin.sms_scope(http_scope, url)
         replies = WebhookReplies()
-        gateway = plugin.gateway_or_fail()
+        gateway = plugin.running_gateway()
         connection = gateway.open_connection(scope, lambda message: plugin.on_reply(message, replies))
+        plugin.count(CONNECTIONS_OPENED)
         stored = False
         try:
             try:
-                await plugin.send_event(connection, event)
+                await plugin.store_event(connection, event)
             except _Reject as reject:
                 if not reject.stored:
                     # Not delivered: Twilio's retry is no duplicate.
@@ -421,54 +426,27 @@ class _Webhook:
                 stored = reject.stored
                 raise
             stored = True
-            plugin.count("received" if self.kind == RECEIVED else "statuses")
-            if self.kind == STATUS:
+            plugin.count(MESSAGES_IN if self.kind == RECEIVED else "statuses")
+            if event["type"] == STATUS:
                 await self._answer_empty(send)
                 return
             twiml = await plugin.wait_reply(replies.queue)
             replies.replied = twiml != _EMPTY_TWIML
         finally:
             late = plugin.late
-            if stored and late is not None and self.kind == RECEIVED and not replies.answered:
+            if stored and late is not None and event["type"] == RECEIVED and not replies.answered:
                 # No answer from the consumer yet (it is slow, or its worker was lost and
                 # the event comes again): its reply goes out through the REST API, within
                 # the late-reply window.
                 late.keep(connection, replies, event["from"], event["to"])
             else:
                 gateway.close_connection(connection)
-        await _respond(send, 200, twiml, _TWIML_HEADERS)
-
-
-async def _refuse_non_http(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    """A WebSocket to a webhook path: refuse the handshake (the client sees 403)."""
-    if scope.get("type") == "websocket" and (await receive()).get("type") == "websocket.connect":
-        await send({"type": "websocket.close", "code": 1008})
-
-
-async def _read_body(scope: dict[str, Any], receive: Receive, limit: int) -> bytes:
-    """The whole request body; 413 past ``limit`` (checked before reading when declared)."""
-    declared = _header(scope, b"content-length")
-    too_large = _Reject(413, "rejected_too_large", "Request body too large\n", [(b"connection", b"close")])
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Gone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+        await respond(send, 200, twiml, _TWIML_HEADERS)
 
 
 def _parse_form(scope: dict[str, Any], body: bytes) -> _Form:
     """The form fields of a webhook; 400 unless a well-formed UTF-8 urlencoded form."""
-    content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    content_type = (header_text(scope, b"content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise _Reject(400, "rejected_form", "Bad Request: expected an application/x-www-form-urlencoded body\n")
     try:
@@ -480,7 +458,7 @@ def _parse_form(scope: dict[str, Any], body: bytes) -> _Form:
     return _Form(pairs)
 
 
-def check_reply(message: Message) -> str | None:
+def reply_problem(message: Message) -> str | None:
     """Why ``message`` is not a valid ``sms.reply``, or None."""
     try:
         validate_message(message, direction=WORKER_TO_GATEWAY)
@@ -502,7 +480,6 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         super().__init__(options)
         self.validator = RequestValidator(options.auth_token)
         self.seen = _SeenSids(options.dedupe_ttl)
-        self.gateway: Gateway | None = None
         self.sender: OutboundSender | None = None
         #: Answered webhooks kept for late replies (only on a durable pool).
         self.late: LateReplies | None = None
@@ -513,8 +490,6 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         self.active = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self._last_forged_log = float("-inf")
-        self._forged_unlogged = 0
 
     def endpoints(self, gateway: Gateway) -> list[str]:
         """The webhook URLs to give Twilio (``public_base_url``: what Twilio signs and calls)."""
@@ -550,7 +525,7 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             self.gateway = None
             raise
         if gateway.layer.durable.options_for(f"switchboard.{self.scope_types[0]}") is not None:
-            self.late = LateReplies(gateway, options.late_reply_window, options.late_reply_max, self.count, check_reply)
+            self.late = LateReplies(gateway, options.late_reply_window, options.late_reply_max, self.count, reply_problem)
         settings = options.send_settings()
         if settings is None:
             logger.info("sms: no account_sid, so this gateway does not send deferred messages (%s)%s", OUTBOUND_CHANNEL,
@@ -585,25 +560,16 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             await self.sender.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
             self.sender = None
         self.gateway = None
-        logger.info("sms stats: %s", json.dumps(self.stats(), sort_keys=True))
+        self.report_stats()
 
     # -- helpers used by the webhook apps ------------------------------------------------
 
-    def warn_forged(self, path: Any, what: str) -> None:
-        """Log a refused signature, at most once a second: forged requests must not flood logs."""
-        now = time.monotonic()
-        if now - self._last_forged_log < 1.0:
-            self._forged_unlogged += 1
-            return
-        more = f" ({self._forged_unlogged} more since the last report)" if self._forged_unlogged else ""
-        self._last_forged_log, self._forged_unlogged = now, 0
-        logger.warning("sms webhook %s: %s X-Twilio-Signature, answered 403%s (is public_base_url %s the URL "
-                       "Twilio is configured with?)", path, what, more, self.options.public_base_url)
-
-    def gateway_or_fail(self) -> Gateway:
-        if self.gateway is None:
-            raise _Reject(503, "rejected_stopping", "Service Unavailable: gateway stopping\n")
-        return self.gateway
+    def running_gateway(self) -> Gateway:
+        """The gateway, or the webhook's answer: 503 while the plugin is stopped."""
+        try:
+            return self.gateway_or_fail()
+        except PluginNotRunning:
+            raise _Reject(503, "rejected_stopping", "Service Unavailable: gateway stopping\n") from None
 
     def public_url(self, scope: dict[str, Any]) -> str:
         """The URL Twilio requested, as it signed it: public base + raw path + query.
@@ -632,30 +598,25 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         the event could not reach the workers anyway.
         """
         try:
-            return await self.seen.add(self.gateway_or_fail().layer, key)
+            return await self.seen.add(self.running_gateway().layer, key)
         except _Reject:
             raise
         except Exception as exc:
-            logger.warning("sms: the de-duplication marker could not be set: %s", type(exc).__name__)
-            raise _Reject(503, "layer_errors", "Service Unavailable\n", [(b"retry-after", b"1")]) from None
+            self.log.warning("dedupe marker", "the de-duplication marker could not be set: %s", type(exc).__name__)
+            raise _Reject(503, "dedupe_failed", "Service Unavailable\n", [(b"retry-after", b"1")]) from None
 
-    async def send_event(self, connection: Connection, event: Message) -> None:
-        """Hand the event to the worker pool; 503 (counted) when the layer refuses it."""
-        try:
-            await self.gateway_or_fail().send_event(connection, event)
-        except ChannelFull:
-            raise _Reject(503, "events_full", "Service Unavailable: server busy\n", [(b"retry-after", b"1")]) from None
-        except MessageTooLarge:
-            raise _Reject(413, "events_too_large", "Request too large to queue\n") from None
-        except NotReplicated:
-            raise _Reject(
-                503, "events_not_replicated", "Service Unavailable\n", [(b"retry-after", b"1")], stored=True
-            ) from None
-        except _Reject:
-            raise
-        except Exception as exc:
-            logger.warning("sms: sending %s to the worker pool failed: %s", event["type"], type(exc).__name__)
-            raise _Reject(503, "layer_errors", "Service Unavailable\n", [(b"retry-after", b"1")]) from None
+    async def store_event(self, connection: Connection, event: SmsReceivedEvent | SmsStatusEvent) -> None:
+        """Hand the event to the worker pool; a refusal (counted by ``send_event``) is Twilio's 503 or 413."""
+        self.running_gateway()
+        outcome = await self.send_event(connection, event)
+        if outcome is EventOutcome.SENT:
+            return
+        retry = [(b"retry-after", b"1")]
+        if outcome is EventOutcome.FULL:
+            raise _Reject(503, None, "Service Unavailable: server busy\n", retry)
+        if outcome is EventOutcome.TOO_LARGE:
+            raise _Reject(413, None, "Request too large to queue\n")
+        raise _Reject(503, None, "Service Unavailable\n", retry, stored=outcome is EventOutcome.NOT_REPLICATED)
 
     def on_reply(self, message: Message, replies: WebhookReplies) -> None:
         """``Connection.deliver`` of a webhook: queue ``sms.*`` replies for the waiter."""
@@ -680,10 +641,9 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         except TimeoutError:
             self.count("replies_deadline")
             return _EMPTY_TWIML
-        problem = check_reply(message)
+        problem = reply_problem(message)
         if problem is not None:
-            self.count("replies_invalid")
-            logger.warning("sms: bad reply from the consumer, answering empty TwiML: %s", problem)
+            self.drop_reply(message, f"{problem} (Twilio gets empty TwiML)")
             return _EMPTY_TWIML
         twiml = build_twiml(message)
         self.count("replies" if twiml != _EMPTY_TWIML else "replies_empty")

@@ -27,7 +27,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import socket
@@ -40,10 +39,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from switchboard.gateway.config import parse_bind
-from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.layers.durable import MessageTooLarge, NotReplicated
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
-from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+from switchboard.gateway.layers import Message
+from switchboard.gateway.plugins import CONNECTIONS_OPENED, MESSAGES_IN, EventOutcome, ProtocolPlugin
 
 from ._smtp_message import BuiltEvent, HeaderTooLong, Limits, MessageRefused, Storage, TooDeep, TooManyParts, is_clean
 from ._smtp_message import Envelope as MessageEnvelope
@@ -78,13 +75,14 @@ TOO_BUSY_FROM_IP = "421 4.7.0 Too many connections from your address, try again 
 TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in this session, continue in a new one"
 
 # Every counter of ``SmtpPlugin.stats()`` (specs/email.md), present from the start at 0.
+# The standard ones (connections_opened: sessions admitted, messages_in: messages accepted
+# with 250, events_*: the layer's refusals, replies_invalid) come from the base class.
 COUNTERS = (
-    "sessions", "sessions_refused", "sessions_refused_per_ip", "sessions_over_message_limit",
-    "messages_accepted", "bytes_accepted", "parts_stored", "messages_deferred_full",
-    "messages_deferred_error", "storage_errors", "messages_unparsable", "recipients_rejected",
-    "recipients_over_limit", "auth_succeeded", "auth_failed", "errors", "outbound_dropped",
+    "sessions_refused", "sessions_refused_per_ip", "sessions_over_message_limit",
+    "bytes_accepted", "parts_stored", "storage_errors", "messages_unparsable", "recipients_rejected",
+    "recipients_over_limit", "auth_succeeded", "auth_failed", "errors",
     "messages_too_many_parts", "messages_too_deep", "messages_header_too_long", "messages_parse_timeout",
-    "parses_abandoned", "parser_failures", "messages_refused_too_large", "messages_deferred_not_replicated",
+    "parses_abandoned", "parser_failures",
 )
 # A refused message: (reply template, counter) by the limit it broke.
 _REFUSALS: dict[type[MessageRefused], tuple[str, str]] = {
@@ -439,7 +437,6 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
 
     def __init__(self, options: SmtpOptions) -> None:
         super().__init__(options)
-        self.gateway: Gateway | None = None
         self.connection: Connection | None = None
         self.address: tuple[str, int] | None = None
         self.storage = Storage(Path(options.storage_path or _default_storage_path()))
@@ -450,7 +447,6 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         #: Admitted sessions per client IP (``max_sessions_per_ip``); no entry at zero, so
         #: it never holds more than ``max_sessions`` addresses.
         self.sessions_per_ip: dict[str, int] = {}
-        self.log = RateLimitedLog(logger, "smtp")
         self.counters.update(dict.fromkeys(COUNTERS, 0))
         hashed = [secret for secret in options.users.values() if secret.startswith(_HASH_PREFIX)]
         self._dummy_secret = f"{_HASH_PREFIX}{hashed[0].split('$')[1]}$dummy$-" if hashed else "-"
@@ -537,7 +533,8 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         await self.parser.close()
         if self.gateway is not None and self.connection is not None:
             self.gateway.close_connection(self.connection)
-        logger.info("smtp stats: %s", json.dumps(self.stats(), sort_keys=True))
+        self.gateway = None
+        self.report_stats()
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.options.tls_enabled:
@@ -562,7 +559,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
             return False
         if ip is not None:
             self.sessions_per_ip[ip] = self.sessions_per_ip.get(ip, 0) + 1
-        self.count("sessions")
+        self.count(CONNECTIONS_OPENED)
         return True
 
     def release(self, session: _Session) -> None:
@@ -651,36 +648,25 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         has finished with it, so the sender's 250 is a promise kept across worker
         crashes (docs/delivery.md).
         """
-        assert self.gateway is not None and self.connection is not None
-        send = asyncio.ensure_future(self.gateway.send_event(self.connection, built.event))
+        assert self.connection is not None
+        send = asyncio.ensure_future(self.send_event(self.connection, built.event))
         try:
-            await asyncio.shield(send)
+            outcome = await asyncio.shield(send)
         except asyncio.CancelledError:
             # The sender hung up (it will retry); let the send finish, keep files if it landed.
             send.add_done_callback(lambda task: _discard_if_failed(task, built))
             raise
-        except ChannelFull:
+        # Refusals are counted (events_*) and logged by send_event; the sender keeps the
+        # message and retries on a 4xx. Not replicated in time is stored all the same (a
+        # worker will handle it, so its files stay): the retry is a duplicate that
+        # idempotent consumers recognise (by Message-ID).
+        if not outcome.stored:
             built.discard_files()
-            self.count("messages_deferred_full")
-            return TRY_LATER
-        except MessageTooLarge as exc:
-            built.discard_files()
-            logger.warning("refused a message from %s: %s", built.event.get("peer"), exc)
-            self.count("messages_refused_too_large")
+        if outcome is EventOutcome.TOO_LARGE:
             return TOO_BIG_TO_QUEUE
-        except NotReplicated as exc:
-            # Stored (a worker will handle it, so its files stay), but not on a replica in
-            # time: the sender is told to try later, and its retry is a duplicate that
-            # idempotent consumers recognise (by Message-ID).
-            logger.warning("a message was stored but not replicated in time: %s", exc)
-            self.count("messages_deferred_not_replicated")
+        if outcome is not EventOutcome.SENT:
             return TRY_LATER
-        except Exception:
-            built.discard_files()
-            logger.exception("sending an email.received event to the layer failed")
-            self.count("messages_deferred_error")
-            return TRY_LATER
-        self.count("messages_accepted")
+        self.count(MESSAGES_IN)
         self.count("bytes_accepted", size)
         self.count("parts_stored", len(built.stored))
         return ACCEPTED
@@ -689,18 +675,12 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
 
     def _deliver(self, message: Message) -> None:
         """No ``email.*`` message goes out (spec: none are defined); log the reason, count, drop."""
-        try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
-            reason = "the smtp plugin sends nothing"
-        except SpecError as exc:
-            reason = str(exc)
-        logger.warning("dropped outbound %r: %s (specs/email.md defines no outbound messages)",
-                       message.get("type"), reason)
-        self.count("outbound_dropped")
+        if self.reply_is_valid(message):  # an invalid one is counted and logged with the spec's reason
+            self.drop_reply(message, "the smtp plugin sends nothing (specs/email.md defines no outbound messages)")
 
 
-def _discard_if_failed(task: asyncio.Future[None], built: BuiltEvent) -> None:
-    if task.cancelled() or task.exception() is not None:
+def _discard_if_failed(task: asyncio.Future[EventOutcome], built: BuiltEvent) -> None:
+    if task.cancelled() or task.exception() is not None or not task.result().stored:
         built.discard_files()
 
 

@@ -12,7 +12,7 @@ plumbing to asyncio's ``DatagramProtocol``; this module is only policy:
   *bounded* queue drained by a few sender tasks. A full queue drops the datagram (counted)
   rather than buffering without limit — under overload UDP's answer is loss, not latency.
 * Every inbound datagram ends in exactly one counter, so at any moment
-  ``received == delivered + dropped_* + queued`` (see :meth:`UdpPlugin.stats`).
+  ``messages_in == delivered + dropped_* + events_* + queued`` (see :meth:`UdpPlugin.stats`).
 * An optional token bucket per peer address (``max_datagrams_per_second_per_peer``) keeps
   one sender from taking the whole queue; its buckets are capped (``max_tracked_peers``) so
   the limiter is bounded in memory too (see :class:`PeerRateLimiter`).
@@ -27,20 +27,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import math
-import os
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from switchboard.gateway.config import ConfigError, parse_bind
-from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog
-from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
-
-from ._rate_limit import PeerRateLimiter
+from switchboard.gateway.layers import Message
+from switchboard.gateway.plugins import EventOutcome, ProtocolPlugin
+from switchboard.gateway.ratelimit import PeerRateLimiter
+from switchboard.messages import UdpDatagramEvent, UdpSendEvent
 
 if TYPE_CHECKING:
     from switchboard.gateway.server import Connection, Gateway
@@ -56,22 +53,24 @@ MAX_UDP_PAYLOAD = 65527
 # The version of specs/udp.md this module implements (scope["asgi"]["spec_version"]).
 SPEC_VERSION = "1.0"
 
-# Inbound counters: each received datagram lands in exactly one of these (or is queued).
+# Inbound counters: each received datagram (``messages_in``) lands in exactly one of these
+# (or is queued). ``events_*`` are the standard names of what the layer answered.
 INBOUND_OUTCOMES = (
     "delivered",
     "dropped_oversize",
     "dropped_rate_limited",
     "dropped_queue_full",
-    "dropped_channel_full",
-    "dropped_layer_error",
+    "events_full",
+    "events_failed",
+    "events_too_large",
     "dropped_shutdown",
     "dropped_no_address",
 )
 
 # Outbound counters: each udp.send the gateway hands to the plugin lands in one of these.
 OUTBOUND_OUTCOMES = (
-    "sent",
-    "send_dropped_invalid",
+    "messages_out",
+    "replies_invalid",
     "send_dropped_oversize",
     "send_dropped_backpressure",
     "send_dropped_closed",
@@ -168,15 +167,6 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
 
 
-class _Refusal(NamedTuple):
-    """Why an outbound message is dropped: the counter, the key at fault (one log line per
-    key per second) and the reason for the log."""
-
-    counter: str
-    key: str
-    reason: str
-
-
 class _Protocol(asyncio.DatagramProtocol):
     """asyncio's per-socket callbacks, forwarded to the owning :class:`_Listener`."""
 
@@ -235,7 +225,7 @@ class _Listener:
     def on_datagram(self, data: bytes, addr: Any) -> None:
         """Queue one datagram for the layer, or count why not. Never blocks, never raises."""
         plugin = self.plugin
-        plugin.count("received")
+        plugin.count("messages_in")
         try:
             client = [addr[0], addr[1]]
         except (TypeError, IndexError):
@@ -269,24 +259,15 @@ class _Listener:
             self.in_flight += 1
             outcome = "dropped_shutdown"  # what a cancellation mid-send amounts to
             try:
-                outcome = await self._send_one(data, client)
+                event: UdpDatagramEvent = {"type": "udp.datagram", "data": data, "client": client}
+                # Refused or failed: counted (events_*) and logged by send_event; UDP's answer is loss.
+                sent = await self.plugin.send_event(self.connection, event)
+                outcome = "delivered" if sent is EventOutcome.SENT else ""
             finally:
                 self.in_flight -= 1
-                self.plugin.count(outcome)
+                if outcome:
+                    self.plugin.count(outcome)
                 self.queue.task_done()
-
-    async def _send_one(self, data: bytes, client: list[Any]) -> str:
-        """Send one ``udp.datagram`` event; return the counter that records its fate."""
-        event = {"type": "udp.datagram", "data": data, "client": client}
-        try:
-            await self.gateway.send_event(self.connection, event)
-        except ChannelFull:
-            self.plugin.log.warning("worker pool full", f"datagram from {client[0]} on {self.label} dropped")
-            return "dropped_channel_full"
-        except Exception as exc:  # the layer is down or refused it: drop, keep serving
-            self.plugin.log.warning("layer error", f"datagram on {self.label} dropped: {exc!r}")
-            return "dropped_layer_error"
-        return "delivered"
 
     def queued(self) -> int:
         return self.queue.qsize() + self.in_flight
@@ -296,10 +277,8 @@ class _Listener:
     def deliver(self, message: Message) -> None:
         """Write one ``udp.send`` from a consumer out, or count why not. Never raises."""
         plugin = self.plugin
-        refusal = self._check_send(message)
-        if refusal is not None:
-            plugin.count(refusal.counter)
-            plugin.log.warning(f"udp.send dropped ({refusal.key})", f"{refusal.reason} (on {self.label})")
+        send = self._check_send(message)
+        if send is None:
             return
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -309,39 +288,42 @@ class _Listener:
             plugin.count("send_dropped_backpressure")
             plugin.log.warning("udp.send dropped (back-pressure)", f"send buffer of {self.label} is full")
             return
-        host, port = message["address"]
+        host, port = send["address"]
         try:
-            transport.sendto(message["data"], (host, port))
+            transport.sendto(send["data"], (host, port))
         except (OSError, ValueError, TypeError) as exc:
             plugin.count("send_errors")
             plugin.log.warning("udp.send failed", f"to {host} port {port} on {self.label}: {exc!r}")
             return
-        plugin.count("sent")
+        plugin.count("messages_out")
 
-    def _check_send(self, message: Message) -> _Refusal | None:
-        """Why ``message`` must not go out, or None.
-
-        Reasons name the type and key at fault but never quote the payload.
-        """
+    def _check_send(self, message: Message) -> UdpSendEvent | None:
+        """``message`` if it may go out; else None, counted and logged (key and reason,
+        never the payload)."""
+        plugin = self.plugin
         data = message.get("data")
-        if message.get("type") == "udp.send" and isinstance(data, bytes):
-            if not data:
-                # asyncio and uvloop transports silently skip empty sends; say so instead.
-                return _Refusal("send_dropped_invalid", "data", "udp.send: key 'data' is empty (cannot be sent)")
-            limit = self.plugin.options.max_datagram_size
-            if len(data) > limit:
-                return _Refusal("send_dropped_oversize", "size", f"udp.send: {len(data)} bytes > max_datagram_size {limit}")
-        try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
-        except SpecError as exc:
-            if exc.key == "data":
-                reason = f"{exc.type_name}: key 'data' must be bytes, got {type(data).__name__}"
-                return _Refusal("send_dropped_invalid", "data", reason)
-            return _Refusal("send_dropped_invalid", exc.key or "message", str(exc))
-        address_problem = check_address(message["address"], self.family)
+        if message.get("type") == "udp.send" and data is not None and not isinstance(data, bytes):
+            # The spec's own reason would quote the start of it: a payload is never logged.
+            plugin.drop_reply(message, f"udp.send: key 'data' must be bytes, got {type(data).__name__}", key="data")
+            return None
+        send = plugin.check_reply(message, UdpSendEvent)
+        if send is None:
+            return None
+        data = send["data"]
+        if not data:
+            # asyncio and uvloop transports silently skip empty sends; say so instead.
+            plugin.drop_reply(message, f"udp.send: key 'data' is empty (cannot be sent; on {self.label})", key="data")
+            return None
+        limit = plugin.options.max_datagram_size
+        if len(data) > limit:
+            plugin.drop_reply(message, f"udp.send: {len(data)} bytes > max_datagram_size {limit} (on {self.label})",
+                              key="size", counter="send_dropped_oversize")
+            return None
+        address_problem = check_address(send["address"], self.family)
         if address_problem is not None:
-            return _Refusal("send_dropped_invalid", "address", f"udp.send: {address_problem}")
-        return None
+            plugin.drop_reply(message, f"udp.send: {address_problem} (on {self.label})", key="address")
+            return None
+        return send
 
     # -- stop -----------------------------------------------------------------------
 
@@ -425,8 +407,7 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
     def __init__(self, options: UdpOptions) -> None:
         super().__init__(options)
         self.listeners: list[_Listener] = []
-        self.log = RateLimitedLog(logger, "udp")
-        for counter in ("received", *INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors", "rate_limit_evictions"):
+        for counter in (*INBOUND_OUTCOMES, *OUTBOUND_OUTCOMES, "socket_errors", "rate_limit_evictions"):
             self.counters[counter] = 0
         #: One limiter for every socket of the plugin: a peer's rate is its rate to us.
         self.limiter: PeerRateLimiter | None = None
@@ -448,6 +429,7 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
 
     async def start(self, gateway: Gateway) -> None:
         """Bind every address; if one fails, close the ones already open and raise."""
+        self.gateway = gateway
         try:
             for host, port in self.options.addresses:
                 sock = await open_socket(host, port, self.options)
@@ -467,29 +449,17 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
     async def stop(self, timeout: float) -> None:
         """Stop every socket (draining queued datagrams), then report the final counters."""
         await asyncio.gather(*(listener.stop(timeout) for listener in self.listeners))
-        stats = self.stats()
-        logger.info("udp stats: %s", json.dumps(stats, sort_keys=True))
-        if self.options.stats_file:
-            _write_atomically(self.options.stats_file, json.dumps(stats, sort_keys=True))
+        self.gateway = None
+        self.report_stats()
 
     def stats(self) -> dict[str, int]:
         """Counters plus the gauges ``queued`` (accepted, not yet handed to the layer) and
         ``rate_limit_peers`` (buckets the per-peer limiter holds).
 
-        Invariant: ``received == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
+        Invariant: ``messages_in == queued + sum(counters[o] for o in INBOUND_OUTCOMES)``.
         """
         stats = dict(self.counters)
         stats["queued"] = sum(listener.queued() for listener in self.listeners)
         stats["rate_limit_peers"] = len(self.limiter) if self.limiter is not None else 0
         return stats
 
-
-def _write_atomically(path: str, text: str) -> None:
-    """Write ``text`` so a reader never sees half a file (tests poll for it)."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        logger.warning("udp: cannot write stats_file %s: %s", path, exc)

@@ -36,7 +36,7 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -45,11 +45,11 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.rtcsctptransport import RTCSctpCapabilities
 
 from switchboard.gateway.config import ConfigError
-from switchboard.gateway.layers import ChannelFull, Message
-from switchboard.gateway.plugins import ProtocolPlugin, RateLimitedLog, http_urls
-from switchboard.gateway.specs import WORKER_TO_GATEWAY, SpecError, validate_message
+from switchboard.gateway.layers import Message
+from switchboard.gateway.plugins import CONNECTIONS_OPENED, MESSAGES_IN, MESSAGES_OUT, EventOutcome, ProtocolPlugin, http_urls
+from switchboard.gateway.ratelimit import PeerRateLimiter
+from switchboard.messages import WebrtcDatachannelSendEvent, WebrtcToGateway
 
-from ._rate_limit import PeerRateLimiter
 from ._webrtc_signaling import SignalingApp, SignalingError, SignalingLimits
 
 if TYPE_CHECKING:
@@ -436,7 +436,7 @@ class _Peer:
 
     def _on_message(self, channel: RTCDataChannel, data: str | bytes) -> None:
         plugin = self.plugin
-        plugin.count("messages_in")
+        plugin.count(MESSAGES_IN)
         if self.channels.get(channel.label) is not channel or self.finished:
             return
         if _size(data) > self.options.max_message_size:
@@ -492,29 +492,16 @@ class _Peer:
             kind = event["type"]
             if kind == MESSAGE:
                 self.queued_messages -= 1
+            # Refused or failed: counted (events_*) and logged by send_event; the event is dropped.
+            assert self.connection is not None
             if kind == CONNECT:
-                self.connect_sent = await self._send(event, "connect_refused_full")
+                self.connect_sent = await self.plugin.send_event(self.connection, event) is EventOutcome.SENT
                 if not self.connect_sent:
                     self.close("server_busy")
                     continue
                 await self._wait_claimed()
             elif self.connect_sent:  # nothing reaches a consumer that never saw connect
-                await self._send(event, "messages_dropped_full" if kind == MESSAGE else "events_dropped_full")
-
-    async def _send(self, event: Message, full_counter: str) -> bool:
-        connection = self.connection
-        assert connection is not None
-        try:
-            await self.plugin.gateway_or_fail().send_event(connection, event)
-        except ChannelFull:
-            self.plugin.count(full_counter)
-            self.plugin.log.warning("full", "worker pool channel full: %s dropped", event["type"])
-            return False
-        except Exception as exc:  # the layer itself failed (Redis down): same policy
-            self.plugin.count("layer_errors")
-            self.plugin.log.warning("layer", "sending %s to the worker pool failed: %r", event["type"], exc)
-            return False
-        return True
+                await self.plugin.send_event(self.connection, event)
 
     async def _wait_claimed(self) -> None:
         """Hold the next events until a worker claimed the peer (see CLAIM_WAIT)."""
@@ -530,22 +517,19 @@ class _Peer:
 
     def deliver(self, message: Message) -> None:
         """A reply for this peer (called by the gateway's reply loop; must not block)."""
-        plugin = self.plugin
-        try:
-            validate_message(message, direction=WORKER_TO_GATEWAY)
-        except SpecError as exc:
-            plugin.count("send_dropped_invalid")
-            plugin.log.warning("invalid", "invalid webrtc reply dropped: %s", exc)
+        if not self.plugin.reply_is_valid(message):  # counted and logged with the spec's reason
             return
-        if message["type"] == CLOSE:
+        reply = cast(WebrtcToGateway, message)
+        if reply["type"] == "webrtc.close":
             self.close("consumer_closed")
-        elif message["type"] == SEND:
-            self._send_to_peer(message)
+        else:
+            self._send_to_peer(reply)
 
-    def _send_to_peer(self, message: Message) -> None:
+    def _send_to_peer(self, message: WebrtcDatachannelSendEvent) -> None:
         plugin = self.plugin
         label = message["label"]
-        data: str | bytes = message["text"] if message.get("text") is not None else message["bytes"]
+        text, raw = message.get("text"), message.get("bytes")
+        data: str | bytes = text if text is not None else raw or b""
         channel = self.channels.get(label)
         refusal = self._refusal(channel, data)
         if refusal is not None:
@@ -559,7 +543,7 @@ class _Peer:
             plugin.count("send_dropped_oversize" if isinstance(exc, ValueError) else "send_dropped_closed")
             plugin.log.warning("send", "webrtc.datachannel.send to %r dropped: %s", label[:40], exc)
             return
-        plugin.count("messages_out")
+        plugin.count(MESSAGES_OUT)
         self.last_activity = self.loop.time()
 
     def _refusal(self, channel: RTCDataChannel | None, data: str | bytes) -> str | None:
@@ -615,7 +599,6 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
 
     def __init__(self, options: WebrtcOptions) -> None:
         super().__init__(options)
-        self.gateway: Gateway | None = None
         self.peers: set[_Peer] = set()
         self.pending = 0  # offers being answered: they count against max_peers too
         #: Peers and offers being answered per client address (max_peers_per_ip); no
@@ -626,7 +609,6 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         #: Resolved at start: the option, or whether the site has logins.
         self.require_login = False
         self.stopping = False
-        self.log = RateLimitedLog(logger, "webrtc")
         self._configuration = options.rtc_configuration()
         self._host_addresses: list[str] | None = None
 
@@ -697,18 +679,13 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
             HOST_ADDRESSES.pop(self._host_addresses)
             self._host_addresses = None
         self.gateway = None
-        logger.info("webrtc stopped: %s", self.stats())
+        self.report_stats()
 
     def stats(self) -> dict[str, int]:
         data = dict(self.counters)
         data["peers"] = len(self.peers)
         data["ice_log_lines_suppressed"] = ICE_LOG_LIMITER.suppressed  # process-wide
         return data
-
-    def gateway_or_fail(self) -> Gateway:
-        if self.gateway is None:
-            raise RuntimeError("the webrtc plugin is not started")
-        return self.gateway
 
     def peer_closed(self, peer: _Peer) -> None:
         if peer in self.peers:
@@ -773,7 +750,7 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
             self.pending -= 1
         self.peers.add(peer)
         peer.open(_peer_scope(request_scope))
-        self.count("peers_opened")
+        self.count(CONNECTIONS_OPENED)
         return answer
 
     async def _answer(self, pc: RTCPeerConnection, offer_sdp: str) -> str:

@@ -86,7 +86,7 @@ def test_bucket_difference_survives_a_restart() -> None:
         ("rejected_signature", True),
         ("auth_failed", True),
         ("dropped_rate_limited", False),  # a drop, not a refusal
-        ("http.requests", False),
+        ("http.messages_in", False),
         ("websocket.closes.1013", False),
         ("http.responses.5xx", False),
         ("received", False),
@@ -100,17 +100,24 @@ def test_refusals_are_told_apart_from_drops_and_traffic(counter: str, refusal: b
 
 def test_protocol_totals_and_refusals_by_protocol() -> None:
     plugins = {
-        "http": {"http.requests": 7, "http.responses.2xx": 6, "http.responses.5xx": 1, "websocket.connections": 2,
-                 "websocket.messages_in": 5, "websocket.messages_out": 5, "websocket.503_full": 1, "http.413": 2},
-        "udp": {"received": 4, "sent": 4, "dropped_oversize": 1},
+        "http": {"http.connections_opened": 7, "http.messages_in": 7, "http.messages_out": 7, "http.responses.2xx": 6,
+                 "http.responses.5xx": 1, "websocket.connections_opened": 2, "websocket.messages_in": 5,
+                 "websocket.messages_out": 5, "websocket.503_full": 1, "http.413": 2},
+        "udp": {"messages_in": 4, "messages_out": 4, "dropped_oversize": 1},
+        "smtp": {"connections_opened": 3, "messages_in": 2, "sessions_refused": 1},
         "thirdparty": {"connections_opened": 1, "messages_in": 3, "refused_quota": 2},
     }
-    totals = protocol_totals(plugins)
+    # Each plugin's scope types, as the snapshot carries them; a plugin not listed stands for itself.
+    protocols = {"http": ("http", "websocket"), "udp": ("udp",), "smtp": ("email",)}
+    totals = protocol_totals(plugins, protocols)
     assert totals["http"] == {"opened": 7, "in": 7, "out": 7}
     assert totals["websocket"] == {"opened": 2, "in": 5, "out": 5}
     assert totals["udp"] == {"opened": 0, "in": 4, "out": 4}
+    assert totals["email"] == {"opened": 3, "in": 2, "out": 0}
     assert totals["thirdparty"] == {"opened": 1, "in": 3, "out": 0}
-    assert refusal_counts(plugins, {}) == {"websocket.503_full": 1, "http.413": 2, "thirdparty.refused_quota": 2}
+    assert refusal_counts(plugins, {}, protocols) == {
+        "websocket.503_full": 1, "http.413": 2, "email.sessions_refused": 1, "thirdparty.refused_quota": 2,
+    }
 
 
 # -- frames ------------------------------------------------------------------------------------

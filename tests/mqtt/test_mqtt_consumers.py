@@ -152,7 +152,7 @@ async def test_bad_publish_from_a_consumer_is_dropped_and_counted(serve: Any, mq
     client.subscribe(f"{prefix}/out/#")
     client.publish(f"{prefix}/in", b"x")
     assert (await client.aget()).payload == b"good"
-    assert stack.plugin.stats()["publish_invalid"] == 2 and stack.plugin.connected
+    assert stack.plugin.stats()["replies_invalid"] == 2 and stack.plugin.connected
 
 
 def test_message_builders_check_early() -> None:

@@ -82,7 +82,7 @@ async def test_mqtts_with_a_private_ca(serve: Any, tls_broker: Any, prefix: str)
     # The gateway's own session carries the round trip: it hears its echo on the same broker.
     stack.plugin.deliver({"type": "mqtt.subscribe", "topic": f"{prefix}/in/echo"})
     stack.plugin.deliver({"type": "mqtt.publish", "topic": f"{prefix}/in", "payload": b"over tls", "qos": 1})
-    await wait_until(lambda: stack.plugin.stats()["received"] >= 2, what="the message and its echo")
+    await wait_until(lambda: stack.plugin.stats()["messages_in"] >= 2, what="the message and its echo")
 
 
 async def test_mqtts_refuses_an_unknown_ca(serve: Any, tls_broker: Any, prefix: str) -> None:

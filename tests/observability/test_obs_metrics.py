@@ -112,22 +112,22 @@ def test_plugin_drop_counters_that_mirror_the_layer_are_not_counted_twice() -> N
     assert is_plugin_drop("dropped_oversize")
     assert is_plugin_drop("send_dropped_closed")
     assert is_plugin_drop("dropped_queue_full")
-    assert not is_plugin_drop("dropped_channel_full")  # the layer counted it as full
+    assert not is_plugin_drop("events_full")  # the layer counted it as full
     assert not is_plugin_drop("events_dropped_full")
-    assert not is_plugin_drop("dropped_layer_error")  # the gateway counted it as events_failed
+    assert not is_plugin_drop("events_failed")  # the gateway counted it as events_failed
     assert not is_plugin_drop("delivered")
     snapshot = Snapshot(
         time=0.0,
         layer={"full": 2, "expired": 1, "corrupt": 0, "group_dropped_full": 0},
         gateway={"replies_orphaned": 4, "events_failed": 0},
-        plugins={"udp": {"received": 9, "dropped_oversize": 3, "dropped_channel_full": 2, "queued": 5}},
+        plugins={"udp": {"messages_in": 9, "dropped_oversize": 3, "events_full": 2, "queued": 5}},
         plugin_gauges={"udp": frozenset({"queued"})},
     )
     drops = drop_counts(snapshot)
     assert drops["layer", "full"] == 2
     assert drops["gateway", "replies_orphaned"] == 4
     assert drops["udp", "dropped_oversize"] == 3
-    assert ("udp", "dropped_channel_full") not in drops
+    assert ("udp", "events_full") not in drops
 
 
 def test_collector_types_plugin_counters_and_gauges() -> None:
@@ -135,7 +135,7 @@ def test_collector_types_plugin_counters_and_gauges() -> None:
     observer.latest = Snapshot(
         time=0.0,
         layer={"sent": 1},
-        plugins={"udp": {"received": 9, "sent": 4, "queued": 5}},
+        plugins={"udp": {"messages_in": 9, "messages_out": 4, "queued": 5}},
         plugin_gauges={"udp": frozenset({"queued"})},
     )
     families: dict[str, Any] = {family.name: family for family in SwitchboardCollector(observer).collect()}

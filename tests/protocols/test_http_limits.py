@@ -477,7 +477,7 @@ async def test_layer_errors_are_logged_once_per_reason_per_second_without_traceb
     assert len(lines) <= 2, [r.getMessage() for r in lines]  # one per second, ten requests
     assert not any(r.exc_info for r in lines), "the traceback belongs at DEBUG"
     assert any(r.exc_info for r in mine if r.levelno == logging.DEBUG)
-    assert stack.plugin.stats()["http.layer_errors"] == 10
+    assert stack.plugin.stats()["http.events_failed"] == 10
 
 
 def _redis_up(port: int) -> bool:

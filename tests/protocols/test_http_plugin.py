@@ -130,7 +130,7 @@ async def test_get_round_trip(serve, fetch_url) -> None:
     assert not info["has_state"]
     assert info["body"] == "" and info["more_body"] is False
     stats = stack.plugin.stats()
-    assert stats["http.requests"] == 1
+    assert stats["http.messages_in"] == 1
     assert stats["http.responses.2xx"] == 1
 
 
@@ -284,7 +284,7 @@ async def test_malformed_reply_from_worker_is_a_500(serve, fetch_url, start: dic
     stack = await serve(bad_app)
     response = await fetch_url(stack.port, "GET", "/")
     assert response.status == 500
-    assert stack.plugin.stats()["http.bad_replies"] == 1
+    assert stack.plugin.stats()["http.replies_invalid"] == 1
     # The plugin survived: the next request is served.
     assert (await fetch_url(stack.port, "GET", "/")).status == 500
 
@@ -507,7 +507,7 @@ async def test_websocket_bad_reply_before_accept_is_500_and_after_is_1011(serve)
         with pytest.raises(ConnectionClosed) as closed:
             await client.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
-    assert stack.plugin.stats()["websocket.bad_replies"] == 1
+    assert stack.plugin.stats()["websocket.replies_invalid"] == 1
 
 
 async def test_client_disconnect_reaches_the_application_as_websocket_disconnect(serve) -> None:

@@ -373,6 +373,6 @@ def test_a_websocket_upgrade_over_http_1_0_gets_400(attack) -> None:
         sock.sendall(upgrade_request(b"1.1"))
         assert sock.recv(4096).startswith(b"HTTP/1.1 101"), "HTTP/1.1 still upgrades"
     target.wait_counter("websocket.400_http_1_0", 1)
-    target.wait_counter("websocket.connections", 1)
-    assert target.counter("websocket.connections") == 1, "only the HTTP/1.1 handshake reached the bridge"
+    target.wait_counter("websocket.connections_opened", 1)
+    assert target.counter("websocket.connections_opened") == 1, "only the HTTP/1.1 handshake reached the bridge"
     target.check_logs()

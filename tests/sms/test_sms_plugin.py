@@ -93,7 +93,7 @@ async def test_inline_reply_is_answered_as_twiml(stack: Any) -> None:
     assert event["media"] == [{"url": "https://api.twilio.test/Media/ME1", "content_type": "image/png"}]
     assert event["params"]["FromCity"] == "NEW YORK"
     stats = running.sms.stats()
-    assert stats["received"] == 1 and stats["replies"] == 1
+    assert stats["messages_in"] == 1 and stats["replies"] == 1
     # The webhook's connection is closed once answered.
     await wait_until(lambda: not running.gateway.connections, what="connection closed")
 
@@ -318,7 +318,7 @@ async def test_deferred_send_reaches_the_api_with_the_right_form_fields(stack: A
         "MediaUrl": ["https://example.com/1.png", "https://example.com/2.png"],
         "StatusCallback": ["https://cb.example.test/s"],
     }
-    await wait_until(lambda: running.sms.stats().get("sent") == 1, what="sent counted")
+    await wait_until(lambda: running.sms.stats().get("messages_out") == 1, what="sent counted")
 
 
 async def test_messaging_service_default_status_callback_and_api_key(stack: Any, api: TwilioApiStub) -> None:
@@ -355,10 +355,10 @@ async def test_bad_sends_and_api_errors_are_counted_logged_without_secrets(
     await running.layer.send(OUTBOUND_CHANNEL, {"type": "sms.send", "to": "+15550000400", "body": "refused by the API"})
     await running.layer.send(OUTBOUND_CHANNEL, {"type": "sms.send", "to": SENDER, "body": "fine"})
 
-    await wait_until(lambda: running.sms.stats().get("sent") == 1 and running.sms.stats().get("send_failed") == 1,
+    await wait_until(lambda: running.sms.stats().get("messages_out") == 1 and running.sms.stats().get("send_failed") == 1,
                      what="the good send and the refused one")
     stats = running.sms.stats()
-    assert stats["send_dropped_invalid"] == len(bad)
+    assert stats["replies_invalid"] == len(bad)
     assert stats["send_received"] == len(bad) + 2
     requests = api.snapshot()
     assert sorted(r.field("Body") for r in requests) == ["fine", "refused by the API"]

@@ -69,7 +69,7 @@ async def test_sixth_session_from_one_address_gets_421_and_others_are_served(sta
     assert refused.value.smtp_code == 421
     assert refused.value.smtp_error == TOO_BUSY_FROM_IP[4:].encode()
     stats = running.plugin.stats()
-    assert stats["sessions_refused_per_ip"] == 1 and stats["sessions"] == 5 and stats["sessions_refused"] == 0
+    assert stats["sessions_refused_per_ip"] == 1 and stats["connections_opened"] == 5 and stats["sessions_refused"] == 0
 
     # Another address is not affected: it gets a session and its mail goes through.
     await asyncio.to_thread(send_from, running.address, OTHER_ADDRESS, "from elsewhere")
@@ -127,7 +127,7 @@ async def test_starttls_session_is_counted_once(stack: Any, tls_files: tuple[str
         assert (await running.next()).message["tls"] is True
         await wait_until(lambda: not running.plugin.sessions_per_ip, what="the TLS session to be released")
     stats = running.plugin.stats()
-    assert stats["sessions"] == 2 and stats["sessions_refused_per_ip"] == 0
+    assert stats["connections_opened"] == 2 and stats["sessions_refused_per_ip"] == 0
 
 
 async def test_message_over_max_messages_per_session_gets_421_and_a_new_session_goes_on(stack: Any) -> None:
@@ -147,7 +147,7 @@ async def test_message_over_max_messages_per_session_gets_421_and_a_new_session_
     await asyncio.to_thread(send_from, running.address, "127.0.0.1", "message 3, again")
     assert (await running.next()).email.subject == "message 3, again"
     stats = running.plugin.stats()
-    assert stats["messages_accepted"] == 3 and stats["sessions_over_message_limit"] == 1
+    assert stats["messages_in"] == 3 and stats["sessions_over_message_limit"] == 1
 
 
 async def test_server_closes_the_session_after_the_message_limit(stack: Any) -> None:

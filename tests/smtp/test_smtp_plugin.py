@@ -94,7 +94,7 @@ async def test_consumer_gets_subject_body_and_attachments(stack: Any, tmp_path: 
 
     # The consumer base class deleted the stored files once the handler returned.
     await wait_until(lambda: not any(storage.iterdir()), what="stored files deleted")
-    assert running.plugin.stats()["messages_accepted"] == 1
+    assert running.plugin.stats()["messages_in"] == 1
     assert running.plugin.stats()["parts_stored"] == 2
 
 
@@ -319,7 +319,7 @@ async def test_channel_full_gets_451_and_leaves_no_files(tmp_path: Path) -> None
         assert deferred.value.smtp_code == 451
         assert set(storage.iterdir()) == stored_after_first  # the refused message's files are gone
         stats = plugin.stats()
-        assert stats["messages_deferred_full"] == 1 and stats["messages_accepted"] == 1
+        assert stats["events_full"] == 1 and stats["messages_in"] == 1
         # Once there is room again, the retry is accepted.
         await layer.receive("switchboard.email")
         await asyncio.to_thread(send, plugin.address, message)
@@ -342,16 +342,16 @@ async def test_layer_failure_gets_451(stack: Any) -> None:
     with pytest.raises(smtplib.SMTPDataError) as deferred:
         await running.send(simple_message())
     assert deferred.value.smtp_code == 451
-    assert running.plugin.stats()["messages_deferred_error"] == 1
+    assert running.plugin.stats()["events_failed"] == 1
 
 
 async def test_outbound_messages_are_counted_and_dropped(stack: Any) -> None:
     running: Stack = await stack(worker=False)
     assert running.plugin.connection is not None
     await running.layer.send(running.plugin.connection.channel, {"type": "email.send", "to": "x@example.com"})
-    await wait_until(lambda: running.plugin.stats().get("outbound_dropped") == 1, what="outbound drop")
+    await wait_until(lambda: running.plugin.stats().get("replies_invalid") == 1, what="outbound drop")
     await running.send(simple_message())  # and it keeps serving
-    assert running.plugin.stats()["messages_accepted"] == 1
+    assert running.plugin.stats()["messages_in"] == 1
 
 
 async def test_stop_hangs_up_idle_sessions_and_closes_the_connection(stack: Any) -> None:

@@ -63,7 +63,7 @@ def ipv6_available() -> bool:
 def assert_counts_add_up(stats: dict[str, int]) -> None:
     """Every received datagram is queued or in exactly one outcome counter."""
     outcomes = {name: stats.get(name, 0) for name in INBOUND_OUTCOMES}
-    assert stats["received"] == stats.get("queued", 0) + sum(outcomes.values()), (stats, outcomes)
+    assert stats["messages_in"] == stats.get("queued", 0) + sum(outcomes.values()), (stats, outcomes)
 
 
 async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:

@@ -95,7 +95,7 @@ async def test_echo_end_to_end(deployment: Deployment) -> None:
     stop_all(deployment)
     stats = deployment.read_json(deployment.stats_file)
     assert_counts_add_up(stats)
-    assert stats["delivered"] >= 4 and stats["sent"] >= 4  # the ready ping(s) and 3 words
+    assert stats["delivered"] >= 4 and stats["messages_out"] >= 4  # the ready ping(s) and 3 words
 
 
 async def test_garbage_and_oversized_input_do_not_stop_the_gateway(deployment: Deployment) -> None:
@@ -112,7 +112,7 @@ async def test_garbage_and_oversized_input_do_not_stop_the_gateway(deployment: D
     stop_all(deployment)
     stats = deployment.read_json(deployment.stats_file)
     assert_counts_add_up(stats)
-    assert stats["send_dropped_invalid"] >= 1  # the consumer's echo of the empty datagram
+    assert stats["replies_invalid"] >= 1  # the consumer's echo of the empty datagram
 
 
 async def test_burst_of_10000_datagrams_counted_end_to_end(deployment: Deployment) -> None:
@@ -139,10 +139,10 @@ async def test_burst_of_10000_datagrams_counted_end_to_end(deployment: Deploymen
     # What the gateway saw adds up exactly: each datagram delivered or dropped for a reason.
     assert gateway["queued"] == 0
     assert_counts_add_up(gateway)
-    assert gateway["received"] >= gateway["delivered"] > 0
+    assert gateway["messages_in"] >= gateway["delivered"] > 0
     # The worker handled exactly what the gateway delivered (it had caught up before stop).
     assert handled == gateway["delivered"]
     assert handled >= handled_seen
     # Echoes are a subset of what was delivered (UDP on loopback may drop; never invent).
     assert 0 < len(burst_echoes) <= gateway["delivered"]
-    assert gateway["sent"] <= handled
+    assert gateway["messages_out"] <= handled

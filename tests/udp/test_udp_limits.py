@@ -68,7 +68,7 @@ async def test_peer_over_its_rate_is_dropped_and_counted_others_are_served(stack
     flooder = peers("127.0.0.1")
     for n in range(10):
         flooder.send(b"flood %d" % n, running.address)
-    await wait_until(lambda: running.plugin.stats()["received"] == 10, what="the flood to be read")
+    await wait_until(lambda: running.plugin.stats()["messages_in"] == 10, what="the flood to be read")
     stats = running.plugin.stats()
     assert stats["dropped_rate_limited"] == 7 and stats["rate_limit_peers"] == 1
     # The burst (the first three read) went through and was answered, in any order: the
@@ -85,9 +85,9 @@ async def test_peer_over_its_rate_is_dropped_and_counted_others_are_served(stack
     other.send(b"hello", running.address)
     assert await other.receive() == b"HELLO"
 
-    await wait_until(lambda: running.plugin.stats()["sent"] == 4, what="four answers")
+    await wait_until(lambda: running.plugin.stats()["messages_out"] == 4, what="four answers")
     stats = running.plugin.stats()
-    assert stats["received"] == 12 and stats["delivered"] == 4 and stats["dropped_rate_limited"] == 8
+    assert stats["messages_in"] == 12 and stats["delivered"] == 4 and stats["dropped_rate_limited"] == 8
     assert stats["rate_limit_peers"] == 2 and stats["rate_limit_evictions"] == 0
     assert_counts_add_up(stats)
 
@@ -100,7 +100,7 @@ async def test_tracked_peers_are_capped_and_forgetting_fails_open(stack: Any, pe
     async def send(peer: Peer, total: int) -> None:
         """Send one datagram and wait until the plugin has read it (keeps the order exact)."""
         peer.send(b"x", running.address)
-        await wait_until(lambda: running.plugin.stats()["received"] == total, what=f"datagram {total}")
+        await wait_until(lambda: running.plugin.stats()["messages_in"] == total, what=f"datagram {total}")
 
     await send(one, 1)  # tracked: 1
     await send(two, 2)  # tracked: 1, 2
@@ -111,7 +111,7 @@ async def test_tracked_peers_are_capped_and_forgetting_fails_open(stack: Any, pe
     assert stats["rate_limit_evictions"] == 1 and stats["rate_limit_peers"] == 2
     await send(one, 5)  # still tracked, still empty: dropped
     await send(two, 6)  # forgotten, so a full bucket again: delivered (evicts 3)
-    await wait_until(lambda: running.plugin.stats()["sent"] == 4, what="four answers")
+    await wait_until(lambda: running.plugin.stats()["messages_out"] == 4, what="four answers")
     stats = running.plugin.stats()
     assert stats["delivered"] == 4 and stats["dropped_rate_limited"] == 2
     assert stats["rate_limit_evictions"] == 2 and stats["rate_limit_peers"] == 2

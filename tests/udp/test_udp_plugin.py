@@ -59,7 +59,7 @@ async def test_echo_ipv4(stack: Any, client: UdpClient) -> None:
     assert data == b"HELLO"
     assert source[:2] == running.address  # the reply leaves through the socket it came in on
     stats = running.plugin.stats()
-    assert stats["received"] == stats["delivered"] == stats["sent"] == 1
+    assert stats["messages_in"] == stats["delivered"] == stats["messages_out"] == 1
     assert_counts_add_up(stats)
 
 
@@ -135,7 +135,7 @@ async def test_oversized_datagram_dropped_counted_and_socket_keeps_serving(stack
     client.send(b"y" * 100, running.address)
     assert (await client.receive())[0] == b"Y" * 100
     stats = running.plugin.stats()
-    assert stats["received"] == 2 and stats["delivered"] == 1 and stats["dropped_oversize"] == 1
+    assert stats["messages_in"] == 2 and stats["delivered"] == 1 and stats["dropped_oversize"] == 1
     assert_counts_add_up(stats)
 
 
@@ -177,9 +177,9 @@ async def test_malformed_udp_send_replies_are_dropped_counted_and_logged(
     assert (await client.receive())[0] == b"still fine"
     assert await client.nothing_within(0.2)
     stats = running.plugin.stats()
-    assert stats["send_dropped_invalid"] == len(BAD_REPLIES)
+    assert stats["replies_invalid"] == len(BAD_REPLIES)
     assert stats["send_dropped_oversize"] == 1
-    assert stats["sent"] == 1
+    assert stats["messages_out"] == 1
     logged = caplog.text
     # Reasons are logged (one line per key at fault per second)...
     assert "key 'data' must be bytes" in logged and "missing required key 'address'" in logged and "travels" in logged
@@ -247,10 +247,10 @@ async def test_full_worker_pool_channel_drops_are_counted() -> None:
     try:
         for index in range(50):
             client.send(b"%d" % index, plugin.bound_addresses[0])
-        await wait_until(lambda: plugin.stats()["received"] == 50 and plugin.stats()["queued"] == 0, what="50 datagrams")
+        await wait_until(lambda: plugin.stats()["messages_in"] == 50 and plugin.stats()["queued"] == 0, what="50 datagrams")
         stats = plugin.stats()
         assert stats["delivered"] == 5
-        assert stats["dropped_channel_full"] == 45
+        assert stats["events_full"] == 45
         assert gateway.stats.events_dropped_full == 45
         assert_counts_add_up(stats)
     finally:
@@ -285,7 +285,7 @@ async def test_stuck_layer_fills_the_bounded_queue_then_drops(caplog: pytest.Log
     try:
         for index in range(100):
             client.send(b"%d" % index, plugin.bound_addresses[0])
-        await wait_until(lambda: plugin.stats()["received"] == 100, what="100 datagrams")
+        await wait_until(lambda: plugin.stats()["messages_in"] == 100, what="100 datagrams")
         stats = plugin.stats()
         # Memory stays bounded: 10 queued + 2 in the senders' hands; the rest are dropped.
         assert stats["queued"] == 12
@@ -317,7 +317,7 @@ async def test_queue_is_bounded_in_bytes_too() -> None:
     try:
         for _ in range(10):
             client.send(b"x" * 300, plugin.bound_addresses[0])
-        await wait_until(lambda: plugin.stats()["received"] == 10, what="10 datagrams")
+        await wait_until(lambda: plugin.stats()["messages_in"] == 10, what="10 datagrams")
         stats = plugin.stats()
         # One in the sender's hands (no longer in the queue's bytes), three queued (900 bytes).
         assert stats["queued"] == 4 and stats["dropped_queue_full"] == 6
@@ -344,7 +344,7 @@ async def test_stop_drains_what_it_can_and_counts_the_rest_as_shutdown_drops(tmp
     try:
         for index in range(5):
             client.send(b"%d" % index, plugin.bound_addresses[0])
-        await wait_until(lambda: plugin.stats()["received"] == 5, what="5 datagrams")
+        await wait_until(lambda: plugin.stats()["messages_in"] == 5, what="5 datagrams")
         await plugin.stop(0.1)  # the layer never accepts: the drain times out
     finally:
         client.close()
@@ -367,7 +367,7 @@ async def test_replies_are_dropped_not_buffered_while_the_socket_is_paused(stack
     listener.deliver({"type": "udp.send", "data": b"y", "address": list(client.address)})
     assert (await client.receive())[0] == b"y"
     stats = running.plugin.stats()
-    assert stats["send_dropped_backpressure"] == 1 and stats["sent"] == 1
+    assert stats["send_dropped_backpressure"] == 1 and stats["messages_out"] == 1
 
 
 async def test_replies_after_stop_are_counted_not_sent(stack: Any) -> None:
@@ -386,7 +386,7 @@ async def test_stats_logged_at_info_on_stop(stack: Any, client: UdpClient, caplo
     await running.stop()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("udp stats: "))
     logged = json.loads(line.removeprefix("udp stats: "))
-    assert logged["received"] == logged["delivered"] == logged["sent"] == 1
+    assert logged["messages_in"] == logged["delivered"] == logged["messages_out"] == 1
 
 
 # -- configuration ----------------------------------------------------------------------

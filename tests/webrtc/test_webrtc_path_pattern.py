@@ -48,7 +48,7 @@ async def test_paths_outside_the_pattern_get_404_and_no_peer(stack: Any, peers: 
     assert denied.value.response.status_code == 404
     stats = running.plugin.stats()
     assert stats["signaling_404"] == 6
-    assert stats["peers_opened"] == 1  # only the good one
+    assert stats["connections_opened"] == 1  # only the good one
 
 
 async def test_without_a_pattern_every_path_is_answered(stack: Any, peers: list[ClientPeer]) -> None:

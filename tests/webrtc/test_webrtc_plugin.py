@@ -200,7 +200,7 @@ async def test_bad_offers_get_400(stack: Any, body: bytes, error: str) -> None:
     assert headers["content-type"] == "application/json"
     assert error in json.loads(answer)["error"]
     assert running.plugin.stats()["signaling_400"] == 1
-    assert running.plugin.stats().get("peers_opened", 0) == 0
+    assert running.plugin.stats().get("connections_opened", 0) == 0
 
 
 async def test_offers_aiortc_refuses_get_400(stack: Any) -> None:
@@ -294,7 +294,7 @@ async def test_consumer_mistakes_are_counted_drops(stack: Any, peers: list[Clien
     stats = running.plugin.stats()
     assert stats["send_dropped_unknown_label"] == 1
     assert stats["send_dropped_oversize"] == 1
-    assert stats["send_dropped_invalid"] == 4
+    assert stats["replies_invalid"] == 4
     assert await peer.nothing_within("chat", 0.1)
 
 
@@ -370,7 +370,7 @@ async def test_full_worker_pool_refuses_connect(stack: Any, layer: Any) -> None:
     await peer.accept(answer)
     await asyncio.wait_for(peer.closed.wait(), WAIT)
     await wait_until(lambda: running.plugin.stats()["peers"] == 0, what="peer closed")
-    assert running.plugin.stats()["connect_refused_full"] == 1
+    assert running.plugin.stats()["events_full"] == 1
     await peer.close()
 
 
