@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import secrets
 import signal
@@ -136,6 +137,12 @@ class Gateway:
         self.id = gateway_id or secrets.token_hex(6)
         self.reply_prefix = f"gateway.{self.id}!"
         self.control_channel = self.reply_prefix + "control"
+        # Connection names: this process's random nonce and a counter. Unique for the
+        # process's life and across restarts under the same ``gateway_id`` (the nonce), so a
+        # stale reply never finds a new connection; a random token per connection cost a
+        # getrandom() system call and a base64 encoding for every HTTP request.
+        self._name_nonce = secrets.token_urlsafe(6)
+        self._name_numbers = itertools.count(1)  # next() on a count is atomic: no lock across threads
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
         self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
@@ -178,7 +185,7 @@ class Gateway:
         must not block) with each reply of that protocol. ``sticky`` asks for worker
         affinity (see :class:`Connection`).
         """
-        channel = self.reply_prefix + secrets.token_urlsafe(9)
+        channel = f"{self.reply_prefix}{self._name_nonce}{next(self._name_numbers):x}"
         scope["reply_channel"] = channel
         protocol = scope["type"]
         connection = Connection(channel, protocol, scope, deliver, pool_channel(protocol), sticky)

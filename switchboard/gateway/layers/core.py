@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import collections.abc
+import itertools
 import logging
 import re
 import secrets
@@ -94,6 +95,20 @@ class LayerStats:
         return dict(self.__dict__)
 
 
+_packers = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's msgpack packer: ``packb`` builds a new ``Packer`` for every call,
+    which was half the cost of packing a small message (1.9 against 0.9 us) and ~4% of a
+    one-process echo. One per thread, since a packer is not thread-safe; it is never
+    re-entered (no ``default`` hook), and ``pack`` resets it after an error."""
+    packer: msgpack.Packer | None = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> bytes:
     """Serialize one stored item: ``[expires_at, suffixes, message]``.
 
@@ -103,7 +118,7 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
     any other value that cannot cross the layer, not msgpack's bare ``OverflowError``.
     """
     try:
-        return msgpack.packb([expires_at, suffixes, message], use_bin_type=True)
+        return _packer().pack([expires_at, suffixes, message])
     except OverflowError as exc:
         raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
 
@@ -111,7 +126,7 @@ def pack(message: Message, expires_at: float, suffixes: list[str] | None) -> byt
 def pack_message(message: Message) -> bytes:
     """The message part of an item alone (see :func:`join_item`), with :func:`pack`'s errors."""
     try:
-        return msgpack.packb(message, use_bin_type=True)
+        return _packer().pack(message)
     except OverflowError as exc:
         raise TypeError(f"message {_too_big_path(message) or 'value'} holds an integer beyond 64 bits") from exc
 
@@ -123,7 +138,8 @@ def join_item(packed_message: bytes, expires_at: float, suffixes: list[str] | No
     elements: one packed message can be stored under several suffix lists without packing
     it again (what lets the send batcher merge identical replies, see ``_SendBatcher``).
     """
-    return b"\x93" + msgpack.packb(expires_at) + msgpack.packb(suffixes, use_bin_type=True) + packed_message
+    packer = _packer()
+    return b"\x93" + packer.pack(expires_at) + packer.pack(suffixes) + packed_message
 
 
 def _too_big_path(value: Any, path: str = "") -> str | None:
@@ -216,6 +232,9 @@ class ChannelLayer(BaseChannelLayer):
         self.options = options or LayerOptions()
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
+        # new_channel() names: the random prefix and a counter, unique for this layer's life
+        # and across processes without a system call each. next() on a count is atomic.
+        self._name_numbers = itertools.count(1)
         self._capacity_patterns: list[tuple[re.Pattern[str], int]] = compile_capacities(self.options.channel_capacity)
         self._byte_capacity_patterns = compile_capacities(self.options.channel_byte_capacity)
         keys = self.options.symmetric_encryption_keys
@@ -571,7 +590,7 @@ class ChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""
-        return f"{prefix}.{self.client_prefix}!{secrets.token_urlsafe(9)}"
+        return f"{prefix}.{self.client_prefix}!{next(self._name_numbers):x}"
 
     async def group_add(self, group: str, channel: str) -> None:
         check_group_name(group)
