@@ -131,6 +131,11 @@ class HttpOptions:
     websocket_message_burst: int | None = None
     #: Listen backlog of each socket.
     backlog: int = 2048
+    #: SO_REUSEPORT on every bound socket, so several gateway processes on one host can
+    #: listen on the same port and the kernel spreads new connections over them: how HTTP
+    #: and WebSocket scale past one gateway process without a load balancer (docs/scaling.md),
+    #: and how a new gateway can start listening before the old one stops (docs/deploys.md).
+    reuse_port: bool = False
     #: ASGI ``root_path`` (the URL prefix a proxy mounts the site under).
     root_path: str = ""
     #: Trust X-Forwarded-For/-Proto from ``forwarded_allow_ips`` for client address and scheme.
@@ -302,7 +307,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             body_timeout=options.body_timeout,
         )
         self._access_log = options.access_log and access_logger.isEnabledFor(logging.INFO)
-        sockets = bind_sockets(options.bind)
+        sockets = bind_sockets(options.bind, reuse_port=options.reuse_port)
         try:
             config = self._uvicorn_config()
             config.load()
@@ -516,13 +521,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         return len(state.connections) > limit or len(state.tasks) > limit
 
 
-def bind_sockets(binds: list[str]) -> list[socket.socket]:
+def bind_sockets(binds: list[str], *, reuse_port: bool = False) -> list[socket.socket]:
     """One listening-ready socket per ``host:port``; all closed again if any bind fails."""
     sockets: list[socket.socket] = []
     try:
         for index, address in enumerate(binds):
             host, port = parse_bind(address, where=f"bind[{index}]")
-            sockets.append(_bind(host, port))
+            sockets.append(_bind(host, port, reuse_port=reuse_port))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -530,11 +535,13 @@ def bind_sockets(binds: list[str]) -> list[socket.socket]:
     return sockets
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # So "[::]:8000" and "0.0.0.0:8000" can both be listed without colliding.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
