@@ -43,13 +43,13 @@ MAX_LINE_LENGTH = 1024 * 1024
 #: The plugin's own counters, besides the standard ones (all at 0 from the start).
 COUNTERS = (
     "connections_refused",
-    "lines_too_long",
-    "lines_invalid_utf8",
+    "lines_refused_too_long",
+    "lines_dropped_not_utf8",
     "partial_lines_dropped",
     "idle_timeouts",
     "slow_readers",
     "shutdown_closes",
-    "replies_after_close",
+    "replies_dropped_closed",
     "session_errors",
 )
 
@@ -190,7 +190,7 @@ class _Session:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
-                plugin.count("lines_invalid_utf8")
+                plugin.count("lines_dropped_not_utf8")
                 plugin.log.warning("line not UTF-8", "from %s: dropped", self._client())
                 self._write("ERROR line is not UTF-8")
                 continue
@@ -207,7 +207,7 @@ class _Session:
         plugin = self.plugin
         line: str | None = None
         if reason == "line_too_long":
-            plugin.count("lines_too_long")
+            plugin.count("lines_refused_too_long")
             plugin.log.warning("line too long", "from %s: over %d bytes", self._client(), plugin.options.max_line_length)
             line = f"ERROR line too long (max {plugin.options.max_line_length} bytes)"
         elif reason == "idle_timeout":
@@ -241,7 +241,7 @@ class _Session:
         """
         plugin = self.plugin
         if self.done_writing or self.writer.is_closing():
-            plugin.count("replies_after_close")
+            plugin.count("replies_dropped_closed")
             return
         # check_reply: checked against lineproto.md and typed, or None (counted
         # replies_invalid, logged with the spec's exact reason).

@@ -53,7 +53,7 @@ async def test_lines_through_gateway_and_worker_processes(deployment: Deployment
     stats = json.loads(deployment.stats_file.read_text())
     assert stats["connections_opened"] == 1 and stats["messages_in"] == 4
     assert stats["messages_out"] == 4  # HELLO and three answers
-    assert stats["replies_invalid"] == 1 and stats["lines_too_long"] == 1
+    assert stats["replies_invalid"] == 1 and stats["lines_refused_too_long"] == 1
 
 
 async def test_sigterm_tells_a_connected_client(deployment: Deployment) -> None:

@@ -51,7 +51,7 @@ async def test_a_line_over_max_line_length_closes_with_an_error_line(stack: Any,
     await client.send("y" * 17)
     assert await client.closed() == b"ERROR line too long (max 16 bytes)\n"
     await wait_until(lambda: disconnects() == ["line_too_long"], what="line.disconnect")
-    assert running.plugin.stats()["lines_too_long"] == 1
+    assert running.plugin.stats()["lines_refused_too_long"] == 1
     assert [e["text"] for _, e in EVENTS if e["type"] == "line.received"] == ["x" * 16]
 
 
@@ -62,7 +62,7 @@ async def test_a_huge_line_without_a_terminator_is_cut_off_too(stack: Any, clien
     assert await client.line() == "HELLO"
     client.writer.write(b"z" * 200_000)
     assert await client.closed() == b"ERROR line too long (max 1024 bytes)\n"
-    assert running.plugin.stats()["lines_too_long"] == 1
+    assert running.plugin.stats()["lines_refused_too_long"] == 1
 
 
 async def test_a_reply_that_breaks_the_spec_is_dropped_and_counted(stack: Any, clients: Any) -> None:
@@ -92,7 +92,7 @@ async def test_a_line_that_is_not_utf8_gets_an_error_line_and_the_connection_sta
     await client.send(b"\xff\xfe", "fine")
     assert await client.line() == "ERROR line is not UTF-8"
     assert await client.line() == "FINE"
-    assert running.plugin.stats()["lines_invalid_utf8"] == 1
+    assert running.plugin.stats()["lines_dropped_not_utf8"] == 1
 
 
 async def test_an_idle_client_is_closed_with_an_error_line(stack: Any, clients: Any) -> None:
