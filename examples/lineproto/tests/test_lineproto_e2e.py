@@ -13,7 +13,7 @@ import json
 import signal
 
 import pytest
-from conftest import Deployment, LineClient
+from lineproto_support import Deployment, LineClient
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

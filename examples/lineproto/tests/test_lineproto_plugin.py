@@ -12,8 +12,8 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import WAIT, line_options
 from lineproto_consumers import EVENTS, disconnects
+from lineproto_support import WAIT, line_options
 from support.waiting import wait_until
 
 from switchboard.gateway.config import ConfigError
