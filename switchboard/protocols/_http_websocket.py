@@ -23,6 +23,7 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from switchboard.gateway.asgi import TEXT_PLAIN
+from switchboard.gateway.ratelimit import TokenBucket
 
 from ._http_common import (
     BridgeContext,
@@ -58,13 +59,12 @@ class WebSocketSession:
     """State of one WebSocket connection; ``__slots__`` because 10k idle ones must stay cheap."""
 
     __slots__ = (
-        "allowance",
+        "bucket",
         "connection",
         "ctx",
         "deadline",
         "disconnect_sent",
         "last_activity",
-        "last_refill",
         "loop",
         "queue",
         "receive",
@@ -85,9 +85,9 @@ class WebSocketSession:
         self.deadline: float | None = self.loop.time() + ctx.response_timeout
         self.last_activity = self.loop.time()
         self.disconnect_sent = False
-        # Token bucket of websocket_max_messages_per_second: messages the client may still send.
-        self.allowance = float(ctx.message_burst)
-        self.last_refill = self.last_activity
+        # websocket_max_messages_per_second, on the loop's clock; None (no object) when off.
+        rate = ctx.message_rate
+        self.bucket = None if rate is None else TokenBucket(rate, ctx.message_burst, self.last_activity)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -164,7 +164,7 @@ class WebSocketSession:
                 if kind == "websocket.receive":
                     self.last_activity = self.loop.time()
                     self.ctx.count("websocket.messages_in")
-                    if self.ctx.message_rate is not None and not self._take_token():
+                    if self.bucket is not None and not self.bucket.take(self.last_activity):
                         self.ctx.count("websocket.messages_dropped_rate")
                         self.queue.put_nowait(_Signal.RATE)
                         continue
@@ -176,18 +176,6 @@ class WebSocketSession:
                     return
         finally:
             self.queue.put_nowait(_Signal.ENDED)
-
-    def _take_token(self) -> bool:
-        """One message's worth from the token bucket; False when the client is over its rate."""
-        rate = self.ctx.message_rate
-        assert rate is not None
-        now = self.loop.time()
-        self.allowance = min(float(self.ctx.message_burst), self.allowance + (now - self.last_refill) * rate)
-        self.last_refill = now
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True
 
     async def _forward_disconnect(self, message: Message) -> None:
         code = message.get("code", 1005)
