@@ -63,10 +63,12 @@ def installed() -> None:
     """
     if _entry_point_installed():
         return
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(DISTRIBUTION)],
-        capture_output=True, text=True, check=False,
-    )
+    # First with the venv's own setuptools (no package index needed); where the venv has
+    # none (Python 3.12 on), pip fetches one into an isolated build environment.
+    command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(DISTRIBUTION)]
+    result = subprocess.run([*command, "--no-build-isolation"], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
     importlib.invalidate_caches()
     if result.returncode != 0 or not _entry_point_installed():
         pytest.fail(f"cannot install {DISTRIBUTION} for its entry point:\n{result.stdout}\n{result.stderr}")
