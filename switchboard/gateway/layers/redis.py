@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import inspect
 import logging
 import math
 import re
@@ -995,3 +996,10 @@ class RedisStorage:
                     await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
                 except Exception:
                     logger.debug("closing Redis clients on another loop failed", exc_info=True)
+
+
+# ``__new__`` takes ``*args`` only to hand them on; what callers (and the docs test, and
+# help()) should see is ``__init__``'s parameters.
+RedisStorage.__signature__ = inspect.signature(RedisStorage.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(RedisStorage.__init__).parameters.values())[1:]
+)
