@@ -75,6 +75,7 @@ _HELP: Final[dict[str, str]] = {
     "events_local": "Messages delivered to instances in process by local delivery",
     "full_bytes": "Sends refused because the channel held its byte capacity (also counted in full)",
     "group_notices_dropped": "Membership notices a connection's gateway had no room for (memberships it will not keep)",
+    "send_failed": "Sends the layer's storage failed (Redis down or a primary failing over): at-most-once messages lost",
     "replies_shed": "Replies dropped after waiting reply_wait for room in the gateway's full reply list",
     "layer_data_lost": "Times the channel layer lost its data (Redis restarted or flushed) under this gateway",
     "memberships_restored": "Group memberships of open connections added again after the layer lost them",

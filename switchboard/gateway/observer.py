@@ -54,6 +54,7 @@ STATUS: Final = "switchboard.status"
 STATUS_REQUEST: Final = "switchboard.status.request"
 PROBE: Final = "switchboard.probe"
 
+
 @dataclass(frozen=True)
 class Snapshot:
     """A copy of one process's counters and gauges at ``time`` (never mutated after creation)."""
@@ -161,8 +162,11 @@ class ProcessView:
                 plugins[plugin.name] = stats
                 # Membership tests, not iteration: some plugins count from another thread.
                 gauges[plugin.name] = frozenset(key for key in stats if key not in plugin.counters)
-            values.update(plugins=plugins, plugin_gauges=gauges,
-                          plugin_protocols={plugin.name: tuple(plugin.scope_types) for plugin in self.plugins})
+            values.update(
+                plugins=plugins,
+                plugin_gauges=gauges,
+                plugin_protocols={plugin.name: tuple(plugin.scope_types) for plugin in self.plugins},
+            )
         worker = self.worker
         if worker is not None:
             instances = list(worker.instances.values())

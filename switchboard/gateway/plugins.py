@@ -183,8 +183,13 @@ class ProtocolPlugin(Generic[OptionsT]):
                 await gateway.send_event(connection, cast(Message, event), wait=wait, durable=durable)
         except ChannelFull:
             outcome = EventOutcome.FULL
-            self.log.warning("worker pool full", "%s for %s not sent: %s is full", event.get("type"),
-                             connection.protocol, connection.events_channel)
+            self.log.warning(
+                "worker pool full",
+                "%s for %s not sent: %s is full",
+                event.get("type"),
+                connection.protocol,
+                connection.events_channel,
+            )
         except MessageTooLarge as exc:
             outcome = EventOutcome.TOO_LARGE
             self.log.warning("event too large", "%s not stored: %s", event.get("type"), exc)
@@ -195,8 +200,9 @@ class ProtocolPlugin(Generic[OptionsT]):
             outcome = EventOutcome.FAILED
             # While the layer is down every event fails the same way: one line per reason per
             # second (with how many were held back), the traceback only at DEBUG.
-            self.log.warning(f"layer error ({type(exc).__name__})", "sending %s to the worker pool failed: %r",
-                             event.get("type"), exc)
+            self.log.warning(
+                f"layer error ({type(exc).__name__})", "sending %s to the worker pool failed: %r", event.get("type"), exc
+            )
             self.logger.debug("sending %s to the worker pool failed", event.get("type"), exc_info=True)
         else:
             return EventOutcome.SENT
@@ -322,9 +328,7 @@ def load_plugin_class(name: str) -> type[ProtocolPlugin[Any]]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigError(
-                f"protocol {name!r} needs extra packages: pip install 'switchboard[{name}]' ({exc})"
-            ) from exc
+            raise ConfigError(f"protocol {name!r} needs extra packages: pip install 'switchboard[{name}]' ({exc})") from exc
         plugin_class: type[ProtocolPlugin[Any]] = getattr(module, attr)
         return check_plugin_spec(name, plugin_class)
     for entry in entry_points(group=ENTRY_POINT_GROUP):

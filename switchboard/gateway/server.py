@@ -510,7 +510,9 @@ class Gateway:
                 self.stats.workers_lost += 1
                 logger.warning(
                     "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
-                    worker, self._read_up_to - seen, released,
+                    worker,
+                    self._read_up_to - seen,
+                    released,
                 )
         if any(worker in self.worker_seen for worker in silent) and (
             self._mark_sent is None or now - self._mark_sent > max(self.worker_timeout, 1.0)

@@ -153,8 +153,24 @@ class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = (
-        "accepted", "bound", "claim", "closed", "handed", "in_hand", "key", "local", "on_room", "overflowed", "progressed",
-        "queue", "response_started", "resumed", "scope", "task", "times", "waiting",
+        "accepted",
+        "bound",
+        "claim",
+        "closed",
+        "handed",
+        "in_hand",
+        "key",
+        "local",
+        "on_room",
+        "overflowed",
+        "progressed",
+        "queue",
+        "response_started",
+        "resumed",
+        "scope",
+        "task",
+        "times",
+        "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -640,7 +656,9 @@ class Worker:
             self.stats.backlog_closes += 1
             logger.warning(
                 "%s %s has %d events queued (its backlog bound): refusing its events",
-                instance.scope.get("type"), instance.key, instance.queue.qsize(),
+                instance.scope.get("type"),
+                instance.key,
+                instance.queue.qsize(),
             )
             asyncio.get_running_loop().create_task(self._fail(instance, http_status=503, websocket_code=1013))
 
@@ -844,7 +862,8 @@ class Worker:
                     self._claim_warned.add(scope_type)
                     logger.warning(
                         "ordered = True is ignored for %s: its pool %s is durable (redelivery cannot keep order)",
-                        scope_type, pool_channel(scope_type),
+                        scope_type,
+                        pool_channel(scope_type),
                     )
                 return
             if not instance.claim and isinstance(instance.scope.get("reply_channel"), str):
@@ -883,7 +902,10 @@ class Worker:
         if now - self._shed_logged >= 10.0:
             logger.warning(
                 "the gateway of %s had no room for replies for %.1fs: %d reply(s) shed (%s the last)",
-                instance.key, self.reply_wait, self._shed_unlogged, message_type,
+                instance.key,
+                self.reply_wait,
+                self._shed_unlogged,
+                message_type,
             )
             self._shed_logged = now
             self._shed_unlogged = 0
@@ -896,11 +918,17 @@ class Worker:
         try:
             if scope_type == "http" and not instance.response_started:
                 body = {404: b"Not Found", 503: b"Service Unavailable"}.get(http_status, b"Internal Server Error")
-                await self._send_reply(instance, {
-                    "type": "http.response.start",
-                    "status": http_status,
-                    "headers": [[b"content-type", b"text/plain; charset=utf-8"], [b"content-length", str(len(body)).encode()]],
-                })
+                await self._send_reply(
+                    instance,
+                    {
+                        "type": "http.response.start",
+                        "status": http_status,
+                        "headers": [
+                            [b"content-type", b"text/plain; charset=utf-8"],
+                            [b"content-length", str(len(body)).encode()],
+                        ],
+                    },
+                )
                 await self._send_reply(instance, {"type": "http.response.body", "body": body, "more_body": False})
             elif scope_type == "http":
                 await self._send_reply(instance, {"type": "http.response.body", "body": b"", "more_body": False})
@@ -913,11 +941,14 @@ class Worker:
                     # the ASGI denial-response extension lets it see a real HTTP status.
                     status = 404 if websocket_code == 4404 else 500
                     body = b"Not Found" if status == 404 else b"Internal Server Error"
-                    await self._send_reply(instance, {
-                        "type": "websocket.http.response.start",
-                        "status": status,
-                        "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
-                    })
+                    await self._send_reply(
+                        instance,
+                        {
+                            "type": "websocket.http.response.start",
+                            "status": status,
+                            "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+                        },
+                    )
                     await self._send_reply(instance, {"type": "websocket.http.response.body", "body": body})
                 else:
                     await self._send_reply(instance, {"type": "websocket.close", "code": websocket_code})

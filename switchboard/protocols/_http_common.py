@@ -39,7 +39,6 @@ _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 _MAX_CLOSE_REASON_BYTES = 123
 
 
-
 T = TypeVar("T")
 
 

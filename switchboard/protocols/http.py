@@ -363,7 +363,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         if limit is not None and reserve < 3 * options.backlog + 64:
             logger.warning(
                 "the file limit (%d) is low for a listen backlog of %d: the gateway starts shedding idle "
-                "connections at %d open; raise the limit (ulimit -n) or lower the backlog", limit, options.backlog,
+                "connections at %d open; raise the limit (ulimit -n) or lower the backlog",
+                limit,
+                options.backlog,
                 limit - reserve,
             )
         proxies = self._trusted_proxies() if options.proxy_headers else []
@@ -474,8 +476,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
                 else:
                     del self._per_ip[address]
 
-    async def _refuse(self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, status: int,
-                      text: str, counter: str) -> None:
+    async def _refuse(
+        self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, status: int, text: str, counter: str
+    ) -> None:
         """Answer a request or WebSocket handshake ourselves; nothing reaches a worker."""
         context = self._context
         assert context is not None

@@ -75,6 +75,9 @@ class LayerStats:
     #: group_add / group_discard notices a connection's gateway could not be sent (see
     #: ``ChannelLayer._tell_owner``): memberships it will not restore, refresh or drop.
     group_notices_dropped: int = 0
+    #: Sends (a group send: its member items) the storage raised on: Redis unreachable or
+    #: a primary failing over. At-most-once messages lost then, unless the sender retried.
+    send_failed: int = 0
     # Durable channels (durable_channels.py): stored (also in ``sent``), refused as too
     # large / stored without the replicas asked for, first deliveries read (also in
     # ``received``), deliveries claimed again (retries, lost or stopped workers),
@@ -417,7 +420,13 @@ class ChannelLayer(BaseChannelLayer):
         return item
 
     async def _send(
-        self, channel: str, message: Message, *, local: bool, tracked: bool = False, wait: float = 0.0,
+        self,
+        channel: str,
+        message: Message,
+        *,
+        local: bool,
+        tracked: bool = False,
+        wait: float = 0.0,
         control: bool = False,
     ) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
@@ -439,7 +448,15 @@ class ChannelLayer(BaseChannelLayer):
             capacity = control_capacity(capacity)
         # A tracked send must be stored as the very item it returns, so it never merges.
         part = None if suffix is None or tracked else (suffix, packed, expires_at)
-        ok = await self._push(key, item, capacity, max_bytes, part)
+        try:
+            ok = await self._push(key, item, capacity, max_bytes, part)
+        except (LayerClosed, asyncio.CancelledError):
+            raise
+        except Exception:
+            # The storage failed (Redis down, a primary failing over): this at-most-once
+            # message is lost unless the caller retries; counted, never silent.
+            self.stats.send_failed += 1
+            raise
         if not ok and wait > 0:
             ok = await self._push_when_room(key, item, capacity, max_bytes, part, wait)
         if not ok:
@@ -665,10 +682,15 @@ class ChannelLayer(BaseChannelLayer):
         if not by_key:
             return
         batch: list[PushEntry] = [
-            (key, self.pack_item(message, expires_at, suffixes), *self.limits_for(key))
-            for key, suffixes in by_key.items()
+            (key, self.pack_item(message, expires_at, suffixes), *self.limits_for(key)) for key, suffixes in by_key.items()
         ]
-        results = await self.storage.push_many(batch, self.options.expiry)
+        try:
+            results = await self.storage.push_many(batch, self.options.expiry)
+        except (LayerClosed, asyncio.CancelledError):
+            raise
+        except Exception:
+            self.stats.send_failed += len(batch)
+            raise
         over = 0
         for (key, *_rest), ok in zip(batch, results):
             if ok:
