@@ -10,6 +10,12 @@ other, and the two-process ones (``switchboard-split``: gateway + worker;
 ``channels-uvicorn-2w``: two uvicorn workers) with each other. ``switchboard-split-2w``
 (gateway + 2 workers) shows what a second worker buys when there is no third core.
 
+``switchboard-split-2g`` (2 gateways on one port with ``reuse_port``, 1 worker) and
+``switchboard-split-2g2w`` add gateway processes; ``switchboard-split-cluster`` (and
+``-cluster-2g2w``) run the same processes on a private 3-primary + 3-replica Redis Cluster
+(bench/cluster.py) that the runner starts fresh for every pair, so one Redis and the
+cluster are measured in one run (issue 18).
+
 The plain Django servers (side ``django``: gunicorn with gthread or sync workers, uvicorn
 running Django's own ASGI handler) serve HTTP only, from bench/django_site/, and run only
 the HTTP scenarios: they are what a site runs before it moves behind Switchboard.
@@ -24,7 +30,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cluster import BenchCluster, RedisNode
 from bench.procs import ProcSpec
+from bench.redisutil import flush_db
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -66,6 +74,9 @@ class System(ABC):
     #: The system this one is an earlier commit of (``--baseline``), else its own name:
     #: scenarios decide by it whether they apply, so a commit runs what its current self runs.
     family: str = ""
+    #: Processes that listen on the port (``reuse_port``): the runner waits for all of them
+    #: before its probe, so no gateway is still starting when the clock starts.
+    listeners: int = 1
 
     @property
     def family_name(self) -> str:
@@ -79,6 +90,24 @@ class System(ABC):
         if self.redis_db is None:
             return None
         return f"redis://{ctx.redis_host}:{ctx.redis_port}/{self.redis_db}"
+
+    def start_services(self, workdir: Path) -> None:
+        """Start servers of its own that the system needs (a Redis Cluster); none by default."""
+        return None
+
+    def stop_services(self) -> None:
+        """Stop what :meth:`start_services` started; safe to call when nothing runs."""
+        return None
+
+    def flush(self, ctx: Context) -> None:
+        """Empty the system's Redis db (before and after every run)."""
+        url = self.redis_url(ctx)
+        if url:
+            flush_db(url)
+
+    def redis_nodes(self, ctx: Context) -> list[RedisNode]:
+        """The Redis servers whose CPU is the system's ``redis CPU s``: the shared one by default."""
+        return [RedisNode("redis", ctx.redis_host, ctx.redis_port)]
 
     def redis_prefix(self) -> str:
         return f"bench-{self.name}:"
@@ -135,19 +164,75 @@ class SwitchboardSystem(System):
         ]
 
 
-class SwitchboardSplit(SwitchboardSystem):
-    """``switchboard gateway`` + ``workers`` x ``switchboard worker`` over the Redis layer."""
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n > 1 else ''}"
 
-    def __init__(self, name: str, workers: int) -> None:
+
+class SwitchboardSplit(SwitchboardSystem):
+    """``gateways`` x ``switchboard gateway`` + ``workers`` x ``switchboard worker`` over the Redis layer.
+
+    Several gateways share the port with ``reuse_port`` (SO_REUSEPORT): the kernel spreads
+    the load generator's connections over them, as it would a site's clients on one host.
+    """
+
+    layer = "Redis layer"
+
+    def __init__(self, name: str, workers: int, gateways: int = 1) -> None:
         self.name = name
         self.workers = workers
-        self.description = f"switchboard gateway + {workers} worker{'s' if workers > 1 else ''}, Redis layer"
+        self.gateways = self.listeners = gateways
+        gateway = "switchboard gateway" if gateways == 1 else f"{gateways} switchboard gateways (reuse_port)"
+        self.description = f"{gateway} + {_count(workers, 'worker')}, {self.layer}"
+
+    def base_env(self, ctx: Context) -> dict[str, str]:
+        env = super().base_env(ctx)
+        if self.gateways > 1:
+            env["BENCH_REUSE_PORT"] = "1"
+        return env
 
     def processes(self, ctx: Context) -> list[ProcSpec]:
         env = self.base_env(ctx)
-        specs = [ProcSpec("gateway", self.command(ctx, "gateway"), self.bench_dir, env)]
+        names = ["gateway"] if self.gateways == 1 else [f"gateway{i + 1}" for i in range(self.gateways)]
+        specs = [ProcSpec(name, self.command(ctx, "gateway"), self.bench_dir, env) for name in names]
         specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), self.bench_dir, env) for i in range(self.workers)]
         return specs
+
+
+class SwitchboardSplitCluster(SwitchboardSplit):
+    """:class:`SwitchboardSplit` on a private 3-primary + 3-replica Redis Cluster.
+
+    A fresh cluster per pair (bench/cluster.py, the tests' ``ClusterOfServers``), so
+    nothing is left to flush and no run sees another's slots. ``redis CPU s`` is all six
+    nodes' CPU (a replica applying the primaries' writes is part of the cost); the row's
+    ``extra`` has each node's, since the capacity of a cluster is that of its busiest primary.
+    """
+
+    layer = "Redis Cluster (3 primaries + 3 replicas)"
+    cluster: BenchCluster | None = None
+
+    def start_services(self, workdir: Path) -> None:
+        self.cluster = BenchCluster(workdir / "cluster")
+        self.cluster.start()
+
+    def stop_services(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            cluster.stop()
+
+    def _running(self) -> BenchCluster:
+        if self.cluster is None:
+            raise RuntimeError(f"{self.name}: the cluster is not started")
+        return self.cluster
+
+    def redis_url(self, ctx: Context) -> str | None:
+        # One seed is enough: redis-py's cluster client learns the rest from it.
+        return self._running().seeds[0]
+
+    def flush(self, ctx: Context) -> None:
+        return None  # a fresh cluster per pair
+
+    def redis_nodes(self, ctx: Context) -> list[RedisNode]:
+        return self._running().nodes()
 
 
 class SwitchboardRun(SwitchboardSystem):
@@ -302,6 +387,10 @@ SYSTEMS: dict[str, System] = {
         RawRedis(),
         SwitchboardSplit("switchboard-split", workers=1),
         SwitchboardSplit("switchboard-split-2w", workers=2),
+        SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2),
+        SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2),
+        SwitchboardSplitCluster("switchboard-split-cluster", workers=1),
+        SwitchboardSplitCluster("switchboard-split-cluster-2g2w", workers=2, gateways=2),
         SwitchboardRun(),
         ChannelsDaphne(),
         ChannelsUvicorn("channels-uvicorn", workers=1),
