@@ -12,9 +12,10 @@ other, and the two-process ones (``switchboard-split``: gateway + worker;
 
 ``switchboard-split-2g`` (2 gateways on one port with ``reuse_port``, 1 worker) and
 ``switchboard-split-2g2w`` add gateway processes; ``switchboard-split-cluster`` (and
-``-cluster-2g2w``) run the same processes on a private 3-primary + 3-replica Redis Cluster
-(bench/cluster.py) that the runner starts fresh for every pair, so one Redis and the
-cluster are measured in one run (issue 18).
+``-cluster-2g2w``) run the same processes on a private 3-primary + 3-replica Redis Cluster,
+``switchboard-split-private`` on one private ``redis-server`` (bench/cluster.py), which the
+runner starts fresh for every pair: one Redis and the cluster in one run, each with only
+this system's load on it (issue 18).
 
 The plain Django servers (side ``django``: gunicorn with gthread or sync workers, uvicorn
 running Django's own ASGI handler) serve HTTP only, from bench/django_site/, and run only
@@ -30,7 +31,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cluster import BenchCluster, RedisNode
+from bench.cluster import BenchCluster, BenchServer, PrivateRedis, RedisNode
 from bench.procs import ProcSpec
 from bench.redisutil import flush_db
 
@@ -198,38 +199,43 @@ class SwitchboardSplit(SwitchboardSystem):
         return specs
 
 
-class SwitchboardSplitCluster(SwitchboardSplit):
-    """:class:`SwitchboardSplit` on a private 3-primary + 3-replica Redis Cluster.
+class SwitchboardSplitPrivate(SwitchboardSplit):
+    """:class:`SwitchboardSplit` on Redis servers of its own: one, or a 3+3 Redis Cluster.
 
-    A fresh cluster per pair (bench/cluster.py, the tests' ``ClusterOfServers``), so
-    nothing is left to flush and no run sees another's slots. ``redis CPU s`` is all six
-    nodes' CPU (a replica applying the primaries' writes is part of the cost); the row's
-    ``extra`` has each node's, since the capacity of a cluster is that of its busiest primary.
+    Started fresh for every pair (bench/cluster.py, the tests' ``RedisServer`` and
+    ``ClusterOfServers``), so nothing is left to flush, no run sees another's keys, and
+    ``redis CPU s`` is this system's alone (the shared server on 6379 also serves other
+    engineers' tests). On a cluster it is all six nodes' CPU (a replica applying the
+    primaries' writes is part of the cost); each node's is in the row's ``extra``, since a
+    cluster's capacity is that of its busiest primary.
     """
 
-    layer = "Redis Cluster (3 primaries + 3 replicas)"
-    cluster: BenchCluster | None = None
+    redis: PrivateRedis | None = None
+
+    def __init__(self, name: str, workers: int, gateways: int = 1, *, cluster: bool) -> None:
+        self.cluster = cluster
+        self.layer = "Redis Cluster of its own (3 primaries + 3 replicas)" if cluster else "a Redis server of its own"
+        super().__init__(name, workers, gateways)
 
     def start_services(self, workdir: Path) -> None:
-        self.cluster = BenchCluster(workdir / "cluster")
-        self.cluster.start()
+        self.redis = BenchCluster(workdir / "cluster") if self.cluster else BenchServer(workdir / "redis")
+        self.redis.start()
 
     def stop_services(self) -> None:
-        cluster, self.cluster = self.cluster, None
-        if cluster is not None:
-            cluster.stop()
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            redis.stop()
 
-    def _running(self) -> BenchCluster:
-        if self.cluster is None:
-            raise RuntimeError(f"{self.name}: the cluster is not started")
-        return self.cluster
+    def _running(self) -> PrivateRedis:
+        if self.redis is None:
+            raise RuntimeError(f"{self.name}: its Redis is not started")
+        return self.redis
 
     def redis_url(self, ctx: Context) -> str | None:
-        # One seed is enough: redis-py's cluster client learns the rest from it.
-        return self._running().seeds[0]
+        return self._running().url
 
     def flush(self, ctx: Context) -> None:
-        return None  # a fresh cluster per pair
+        return None  # fresh servers for every pair
 
     def redis_nodes(self, ctx: Context) -> list[RedisNode]:
         return self._running().nodes()
@@ -389,8 +395,9 @@ SYSTEMS: dict[str, System] = {
         SwitchboardSplit("switchboard-split-2w", workers=2),
         SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2),
         SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2),
-        SwitchboardSplitCluster("switchboard-split-cluster", workers=1),
-        SwitchboardSplitCluster("switchboard-split-cluster-2g2w", workers=2, gateways=2),
+        SwitchboardSplitPrivate("switchboard-split-private", workers=1, cluster=False),
+        SwitchboardSplitPrivate("switchboard-split-cluster", workers=1, cluster=True),
+        SwitchboardSplitPrivate("switchboard-split-cluster-2g2w", workers=2, gateways=2, cluster=True),
         SwitchboardRun(),
         ChannelsDaphne(),
         ChannelsUvicorn("channels-uvicorn", workers=1),
