@@ -78,6 +78,9 @@ class System(ABC):
     #: Processes that listen on the port (``reuse_port``): the runner waits for all of them
     #: before its probe, so no gateway is still starting when the clock starts.
     listeners: int = 1
+    #: Whether a run without ``--systems`` includes it (issue 18's process-count and
+    #: cluster systems are asked for by name: they would double a full run's ten minutes).
+    in_default_run: bool = True
 
     @property
     def family_name(self) -> str:
@@ -178,10 +181,11 @@ class SwitchboardSplit(SwitchboardSystem):
 
     layer = "Redis layer"
 
-    def __init__(self, name: str, workers: int, gateways: int = 1) -> None:
+    def __init__(self, name: str, workers: int, gateways: int = 1, *, in_default_run: bool = True) -> None:
         self.name = name
         self.workers = workers
         self.gateways = self.listeners = gateways
+        self.in_default_run = in_default_run
         gateway = "switchboard gateway" if gateways == 1 else f"{gateways} switchboard gateways (reuse_port)"
         self.description = f"{gateway} + {_count(workers, 'worker')}, {self.layer}"
 
@@ -215,7 +219,7 @@ class SwitchboardSplitPrivate(SwitchboardSplit):
     def __init__(self, name: str, workers: int, gateways: int = 1, *, cluster: bool) -> None:
         self.cluster = cluster
         self.layer = "Redis Cluster of its own (3 primaries + 3 replicas)" if cluster else "a Redis server of its own"
-        super().__init__(name, workers, gateways)
+        super().__init__(name, workers, gateways, in_default_run=False)
 
     def start_services(self, workdir: Path) -> None:
         self.redis = BenchCluster(workdir / "cluster") if self.cluster else BenchServer(workdir / "redis")
@@ -393,8 +397,8 @@ SYSTEMS: dict[str, System] = {
         RawRedis(),
         SwitchboardSplit("switchboard-split", workers=1),
         SwitchboardSplit("switchboard-split-2w", workers=2),
-        SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2),
-        SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2),
+        SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2, in_default_run=False),
+        SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2, in_default_run=False),
         SwitchboardSplitPrivate("switchboard-split-private", workers=1, cluster=False),
         SwitchboardSplitPrivate("switchboard-split-cluster", workers=1, cluster=True),
         SwitchboardSplitPrivate("switchboard-split-cluster-2g2w", workers=2, gateways=2, cluster=True),
@@ -411,9 +415,9 @@ SYSTEMS: dict[str, System] = {
 
 
 def select(names: list[str] | None) -> list[System]:
-    """Systems by name or alias, in :data:`SYSTEMS` order; ``None`` means all."""
+    """Systems by name or alias, in :data:`SYSTEMS` order; ``None`` means the default run's."""
     if not names:
-        return list(SYSTEMS.values())
+        return [system for system in SYSTEMS.values() if system.in_default_run]
     known = set(SYSTEMS) | {alias for system in SYSTEMS.values() for alias in system.aliases}
     unknown = [n for n in names if n not in known]
     if unknown:
