@@ -12,11 +12,15 @@ import asyncio
 import secrets
 import time
 
+import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError
 from support.redis_topologies import ClusterOfServers
+from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
+from switchboard.gateway.layers.cluster_client import WaitingRedisCluster
 
 POOL = 4  # connections per node: far below the burst
 BURST = 300  # concurrent commands, all on one slot (one group key)
@@ -63,3 +67,20 @@ async def test_a_group_joined_and_left_by_a_burst_of_members(redis_cluster: Clus
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def test_a_command_waits_no_longer_than_pool_timeout(redis_cluster: ClusterOfServers) -> None:
+    """Like the one-server pool: past ``pool_timeout`` without a place, a ConnectionError."""
+    host, _, port = redis_cluster.seeds[0].removeprefix("redis+cluster://").partition(":")
+    client = WaitingRedisCluster(startup_nodes=[ClusterNode(host, int(port))], max_connections=1, pool_timeout=0.2)
+    key = f"{{sbburst-{secrets.token_hex(4)}}}"
+    try:
+        holder = asyncio.create_task(client.blpop([key], timeout=1))  # takes the only place
+        await wait_until(client._in_flight.locked, what="the blocking pop to hold the only place")
+        with pytest.raises(RedisConnectionError) as raised:
+            await client.get(key)
+        assert not isinstance(raised.value, MaxConnectionsError)
+        assert await holder is None  # the pop itself was never disturbed
+        assert await client.get(key) is None  # and the place is free again
+    finally:
+        await client.aclose()

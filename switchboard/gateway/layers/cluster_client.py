@@ -8,11 +8,12 @@ has no such pool: a node whose ``max_connections`` connections are all busy rais
 all to one node, and about 700 consumers' ``disconnect`` raised.
 
 :class:`WaitingRedisCluster` bounds the commands and pipelines in flight on one client to
-``max_connections``. A command takes one connection of one node and a pipeline at most one
-per node, so no node's pool is ever exhausted, and a burst queues on the semaphore the way
-it queues on the one-server pool. A command issued while its task already holds a place (a
-pipeline's own per-command retries after a redirection) does not take a second one, so a
-full semaphore cannot wait on itself.
+``max_connections``, over the whole cluster. A command takes one connection of one node
+and a pipeline at most one per node, so no node's pool is ever exhausted, and a burst
+queues on the semaphore the way it queues on the one-server pool: each waits for a place
+up to ``pool_timeout`` and then fails as that pool does. A command issued while its task
+already holds a place (a pipeline's own per-command retries after a redirection) does not
+take a second one, so a full semaphore cannot wait on itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["WaitingRedisCluster"]
 
@@ -35,20 +37,27 @@ _holding: ContextVar[bool] = ContextVar("switchboard_cluster_in_flight", default
 class WaitingRedisCluster(RedisCluster):
     """``RedisCluster`` with at most ``max_connections`` commands or pipelines in flight."""
 
-    def __init__(self, *, max_connections: int, **kwargs: Any) -> None:
+    def __init__(self, *, max_connections: int, pool_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(max_connections=max_connections, **kwargs)
         # Created here, used only on the loop that owns this client (one client per loop).
         self._in_flight = asyncio.Semaphore(max_connections)
+        self._pool_timeout = pool_timeout
 
     async def _bounded(self, call: Callable[[], Awaitable[_T]]) -> _T:
         if _holding.get():
             return await call()
-        async with self._in_flight:
-            token = _holding.set(True)
-            try:
-                return await call()
-            finally:
-                _holding.reset(token)
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            # What the one-server BlockingConnectionPool raises after its pool_timeout.
+            raise RedisConnectionError("No connection available.") from None
+        token = _holding.set(True)
+        try:
+            return await call()
+        finally:
+            _holding.reset(token)
+            self._in_flight.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         return await self._bounded(lambda: super(WaitingRedisCluster, self).execute_command(*args, **kwargs))

@@ -169,6 +169,7 @@ class RedisClusterStorage(RedisStorage):
             socket_timeout=self._socket_timeout,
             socket_connect_timeout=self._socket_connect_timeout,
             max_connections=self._max_connections,
+            pool_timeout=self._pool_timeout,
             decode_responses=False,
             ssl=self._tls,
             protocol=self._connection_kwargs.get("protocol", 2),
