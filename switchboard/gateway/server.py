@@ -95,6 +95,9 @@ class GatewayStats:
     events_sent: int = 0
     events_dropped_full: int = 0
     events_failed: int = 0
+    # Failed attempts of events a plugin retried and then stored (``websocket_layer_retry``):
+    # taken out of ``events_failed``, which counts events lost.
+    events_retried: int = 0
     replies_delivered: int = 0
     replies_forwarded: int = 0
     replies_orphaned: int = 0
@@ -290,6 +293,12 @@ class Gateway:
             self.stats.events_failed += 1
             raise
         self.stats.events_sent += 1
+
+    def event_retried(self, failed_attempts: int) -> None:
+        """A plugin retried an event after ``failed_attempts`` layer failures, and it was then
+        stored: those attempts lost nothing, so they leave ``events_failed`` (a drop)."""
+        self.stats.events_failed -= failed_attempts
+        self.stats.events_retried += failed_attempts
 
     def _claim_pending(self, connection: Connection) -> bool:
         """True while events must wait: a claim is on its way, or a worker is draining."""

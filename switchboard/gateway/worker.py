@@ -94,6 +94,9 @@ class WorkerStats:
     # Replies dropped because the connection's gateway had no room for them for
     # ``reply_wait`` seconds (its reply list stayed full): the consumer is not told.
     replies_shed: int = 0
+    # Replies the layer raised on (Redis unreachable, the gateway's primary failing over):
+    # lost at most once, also in the layer's ``send_failed``; the consumer is not told.
+    replies_failed: int = 0
     # Durable deliveries whose handler returned / raised (retried or dead-lettered), and
     # those handed back unstarted (stopping, backlog full) for another worker.
     durable_finished: int = 0
@@ -308,6 +311,8 @@ class Worker:
         self.reply_wait = reply_wait
         self._shed_logged = 0.0
         self._shed_unlogged = 0
+        self._failed_logged = 0.0
+        self._failed_unlogged = 0
         self.durable_prefetch = durable_prefetch
         # The reader of this worker's durable channels (specs/layer.md, Durable channels).
         self.durable: DurableReceiver | None = None
@@ -889,10 +894,33 @@ class Worker:
         # replies share it): wait for room, then shed. Never ChannelFull into the consumer,
         # which would kill it and its client's connection (1011) for a passing condition;
         # a client too slow for its own replies is the gateway's to close (1013).
+        # A layer failure (the gateway's primary failing over) is passing too: the reply
+        # is lost at most once and counted, and the consumer and its client live on.
         try:
             await self.layer.send(reply_channel, message, local=False, wait=self.reply_wait)
         except ChannelFull:
             self._shed(instance, message_type)
+        except (LayerClosed, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            self._reply_failed(instance, message_type, exc)
+
+    def _reply_failed(self, instance: _Instance, message_type: Any, exc: Exception) -> None:
+        """Count a reply the layer raised on; log at most every 10 s (a failover fails many)."""
+        self.stats.replies_failed += 1
+        self._failed_unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._failed_logged >= 10.0:
+            logger.warning(
+                "replies to the gateway of %s failed: %d reply(s) lost (%s the last: %r)",
+                instance.key,
+                self._failed_unlogged,
+                message_type,
+                exc,
+            )
+            logger.debug("the reply failed", exc_info=exc)
+            self._failed_logged = now
+            self._failed_unlogged = 0
 
     def _shed(self, instance: _Instance, message_type: Any) -> None:
         """Count a reply the gateway had no room for; log at most every 10 s (a burst sheds many)."""

@@ -23,6 +23,7 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from switchboard.gateway.asgi import TEXT_PLAIN
+from switchboard.gateway.plugins import EventOutcome
 from switchboard.gateway.ratelimit import TokenBucket
 
 from ._http_common import (
@@ -153,6 +154,38 @@ class WebSocketSession:
         assert self.connection is not None
         return await send_event(self.ctx, self.connection, event)
 
+    async def _forward_message(self, event: Message) -> bool:
+        """A client's message to the worker pool, retried for ``layer_retry`` seconds while
+        the layer fails (not when it is full: that is back-pressure, answered with 1013).
+
+        A Redis primary failing over fails every send to its slots for a few seconds;
+        retrying holds this client (its next messages are not read meanwhile, so order is
+        kept) instead of closing it, which would send every client of the gateway back
+        through a reconnect at once. Counted once, for the final outcome; each retry is
+        ``websocket.events_retried``.
+        """
+        assert self.connection is not None
+        retry = self.ctx.layer_retry
+        if retry <= 0:
+            return await self._forward(event)
+        give_up = self.loop.time() + retry
+        delay = 0.05
+        failed = 0
+        while True:
+            outcome = await self.ctx.send_event(self.connection, event, count=False)
+            if outcome is not EventOutcome.FAILED or self.loop.time() >= give_up:
+                break
+            failed += 1
+            self.ctx.count("websocket.events_retried")
+            await asyncio.sleep(min(delay, max(0.0, give_up - self.loop.time())))
+            delay = min(delay * 2, 1.0)
+        if outcome is not EventOutcome.SENT:
+            self.ctx.count_outcome(self.connection, outcome)
+        if failed:
+            # The attempts that were retried lost nothing (a final failure is the one loss).
+            self.ctx.gateway.event_retried(failed)
+        return outcome is EventOutcome.SENT
+
     # -- client -> worker pool ----------------------------------------------------------
 
     async def _pump_client(self) -> None:
@@ -169,7 +202,7 @@ class WebSocketSession:
                         self.queue.put_nowait(_Signal.RATE)
                         continue
                     event = {"type": kind, "bytes": message.get("bytes"), "text": message.get("text")}
-                    if not await self._forward({k: v for k, v in event.items() if v is not None}):
+                    if not await self._forward_message({k: v for k, v in event.items() if v is not None}):
                         self.queue.put_nowait(_Signal.FULL)
                 elif kind == "websocket.disconnect":
                     await self._forward_disconnect(message)

@@ -86,6 +86,11 @@ class HttpOptions:
     websocket_ping_timeout: float | None = 20.0
     #: Close a WebSocket with 1001 after this many seconds without messages either way.
     websocket_idle_timeout: float | None = None
+    #: Seconds a client's WebSocket message is retried while the layer fails (Redis
+    #: unreachable, a primary failing over) before the client is closed with 1013. The
+    #: client's later messages wait behind it (not read meanwhile), so order is kept and
+    #: a failover of a few seconds costs no reconnect storm. 0: close at once.
+    websocket_layer_retry: float = 10.0
     #: Negotiate permessage-deflate. Off by default: it costs ~30 KiB of zlib state per
     #: connection, which matters with many idle sockets (Daphne did not offer it either).
     websocket_per_message_deflate: bool = False
@@ -208,6 +213,9 @@ class HttpOptions:
         for name, seconds in positive.items():
             if seconds is not None and not seconds > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+        retry = self.websocket_layer_retry
+        if not (retry >= 0 and math.isfinite(retry)):
+            raise ValueError(f"websocket_layer_retry must be 0 or a positive number of seconds, got {retry!r}")
         rate = self.websocket_max_messages_per_second
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"websocket_max_messages_per_second must be a positive number, got {rate!r}")
@@ -294,6 +302,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             gateway=gateway,
             count=self.count,
             send_event=self.send_event,
+            count_outcome=lambda connection, outcome: self.count(self.counter_name(outcome.value, connection.protocol)),
             max_body_size=options.max_body_size,
             response_timeout=options.response_timeout,
             idle_timeout=options.websocket_idle_timeout,
@@ -302,6 +311,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             reply_bound=ReplyBound(options.max_pending_replies, options.max_pending_reply_bytes),
             body_budget=self._body_budget,
             message_rate=options.websocket_max_messages_per_second,
+            layer_retry=options.websocket_layer_retry,
             message_burst=options.message_burst,
             body_chunk_size=options.body_chunk_size,
             body_timeout=options.body_timeout,

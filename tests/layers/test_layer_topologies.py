@@ -220,6 +220,13 @@ async def test_sentinel_primary_killed_under_traffic(redis_sentinel: SentinelSet
         await asyncio.to_thread(redis_sentinel.restore)
 
 
+#: The durable channel of the replicated tests. Its capacity holds every send of the test:
+#: a send refused for want of a replica (NotReplicated) is still stored, and nothing reads
+#: the stream until the end, so with the default capacity (100) a failover long enough
+#: under load filled it and every later send was ChannelFull, never acknowledged.
+REPLICATED = {"safe": {"durability": "replicated", "replica_timeout": 2.0, "capacity": 100_000}}
+
+
 async def replicated_loses_nothing(layer: ChannelLayer, kill: Any, restore: Any) -> None:
     """Every send a replicated durable channel acknowledged is read after the failover."""
     acknowledged: list[int] = []
@@ -269,7 +276,7 @@ async def replicated_loses_nothing(layer: ChannelLayer, kill: Any, restore: Any)
 
 
 async def test_cluster_replicated_durable_channel_loses_nothing_acknowledged(redis_cluster: ClusterOfServers) -> None:
-    layer = redis_layer(redis_cluster.seeds, durable={"safe": {"durability": "replicated", "replica_timeout": 2.0}})
+    layer = redis_layer(redis_cluster.seeds, durable=REPLICATED)
     stream = layer.storage.prefix + "durable:{safe}"
     try:
         await replicated_loses_nothing(layer, lambda: redis_cluster.kill_primary_of(stream), redis_cluster.restore)
@@ -280,7 +287,7 @@ async def test_cluster_replicated_durable_channel_loses_nothing_acknowledged(red
 
 
 async def test_sentinel_replicated_durable_channel_loses_nothing_acknowledged(redis_sentinel: SentinelSetup) -> None:
-    layer = redis_layer([redis_sentinel.hosts_entry], durable={"safe": {"durability": "replicated", "replica_timeout": 2.0}})
+    layer = redis_layer([redis_sentinel.hosts_entry], durable=REPLICATED)
     try:
         await replicated_loses_nothing(layer, redis_sentinel.kill_primary, redis_sentinel.restore)
     finally:

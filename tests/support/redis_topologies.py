@@ -189,6 +189,27 @@ class ClusterOfServers:
         port = self._slot_owner(slot, next(self._alive()))
         return next(server for server in self.servers if server.port == port)
 
+    def key_served_by(self, port: int) -> str:
+        """A key whose slot the primary on ``port`` serves (to name that primary to
+        :meth:`kill_primary_of`); CRC16 slots computed locally, one ``CLUSTER NODES``."""
+        from redis.crc import key_slot
+
+        asking = next(self._alive())
+        nodes = _cli(self.binary, asking.port, "CLUSTER", "NODES")
+        spans: list[tuple[int, int]] = []
+        for line in nodes.splitlines():
+            fields = line.split()
+            if len(fields) >= 8 and int(fields[1].split("@")[0].rpartition(":")[2]) == port:
+                for span in fields[8:]:
+                    if not span.startswith("["):
+                        low, _, high = span.partition("-")
+                        spans.append((int(low), int(high or low)))
+        for n in range(1 << 20):
+            key = f"k{n}"
+            if any(low <= key_slot(key.encode()) <= high for low, high in spans):
+                return key
+        raise ValueError(f"no primary on port {port} serves any slot")
+
     def kill_primary_of(self, key: str, seconds: float = 60.0) -> float:
         """SIGKILL the primary holding ``key``'s slot; wait for its replica to take over.
 

@@ -323,7 +323,14 @@ class _Shard:
     unblock: bool = True
 
     def own_connection(self, pool: ConnectionPool) -> Any:
-        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        """A connection of ``pool``'s kind held for the hot path, outside the pool.
+
+        No retry of its own: its users (``_push_script``, ``_blocking_pop``) retry
+        connection errors themselves, and the pool's retry inside their ``connect()``
+        multiplied the attempts: with Redis down, a send failed after ~0.65 s instead of
+        ~0.15 s, and every request behind it waited as long.
+        """
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)})
         if self.held is None:
             self.held = []
         self.held.append(connection)
