@@ -10,7 +10,9 @@ The cluster itself is the test suite's :class:`ClusterOfServers`
 with ``redis-cli --cluster create``): one implementation for the tests and the bench, so
 what the failover tests trust is what the figures were measured on. The bench does not put
 ``tests/`` on ``sys.path`` (its folder names, ``core``, ``cli``, ``layers``, would shadow
-real packages); it loads ``tests/support`` by path under a private package name instead.
+real packages); it loads ``tests/support`` by path under a private package name instead
+(which imports pytest, installed with the main venv's ``test`` extra like the bench's
+other needs).
 
 Ports come from ``SWITCHBOARD_BENCH_CLUSTER_PORTS`` (for both) (``"32000-32999"`` by default; each
 node also needs its port + 10000 for the cluster bus), so a bench run never takes the
