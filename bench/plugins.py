@@ -84,7 +84,7 @@ def run_plugin_pair(system: PluginSystem, scenario: PluginScenario, options: Opt
         # The generator waits for a first answer through the whole stack before it counts.
         result, windows = run_loadgen(
             scenario.loadgen_argv(system, ctx, options, sys.executable), scenario.timeout(options),
-            pair_dir / "loadgen.log", ctx, pids,
+            pair_dir / "loadgen.log", system.redis_nodes(ctx), pids, [p.spec.role for p in started],
         )
         died = [p.spec.role for p in started if not p.alive()]
         total = tree_usage(pids)

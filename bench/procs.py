@@ -233,6 +233,38 @@ def wait_for_port(host: str, port: int, timeout: float, procs: Iterable[ServerPr
             time.sleep(0.1)
 
 
+def listening_sockets(host: str, port: int) -> int:
+    """How many sockets listen on ``host:port`` (IPv4), from ``/proc/net/tcp``.
+
+    With SO_REUSEPORT every gateway process has its own listening socket on the shared
+    port, so this counts the gateways that are up, where a connect would reach any one.
+    """
+    wanted = f"{socket.htonl(int.from_bytes(socket.inet_aton(host), 'big')):08X}:{port:04X}"
+    count = 0
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A" and fields[1] in (wanted, f"00000000:{port:04X}"):
+            count += 1
+    return count
+
+
+def wait_for_listeners(host: str, port: int, count: int, timeout: float, procs: Iterable[ServerProcess] = ()) -> None:
+    """Poll until ``count`` sockets listen on ``host:port``, failing fast if a server died."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    procs = list(procs)
+    while listening_sockets(host, port) < count:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.spec.role} exited with {proc.popen.returncode} before listening:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{listening_sockets(host, port)} of {count} processes listening on {host}:{port}")
+        time.sleep(0.1)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now (each system gets a fresh one)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -16,11 +16,12 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench.cluster import RedisNode
 from bench.procs import (
     ServerProcess,
     free_port,
@@ -30,9 +31,10 @@ from bench.procs import (
     run_delay_seconds,
     stop_together,
     tree_usage,
+    wait_for_listeners,
     wait_for_port,
 )
-from bench.redisutil import flush_db, redis_cpu_seconds
+from bench.redisutil import redis_cpu_seconds
 from bench.scenarios import Options, Row, Scenario, Window
 from bench.systems import REPO_DIR, Context, System
 
@@ -51,16 +53,19 @@ class RunFailure:
     logs: dict[str, str] = field(default_factory=dict)
 
 
-def probe(ctx: Context, deadline: float, websocket: bool = True) -> None:
-    """Wait until a request crosses the whole stack: an HTTP view, then one WebSocket echo.
+def probe(ctx: Context, deadline: float, websocket: bool = True, times: int = 1) -> None:
+    """Wait until a request crosses the whole stack: an HTTP view, then a WebSocket echo.
 
     The port alone is not enough in split mode: the gateway listens before any worker reads
     the layer, and a run must not start its clock while events pile up in Redis. Servers
-    without WebSockets (the plain Django ones) are probed with the view only.
+    without WebSockets (the plain Django ones) are probed with the view only. ``times``
+    connections in a row must echo: with several gateways on one port the kernel picks one
+    per connection, and a few tries reach each of them with high probability.
     """
     from websockets.sync.client import connect
 
     last_error: Exception | None = None
+    done = 0
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{ctx.host}:{ctx.port}/hello/", timeout=5) as response:
@@ -71,7 +76,10 @@ def probe(ctx: Context, deadline: float, websocket: bool = True) -> None:
                 ws.send("probe")
                 if ws.recv(timeout=5) != "probe":
                     raise RuntimeError("the echo probe got a different reply")
-            return
+            done += 1
+            if done >= times:
+                return
+            continue
         except Exception as exc:  # any failure means not ready yet; the last one is reported
             last_error = exc
             time.sleep(0.2)
@@ -84,30 +92,72 @@ def _reader(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """One instant's readings: :class:`Window`'s numbers in its field order (Redis summed),
+    and the parts: each Redis node's CPU, each server process's (by role)."""
+
+    totals: tuple[float, ...]
+    redis_nodes: dict[str, float]
+    roles: dict[str, float]
+
+
 class _Sampler:
-    """CPU readings at one instant: servers, load generator, Redis."""
+    """CPU readings at one instant: servers, load generator, every Redis node of the system."""
 
-    def __init__(self, server_pids: list[int], loadgen_pid: int, ctx: Context) -> None:
-        self.server_pids = server_pids
+    def __init__(self, servers: Mapping[str, int], loadgen_pid: int, nodes: Sequence[RedisNode]) -> None:
+        self.servers = dict(servers)
         self.loadgen_pid = loadgen_pid
-        self.ctx = ctx
+        self.nodes = list(nodes)
 
-    def sample(self) -> tuple[float, float, float, float, float, float]:
+    def sample(self) -> _Sample:
         loadgen = read_usage(self.loadgen_pid)
-        return (
+        by_node = {node.label: redis_cpu_seconds(node.host, node.port) for node in self.nodes}
+        by_role = {role: tree_usage([pid]).cpu_seconds for role, pid in self.servers.items()}
+        pids = list(self.servers.values())
+        totals = (
             time.perf_counter(),
-            tree_usage(self.server_pids).cpu_seconds,
+            sum(by_role.values()),
             loadgen.cpu_seconds if loadgen else math.nan,
-            redis_cpu_seconds(self.ctx.redis_host, self.ctx.redis_port),
+            sum(by_node.values()),
             machine_cpu_seconds(),
-            run_delay_seconds(self.server_pids),
+            run_delay_seconds(pids),
         )
+        return _Sample(totals, by_node, by_role)
+
+
+def _window(label: str | None, start: _Sample, end: _Sample) -> Window:
+    def parts(first: dict[str, float], last: dict[str, float]) -> tuple[tuple[str, float], ...]:
+        # One part is the total itself: nothing to add.
+        return tuple((name, last[name] - first[name]) for name in first) if len(first) > 1 else ()
+
+    wall, server, loadgen, redis_cpu, machine, wait = (b - a for a, b in zip(start.totals, end.totals))
+    return Window(
+        label,
+        wall_s=wall,
+        server_cpu_s=server,
+        loadgen_cpu_s=loadgen,
+        redis_cpu_s=redis_cpu,
+        machine_cpu_s=machine,
+        server_wait_s=wait,
+        redis_nodes_cpu_s=parts(start.redis_nodes, end.redis_nodes),
+        server_roles_cpu_s=parts(start.roles, end.roles),
+    )
 
 
 def run_loadgen(
-    argv: list[str], timeout: float, log_path: Path, ctx: Context, server_pids: list[int]
+    argv: list[str],
+    timeout: float,
+    log_path: Path,
+    nodes: Sequence[RedisNode],
+    server_pids: list[int],
+    roles: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[Window]]:
-    """Run the generator process, turning its protocol lines into windows and a result."""
+    """Run the generator process, turning its protocol lines into windows and a result.
+
+    ``nodes`` are the Redis servers whose CPU is counted; ``roles`` name ``server_pids``
+    (``gateway``, ``worker1``, ...) so each window also has each process's CPU.
+    """
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO_DIR),
@@ -120,14 +170,15 @@ def run_loadgen(
         process = subprocess.Popen(
             argv, cwd=REPO_DIR, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True
         )
-        sampler = _Sampler(server_pids, process.pid, ctx)
+        names = list(roles) if len(roles) == len(server_pids) else [f"server{i + 1}" for i in range(len(server_pids))]
+        sampler = _Sampler(dict(zip(names, server_pids)), process.pid, nodes)
         lines: queue.Queue[str | None] = queue.Queue()
         assert process.stdout is not None
         threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + timeout
         windows: list[Window] = []
         result: dict[str, Any] | None = None
-        start: tuple[float, float, float, float, float, float] | None = None
+        start: _Sample | None = None
         label: str | None = None
         try:
             while True:
@@ -149,7 +200,7 @@ def run_loadgen(
                     start, label = sampler.sample(), message.get("label")
                 elif event == "measure_end" and start is not None:
                     end = sampler.sample()
-                    windows.append(Window(label, *(b - a for a, b in zip(start, end))))
+                    windows.append(_window(label, start, end))
                     start = None
                 elif event == "result":
                     result = message.get("data", {})
@@ -180,27 +231,30 @@ def run_pair(
     on one (:meth:`Scenario.use_prior`).
     """
     ctx = Context(HOST, free_port(HOST) if system.serves_http else 0, main_python, env_python)
-    url = system.redis_url(ctx)
     started: list[ServerProcess] = []
     pair_dir = log_dir / f"{scenario.name}--{system.name}"
     pair_dir.mkdir(parents=True, exist_ok=True)
     try:
         scenario.use_prior(system, options, prior)
-        if url:
-            flush_db(url)
+        system.start_services(pair_dir)
+        system.flush(ctx)
         for spec in system.processes(ctx):
             started.append(ServerProcess(spec, pair_dir / f"{spec.role}.log"))
         if system.serves_http:
             deadline = time.monotonic() + START_TIMEOUT
             wait_for_port(ctx.host, ctx.port, START_TIMEOUT, started)
-            probe(ctx, deadline, websocket=system.serves_websocket)
+            # Several gateways on one port (reuse_port): the first to listen must not start
+            # the clock while the others still import Django.
+            wait_for_listeners(ctx.host, ctx.port, system.listeners, deadline - time.monotonic(), started)
+            probe(ctx, deadline, websocket=system.serves_websocket, times=4 * system.listeners)
         pids = [p.pid for p in started]
         result, windows = run_loadgen(
             scenario.loadgen_argv(system, ctx, options, main_python),
             scenario.timeout(options),
             pair_dir / "loadgen.log",
-            ctx,
+            system.redis_nodes(ctx),
             pids,
+            [p.spec.role for p in started],
         )
         died = [p.spec.role for p in started if not p.alive()]
         total = tree_usage(pids)
@@ -225,8 +279,9 @@ def run_pair(
         return RunFailure(scenario.name, system.name, f"{type(exc).__name__}: {exc}", logs)
     finally:
         stop_together(list(reversed(started)), STOP_TIMEOUT)  # no-op for processes already stopped
-        if url:
-            try:
-                flush_db(url)
-            except Exception as exc:  # a failed flush must not hide the run's own outcome
-                print(f"bench: could not flush {url}: {exc!r}")
+        try:
+            system.flush(ctx)
+        except Exception as exc:  # a failed flush must not hide the run's own outcome
+            print(f"bench: could not flush {system.name}'s Redis db: {exc!r}")
+        finally:
+            system.stop_services()

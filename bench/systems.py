@@ -10,6 +10,13 @@ other, and the two-process ones (``switchboard-split``: gateway + worker;
 ``channels-uvicorn-2w``: two uvicorn workers) with each other. ``switchboard-split-2w``
 (gateway + 2 workers) shows what a second worker buys when there is no third core.
 
+``switchboard-split-2g`` (2 gateways on one port with ``reuse_port``, 1 worker) and
+``switchboard-split-2g2w`` add gateway processes; ``switchboard-split-cluster`` (and
+``-cluster-2g2w``) run the same processes on a private 3-primary + 3-replica Redis Cluster,
+``switchboard-split-private`` on one private ``redis-server`` (bench/cluster.py), which the
+runner starts fresh for every pair: one Redis and the cluster in one run, each with only
+this system's load on it (issue 18).
+
 The plain Django servers (side ``django``: gunicorn with gthread or sync workers, uvicorn
 running Django's own ASGI handler) serve HTTP only, from bench/django_site/, and run only
 the HTTP scenarios: they are what a site runs before it moves behind Switchboard.
@@ -24,7 +31,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.cluster import BenchCluster, BenchServer, PrivateRedis, RedisNode
 from bench.procs import ProcSpec
+from bench.redisutil import flush_db
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -66,6 +75,12 @@ class System(ABC):
     #: The system this one is an earlier commit of (``--baseline``), else its own name:
     #: scenarios decide by it whether they apply, so a commit runs what its current self runs.
     family: str = ""
+    #: Processes that listen on the port (``reuse_port``): the runner waits for all of them
+    #: before its probe, so no gateway is still starting when the clock starts.
+    listeners: int = 1
+    #: Whether a run without ``--systems`` includes it (issue 18's process-count and
+    #: cluster systems are asked for by name: they would double a full run's ten minutes).
+    in_default_run: bool = True
 
     @property
     def family_name(self) -> str:
@@ -79,6 +94,24 @@ class System(ABC):
         if self.redis_db is None:
             return None
         return f"redis://{ctx.redis_host}:{ctx.redis_port}/{self.redis_db}"
+
+    def start_services(self, workdir: Path) -> None:
+        """Start servers of its own that the system needs (a Redis Cluster); none by default."""
+        return None
+
+    def stop_services(self) -> None:
+        """Stop what :meth:`start_services` started; safe to call when nothing runs."""
+        return None
+
+    def flush(self, ctx: Context) -> None:
+        """Empty the system's Redis db (before and after every run)."""
+        url = self.redis_url(ctx)
+        if url:
+            flush_db(url)
+
+    def redis_nodes(self, ctx: Context) -> list[RedisNode]:
+        """The Redis servers whose CPU is the system's ``redis CPU s``: the shared one by default."""
+        return [RedisNode("redis", ctx.redis_host, ctx.redis_port)]
 
     def redis_prefix(self) -> str:
         return f"bench-{self.name}:"
@@ -135,19 +168,81 @@ class SwitchboardSystem(System):
         ]
 
 
-class SwitchboardSplit(SwitchboardSystem):
-    """``switchboard gateway`` + ``workers`` x ``switchboard worker`` over the Redis layer."""
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n > 1 else ''}"
 
-    def __init__(self, name: str, workers: int) -> None:
+
+class SwitchboardSplit(SwitchboardSystem):
+    """``gateways`` x ``switchboard gateway`` + ``workers`` x ``switchboard worker`` over the Redis layer.
+
+    Several gateways share the port with ``reuse_port`` (SO_REUSEPORT): the kernel spreads
+    the load generator's connections over them, as it would a site's clients on one host.
+    """
+
+    layer = "Redis layer"
+
+    def __init__(self, name: str, workers: int, gateways: int = 1, *, in_default_run: bool = True) -> None:
         self.name = name
         self.workers = workers
-        self.description = f"switchboard gateway + {workers} worker{'s' if workers > 1 else ''}, Redis layer"
+        self.gateways = self.listeners = gateways
+        self.in_default_run = in_default_run
+        gateway = "switchboard gateway" if gateways == 1 else f"{gateways} switchboard gateways (reuse_port)"
+        self.description = f"{gateway} + {_count(workers, 'worker')}, {self.layer}"
+
+    def base_env(self, ctx: Context) -> dict[str, str]:
+        env = super().base_env(ctx)
+        if self.gateways > 1:
+            env["BENCH_REUSE_PORT"] = "1"
+        return env
 
     def processes(self, ctx: Context) -> list[ProcSpec]:
         env = self.base_env(ctx)
-        specs = [ProcSpec("gateway", self.command(ctx, "gateway"), self.bench_dir, env)]
+        names = ["gateway"] if self.gateways == 1 else [f"gateway{i + 1}" for i in range(self.gateways)]
+        specs = [ProcSpec(name, self.command(ctx, "gateway"), self.bench_dir, env) for name in names]
         specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), self.bench_dir, env) for i in range(self.workers)]
         return specs
+
+
+class SwitchboardSplitPrivate(SwitchboardSplit):
+    """:class:`SwitchboardSplit` on Redis servers of its own: one, or a 3+3 Redis Cluster.
+
+    Started fresh for every pair (bench/cluster.py, the tests' ``RedisServer`` and
+    ``ClusterOfServers``), so nothing is left to flush, no run sees another's keys, and
+    ``redis CPU s`` is this system's alone (the shared server on 6379 also serves other
+    engineers' tests). On a cluster it is all six nodes' CPU (a replica applying the
+    primaries' writes is part of the cost); each node's is in the row's ``extra``, since a
+    cluster's capacity is that of its busiest primary.
+    """
+
+    redis: PrivateRedis | None = None
+
+    def __init__(self, name: str, workers: int, gateways: int = 1, *, cluster: bool) -> None:
+        self.cluster = cluster
+        self.layer = "Redis Cluster of its own (3 primaries + 3 replicas)" if cluster else "a Redis server of its own"
+        super().__init__(name, workers, gateways, in_default_run=False)
+
+    def start_services(self, workdir: Path) -> None:
+        self.redis = BenchCluster(workdir / "cluster") if self.cluster else BenchServer(workdir / "redis")
+        self.redis.start()
+
+    def stop_services(self) -> None:
+        redis, self.redis = self.redis, None
+        if redis is not None:
+            redis.stop()
+
+    def _running(self) -> PrivateRedis:
+        if self.redis is None:
+            raise RuntimeError(f"{self.name}: its Redis is not started")
+        return self.redis
+
+    def redis_url(self, ctx: Context) -> str | None:
+        return self._running().url
+
+    def flush(self, ctx: Context) -> None:
+        return None  # fresh servers for every pair
+
+    def redis_nodes(self, ctx: Context) -> list[RedisNode]:
+        return self._running().nodes()
 
 
 class SwitchboardRun(SwitchboardSystem):
@@ -302,6 +397,11 @@ SYSTEMS: dict[str, System] = {
         RawRedis(),
         SwitchboardSplit("switchboard-split", workers=1),
         SwitchboardSplit("switchboard-split-2w", workers=2),
+        SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2, in_default_run=False),
+        SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2, in_default_run=False),
+        SwitchboardSplitPrivate("switchboard-split-private", workers=1, cluster=False),
+        SwitchboardSplitPrivate("switchboard-split-cluster", workers=1, cluster=True),
+        SwitchboardSplitPrivate("switchboard-split-cluster-2g2w", workers=2, gateways=2, cluster=True),
         SwitchboardRun(),
         ChannelsDaphne(),
         ChannelsUvicorn("channels-uvicorn", workers=1),
@@ -315,9 +415,9 @@ SYSTEMS: dict[str, System] = {
 
 
 def select(names: list[str] | None) -> list[System]:
-    """Systems by name or alias, in :data:`SYSTEMS` order; ``None`` means all."""
+    """Systems by name or alias, in :data:`SYSTEMS` order; ``None`` means the default run's."""
     if not names:
-        return list(SYSTEMS.values())
+        return [system for system in SYSTEMS.values() if system.in_default_run]
     known = set(SYSTEMS) | {alias for system in SYSTEMS.values() for alias in system.aliases}
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -44,6 +44,11 @@ class Window:
     machine_cpu_s: float = math.nan  # all cores, every process: to spot outside interference
     #: Seconds the servers' threads waited on a run queue for a core (/proc schedstat).
     server_wait_s: float = math.nan
+    #: Each node's share of ``redis_cpu_s`` when the system has several (a Redis Cluster).
+    redis_nodes_cpu_s: tuple[tuple[str, float], ...] = ()
+    #: Each server process's share of ``server_cpu_s`` by role (``gateway``, ``worker1``),
+    #: when there are several: the capacity model's CPU per message of each kind of process.
+    server_roles_cpu_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def other_cpu_s(self) -> float:
@@ -167,4 +172,11 @@ def row_from_summary(
         row.loadgen_cpu_s = window.loadgen_cpu_s
         row.other_cpu_s = window.other_cpu_s
         row.server_wait_s = window.server_wait_s
+        for role, seconds in window.server_roles_cpu_s:
+            row.extra[f"cpu_s:{role}"] = seconds
+        for node, seconds in window.redis_nodes_cpu_s:
+            row.extra[f"redis_cpu_s:{node}"] = seconds
+        if window.redis_nodes_cpu_s:
+            busiest, seconds = max(window.redis_nodes_cpu_s, key=lambda item: item[1])
+            row.notes.append(f"busiest Redis node {busiest}: {seconds:.2f} s of the {window.redis_cpu_s:.2f} s")
     return row

@@ -1,8 +1,9 @@
 """Settings of the Switchboard benchmark site: no auth, the Redis layer, PostgreSQL for /db/.
 
 The harness passes the bind address, the Redis URL (a db of its own, flushed after each
-run) and the key prefix through the environment. ``switchboard run`` ignores the Redis
-layer and uses the in-memory one, by design.
+run; a ``redis+cluster://`` seed for the cluster systems) and the key prefix through the
+environment. ``switchboard run`` ignores the Redis layer and uses the in-memory one, by
+design.
 """
 
 import json
@@ -37,6 +38,8 @@ SWITCHBOARD = {
             # sides frame HTTP and WebSocket with the same code.
             "http": "httptools",
             "ws": "websockets",
+            # Systems with several gateways (switchboard-split-2g...) share the port.
+            "reuse_port": os.environ.get("BENCH_REUSE_PORT") == "1",
         }
     },
     # BENCH_LOCAL_DELIVERY=0 measures the group path through the gateway (specs/layer.md,

@@ -55,6 +55,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .cluster_client import WaitingRedisCluster
 from .hosts import CLUSTER_SCHEMES, scheme
 from .redis import (
     _GROUP_ADD_LUA,
@@ -162,11 +163,13 @@ class RedisClusterStorage(RedisStorage):
         user = {key: value for key, value in self._connection_kwargs.items() if key not in ("protocol",)}
         from redis.asyncio.cluster import ClusterNode as Node
 
-        return RedisCluster(
+        # Waits for a free connection where redis-py's own client raises (cluster_client.py).
+        return WaitingRedisCluster(
             startup_nodes=[Node(host, port) for host, port in self._seeds],
             socket_timeout=self._socket_timeout,
             socket_connect_timeout=self._socket_connect_timeout,
             max_connections=self._max_connections,
+            pool_timeout=self._pool_timeout,
             decode_responses=False,
             ssl=self._tls,
             protocol=self._connection_kwargs.get("protocol", 2),
