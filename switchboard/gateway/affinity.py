@@ -460,9 +460,12 @@ def resume_for(scope_type: object, event_type: object) -> Resume | None:
     return resume
 
 
+_SWALLOWED = frozenset(resume.swallow for resume in RESUME.values() if resume.swallow is not None)
+
+
 def swallow_reply(message_type: object, *, resumed: bool, accepted: bool) -> bool:
     """True for a resumed instance's first accept (W6): its client had one long ago."""
-    return resumed and not accepted and message_type == "websocket.accept"
+    return resumed and not accepted and message_type in _SWALLOWED
 
 
 def own_claim(*, claimed: bool, durable: bool) -> OwnClaim:
