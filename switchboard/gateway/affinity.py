@@ -44,6 +44,8 @@ G8. ``switchboard.worker_stopping``: its connections go back, but their new even
 G9. At most ``max_held`` events are held per connection; past that an event is refused
     (the plugin answers as for a full channel).
 G10. A closed connection holds nothing: no claim, no held events, no drain membership.
+    An event a plugin still sends for it goes to the pool without asking for a claim
+    (a worker with no instance for it ignores a final event).
 
 Worker rules (:class:`WorkerAffinity`)
 --------------------------------------
@@ -211,7 +213,9 @@ class GatewayAffinity(Generic[K, E]):
         For ``ASK`` the claim timeout starts now; tell the machine the stored envelope's
         token with :meth:`asked` once the layer has it.
         """
-        state = self.connections[key]
+        state = self.connections.get(key)
+        if state is None:
+            return Route.POOL  # closed (G10): nobody can claim it any more
         if state.held is not None:
             # Events are still waiting (for a claim, or being flushed to the new worker):
             # this one queues behind them, or it would overtake them.
@@ -233,8 +237,8 @@ class GatewayAffinity(Generic[K, E]):
         The reply loop batches those (a group message to 1,000 members is one send);
         None means: take the one-event path, :meth:`route_event`.
         """
-        state = self.connections[key]
-        if state.held is not None:
+        state = self.connections.get(key)
+        if state is None or state.held is not None:
             return None
         if state.worker is not None:
             return Route.WORKER
