@@ -115,6 +115,11 @@ class Route(enum.Enum):
     WORKER = "worker"  # to the claiming worker's channel, without the scope
 
 
+# Python 3.11 looks enum members up through the metaclass, ten times the cost of a
+# global: the per-event paths (here, server.py, worker.py) compare with these names.
+HOLD, ASK, POOL, WORKER = Route.HOLD, Route.ASK, Route.POOL, Route.WORKER
+
+
 class Claim(enum.Enum):
     """What a ``switchboard.claim`` did."""
 
@@ -215,21 +220,21 @@ class GatewayAffinity(Generic[K, E]):
         """
         state = self.connections.get(key)
         if state is None:
-            return Route.POOL  # closed (G10): nobody can claim it any more
+            return POOL  # closed (G10): nobody can claim it any more
         if state.held is not None:
             # Events are still waiting (for a claim, or being flushed to the new worker):
             # this one queues behind them, or it would overtake them.
             self._hold(key, state, event)
-            return Route.HOLD
+            return HOLD
         if state.worker is not None:
-            return Route.WORKER
+            return WORKER
         if state.holding(now) or state.asked is not None:
             self._hold(key, state, event)
-            return Route.HOLD
+            return HOLD
         if state.sticky:
             state.hold_until = now + self.claim_timeout
-            return Route.ASK
-        return Route.POOL
+            return ASK
+        return POOL
 
     def route_forward(self, key: K, now: float) -> Route | None:
         """The route of a forwarded message that needs no holding nor claim, else None.
@@ -241,9 +246,9 @@ class GatewayAffinity(Generic[K, E]):
         if state is None or state.held is not None:
             return None
         if state.worker is not None:
-            return Route.WORKER
+            return WORKER
         if not state.sticky and not state.holding(now):
-            return Route.POOL
+            return POOL
         return None
 
     def asked(self, key: K, token: object) -> None:
@@ -272,11 +277,11 @@ class GatewayAffinity(Generic[K, E]):
             return None
         event = state.held.popleft()
         if state.worker is not None:
-            return event, Route.WORKER
+            return event, WORKER
         if state.sticky:
             state.hold_until = now + self.claim_timeout
-            return event, Route.ASK
-        return event, Route.POOL
+            return event, ASK
+        return event, POOL
 
     def flushed(self, key: K) -> None:
         """A flush ended: a connection left with nothing held stops holding."""
@@ -434,6 +439,11 @@ class Dispatch(enum.Enum):
     ENQUEUE = "enqueue"  # to the existing instance
 
 
+IGNORE, HOLD_UNSCOPED, RELEASE_HELD, START, RECLAIM, ENQUEUE = (
+    Dispatch.IGNORE, Dispatch.HOLD, Dispatch.RELEASE_HELD, Dispatch.START, Dispatch.RECLAIM, Dispatch.ENQUEUE
+)
+
+
 class OwnClaim(enum.Enum):
     """A consumer's own ``switchboard.claim`` (W2)."""
 
@@ -495,14 +505,14 @@ class WorkerAffinity(Generic[E]):
     def dispatch(self, connection: str, *, has_instance: bool, scoped: bool, event_type: object, claim: bool) -> Dispatch:
         """The rule for one envelope (W1, W4, W5)."""
         if connection in self.unscoped:
-            return Dispatch.RELEASE_HELD if scoped else Dispatch.HOLD
+            return RELEASE_HELD if scoped else HOLD_UNSCOPED
         if has_instance:
-            return Dispatch.RECLAIM if claim else Dispatch.ENQUEUE
+            return RECLAIM if claim else ENQUEUE
         if event_type in FINAL_EVENTS or (not scoped and event_type == "http.request"):
-            return Dispatch.IGNORE
+            return IGNORE
         if not scoped:
-            return Dispatch.HOLD
-        return Dispatch.START
+            return HOLD_UNSCOPED
+        return START
 
     # -- claims (W3) -----------------------------------------------------------------
 

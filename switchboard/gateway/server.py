@@ -6,6 +6,10 @@ its connection: messages of the connection's own protocol (``websocket.send``...
 plugin to write out; any other type (a group message such as ``chat.message``) is
 forwarded to the worker pool as an event of that connection, so consumer handlers run
 in workers while the connection itself never leaves the gateway.
+
+Worker affinity (which worker gets a connection's events, what waits for a claim, when
+a worker is gone) is decided by the pure machine in ``affinity.py``; this module feeds it
+what it reads and carries out its answers with the layer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from .affinity import Claim, ConnectionAffinity, GatewayAffinity, HeldFull, LateClaim, Route
+from .affinity import ASK, HOLD, WORKER, Claim, ConnectionAffinity, GatewayAffinity, HeldFull, LateClaim, Route
 from .config import SwitchboardConfig
 from .envelope import (
     CLAIM,
@@ -293,7 +297,7 @@ class Gateway:
         except HeldFull:
             self.stats.events_dropped_full += 1
             raise ChannelFull(connection.channel) from None
-        if route is Route.HOLD:
+        if route is HOLD:
             # Behind a claim on its way, an unanswered claim-asking envelope, a drain or
             # earlier held events: the claim (or the watcher, once it is late) sends it on.
             self.stats.events_held += 1
@@ -304,13 +308,13 @@ class Gateway:
         self, connection: Connection, event: Message, route: Route, *, wait: float = 0.0, durable: bool | None = None
     ) -> None:
         """Carry out one of the affinity machine's routes for ``event``."""
-        worker = connection.affinity.worker if route is Route.WORKER else None
+        worker = connection.affinity.worker if route is WORKER else None
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
         if self.tracer is not None:
             self.tracer.inject(event, envelope)
         try:
-            if route is Route.ASK:
+            if route is ASK:
                 envelope["claim"] = True
                 token = await self.layer.send_tracked(connection.pool, envelope, wait=wait)
                 self.affinity.asked(connection, token)
@@ -338,7 +342,7 @@ class Gateway:
                     await self._send_envelope(connection, event, route)
                 except Exception as exc:
                     logger.warning("held event for %s dropped: %r", connection.channel, exc)
-                if route is Route.ASK and affinity.has_held(connection):
+                if route is ASK and affinity.has_held(connection):
                     return  # the rest wait for this new claim
         finally:
             affinity.flushed(connection)

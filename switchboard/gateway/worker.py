@@ -14,7 +14,8 @@ heartbeats to the gateways it holds claims with; on a graceful stop it asks them
 release its connections and keeps serving until each acknowledges, so a deploy loses
 nothing. A worker that meets an established WebSocket it has no instance for (its
 previous worker stopped) *resumes* it: it runs the consumer's connect handler again with
-``scope["resumed"] = True`` and swallows the repeated accept.
+``scope["resumed"] = True`` and swallows the repeated accept. Those rules are the pure
+``WorkerAffinity`` machine of ``affinity.py``; this module carries its decisions out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .affinity import FINAL_EVENTS, Dispatch, OwnClaim, Unscoped, WorkerAffinity, own_claim, resume_for, swallow_reply
+from .affinity import (
+    FINAL_EVENTS,
+    HOLD_UNSCOPED,
+    IGNORE,
+    RECLAIM,
+    RELEASE_HELD,
+    START,
+    OwnClaim,
+    Unscoped,
+    WorkerAffinity,
+    own_claim,
+    resume_for,
+    swallow_reply,
+)
 from .envelope import (
     CLAIM,
     DRAINED,
@@ -587,12 +601,12 @@ class Worker:
         decision = dispatch(
             connection, has_instance=instance is not None, scoped=scope is not None, event_type=event_type, claim=claim
         )
-        if decision is Dispatch.RELEASE_HELD:
+        if decision is RELEASE_HELD:
             assert scope is not None
             self._release_unscoped(connection, scope)  # this envelope brings the scope
             instance = self.instances.get(connection)
             decision = dispatch(connection, has_instance=instance is not None, scoped=True, event_type=event_type, claim=claim)
-        if decision is Dispatch.HOLD:
+        if decision is HOLD_UNSCOPED:
             # Sent to our channel because we claimed the connection, but its instance has
             # ended here (or its scope is already asked for): hold the event (and any that
             # follow) until the gateway tells us the scope, then build (resume) the
@@ -602,12 +616,12 @@ class Worker:
         self.stats.events += 1
         if self.tracer is not None:
             self.tracer.arrived(envelope, event)
-        if decision is Dispatch.IGNORE:
+        if decision is IGNORE:
             # A final event, or the rest of a streamed request body whose consumer already
             # answered and ended: nothing to build an instance for.
             self.stats.events_ignored += 1
             return
-        if decision is Dispatch.START:
+        if decision is START:
             assert scope is not None
             instance = _Instance(connection, scope)
             instance.claim = claim
@@ -619,7 +633,7 @@ class Worker:
                 instance.queue.put_nowait({"type": resume.replay})
                 self.stats.resumed += 1
             self._start(instance)
-        elif decision is Dispatch.RECLAIM:
+        elif decision is RECLAIM:
             # Asked again (the gateway released us, say after late heartbeats, and this
             # envelope came back to us from the pool): claim again, or it waits in vain.
             assert instance is not None
