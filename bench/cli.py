@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench import env, report, scenarios, systems
 from bench.machine import machine_info
@@ -54,10 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="ws-echo-paced: fan-out x100 deliveries/s when the run has no ws-fanout rate to halve (else no fan-out)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run every selected Switchboard system at commit REV (a git revision), each right "
+        "after its current self, and print current / REV: a before-and-after in one run",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument("--docs", dest="docs", action="store_true", default=None, help="write docs/benchmarks.md")
     docs.add_argument("--no-docs", dest="docs", action="store_false", help="do not write docs/benchmarks.md")
     return parser
+
+
+def baseline_tree(revision: str) -> tuple[Path, str]:
+    """A checkout of ``revision`` to import the baseline's code from, and its short label.
+
+    A detached git worktree under bench/results/ (ignored by git), made once per commit and
+    reused; nothing is installed into it, since the systems put it first on PYTHONPATH.
+    """
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=systems.REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "--verify", f"{revision}^{{commit}}")
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--baseline {revision!r}: not a commit of this repository ({exc.stderr.strip()})") from None
+    label = sha[:7]
+    tree = RESULTS_DIR / f"baseline-{label}"
+    if not (tree / "switchboard" / "__init__.py").is_file():
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        git("worktree", "prune")
+        git("worktree", "add", "--force", "--detach", str(tree), sha)
+    return tree, label
 
 
 def _busy_cores(seconds: float = 0.5) -> float:
@@ -80,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     chosen_systems = systems.select(_names(args.systems))
     chosen_scenarios = scenarios.select(_names(args.scenarios))
+    baseline_label: str | None = None
+    if args.baseline:
+        tree, baseline_label = baseline_tree(args.baseline)
+        chosen_systems = systems.with_baseline(chosen_systems, tree, baseline_label)
     # Docs hold full runs only, unless asked: a smoke test must not overwrite real numbers.
     write_docs = args.docs if args.docs is not None else not args.quick
 
@@ -167,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(log_dir),
     }
     print(report.render_text(rows, failures))
+    if baseline_label is not None:
+        print(f"\nBefore and after: current / {baseline_label} (same run, alternating)\n")
+        print(report.text_table(report.BASELINE_HEADER, report.baseline_rows(rows)))
     json_path = report.write_json(RESULTS_DIR, stamp, all_rows, failures, meta)
     print(f"\nbench: raw results in {json_path.relative_to(systems.REPO_DIR)}; server logs in {log_dir}")
     if write_docs and env_python is not None:

@@ -205,6 +205,34 @@ def ratio_rows(rows: Sequence[Row]) -> list[list[str]]:
     return table
 
 
+BASELINE_HEADER = ["scenario", "system", "measurement", "msg/s ratio", "p50 ratio", "p99 ratio", "CPU/msg ratio"]
+
+
+def baseline_rows(rows: Sequence[Row]) -> list[list[str]]:
+    """Every system of a ``--baseline`` run against itself at the earlier commit.
+
+    Above 1 is better now in ``msg/s``; below 1 is better now in the other three.
+    """
+    before = {(r.scenario, r.system.split("@")[0], r.label.split("@")[0]): r for r in rows if r.side == "before"}
+    table = []
+    for row in rows:
+        then = before.get((row.scenario, row.system, row.label))
+        if row.side == "before" or then is None:
+            continue
+        table.append(
+            [
+                row.scenario,
+                row.system,
+                "" if row.label == row.system else row.label,
+                _ratio(row.rate, then.rate),
+                _ratio(row.p50_ms, then.p50_ms),
+                _ratio(row.p99_ms, then.p99_ms),
+                _ratio(row.cpu_us_per_msg, then.cpu_us_per_msg),
+            ]
+        )
+    return table
+
+
 RATIO_HEADER = ["switchboard", "channels", "msg/s ratio", "p50 ratio", "p99 ratio", "CPU/msg ratio"]
 
 
@@ -323,6 +351,19 @@ def render_markdown(
         notes = list(dict.fromkeys(f"- `{r.system}`: {n}" for r in group for n in r.notes))
         if notes:
             out += ["", "Notes:", "", *notes]
+    before_after = baseline_rows(rows)
+    if before_after:
+        label = next(r.system.split("@")[1] for r in rows if r.side == "before")
+        out += [
+            "",
+            f"### Before and after: this commit / `{label}`",
+            "",
+            "Each Switchboard system above ran again from a checkout of the earlier commit, right after "
+            "itself in every round, on the same interpreter and dependencies (msg/s: above 1 is better now; "
+            "latency and CPU per message: below 1 is better now):",
+            "",
+            markdown_table(BASELINE_HEADER, before_after),
+        ]
     if failures:
         out += ["", "### Failures", ""]
         out += [f"- `{f.system}` / `{f.scenario}`: {f.error.splitlines()[0]}" for f in failures]

@@ -17,6 +17,8 @@ the HTTP scenarios: they are what a site runs before it moves behind Switchboard
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -61,6 +63,13 @@ class System(ABC):
     #: Other names ``--systems`` selects it by (a plugin bench's ``udp-switchboard-run``
     #: answers to ``switchboard-run``, its baseline to ``bare``).
     aliases: tuple[str, ...] = ()
+    #: The system this one is an earlier commit of (``--baseline``), else its own name:
+    #: scenarios decide by it whether they apply, so a commit runs what its current self runs.
+    family: str = ""
+
+    @property
+    def family_name(self) -> str:
+        return self.family or self.name
 
     @abstractmethod
     def processes(self, ctx: Context) -> list[ProcSpec]:
@@ -89,10 +98,27 @@ class System(ABC):
 
 
 class SwitchboardSystem(System):
-    """Switchboard from the main venv, configured by bench/switchboard_site/settings.py."""
+    """Switchboard from the main venv, configured by bench/switchboard_site/settings.py.
+
+    ``tree`` is another checkout of the repository (``--baseline``): its ``switchboard``
+    package and its bench site are imported instead of the installed ones, on the same
+    interpreter and dependencies, so a before/after pair differs in our code only.
+    """
 
     side = "switchboard"
     redis_db: int | None = SWITCHBOARD_REDIS_DB
+    tree: Path | None = None
+
+    @property
+    def bench_dir(self) -> Path:
+        return BENCH_DIR if self.tree is None else self.tree / "bench"
+
+    def base_env(self, ctx: Context) -> dict[str, str]:
+        env = super().base_env(ctx)
+        if self.tree is not None:
+            # First on sys.path, before the editable install's finder of the main tree.
+            env["PYTHONPATH"] = f"{self.tree}{os.pathsep}{self.bench_dir}"
+        return env
 
     def command(self, ctx: Context, *args: str) -> list[str]:
         return [
@@ -103,7 +129,7 @@ class SwitchboardSystem(System):
             "--settings",
             "switchboard_site.settings",
             "--pythonpath",
-            str(BENCH_DIR),
+            str(self.bench_dir),
             "--log-level",
             "WARNING",
         ]
@@ -119,8 +145,8 @@ class SwitchboardSplit(SwitchboardSystem):
 
     def processes(self, ctx: Context) -> list[ProcSpec]:
         env = self.base_env(ctx)
-        specs = [ProcSpec("gateway", self.command(ctx, "gateway"), BENCH_DIR, env)]
-        specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), BENCH_DIR, env) for i in range(self.workers)]
+        specs = [ProcSpec("gateway", self.command(ctx, "gateway"), self.bench_dir, env)]
+        specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), self.bench_dir, env) for i in range(self.workers)]
         return specs
 
 
@@ -132,7 +158,7 @@ class SwitchboardRun(SwitchboardSystem):
     redis_db = None  # `run` always uses the in-memory layer
 
     def processes(self, ctx: Context) -> list[ProcSpec]:
-        return [ProcSpec("server", self.command(ctx, "run"), BENCH_DIR, self.base_env(ctx))]
+        return [ProcSpec("server", self.command(ctx, "run"), self.bench_dir, self.base_env(ctx))]
 
 
 class ChannelsSystem(System):
@@ -297,6 +323,33 @@ def select(names: list[str] | None) -> list[System]:
     if unknown:
         raise SystemExit(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)} (and 'bare')")
     return [s for n, s in SYSTEMS.items() if n in names or any(alias in names for alias in s.aliases)]
+
+
+#: The Redis db of a ``--baseline`` commit's systems (one at a time runs, like the others).
+BASELINE_REDIS_DB = 15
+
+
+def with_baseline(chosen: list[System], tree: Path, label: str) -> list[System]:
+    """``chosen`` with, after each Switchboard system, the same system from ``tree``.
+
+    The copy is named ``<name>@<label>`` and has the side ``before``, so the Channels
+    ratio tables leave it out and :func:`bench.report.baseline_rows` pairs it with its
+    current self.
+    """
+    result: list[System] = []
+    for system in chosen:
+        result.append(system)
+        if isinstance(system, SwitchboardSystem):
+            before = copy.copy(system)
+            before.name = f"{system.name}@{label}"
+            before.family = system.name
+            before.side = "before"
+            before.tree = tree
+            before.description = f"{system.description}, at commit {label}"
+            if before.redis_db is not None:
+                before.redis_db = BASELINE_REDIS_DB
+            result.append(before)
+    return result
 
 
 def main_python() -> str:

@@ -7,7 +7,7 @@ and report each problem with a stable id:
 
 ========================  ====================================================================
 ``switchboard.E001``      ``SWITCHBOARD`` itself is malformed (unknown key, wrong type...).
-``switchboard.E002``      A protocol plugin is unknown or its extra is not installed.
+``switchboard.E002``      A protocol plugin is unknown, its extra is not installed, or its own spec is broken.
 ``switchboard.E003``      A protocol plugin's options are invalid (the message names the key).
 ``switchboard.E004``      The layer (``SWITCHBOARD["LAYER"]`` or ``CHANNEL_LAYERS``) cannot be built.
 ``switchboard.E005``      The application (``SWITCHBOARD["APPLICATION"]`` / ``ASGI_APPLICATION``)

@@ -102,7 +102,7 @@ class HttpDb(HttpView):
     single_round = True
 
     def applies_to(self, system: System) -> bool:
-        return system.serves_http and system.name not in ("channels-daphne", "switchboard-split-2w")
+        return system.serves_http and system.family_name not in ("channels-daphne", "switchboard-split-2w")
 
     def window(self, options: Options) -> tuple[float, float]:
         return min(options.warmup, 0.5), min(options.duration, 3.0)

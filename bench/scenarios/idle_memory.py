@@ -25,7 +25,7 @@ class IdleMemory(Scenario):
         self.description = f"resident memory per idle connection: N {what}"
 
     def applies_to(self, system: System) -> bool:
-        return system.name in _SYSTEMS
+        return system.family_name in _SYSTEMS
 
     def count(self, options: Options) -> int:
         return 1000 if options.quick else 10000

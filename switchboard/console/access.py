@@ -193,5 +193,6 @@ class Gate:
         """Log a refusal (rate-limited per reason) with where it came from."""
         client = scope.get("client")
         where = f"{client[0]}" if client else "?"
-        self.log.warning(f"{refusal.status} {refusal.reason}", "%s %s from %s", scope.get("method", "?"),
-                         scope.get("path", "?"), where)
+        self.log.warning(
+            f"{refusal.status} {refusal.reason}", "%s %s from %s", scope.get("method", "?"), scope.get("path", "?"), where
+        )

@@ -203,20 +203,20 @@ class ConsoleApp:
         finally:
             self.collector.unsubscribe(subscription)
 
-    async def _stream(
-        self, receive: Receive, send: Send, subscription: Subscription, event: str, first: tuple[str, Any]
-    ) -> None:
+    async def _stream(self, receive: Receive, send: Send, subscription: Subscription, event: str, first: tuple[str, Any]) -> None:
         """Write ``first``, then each item of ``subscription``, until the client leaves or we stop."""
-        await send({
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-store"),
-                (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
-                *_SECURITY_HEADERS,
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"text/event-stream; charset=utf-8"),
+                    (b"cache-control", b"no-store"),
+                    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+                    *_SECURITY_HEADERS,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": _sse(*first), "more_body": True})
 
         async def pump() -> None:
@@ -298,8 +298,14 @@ class ConsoleApp:
                 result = await deadletters.drop(channel, ids)
         except NotDurable as exc:
             raise _BadRequest(404, f"Not Found: {exc}\n") from None
-        logger.warning("console: %s %s dead letters of %s (%s): %s", access.who, action, channel,
-                       "all" if ids is None else f"{len(ids)} id(s)", result)
+        logger.warning(
+            "console: %s %s dead letters of %s (%s): %s",
+            access.who,
+            action,
+            channel,
+            "all" if ids is None else f"{len(ids)} id(s)",
+            result,
+        )
         await _json(send, 200, {"channel": channel, "action": action, **result})
 
 
@@ -334,19 +340,26 @@ def _sse(event: str, data: Any) -> bytes:
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None,
-    *, length: int | None = None,
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    length: int | None = None,
 ) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body) if length is None else length).encode()),
-            *_SECURITY_HEADERS,
-            *(headers or []),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body) if length is None else length).encode()),
+                *_SECURITY_HEADERS,
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

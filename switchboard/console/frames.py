@@ -87,9 +87,7 @@ class FrameBuilder:
             del self._previous[gone]
         self._window.append(times_now)
         self._quantiles(protocols)
-        channel_list = [
-            {"name": c.name, "kind": c.kind, "backlog": c.backlog, "capacity": c.capacity} for c in channels
-        ]
+        channel_list = [{"name": c.name, "kind": c.kind, "backlog": c.backlog, "capacity": c.capacity} for c in channels]
         node_list = [{"name": name, "latency_ms": None if s is None else round(s * 1000, 3)} for name, s in nodes]
         frame = {
             "time": now,
@@ -200,8 +198,17 @@ class FrameBuilder:
         entry = protocols.get(name)
         if entry is None:
             entry = protocols[name] = {
-                "open": 0, "opened": 0, "in": 0, "out": 0, "in_rate": 0.0, "out_rate": 0.0,
-                "p50_ms": None, "p99_ms": None, "handled": 0, "refusals": {}, "drops": {},
+                "open": 0,
+                "opened": 0,
+                "in": 0,
+                "out": 0,
+                "in_rate": 0.0,
+                "out_rate": 0.0,
+                "p50_ms": None,
+                "p99_ms": None,
+                "handled": 0,
+                "refusals": {},
+                "drops": {},
             }
         return entry
 
@@ -210,9 +217,9 @@ class FrameBuilder:
         for tick in self._window:
             for protocol, counts in tick.items():
                 total = summed.get(protocol)
-                summed[protocol] = list(counts) if total is None or len(total) != len(counts) else [
-                    a + b for a, b in zip(total, counts)
-                ]
+                summed[protocol] = (
+                    list(counts) if total is None or len(total) != len(counts) else [a + b for a, b in zip(total, counts)]
+                )
         for protocol, counts in summed.items():
             entry = self._protocol(protocols, protocol)
             for key, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):

@@ -88,8 +88,11 @@ async def run_console(config: SwitchboardConfig, layer: ChannelLayer, stop: asyn
     main_loop = loop.create_task(server.main_loop(), name="console-http")
     collecting = loop.create_task(collector.run(stop), name="console-collector")
     where = ", ".join(_where(sock.getsockname()) for sock in sockets)
-    logger.info("console on http://%s/ (%s)", where,
-                "loopback clients may look without a token" if gate.loopback_only else "a token or staff session is required")
+    logger.info(
+        "console on http://%s/ (%s)",
+        where,
+        "loopback clients may look without a token" if gate.loopback_only else "a token or staff session is required",
+    )
     try:
         await stop.wait()
     finally:
@@ -133,8 +136,11 @@ class ConsoleMount:
         gateway.mount(self.prefix, self.app, owner="console")
         self._gateway = gateway
         self._task = asyncio.get_running_loop().create_task(self.collector.run(self._stop), name="console-collector")
-        logger.info("console mounted at %s/ (%s)", self.prefix,
-                    "loopback clients may look without a token" if gate.loopback_only else "a token or staff session is required")
+        logger.info(
+            "console mounted at %s/ (%s)",
+            self.prefix,
+            "loopback clients may look without a token" if gate.loopback_only else "a token or staff session is required",
+        )
 
     async def close(self) -> None:
         self._stop.set()

@@ -73,8 +73,7 @@ def _session_of(scope: Scope) -> SessionBase:
     if "session" not in scope:
         # Channels' wording, so tests ported from Channels that match on it keep passing.
         raise ValueError(
-            "Cannot find session in scope. You should wrap your consumer in SessionMiddleware "
-            "(or AuthMiddlewareStack)."
+            "Cannot find session in scope. You should wrap your consumer in SessionMiddleware (or AuthMiddlewareStack)."
         )
     session: SessionBase = scope["session"]
     return session

@@ -199,8 +199,7 @@ class AsyncConsumer:
         channel: str | None = getattr(self, "channel_name", None)
         if layer is None or channel is None:
             raise ImproperlyConfigured(
-                f"{type(self).__name__} has groups {self.groups!r} but no channel layer "
-                "(channel_layer_alias is None?)"
+                f"{type(self).__name__} has groups {self.groups!r} but no channel layer (channel_layer_alias is None?)"
             )
         return layer, channel
 
@@ -238,4 +237,3 @@ class SyncConsumer(AsyncConsumer):
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI message to the connection (blocks this thread until handed over)."""
         self.base_send(message)
-

@@ -34,9 +34,7 @@ def close_stale_connections() -> None:
 
 
 @overload
-def database_sync_to_async(
-    func: Callable[P, R], *, thread_sensitive: bool = True
-) -> Callable[P, Coroutine[Any, Any, R]]: ...
+def database_sync_to_async(func: Callable[P, R], *, thread_sensitive: bool = True) -> Callable[P, Coroutine[Any, Any, R]]: ...
 
 
 @overload

@@ -32,9 +32,7 @@ async def dispatch_from(sources: Sequence[Source], handle: Handler) -> None:
         while True:
             await handle(await source())
     loop = asyncio.get_running_loop()
-    pending: dict[asyncio.Task[Message], int] = {
-        loop.create_task(_read(source)): index for index, source in enumerate(sources)
-    }
+    pending: dict[asyncio.Task[Message], int] = {loop.create_task(_read(source)): index for index, source in enumerate(sources)}
     try:
         while True:
             done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

@@ -359,8 +359,7 @@ class DjangoHttpApplication:
 
     def _body_messages(self, content: bytes) -> list[Message]:
         return [
-            {"type": "http.response.body", "body": chunk, "more_body": not last}
-            for chunk, last in self.sync.chunk_bytes(content)
+            {"type": "http.response.body", "body": chunk, "more_body": not last} for chunk, last in self.sync.chunk_bytes(content)
         ]
 
     def _stream(self, response: Any, exchange: _Exchange) -> None:

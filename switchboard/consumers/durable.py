@@ -119,9 +119,7 @@ def idempotent(
                 from switchboard.models import HandledEvent
 
                 with transaction.atomic(using=using):
-                    _row, created = HandledEvent.objects.using(using).get_or_create(
-                        key=record[0], defaults={"label": record[1]}
-                    )
+                    _row, created = HandledEvent.objects.using(using).get_or_create(key=record[0], defaults={"label": record[1]})
                     if not created:
                         logger.info("skipping %s: already handled", record[1])
                         return None

@@ -125,9 +125,7 @@ class MqttConsumer(AsyncConsumer):
         except Exception:
             logger.exception("%s failed on a message on %r", type(self).__name__, message.get("topic"))
 
-    async def message_received(
-        self, topic: str, payload: bytes, qos: int, retain: bool, properties: dict[str, Any]
-    ) -> None:
+    async def message_received(self, topic: str, payload: bytes, qos: int, retain: bool, properties: dict[str, Any]) -> None:
         """Handle one message; ``properties`` holds MQTT 5 properties (``{}`` on 3.1.1)."""
 
     async def publish(

@@ -81,8 +81,7 @@ class ChannelNameRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if "channel" not in scope:
             raise ValueError(
-                "ChannelNameRouter got a scope without a 'channel' key; "
-                "route it under ProtocolTypeRouter's 'channel' entry only"
+                "ChannelNameRouter got a scope without a 'channel' key; route it under ProtocolTypeRouter's 'channel' entry only"
             )
         application = self.application_mapping.get(scope["channel"])
         if application is None:

@@ -114,11 +114,7 @@ def match_origin(origin: ParseResult, pattern: OriginPattern) -> bool:
         pattern_port = _port(parsed)
     except ValueError:
         return False
-    return (
-        parsed.scheme == origin.scheme
-        and _port(origin) == pattern_port
-        and is_same_domain(hostname, parsed.hostname or "")
-    )
+    return parsed.scheme == origin.scheme and _port(origin) == pattern_port and is_same_domain(hostname, parsed.hostname or "")
 
 
 class OriginValidator(BaseMiddleware):

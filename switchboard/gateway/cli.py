@@ -258,8 +258,13 @@ def _attach_gateway(
         logger.info(
             "%s",
             banner.render(
-                view.kind, layer=view.layer, gateway=gateway, plugins=plugins, worker=view.worker,
-                metrics_address=observability.metrics_address, notes=notes,
+                view.kind,
+                layer=view.layer,
+                gateway=gateway,
+                plugins=plugins,
+                worker=view.worker,
+                metrics_address=observability.metrics_address,
+                notes=notes,
             ),
         )
         freeze_startup_objects()
@@ -282,6 +287,23 @@ def build_configured_layer(layer_config: dict[str, Any]) -> ChannelLayer:
     try:
         return build_layer(layer_config)
     except (ValueError, TypeError, ImportError, AttributeError) as exc:
+        raise ConfigError(f"LAYER: {exc}") from exc
+
+
+async def verify_layer(layer: ChannelLayer) -> None:
+    """Ask the layer's storage whether its topology is usable, before any listener opens.
+
+    A Redis Cluster whose seeds do not answer or are no cluster, or Sentinels that know no
+    such primary, would otherwise surface as a retry loop of warnings after the gateway
+    has started listening; as a ConfigError they are one line and exit code 2. Plain
+    Redis servers are not checked: a gateway may start before its Redis and wait for it.
+    """
+    verify = getattr(layer.storage, "verify", None)
+    if verify is None:
+        return
+    try:
+        await verify()
+    except ValueError as exc:
         raise ConfigError(f"LAYER: {exc}") from exc
 
 
@@ -377,14 +399,13 @@ async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop
 
     gateway_tracer, _ = tracers(config, "gateway")
     layer = build_configured_layer(config.layer)
+    await verify_layer(layer)
     stop = stop or asyncio.Event()
     view = ProcessView("gateway", layer, stopping=stop)
     observability: Observability | None = None
     try:
         observability = Observability(view, config.metrics, metrics_bind(args, config.metrics, "gateway"), config)
-        await run_gateway(
-            config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer
-        )
+        await run_gateway(config, layer=layer, stop=stop, started=_attach_gateway(view, observability), tracer=gateway_tracer)
     finally:
         if observability is not None:
             await observability.close()
@@ -404,19 +425,24 @@ async def _run_worker(
     _, worker_tracer = tracers(config, "worker")
     application = load_application(config)
     layer = build_configured_layer(config.layer)
+    await verify_layer(layer)
     set_channel_layer(layer)
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     options = config.worker_options
     protocols, names = worker_routes(application, options, channels)
     worker = Worker(
-        application, layer,
+        application,
+        layer,
         protocols=protocols,
         channels=names,
-        heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        heartbeat_interval=options.heartbeat_interval,
+        max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
-        django_http=options.django_http, django_threads=options.django_threads,
+        local_delivery=options.local_delivery,
+        reply_wait=options.reply_wait,
+        django_http=options.django_http,
+        django_threads=options.django_threads,
         durable_prefetch=options.durable_prefetch,
     )
     if worker_tracer is not None:
@@ -452,11 +478,17 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     protocols, names = worker_routes(application, options)
     application, static_note = with_static_files(application, args)
     worker = Worker(
-        application, layer, protocols=protocols, channels=names,
-        heartbeat_interval=options.heartbeat_interval, max_instance_backlog=options.max_instance_backlog,
+        application,
+        layer,
+        protocols=protocols,
+        channels=names,
+        heartbeat_interval=options.heartbeat_interval,
+        max_instance_backlog=options.max_instance_backlog,
         max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery, reply_wait=options.reply_wait,
-        django_http=options.django_http, django_threads=options.django_threads,
+        local_delivery=options.local_delivery,
+        reply_wait=options.reply_wait,
+        django_http=options.django_http,
+        django_threads=options.django_threads,
         durable_prefetch=options.durable_prefetch,
     )
     if worker_tracer is not None:

@@ -132,8 +132,11 @@ async def run_deadletters(layer: ChannelLayer, args: argparse.Namespace, out: IO
             kind = str(message.get("type", "-")) if message is not None else "(undecodable)"
             if kind == "switchboard.event" and message is not None and isinstance(message.get("event"), dict):
                 kind = str(message["event"].get("type", kind))
-            print(f"{letter.id:<20}  {_when(letter.failed_at):<23}  {letter.deliveries:>3}  {kind[:24]:<24}  "
-                  f"{_last_line(letter.error)[:100]}", file=out)
+            print(
+                f"{letter.id:<20}  {_when(letter.failed_at):<23}  {letter.deliveries:>3}  {kind[:24]:<24}  "
+                f"{_last_line(letter.error)[:100]}",
+                file=out,
+            )
         if len(letters) >= args.limit:
             print(f"(first {args.limit}; more with --after {letters[-1].id})", file=out)
         return 0
@@ -162,8 +165,10 @@ async def run_deadletters(layer: ChannelLayer, args: argparse.Namespace, out: IO
         return 0
     ids: Sequence[str] | None = None if args.all else list(args.ids)
     if ids is not None and not ids:
-        print(f"switchboard: name the dead letters to {action} (ids from `deadletters list {channel}`) or pass --all",
-              file=sys.stderr)
+        print(
+            f"switchboard: name the dead letters to {action} (ids from `deadletters list {channel}`) or pass --all",
+            file=sys.stderr,
+        )
         return 2
     if action == "replay":
         replayed, refused = await durable.replay(channel, ids)

@@ -164,12 +164,8 @@ _NOT_SECRET_VARIABLES: Final = frozenset({"PWD", "OLDPWD"})
 def environment_secrets(environ: Mapping[str, str] | None = None) -> set[str]:
     """Values of environment variables named like secrets (``TWILIO_AUTH_TOKEN``, ``REDIS_PASSWORD``)."""
     environ = os.environ if environ is None else environ
-    named = {
-        value for name, value in environ.items() if value and name not in _NOT_SECRET_VARIABLES and is_secret_name(name)
-    }
-    return named | secrets_in(
-        [value for value in environ.values() if "://" in value]
-    )
+    named = {value for name, value in environ.items() if value and name not in _NOT_SECRET_VARIABLES and is_secret_name(name)}
+    return named | secrets_in([value for value in environ.values() if "://" in value])
 
 
 class RedactingFilter(logging.Filter):

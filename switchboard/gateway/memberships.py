@@ -143,7 +143,9 @@ class Memberships:
                     logger.log(
                         logging.WARNING if count else logging.INFO,
                         "the channel layer lost its data (a Redis restart or flush?): restored %d group membership(s)"
-                        " of this gateway's connections in %d group(s)", count, groups,
+                        " of this gateway's connections in %d group(s)",
+                        count,
+                        groups,
                     )
                     next_refresh = loop.time() + self.refresh_interval
                 elif loop.time() >= next_refresh:

@@ -54,6 +54,7 @@ STATUS: Final = "switchboard.status"
 STATUS_REQUEST: Final = "switchboard.status.request"
 PROBE: Final = "switchboard.probe"
 
+
 @dataclass(frozen=True)
 class Snapshot:
     """A copy of one process's counters and gauges at ``time`` (never mutated after creation)."""
@@ -161,8 +162,11 @@ class ProcessView:
                 plugins[plugin.name] = stats
                 # Membership tests, not iteration: some plugins count from another thread.
                 gauges[plugin.name] = frozenset(key for key in stats if key not in plugin.counters)
-            values.update(plugins=plugins, plugin_gauges=gauges,
-                          plugin_protocols={plugin.name: tuple(plugin.scope_types) for plugin in self.plugins})
+            values.update(
+                plugins=plugins,
+                plugin_gauges=gauges,
+                plugin_protocols={plugin.name: tuple(plugin.scope_types) for plugin in self.plugins},
+            )
         worker = self.worker
         if worker is not None:
             instances = list(worker.instances.values())
@@ -189,7 +193,7 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
     raised on an event (``events_failed``). ``worker``:
     a non-envelope on a pool channel (``bad_messages``), an event past an instance's
     backlog bound (``events_dropped_backlog``), a reply the gateway had no room for
-    (``replies_shed``). Plugins: see :func:`is_plugin_drop`.
+    (``replies_shed``) or the layer raised on (``replies_failed``). Plugins: see :func:`is_plugin_drop`.
     """
     drops: dict[tuple[str, str], int] = {}
     for reason in ("full", "group_dropped_full", "expired", "corrupt", "durable_too_large"):
@@ -198,7 +202,7 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
         for reason in ("replies_orphaned", "events_failed"):
             drops["gateway", reason] = snapshot.gateway.get(reason, 0)
     if snapshot.worker is not None:
-        for reason in ("bad_messages", "events_dropped_backlog", "replies_shed"):
+        for reason in ("bad_messages", "events_dropped_backlog", "replies_shed", "replies_failed"):
             drops["worker", reason] = snapshot.worker.get(reason, 0)
     for name, stats in snapshot.plugins.items():
         gauges = snapshot.plugin_gauges.get(name, frozenset())

@@ -124,7 +124,7 @@ def add_options(parser: argparse.ArgumentParser, command: str, *, django: bool =
             type=assignment,
             metavar="SECTION.KEY=VALUE",
             help="override one setting, e.g. protocols.udp.bind=127.0.0.1:9998, protocols.http.max_body_size=1048576, "
-            "worker.drain_timeout=5 (repeatable; values are TOML: 8000, true, [\"a\", \"b\"]; none for None)",
+            'worker.drain_timeout=5 (repeatable; values are TOML: 8000, true, ["a", "b"]; none for None)',
         )
     if command in LISTENING:
         _add_listening_options(parser)

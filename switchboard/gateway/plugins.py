@@ -5,7 +5,9 @@ framing itself belongs to a maintained library (uvicorn, aiosmtpd, paho-mqtt, ai
 What every plugin needs besides lives here, in :class:`ProtocolPlugin`, once: sending an
 event to the worker pool with one error handling and standard counter names, checking a
 worker's reply against its spec, a rate-limited log, the gateway reference and the final
-stats (docs/writing-a-plugin.md).
+stats (docs/writing-a-plugin.md). A plugin shipped in its own distribution brings its own
+spec (:attr:`ProtocolPlugin.spec`), which the registry adds to the validators when it
+loads the class.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import threading
 import time
 from collections.abc import Mapping
 from importlib.metadata import entry_points
+from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar, cast
 
 from .config import ConfigError, parse_options
 from .layers import ChannelFull, Message
 from .layers.durable import MessageTooLarge, NotReplicated
-from .specs import WORKER_TO_GATEWAY, SpecError, validate_message
+from .specs import WORKER_TO_GATEWAY, SpecError, SpecFileError, add_spec_file, known_types, validate_message
 
 if TYPE_CHECKING:
     from .server import Connection, Gateway
@@ -109,8 +112,18 @@ class ProtocolPlugin(Generic[OptionsT]):
     name: ClassVar[str]
     Options: ClassVar[type[Any]]
     scope_types: ClassVar[tuple[str, ...]] = ()
+    #: The plugin's own spec file (Markdown with ``message``/``scope`` blocks, as in
+    #: ``switchboard/specs/``) when it is not one of the shipped specs: a plugin in its own
+    #: distribution sets ``importlib.resources.files(__package__) / "lineproto.md"``. The
+    #: registry adds it to the validators when it loads the class (and ``__init__`` when the
+    #: class is built directly), so a broken spec, or a scope type of ``scope_types`` that
+    #: no spec describes, stops start-up.
+    spec: ClassVar[Traversable | None] = None
 
     def __init__(self, options: OptionsT) -> None:
+        # Loaded through the registry the spec is in already (a no-op then); built directly
+        # (tests, an embedding program) this is what makes its replies checkable.
+        check_plugin_spec(self.name, type(self))
         self.options = options
         self.counters: dict[str, int] = {}
         #: The gateway while the plugin runs: set it in :meth:`start`, clear it in :meth:`stop`.
@@ -170,8 +183,13 @@ class ProtocolPlugin(Generic[OptionsT]):
                 await gateway.send_event(connection, cast(Message, event), wait=wait, durable=durable)
         except ChannelFull:
             outcome = EventOutcome.FULL
-            self.log.warning("worker pool full", "%s for %s not sent: %s is full", event.get("type"),
-                             connection.protocol, connection.events_channel)
+            self.log.warning(
+                "worker pool full",
+                "%s for %s not sent: %s is full",
+                event.get("type"),
+                connection.protocol,
+                connection.events_channel,
+            )
         except MessageTooLarge as exc:
             outcome = EventOutcome.TOO_LARGE
             self.log.warning("event too large", "%s not stored: %s", event.get("type"), exc)
@@ -182,8 +200,9 @@ class ProtocolPlugin(Generic[OptionsT]):
             outcome = EventOutcome.FAILED
             # While the layer is down every event fails the same way: one line per reason per
             # second (with how many were held back), the traceback only at DEBUG.
-            self.log.warning(f"layer error ({type(exc).__name__})", "sending %s to the worker pool failed: %r",
-                             event.get("type"), exc)
+            self.log.warning(
+                f"layer error ({type(exc).__name__})", "sending %s to the worker pool failed: %r", event.get("type"), exc
+            )
             self.logger.debug("sending %s to the worker pool failed", event.get("type"), exc_info=True)
         else:
             return EventOutcome.SENT
@@ -297,24 +316,53 @@ def write_atomically(path: str, text: str, logger: logging.Logger = logger) -> N
 
 
 def load_plugin_class(name: str) -> type[ProtocolPlugin[Any]]:
-    """Find the plugin class for ``name``: built-ins first, then installed entry points."""
+    """Find the plugin class for ``name``: built-ins first, then installed entry points.
+
+    The class's own spec, if it has one, is added to the validators here
+    (:func:`check_plugin_spec`): every path to a plugin (start-up checks, ``build_plugins``)
+    loads it through this function.
+    """
     path = BUILTIN_PLUGINS.get(name)
     if path is not None:
         module_name, _, attr = path.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigError(
-                f"protocol {name!r} needs extra packages: pip install 'switchboard[{name}]' ({exc})"
-            ) from exc
+            raise ConfigError(f"protocol {name!r} needs extra packages: pip install 'switchboard[{name}]' ({exc})") from exc
         plugin_class: type[ProtocolPlugin[Any]] = getattr(module, attr)
-        return plugin_class
+        return check_plugin_spec(name, plugin_class)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name == name:
-            loaded: type[ProtocolPlugin[Any]] = entry.load()
-            return loaded
+            try:
+                loaded: type[ProtocolPlugin[Any]] = entry.load()
+            except ImportError as exc:
+                raise ConfigError(f"protocol {name!r}: cannot import {entry.value} ({exc})") from exc
+            if not (isinstance(loaded, type) and issubclass(loaded, ProtocolPlugin)):
+                raise ConfigError(f"protocol {name!r}: {entry.value} is not a ProtocolPlugin subclass")
+            return check_plugin_spec(name, loaded)
     known = sorted(set(BUILTIN_PLUGINS) | {e.name for e in entry_points(group=ENTRY_POINT_GROUP)})
     raise ConfigError(f"unknown protocol plugin {name!r}; known: {', '.join(known)}")
+
+
+def check_plugin_spec(name: str, plugin_class: type[ProtocolPlugin[Any]]) -> type[ProtocolPlugin[Any]]:
+    """Add ``plugin_class.spec`` to the validators; check every scope type it produces is specified.
+
+    A ConfigError names the plugin: its spec does not compile, clashes with a type another
+    spec owns, or leaves one of its ``scope_types`` without a ``scope`` block (then no
+    scope of that protocol could be checked, and ``check_reply`` would refuse every reply).
+    """
+    spec = plugin_class.spec
+    if spec is not None:
+        package = plugin_class.__module__.partition(".")[0]
+        try:
+            add_spec_file(spec, f"{package}/{spec.name}")
+        except SpecFileError as exc:
+            raise ConfigError(f"protocol {name!r}: its spec is broken: {exc}") from exc
+    missing = [scope for scope in plugin_class.scope_types if scope not in known_types("scope")]
+    if missing:
+        where = "its spec" if spec is not None else "any spec (set the plugin class's spec)"
+        raise ConfigError(f"protocol {name!r}: scope type {', '.join(map(repr, missing))} is not specified in {where}")
+    return plugin_class
 
 
 def http_urls(gateway: Gateway, path: str = "/") -> list[str]:

@@ -100,13 +100,19 @@ def supervise(argv: Sequence[str], directories: Sequence[str], extra: Sequence[s
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": ours names the files
     logger.info(
         "reloader %d: restarting on changes to %s files in %s (watchfiles)",
-        os.getpid(), ", ".join(f"*{suffix}" for suffix in WATCHED_SUFFIXES), ", ".join(map(str, paths)),
+        os.getpid(),
+        ", ".join(f"*{suffix}" for suffix in WATCHED_SUFFIXES),
+        ", ".join(map(str, paths)),
     )
     try:
         child.start()
         for changes in watchfiles.watch(
-            *paths, watch_filter=source_filter(extra), stop_event=stop, raise_interrupt=False,
-            yield_on_timeout=True, rust_timeout=500,
+            *paths,
+            watch_filter=source_filter(extra),
+            stop_event=stop,
+            raise_interrupt=False,
+            yield_on_timeout=True,
+            rust_timeout=500,
         ):
             if stop.is_set():
                 break

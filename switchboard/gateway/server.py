@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import secrets
 import signal
@@ -108,6 +109,9 @@ class GatewayStats:
     events_sent: int = 0
     events_dropped_full: int = 0
     events_failed: int = 0
+    # Failed attempts of events a plugin retried and then stored (``websocket_layer_retry``):
+    # taken out of ``events_failed``, which counts events lost.
+    events_retried: int = 0
     replies_delivered: int = 0
     replies_forwarded: int = 0
     replies_orphaned: int = 0
@@ -150,6 +154,12 @@ class Gateway:
         self.id = gateway_id or secrets.token_hex(6)
         self.reply_prefix = f"gateway.{self.id}!"
         self.control_channel = self.reply_prefix + "control"
+        # Connection names: this process's random nonce and a counter. Unique for the
+        # process's life and across restarts under the same ``gateway_id`` (the nonce), so a
+        # stale reply never finds a new connection; a random token per connection cost a
+        # getrandom() system call and a base64 encoding for every HTTP request.
+        self._name_nonce = secrets.token_urlsafe(6)
+        self._name_numbers = itertools.count(1)  # next() on a count is atomic: no lock across threads
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
         self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
@@ -225,7 +235,7 @@ class Gateway:
         must not block) with each reply of that protocol. ``sticky`` asks for worker
         affinity (see :class:`Connection`).
         """
-        channel = self.reply_prefix + secrets.token_urlsafe(9)
+        channel = f"{self.reply_prefix}{self._name_nonce}{next(self._name_numbers):x}"
         scope["reply_channel"] = channel
         protocol = scope["type"]
         row: ConnectionAffinity[Message] = ConnectionAffinity(sticky)
@@ -327,6 +337,12 @@ class Gateway:
             self.stats.events_failed += 1
             raise
         self.stats.events_sent += 1
+
+    def event_retried(self, failed_attempts: int) -> None:
+        """A plugin retried an event after ``failed_attempts`` layer failures, and it was then
+        stored: those attempts lost nothing, so they leave ``events_failed`` (a drop)."""
+        self.stats.events_failed -= failed_attempts
+        self.stats.events_retried += failed_attempts
 
     async def _flush_held(self, connection: Connection) -> None:
         """Send held events in order to the claiming worker (or the pool if none came).
@@ -479,7 +495,9 @@ class Gateway:
             self.stats.workers_lost += 1
             logger.warning(
                 "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
-                worker, silent_for, released,
+                worker,
+                silent_for,
+                released,
             )
         if send_mark:
             # None in flight (or it was lost, say in a Redis restart): send one now.

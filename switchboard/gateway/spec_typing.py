@@ -12,6 +12,12 @@ matches the specs. After editing a spec, regenerate it::
 
     python -m switchboard.gateway.spec_typing --write
 
+A plugin shipped in its own distribution types its own spec the same way, into a module
+beside it (docs/writing-a-plugin.md)::
+
+    python -m switchboard.gateway.spec_typing --spec switchboard_lineproto/lineproto.md \
+        --output switchboard_lineproto/messages.py --write
+
 Mapping of spec types (specs/README.md, *Types*) to Python:
 
 - ``list[T]`` becomes ``Sequence[T]`` and ``list[T1, T2]`` ``Sequence[T1 | T2]``: the
@@ -29,11 +35,23 @@ from __future__ import annotations
 
 import argparse
 import keyword
+import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .specs import GATEWAY_TO_WORKER, WORKER_TO_GATEWAY, MessageSpec, _Dict, _List, _Struct, _Type, _Union, load_specs
+from .specs import (
+    GATEWAY_TO_WORKER,
+    WORKER_TO_GATEWAY,
+    MessageSpec,
+    _Dict,
+    _List,
+    _Struct,
+    _Type,
+    _Union,
+    load_specs,
+    parse_spec_markdown,
+)
 
 #: Where the generated module lives, relative to the ``switchboard`` package.
 GENERATED_MODULE = "messages.py"
@@ -105,8 +123,9 @@ class _Renderer:
 
     def spec(self, spec: MessageSpec) -> str:
         where = spec.source.partition(":")[0]
+        where = where if "/" in where else f"specs/{where}"  # a plugin's own spec names its package
         travels = f" ({spec.direction})" if spec.direction else ""
-        doc = f"``{spec.type}``{' scope' if spec.kind == 'scope' else ''}{travels}: specs/{where}."
+        doc = f"``{spec.type}``{' scope' if spec.kind == 'scope' else ''}{travels}: {where}."
         return self.typed_dict(class_name(spec.type, spec.kind), spec._fields, doc=doc, literal=spec.type)
 
 
@@ -122,8 +141,13 @@ def _unique(items: Iterable[str]) -> list[str]:
     return seen
 
 
-def render(specs: Iterable[MessageSpec] | None = None) -> str:
-    """The source of :mod:`switchboard.messages` for ``specs`` (default: the shipped specs)."""
+def render(specs: Iterable[MessageSpec] | None = None, *, source: str | None = None) -> str:
+    """The source of :mod:`switchboard.messages` for ``specs`` (default: the shipped specs).
+
+    ``source`` (``switchboard_lineproto/lineproto.md``) names one spec file outside
+    ``switchboard/specs/`` whose blocks ``specs`` are: the header then says so and how to
+    regenerate the module.
+    """
     ordered = sorted(specs if specs is not None else load_specs(), key=lambda s: (s.protocol, s.kind != "scope", s.type))
     renderer = _Renderer()
     unions: dict[str, list[str]] = {}
@@ -145,18 +169,34 @@ def render(specs: Iterable[MessageSpec] | None = None) -> str:
             alias_lines.append(line)
         else:
             alias_lines.append(f"{alias} = (\n" + "".join(f"    {'| ' if i else ''}{m}\n" for i, m in enumerate(members)) + ")")
+    body = "\n\n\n".join(renderer.blocks)
+    if source is None:
+        docstring = (
+            "Types of every message and scope in ``switchboard/specs/``: generated, do not edit.\n\n"
+            "Made by :mod:`switchboard.gateway.spec_typing` from the spec blocks; regenerate with\n"
+            "``python -m switchboard.gateway.spec_typing --write`` after editing a spec (a test fails\n"
+            "until you do). "
+        )
+    else:
+        docstring = (
+            f"Types of every message and scope in ``{source}``: generated, do not edit.\n\n"
+            "Made by :mod:`switchboard.gateway.spec_typing` from the spec blocks; regenerate it after\n"
+            "editing the spec (a test fails until you do)::\n\n"
+            f"    python -m switchboard.gateway.spec_typing --spec {source} --output <this file> --write\n\n"
+        )
+    # Only the names the body uses (a small spec needs no Mapping): the module stays lint-clean.
+    used = set(re.findall(r"\b\w+\b", body))
+    abc_names = [name for name in ("Mapping", "Sequence") if name in used]
+    typing_names = [name for name in ("Any", "Literal", "NotRequired", "TypedDict") if name in used]
     header = (
-        '"""Types of every message and scope in ``switchboard/specs/``: generated, do not edit.\n\n'
-        "Made by :mod:`switchboard.gateway.spec_typing` from the spec blocks; regenerate with\n"
-        "``python -m switchboard.gateway.spec_typing --write`` after editing a spec (a test fails\n"
-        "until you do). ``<Protocol>ToWorker`` / ``<Protocol>ToGateway`` are the unions of the\n"
+        f'"""{docstring}'
+        "``<Protocol>ToWorker`` / ``<Protocol>ToGateway`` are the unions of the\n"
         "messages travelling each way.\n"
         '"""\n\n'
         "# No ``from __future__ import annotations``: TypedDict reads NotRequired[] at class creation.\n"
-        "from collections.abc import Mapping, Sequence\n"
-        "from typing import Any, Literal, NotRequired, TypedDict\n"
+        + (f"from collections.abc import {', '.join(abc_names)}\n" if abc_names else "")
+        + f"from typing import {', '.join(typing_names)}\n"
     )
-    body = "\n\n\n".join(renderer.blocks)
     return f"{header}\n\n{body}\n\n\n" + "\n".join(alias_lines) + "\n"
 
 
@@ -164,16 +204,35 @@ def generated_path() -> Path:
     return Path(__file__).resolve().parent.parent / GENERATED_MODULE
 
 
+def spec_source_name(spec_file: Path) -> str:
+    """How a plugin's spec file is named in errors and docstrings: ``<package>/<file>``.
+
+    The same name the plugin registry gives it (``check_plugin_spec``), so a block's
+    ``source`` reads the same at run time and in the generated module.
+    """
+    return f"{spec_file.resolve().parent.name}/{spec_file.name}"
+
+
+def render_file(spec_file: Path) -> str:
+    """The TypedDict module for one spec file outside ``switchboard/specs/`` (a plugin's)."""
+    source = spec_source_name(spec_file)
+    return render(parse_spec_markdown(spec_file.read_text(encoding="utf-8"), source), source=source)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m switchboard.gateway.spec_typing", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help=f"write switchboard/{GENERATED_MODULE} instead of printing it")
+    parser.add_argument("--write", action="store_true", help="write the module instead of printing it")
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed module differs from the specs")
+    parser.add_argument("--spec", type=Path, help="one spec file outside switchboard/specs/ (a plugin's own); needs --output")
+    parser.add_argument("--output", type=Path, help=f"the module to write or check (default: switchboard/{GENERATED_MODULE})")
     args = parser.parse_args(argv)
-    source = render()
-    path = generated_path()
+    if args.spec is not None and args.output is None:
+        parser.error("--spec needs --output: the plugin's own module, never switchboard/messages.py")
+    source = render_file(args.spec) if args.spec is not None else render()
+    path = args.output if args.output is not None else generated_path()
     if args.check:
         if not path.exists() or path.read_text(encoding="utf-8") != source:
-            print(f"{path} is out of date with the specs: run python -m switchboard.gateway.spec_typing --write", file=sys.stderr)
+            print(f"{path} is out of date with its spec: regenerate it with --write", file=sys.stderr)
             return 1
         return 0
     if args.write:

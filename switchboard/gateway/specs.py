@@ -45,6 +45,7 @@ __all__ = [
     "Rule",
     "SpecError",
     "SpecFileError",
+    "add_spec_file",
     "known_types",
     "load_specs",
     "parse_spec_markdown",
@@ -901,12 +902,62 @@ def load_specs(directory: Traversable | None = None) -> list[MessageSpec]:
     return specs
 
 
+# Spec files from outside ``specs/`` (a third-party plugin's own), by source name: the
+# registry compiles them after the shipped ones. Filled by :func:`add_spec_file`.
+_added_files: dict[str, str] = {}
+
+
+def add_spec_file(spec_file: Traversable, source: str | None = None) -> list[MessageSpec]:
+    """Add one spec file from outside ``specs/`` to what every validator knows; its blocks.
+
+    For a protocol plugin shipped in its own distribution: its spec lives in its own
+    package (``importlib.resources.files("switchboard_lineproto") / "lineproto.md"``), and
+    the plugin registry adds it when it loads the plugin class
+    (:attr:`~switchboard.gateway.plugins.ProtocolPlugin.spec`), before any socket opens.
+    ``source`` names the file in errors and in each block's ``source``
+    (``switchboard_lineproto/lineproto.md``; default: the file's name).
+
+    Raises :class:`SpecFileError` when the file does not compile or specifies a type that
+    is already specified (a plugin cannot redefine ``websocket.send``), and leaves the
+    registry as it was. Adding the same file again is a no-op, so loading a plugin class
+    twice is harmless.
+    """
+    name = source or spec_file.name
+    try:
+        text = spec_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecFileError(f"{name}: cannot read the spec file: {exc}") from None
+    compiled = parse_spec_markdown(text, name)
+    if not compiled:
+        raise SpecFileError(f"{name}: no message or scope blocks")
+    if _added_files.get(name) == text:
+        return compiled
+    previous = dict(_added_files)
+    _added_files[name] = text
+    _registry.cache_clear()
+    try:
+        _registry()  # compile now: a clash with a known type fails here, at start-up
+    except SpecFileError:
+        _added_files.clear()
+        _added_files.update(previous)
+        _registry.cache_clear()
+        raise
+    return compiled
+
+
+def _all_specs() -> list[MessageSpec]:
+    specs = load_specs()
+    for name, text in _added_files.items():
+        specs.extend(parse_spec_markdown(text, name))
+    return specs
+
+
 @functools.lru_cache(maxsize=1)
 def _registry() -> _Registry:
     """All specs, compiled once per process (validation is on plugin hot paths)."""
     messages: dict[str, MessageSpec] = {}
     scopes: dict[str, MessageSpec] = {}
-    for spec in load_specs():
+    for spec in _all_specs():
         table = scopes if spec.kind == "scope" else messages
         if spec.type in table:
             raise SpecFileError(f"{spec.source}: {spec.type} is already specified in {table[spec.type].source}")
@@ -916,7 +967,10 @@ def _registry() -> _Registry:
 
 
 def reload_specs() -> None:
-    """Forget the compiled specs; the next call reads ``specs/`` again (tests, spec authors)."""
+    """Forget the compiled specs; the next call reads ``specs/`` again (tests, spec authors).
+
+    Files added with :func:`add_spec_file` stay added (compiled again from their text).
+    """
     _registry.cache_clear()
 
 

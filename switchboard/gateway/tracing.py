@@ -170,7 +170,10 @@ class GatewayTracer:
     ) -> None:
         event_type = str(event.get("type"))
         attributes = {
-            PROTOCOL: connection.protocol, CONNECTION: connection.channel, EVENT_TYPE: event_type, SYSTEM: "switchboard"
+            PROTOCOL: connection.protocol,
+            CONNECTION: connection.channel,
+            EVENT_TYPE: event_type,
+            SYSTEM: "switchboard",
         }
         with self.tracer.start_as_current_span(f"receive {event_type}", kind=SpanKind.PRODUCER, attributes=attributes) as span:
             try:

@@ -101,6 +101,9 @@ class WorkerStats:
     # Replies dropped because the connection's gateway had no room for them for
     # ``reply_wait`` seconds (its reply list stayed full): the consumer is not told.
     replies_shed: int = 0
+    # Replies the layer raised on (Redis unreachable, the gateway's primary failing over):
+    # lost at most once, also in the layer's ``send_failed``; the consumer is not told.
+    replies_failed: int = 0
     # Durable deliveries whose handler returned / raised (retried or dead-lettered), and
     # those handed back unstarted (stopping, backlog full) for another worker.
     durable_finished: int = 0
@@ -160,8 +163,24 @@ class _Instance:
     """One running application instance and the queue that feeds its ``receive``."""
 
     __slots__ = (
-        "accepted", "bound", "claim", "closed", "handed", "in_hand", "key", "local", "on_room", "overflowed", "progressed",
-        "queue", "response_started", "resumed", "scope", "task", "times", "waiting",
+        "accepted",
+        "bound",
+        "claim",
+        "closed",
+        "handed",
+        "in_hand",
+        "key",
+        "local",
+        "on_room",
+        "overflowed",
+        "progressed",
+        "queue",
+        "response_started",
+        "resumed",
+        "scope",
+        "task",
+        "times",
+        "waiting",
     )
 
     def __init__(self, key: str, scope: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -295,6 +314,8 @@ class Worker:
         self.reply_wait = reply_wait
         self._shed_logged = 0.0
         self._shed_unlogged = 0
+        self._failed_logged = 0.0
+        self._failed_unlogged = 0
         self.durable_prefetch = durable_prefetch
         # The reader of this worker's durable channels (specs/layer.md, Durable channels).
         self.durable: DurableReceiver | None = None
@@ -666,7 +687,9 @@ class Worker:
             self.stats.backlog_closes += 1
             logger.warning(
                 "%s %s has %d events queued (its backlog bound): refusing its events",
-                instance.scope.get("type"), instance.key, instance.queue.qsize(),
+                instance.scope.get("type"),
+                instance.key,
+                instance.queue.qsize(),
             )
             asyncio.get_running_loop().create_task(self._fail(instance, http_status=503, websocket_code=1013))
 
@@ -850,7 +873,8 @@ class Worker:
                     self._claim_warned.add(scope_type)
                     logger.warning(
                         "ordered = True is ignored for %s: its pool %s is durable (redelivery cannot keep order)",
-                        scope_type, pool_channel(scope_type),
+                        scope_type,
+                        pool_channel(scope_type),
                     )
             elif decision is OwnClaim.SEND and isinstance(instance.scope.get("reply_channel"), str):
                 instance.claim = True
@@ -875,10 +899,33 @@ class Worker:
         # replies share it): wait for room, then shed. Never ChannelFull into the consumer,
         # which would kill it and its client's connection (1011) for a passing condition;
         # a client too slow for its own replies is the gateway's to close (1013).
+        # A layer failure (the gateway's primary failing over) is passing too: the reply
+        # is lost at most once and counted, and the consumer and its client live on.
         try:
             await self.layer.send(reply_channel, message, local=False, wait=self.reply_wait)
         except ChannelFull:
             self._shed(instance, message_type)
+        except (LayerClosed, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            self._reply_failed(instance, message_type, exc)
+
+    def _reply_failed(self, instance: _Instance, message_type: Any, exc: Exception) -> None:
+        """Count a reply the layer raised on; log at most every 10 s (a failover fails many)."""
+        self.stats.replies_failed += 1
+        self._failed_unlogged += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._failed_logged >= 10.0:
+            logger.warning(
+                "replies to the gateway of %s failed: %d reply(s) lost (%s the last: %r)",
+                instance.key,
+                self._failed_unlogged,
+                message_type,
+                exc,
+            )
+            logger.debug("the reply failed", exc_info=exc)
+            self._failed_logged = now
+            self._failed_unlogged = 0
 
     def _shed(self, instance: _Instance, message_type: Any) -> None:
         """Count a reply the gateway had no room for; log at most every 10 s (a burst sheds many)."""
@@ -888,7 +935,10 @@ class Worker:
         if now - self._shed_logged >= 10.0:
             logger.warning(
                 "the gateway of %s had no room for replies for %.1fs: %d reply(s) shed (%s the last)",
-                instance.key, self.reply_wait, self._shed_unlogged, message_type,
+                instance.key,
+                self.reply_wait,
+                self._shed_unlogged,
+                message_type,
             )
             self._shed_logged = now
             self._shed_unlogged = 0
@@ -901,11 +951,17 @@ class Worker:
         try:
             if scope_type == "http" and not instance.response_started:
                 body = {404: b"Not Found", 503: b"Service Unavailable"}.get(http_status, b"Internal Server Error")
-                await self._send_reply(instance, {
-                    "type": "http.response.start",
-                    "status": http_status,
-                    "headers": [[b"content-type", b"text/plain; charset=utf-8"], [b"content-length", str(len(body)).encode()]],
-                })
+                await self._send_reply(
+                    instance,
+                    {
+                        "type": "http.response.start",
+                        "status": http_status,
+                        "headers": [
+                            [b"content-type", b"text/plain; charset=utf-8"],
+                            [b"content-length", str(len(body)).encode()],
+                        ],
+                    },
+                )
                 await self._send_reply(instance, {"type": "http.response.body", "body": body, "more_body": False})
             elif scope_type == "http":
                 await self._send_reply(instance, {"type": "http.response.body", "body": b"", "more_body": False})
@@ -918,11 +974,14 @@ class Worker:
                     # the ASGI denial-response extension lets it see a real HTTP status.
                     status = 404 if websocket_code == 4404 else 500
                     body = b"Not Found" if status == 404 else b"Internal Server Error"
-                    await self._send_reply(instance, {
-                        "type": "websocket.http.response.start",
-                        "status": status,
-                        "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
-                    })
+                    await self._send_reply(
+                        instance,
+                        {
+                            "type": "websocket.http.response.start",
+                            "status": status,
+                            "headers": [[b"content-type", b"text/plain; charset=utf-8"]],
+                        },
+                    )
                     await self._send_reply(instance, {"type": "websocket.http.response.body", "body": body})
                 else:
                     await self._send_reply(instance, {"type": "websocket.close", "code": websocket_code})

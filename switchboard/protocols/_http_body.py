@@ -54,11 +54,11 @@ class BodyBudget:
     allocations, and glibc otherwise keeps the heap they grew, for good.
     """
 
-    __slots__ = ("_last_give", "_release", "_trim_above", "_trim_delay", "_trim_handle", "_waiters", "limit", "peak",
-                 "used")
+    __slots__ = ("_last_give", "_release", "_trim_above", "_trim_delay", "_trim_handle", "_waiters", "limit", "peak", "used")
 
-    def __init__(self, limit: int, *, trim_above: int = 4 * 1024 * 1024, trim_delay: float = 1.0,
-                 release: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, limit: int, *, trim_above: int = 4 * 1024 * 1024, trim_delay: float = 1.0, release: Callable[[], None] | None = None
+    ) -> None:
         self.limit = limit
         self.used = 0
         #: The most held since memory was last returned (what a trim may give back).
@@ -169,8 +169,16 @@ class BodyReader:
 
     __slots__ = ("_arrived", "_budget", "_held", "_receive", "chunk_size", "done", "max_size", "size", "timeout")
 
-    def __init__(self, receive: Receive, *, budget: BodyBudget, chunk_size: int, max_size: int,
-                 timeout: float | None, arrived: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        receive: Receive,
+        *,
+        budget: BodyBudget,
+        chunk_size: int,
+        max_size: int,
+        timeout: float | None,
+        arrived: Callable[[], bool] | None = None,
+    ) -> None:
         self._receive = receive
         #: Whether the rest of the body is already with uvicorn (``receive`` will not wait):
         #: then no timer is armed for it, which is most requests with a body.

@@ -39,7 +39,6 @@ _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
 _MAX_CLOSE_REASON_BYTES = 123
 
 
-
 T = TypeVar("T")
 
 
@@ -187,6 +186,12 @@ class Counter(Protocol):
     def __call__(self, counter: str, amount: int = 1) -> None: ...
 
 
+class SendEvent(Protocol):
+    """The plugin's :meth:`~switchboard.gateway.plugins.ProtocolPlugin.send_event`."""
+
+    def __call__(self, connection: Connection, event: Message, *, count: bool = True) -> Awaitable[EventOutcome]: ...
+
+
 @dataclass(slots=True)
 class BridgeContext:
     """What a per-connection bridge needs from the plugin, without importing it.
@@ -198,7 +203,10 @@ class BridgeContext:
     gateway: Gateway
     count: Counter
     #: The plugin's ``send_event``: counts and logs the layer's refusals under the standard names.
-    send_event: Callable[[Connection, Message], Awaitable[EventOutcome]]
+    send_event: SendEvent
+    #: Counts an outcome under its standard name, as ``send_event`` does (for retried sends,
+    #: counted once for their final outcome).
+    count_outcome: Callable[[Connection, EventOutcome], None]
     max_body_size: int
     response_timeout: float
     idle_timeout: float | None
@@ -216,6 +224,8 @@ class BridgeContext:
     body_chunk_size: int = 64 * 1024
     #: Longest wait for the next piece of a request body (None: no limit).
     body_timeout: float | None = None
+    #: Seconds a WebSocket message is retried while the layer fails (0: not retried).
+    layer_retry: float = 0.0
 
 
 async def send_event(ctx: BridgeContext, connection: Connection, event: Message) -> bool:

@@ -64,8 +64,7 @@ LINGER_SECONDS = 1.0
 #: connections opened in the same second expires in a handful of callbacks, not thousands).
 _SLACK = 0.05
 
-_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
-            503: b"Service Unavailable"}
+_PHRASES = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
 
 class GuardedLink(Protocol):
@@ -180,8 +179,12 @@ class ConnectionGuard:
             in_use = self._descriptors_in_use(_fileno(transport))
             if in_use >= high_water and not self._shed_one(in_use):
                 self.count("http.503_file_limit")
-                self._log.warning("file limit", "%d of %d descriptors in use and no idle connection to close: "
-                                  "refused a new connection with 503", in_use, self.fd_limit or 0)
+                self._log.warning(
+                    "file limit",
+                    "%d of %d descriptors in use and no idle connection to close: refused a new connection with 503",
+                    in_use,
+                    self.fd_limit or 0,
+                )
                 link.answer(503, "server busy, try again later", linger=None)
                 return None
         peer = _peer_host(transport)
@@ -190,8 +193,12 @@ class ConnectionGuard:
             open_now = self.per_ip.get(peer, 0)
             if open_now >= self.max_per_ip:
                 self.count("http.503_per_ip")
-                self._log.warning("connections per address", "%s already has %d connections open "
-                                  "(max_connections_per_ip): refused with 503", peer, open_now)
+                self._log.warning(
+                    "connections per address",
+                    "%s already has %d connections open (max_connections_per_ip): refused with 503",
+                    peer,
+                    open_now,
+                )
                 link.answer(503, "too many connections from your address", linger=LINGER_SECONDS, when_asked=True)
                 return None
             self.per_ip[peer] = open_now + 1
@@ -294,8 +301,12 @@ class ConnectionGuard:
             self._leave(entry)
             entry.state = GONE
             self.count("http.idle_timeouts")
-            self._log.warning("idle timeout", "a connection from %s sent nothing in %.1fs: closed",
-                              entry.peer or _peer_host(entry.transport), idle)
+            self._log.warning(
+                "idle timeout",
+                "a connection from %s sent nothing in %.1fs: closed",
+                entry.peer or _peer_host(entry.transport),
+                idle,
+            )
             entry.transport.close()
         while self._heads:
             entry = next(iter(self._heads.values()))
@@ -303,8 +314,12 @@ class ConnectionGuard:
                 break
             self._leave(entry)  # answer() moves it to the lingering ones
             self.count("http.header_timeouts")
-            self._log.warning("header timeout", "a request header block from %s was not complete in %.1fs: 408",
-                              entry.peer or _peer_host(entry.transport), header)
+            self._log.warning(
+                "header timeout",
+                "a request header block from %s was not complete in %.1fs: 408",
+                entry.peer or _peer_host(entry.transport),
+                header,
+            )
             if entry.link is not None:
                 entry.link.answer(408, "request header timeout", linger=LINGER_SECONDS)
         fronts = []
@@ -344,8 +359,12 @@ class ConnectionGuard:
         self._leave(victim)
         victim.state = GONE
         self.count("http.connections_shed")
-        self._log.warning("file limit", "%d of %d descriptors in use: closed the oldest connection without a request "
-                          "to keep room for new ones", in_use, self.fd_limit or 0)
+        self._log.warning(
+            "file limit",
+            "%d of %d descriptors in use: closed the oldest connection without a request to keep room for new ones",
+            in_use,
+            self.fd_limit or 0,
+        )
         if lingering:
             victim.transport.abort()
         else:

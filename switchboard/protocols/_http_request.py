@@ -151,8 +151,9 @@ async def _stream_body(
     return None
 
 
-async def _answer_body_problem(ctx: BridgeContext, scope: dict[str, Any], send: Send, problem: BodyProblem,
-                               reader: BodyReader | None = None) -> None:
+async def _answer_body_problem(
+    ctx: BridgeContext, scope: dict[str, Any], send: Send, problem: BodyProblem, reader: BodyReader | None = None
+) -> None:
     """The client's answer when its body could not be read to the end, with ``connection: close``.
 
     A client that is still sending (a body too large, or refused while the gateway is
@@ -169,18 +170,30 @@ async def _answer_body_problem(ctx: BridgeContext, scope: dict[str, Any], send: 
         await send_plain(send, 413, "Request body too large\n", close=True)
     elif problem is BodyProblem.TIMEOUT:
         ctx.count("http.body_timeouts")
-        _limits_log.warning("body timeout", "%s %s from %s: no body data for %.1fs; answered 408",
-                            scope["method"], scope["path"], _client(scope), ctx.body_timeout or 0.0)
+        _limits_log.warning(
+            "body timeout",
+            "%s %s from %s: no body data for %.1fs; answered 408",
+            scope["method"],
+            scope["path"],
+            _client(scope),
+            ctx.body_timeout or 0.0,
+        )
         await send_plain(send, 408, "Request body timeout\n", close=True)
     else:
         ctx.count("http.503_body_buffer")
-        _limits_log.warning("body buffer", "request bodies in progress hold max_buffered_body_bytes; "
-                            "%s %s from %s answered 503", scope["method"], scope["path"], _client(scope))
+        _limits_log.warning(
+            "body buffer",
+            "request bodies in progress hold max_buffered_body_bytes; %s %s from %s answered 503",
+            scope["method"],
+            scope["path"],
+            _client(scope),
+        )
         await send_plain(send, 503, "Service Unavailable: server busy, try again later\n", close=True, retry_after=1)
 
 
-async def _answer_stop(ctx: BridgeContext, scope: dict[str, Any], send: Send, stopped: BodyProblem | _Stop,
-                       reader: BodyReader) -> None:
+async def _answer_stop(
+    ctx: BridgeContext, scope: dict[str, Any], send: Send, stopped: BodyProblem | _Stop, reader: BodyReader
+) -> None:
     if isinstance(stopped, BodyProblem):
         await _answer_body_problem(ctx, scope, send, stopped, reader)
         return
@@ -241,9 +254,7 @@ async def _wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def _relay(
-    ctx: BridgeContext, scope: dict[str, Any], receive: Receive, send: Send, queue: Mailbox[Message | _End]
-) -> bool:
+async def _relay(ctx: BridgeContext, scope: dict[str, Any], receive: Receive, send: Send, queue: Mailbox[Message | _End]) -> bool:
     """Relay replies to the client while a watcher task turns a disconnect into a queue item.
 
     The watcher is the only extra task per request; funnelling both sources into the one

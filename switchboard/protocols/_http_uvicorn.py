@@ -559,21 +559,58 @@ def websocket_protocol(settings: ProtocolSettings, uvicorn_name: str = "websocke
 #: instead of an AttributeError under load. A new uvicorn that passes is allowed
 #: (setup.py has no upper bound); CI runs the HTTP tests against the newest one too.
 REQUIRED_METHODS: Final[dict[str, tuple[str, ...]]] = {
-    "HttpToolsProtocol": ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_url",
-                          "on_header", "on_headers_complete", "on_body", "on_message_complete",
-                          "on_response_complete", "handle_websocket_upgrade"),
-    "H11Protocol": ("connection_made", "connection_lost", "data_received", "handle_events",
-                    "handle_websocket_upgrade", "on_response_complete"),
+    "HttpToolsProtocol": (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_body",
+        "on_message_complete",
+        "on_response_complete",
+        "handle_websocket_upgrade",
+    ),
+    "H11Protocol": (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "handle_events",
+        "handle_websocket_upgrade",
+        "on_response_complete",
+    ),
     "WebSocketsSansIOProtocol": ("data_received", "connection_lost", "handle_connect", "send"),
     "Server": ("startup", "main_loop", "shutdown"),
 }
 REQUIRED_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
-    "HttpToolsProtocol": ("parser", "cycle", "flow", "server_state", "scope", "transport", "loop", "timeout_keep_alive",
-                          "client"),
+    "HttpToolsProtocol": (
+        "parser",
+        "cycle",
+        "flow",
+        "server_state",
+        "scope",
+        "transport",
+        "loop",
+        "timeout_keep_alive",
+        "client",
+    ),
     "H11Protocol": ("cycle", "flow", "server_state", "transport", "loop"),
-    "WebSocketsSansIOProtocol": ("conn", "queue", "writable", "handshake_complete", "initial_response", "close_sent",
-                                 "disconnected", "read_paused", "close_timer", "close_timeout", "transport", "loop",
-                                 "config"),
+    "WebSocketsSansIOProtocol": (
+        "conn",
+        "queue",
+        "writable",
+        "handshake_complete",
+        "initial_response",
+        "close_sent",
+        "disconnected",
+        "read_paused",
+        "close_timer",
+        "close_timeout",
+        "transport",
+        "loop",
+        "config",
+    ),
 }
 
 
@@ -599,7 +636,9 @@ def check_uvicorn() -> None:
         "Server": uvicorn.Server,
     }
     missing = [
-        f"{name}.{method}()" for name, methods in REQUIRED_METHODS.items() for method in methods
+        f"{name}.{method}()"
+        for name, methods in REQUIRED_METHODS.items()
+        for method in methods
         if not callable(getattr(classes[name], method, None))
     ]
     if "websockets-sansio" not in WS_PROTOCOLS:

@@ -23,6 +23,8 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 from switchboard.gateway.asgi import TEXT_PLAIN
+from switchboard.gateway.plugins import EventOutcome
+from switchboard.gateway.ratelimit import TokenBucket
 
 from ._http_common import (
     BridgeContext,
@@ -58,13 +60,12 @@ class WebSocketSession:
     """State of one WebSocket connection; ``__slots__`` because 10k idle ones must stay cheap."""
 
     __slots__ = (
-        "allowance",
+        "bucket",
         "connection",
         "ctx",
         "deadline",
         "disconnect_sent",
         "last_activity",
-        "last_refill",
         "loop",
         "queue",
         "receive",
@@ -85,9 +86,9 @@ class WebSocketSession:
         self.deadline: float | None = self.loop.time() + ctx.response_timeout
         self.last_activity = self.loop.time()
         self.disconnect_sent = False
-        # Token bucket of websocket_max_messages_per_second: messages the client may still send.
-        self.allowance = float(ctx.message_burst)
-        self.last_refill = self.last_activity
+        # websocket_max_messages_per_second, on the loop's clock; None (no object) when off.
+        rate = ctx.message_rate
+        self.bucket = None if rate is None else TokenBucket(rate, ctx.message_burst, self.last_activity)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -153,6 +154,38 @@ class WebSocketSession:
         assert self.connection is not None
         return await send_event(self.ctx, self.connection, event)
 
+    async def _forward_message(self, event: Message) -> bool:
+        """A client's message to the worker pool, retried for ``layer_retry`` seconds while
+        the layer fails (not when it is full: that is back-pressure, answered with 1013).
+
+        A Redis primary failing over fails every send to its slots for a few seconds;
+        retrying holds this client (its next messages are not read meanwhile, so order is
+        kept) instead of closing it, which would send every client of the gateway back
+        through a reconnect at once. Counted once, for the final outcome; each retry is
+        ``websocket.events_retried``.
+        """
+        assert self.connection is not None
+        retry = self.ctx.layer_retry
+        if retry <= 0:
+            return await self._forward(event)
+        give_up = self.loop.time() + retry
+        delay = 0.05
+        failed = 0
+        while True:
+            outcome = await self.ctx.send_event(self.connection, event, count=False)
+            if outcome is not EventOutcome.FAILED or self.loop.time() >= give_up:
+                break
+            failed += 1
+            self.ctx.count("websocket.events_retried")
+            await asyncio.sleep(min(delay, max(0.0, give_up - self.loop.time())))
+            delay = min(delay * 2, 1.0)
+        if outcome is not EventOutcome.SENT:
+            self.ctx.count_outcome(self.connection, outcome)
+        if failed:
+            # The attempts that were retried lost nothing (a final failure is the one loss).
+            self.ctx.gateway.event_retried(failed)
+        return outcome is EventOutcome.SENT
+
     # -- client -> worker pool ----------------------------------------------------------
 
     async def _pump_client(self) -> None:
@@ -164,30 +197,18 @@ class WebSocketSession:
                 if kind == "websocket.receive":
                     self.last_activity = self.loop.time()
                     self.ctx.count("websocket.messages_in")
-                    if self.ctx.message_rate is not None and not self._take_token():
+                    if self.bucket is not None and not self.bucket.take(self.last_activity):
                         self.ctx.count("websocket.messages_dropped_rate")
                         self.queue.put_nowait(_Signal.RATE)
                         continue
                     event = {"type": kind, "bytes": message.get("bytes"), "text": message.get("text")}
-                    if not await self._forward({k: v for k, v in event.items() if v is not None}):
+                    if not await self._forward_message({k: v for k, v in event.items() if v is not None}):
                         self.queue.put_nowait(_Signal.FULL)
                 elif kind == "websocket.disconnect":
                     await self._forward_disconnect(message)
                     return
         finally:
             self.queue.put_nowait(_Signal.ENDED)
-
-    def _take_token(self) -> bool:
-        """One message's worth from the token bucket; False when the client is over its rate."""
-        rate = self.ctx.message_rate
-        assert rate is not None
-        now = self.loop.time()
-        self.allowance = min(float(self.ctx.message_burst), self.allowance + (now - self.last_refill) * rate)
-        self.last_refill = now
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True
 
     async def _forward_disconnect(self, message: Message) -> None:
         code = message.get("code", 1005)

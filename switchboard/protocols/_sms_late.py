@@ -33,8 +33,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("switchboard.protocols.sms")
 
 #: Counters of :class:`LateReplies` (present from the start at 0).
-LATE_COUNTERS = ("late_replies_sent", "late_replies_empty", "late_replies_duplicate", "late_replies_invalid",
-                 "late_replies_failed")
+LATE_COUNTERS = (
+    "late_replies_sent",
+    "late_replies_empty",
+    "late_replies_duplicate",
+    "late_replies_invalid",
+    "late_replies_failed",
+)
 
 
 @dataclass

@@ -150,14 +150,16 @@ class ParserPool:
 
     async def build(self, content: bytes, envelope: Envelope, *, inline_limit: int, limits: Limits) -> BuiltEvent:
         job = secrets.token_hex(8) + "-"
-        frame = _frame({
-            "content": content,
-            "envelope": asdict(envelope),
-            "inline_limit": inline_limit,
-            "storage": str(self.storage.directory),
-            "prefix": job,
-            "limits": asdict(limits),
-        })
+        frame = _frame(
+            {
+                "content": content,
+                "envelope": asdict(envelope),
+                "inline_limit": inline_limit,
+                "storage": str(self.storage.directory),
+                "prefix": job,
+                "limits": asdict(limits),
+            }
+        )
         async with self._slots:
             if self._closed:
                 raise ParserFailed("the parser pool is closed")
@@ -283,7 +285,10 @@ def _answer(job: dict[str, Any]) -> bytes:
     storage = Storage(Path(job["storage"]), prefix=job["prefix"])
     try:
         built = build_event(
-            job["content"], Envelope(**job["envelope"]), inline_limit=job["inline_limit"], storage=storage,
+            job["content"],
+            Envelope(**job["envelope"]),
+            inline_limit=job["inline_limit"],
+            storage=storage,
             limits=Limits(**job["limits"]),
         )
     except MessageRefused as exc:

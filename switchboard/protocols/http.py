@@ -86,6 +86,11 @@ class HttpOptions:
     websocket_ping_timeout: float | None = 20.0
     #: Close a WebSocket with 1001 after this many seconds without messages either way.
     websocket_idle_timeout: float | None = None
+    #: Seconds a client's WebSocket message is retried while the layer fails (Redis
+    #: unreachable, a primary failing over) before the client is closed with 1013. The
+    #: client's later messages wait behind it (not read meanwhile), so order is kept and
+    #: a failover of a few seconds costs no reconnect storm. 0: close at once.
+    websocket_layer_retry: float = 10.0
     #: Negotiate permessage-deflate. Off by default: it costs ~30 KiB of zlib state per
     #: connection, which matters with many idle sockets (Daphne did not offer it either).
     websocket_per_message_deflate: bool = False
@@ -131,6 +136,11 @@ class HttpOptions:
     websocket_message_burst: int | None = None
     #: Listen backlog of each socket.
     backlog: int = 2048
+    #: SO_REUSEPORT on every bound socket, so several gateway processes on one host can
+    #: listen on the same port and the kernel spreads new connections over them: how HTTP
+    #: and WebSocket scale past one gateway process without a load balancer (docs/scaling.md),
+    #: and how a new gateway can start listening before the old one stops (docs/deploys.md).
+    reuse_port: bool = False
     #: ASGI ``root_path`` (the URL prefix a proxy mounts the site under).
     root_path: str = ""
     #: Trust X-Forwarded-For/-Proto from ``forwarded_allow_ips`` for client address and scheme.
@@ -203,6 +213,9 @@ class HttpOptions:
         for name, seconds in positive.items():
             if seconds is not None and not seconds > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+        retry = self.websocket_layer_retry
+        if not (retry >= 0 and math.isfinite(retry)):
+            raise ValueError(f"websocket_layer_retry must be 0 or a positive number of seconds, got {retry!r}")
         rate = self.websocket_max_messages_per_second
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"websocket_max_messages_per_second must be a positive number, got {rate!r}")
@@ -289,6 +302,7 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             gateway=gateway,
             count=self.count,
             send_event=self.send_event,
+            count_outcome=lambda connection, outcome: self.count(self.counter_name(outcome.value, connection.protocol)),
             max_body_size=options.max_body_size,
             response_timeout=options.response_timeout,
             idle_timeout=options.websocket_idle_timeout,
@@ -297,12 +311,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
             reply_bound=ReplyBound(options.max_pending_replies, options.max_pending_reply_bytes),
             body_budget=self._body_budget,
             message_rate=options.websocket_max_messages_per_second,
+            layer_retry=options.websocket_layer_retry,
             message_burst=options.message_burst,
             body_chunk_size=options.body_chunk_size,
             body_timeout=options.body_timeout,
         )
         self._access_log = options.access_log and access_logger.isEnabledFor(logging.INFO)
-        sockets = bind_sockets(options.bind)
+        sockets = bind_sockets(options.bind, reuse_port=options.reuse_port)
         try:
             config = self._uvicorn_config()
             config.load()
@@ -358,7 +373,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         if limit is not None and reserve < 3 * options.backlog + 64:
             logger.warning(
                 "the file limit (%d) is low for a listen backlog of %d: the gateway starts shedding idle "
-                "connections at %d open; raise the limit (ulimit -n) or lower the backlog", limit, options.backlog,
+                "connections at %d open; raise the limit (ulimit -n) or lower the backlog",
+                limit,
+                options.backlog,
                 limit - reserve,
             )
         proxies = self._trusted_proxies() if options.proxy_headers else []
@@ -469,8 +486,9 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
                 else:
                     del self._per_ip[address]
 
-    async def _refuse(self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, status: int,
-                      text: str, counter: str) -> None:
+    async def _refuse(
+        self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, status: int, text: str, counter: str
+    ) -> None:
         """Answer a request or WebSocket handshake ourselves; nothing reaches a worker."""
         context = self._context
         assert context is not None
@@ -516,13 +534,13 @@ class HttpPlugin(ProtocolPlugin[HttpOptions]):
         return len(state.connections) > limit or len(state.tasks) > limit
 
 
-def bind_sockets(binds: list[str]) -> list[socket.socket]:
+def bind_sockets(binds: list[str], *, reuse_port: bool = False) -> list[socket.socket]:
     """One listening-ready socket per ``host:port``; all closed again if any bind fails."""
     sockets: list[socket.socket] = []
     try:
         for index, address in enumerate(binds):
             host, port = parse_bind(address, where=f"bind[{index}]")
-            sockets.append(_bind(host, port))
+            sockets.append(_bind(host, port, reuse_port=reuse_port))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -530,11 +548,13 @@ def bind_sockets(binds: list[str]) -> list[socket.socket]:
     return sockets
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # So "[::]:8000" and "0.0.0.0:8000" can both be listed without colliding.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

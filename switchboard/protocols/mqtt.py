@@ -210,9 +210,7 @@ def check_topic_filter(topic: Any) -> str:
     """Raise ValueError unless ``topic`` is a valid subscription filter (``a/+/c``, ``a/#``)."""
     encoded = _check_text(topic, "topic filter")
     if paho.Client._filter_wildcard_len_check(encoded) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-        raise ValueError(
-            f"topic filter {topic[:80]!r} is invalid: '+' and '#' must fill a whole level, '#' only last"
-        )
+        raise ValueError(f"topic filter {topic[:80]!r} is invalid: '+' and '#' must fill a whole level, '#' only last")
     return cast(str, topic)
 
 
@@ -384,9 +382,7 @@ class MqttOptions:
 
     def subscription_map(self) -> dict[str, int]:
         """``subscriptions`` as ``{filter: qos}`` (a later entry for the same filter wins)."""
-        return dict(
-            parse_subscription(item, self.qos, f"subscriptions[{i}]") for i, item in enumerate(self.subscriptions)
-        )
+        return dict(parse_subscription(item, self.qos, f"subscriptions[{i}]") for i, item in enumerate(self.subscriptions))
 
     @property
     def paho_protocol(self) -> MQTTProtocolVersion:
@@ -553,8 +549,10 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
             "protocol_version": options.version_label,
         }
         if not options.clean_session and options.client_id is None:
-            logger.warning("mqtt: clean_session is false but client_id is not set: the default id is new at "
-                           "every start, so the broker session cannot be resumed")
+            logger.warning(
+                "mqtt: clean_session is false but client_id is not set: the default id is new at "
+                "every start, so the broker session cannot be resumed"
+            )
         if self._durable:
             self._check_durable(gateway)
         self.connection = gateway.open_connection(scope, self.deliver)
@@ -575,7 +573,8 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         except TimeoutError:
             logger.warning(
                 "mqtt: not connected to %s after %.1fs; serving anyway, paho keeps retrying",
-                ", ".join(self.options.brokers), options.connect_timeout,
+                ", ".join(self.options.brokers),
+                options.connect_timeout,
             )
 
     def _check_durable(self, gateway: Gateway) -> None:
@@ -591,7 +590,9 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         if durable is not None and options.max_payload_size > durable.max_message_size:
             logger.warning(
                 "mqtt: max_payload_size %d is over the durable pool's max_message_size %d: larger QoS 1/2 messages "
-                "are acknowledged and dropped (dropped_too_large)", options.max_payload_size, durable.max_message_size,
+                "are acknowledged and dropped (dropped_too_large)",
+                options.max_payload_size,
+                durable.max_message_size,
             )
 
     def _build_client(self, client_id: str) -> paho.Client:
@@ -1008,4 +1009,3 @@ class MqttPlugin(ProtocolPlugin[MqttOptions]):
         client = self.client
         if client is not None and self.connected:
             client.unsubscribe(topic)
-

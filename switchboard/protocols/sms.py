@@ -170,15 +170,21 @@ class SmsOptions:
         if self.inbound_path == self.status_path:
             raise ValueError("inbound_path and status_path must differ")
         if not 0 < self.reply_deadline < TWILIO_WEBHOOK_TIMEOUT:
-            raise ValueError(f"reply_deadline must be between 0 and {TWILIO_WEBHOOK_TIMEOUT:g} seconds (Twilio's timeout), "
-                             f"got {self.reply_deadline}")
+            raise ValueError(
+                f"reply_deadline must be between 0 and {TWILIO_WEBHOOK_TIMEOUT:g} seconds (Twilio's timeout), "
+                f"got {self.reply_deadline}"
+            )
         if (self.api_key_sid is None) != (self.api_key_secret is None):
             raise ValueError("api_key_sid and api_key_secret go together")
         if self.api_key_sid is not None and self.account_sid is None:
             raise ValueError("api_key_sid needs account_sid (the account the key sends for)")
-        positive = {"api_timeout": self.api_timeout, "send_concurrency": self.send_concurrency,
-                    "max_body_size": self.max_body_size,
-                    "late_reply_window": self.late_reply_window, "late_reply_max": self.late_reply_max}
+        positive = {
+            "api_timeout": self.api_timeout,
+            "send_concurrency": self.send_concurrency,
+            "max_body_size": self.max_body_size,
+            "late_reply_window": self.late_reply_window,
+            "late_reply_max": self.late_reply_max,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -231,8 +237,13 @@ class _Reject(Exception):
     """
 
     def __init__(
-        self, status: int, counter: str | None, text: str, headers: list[tuple[bytes, bytes]] | None = None, *,
-        stored: bool = False
+        self,
+        status: int,
+        counter: str | None,
+        text: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        *,
+        stored: bool = False,
     ) -> None:
         super().__init__(text)
         self.status = status
@@ -278,8 +289,11 @@ class _SeenSids:
             await layer.unmark(key)
         except Exception as exc:
             # Then a retry within dedupe_ttl is answered as a duplicate: say so.
-            logger.warning("sms: could not forget %s after a failed delivery (%s); a retry of it "
-                           "will be dropped as a duplicate", key, type(exc).__name__)
+            logger.warning(
+                "sms: could not forget %s after a failed delivery (%s); a retry of it will be dropped as a duplicate",
+                key,
+                type(exc).__name__,
+            )
 
 
 def build_twiml(message: Message) -> bytes:
@@ -335,8 +349,7 @@ def status_event(form: _Form) -> SmsStatusEvent:
     error_code: int | None = None
     if form.get("ErrorCode", "").strip().isdigit():
         error_code = int(form["ErrorCode"])
-    event: SmsStatusEvent = {"type": STATUS, "message_sid": sid, "status": status, "error_code": error_code,
-                             "params": dict(form)}
+    event: SmsStatusEvent = {"type": STATUS, "message_sid": sid, "status": status, "error_code": error_code, "params": dict(form)}
     if "To" in form:
         event["to"] = form["To"]
     if "From" in form:
@@ -387,9 +400,13 @@ class _Webhook:
         url = plugin.public_url(scope)
         signature = header_text(scope, b"x-twilio-signature")
         if not signature or not plugin.validator.validate(url, form, signature):
-            plugin.log.warning("forged signature", "webhook %s: %s X-Twilio-Signature, answered 403 (is public_base_url "
-                               "%s the URL Twilio is configured with?)", scope.get("path"), "wrong" if signature else "missing",
-                               plugin.options.public_base_url)
+            plugin.log.warning(
+                "forged signature",
+                "webhook %s: %s X-Twilio-Signature, answered 403 (is public_base_url %s the URL Twilio is configured with?)",
+                scope.get("path"),
+                "wrong" if signature else "missing",
+                plugin.options.public_base_url,
+            )
             raise _Reject(403, "rejected_signature", "Forbidden: bad or missing X-Twilio-Signature\n")
         event: SmsReceivedEvent | SmsStatusEvent = received_event(form) if self.kind == RECEIVED else status_event(form)
         dedupe_key = plugin.seen.key(event["message_sid"], event["status"] if event["type"] == "sms.status" else "")
@@ -451,8 +468,9 @@ def _parse_form(scope: dict[str, Any], body: bytes) -> _Form:
         raise _Reject(400, "rejected_form", "Bad Request: expected an application/x-www-form-urlencoded body\n")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=_MAX_FORM_FIELDS,
-                          errors="strict")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=_MAX_FORM_FIELDS, errors="strict"
+        )
     except (UnicodeDecodeError, ValueError):
         raise _Reject(400, "rejected_form", "Bad Request: malformed form body\n") from None
     return _Form(pairs)
@@ -495,7 +513,7 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         """The webhook URLs to give Twilio (``public_base_url``: what Twilio signs and calls)."""
         base = self.options.public_base_url
         return [
-            f"{base}{self.options.inbound_path}  (Twilio \"A message comes in\" webhook, POST)",
+            f'{base}{self.options.inbound_path}  (Twilio "A message comes in" webhook, POST)',
             f"{base}{self.options.status_path}  (status callbacks)",
         ]
 
@@ -528,13 +546,20 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             self.late = LateReplies(gateway, options.late_reply_window, options.late_reply_max, self.count, reply_problem)
         settings = options.send_settings()
         if settings is None:
-            logger.info("sms: no account_sid, so this gateway does not send deferred messages (%s)%s", OUTBOUND_CHANNEL,
-                        "; late replies wait there for a gateway that has one" if self.late is not None else "")
+            logger.info(
+                "sms: no account_sid, so this gateway does not send deferred messages (%s)%s",
+                OUTBOUND_CHANNEL,
+                "; late replies wait there for a gateway that has one" if self.late is not None else "",
+            )
         else:
             self.sender = OutboundSender(gateway.layer, settings, self.count)
             self.sender.start()
-        logger.info("sms webhooks at %s (incoming) and %s (status), signed for %s",
-                    options.inbound_path, options.status_path, options.public_base_url)
+        logger.info(
+            "sms webhooks at %s (incoming) and %s (status), signed for %s",
+            options.inbound_path,
+            options.status_path,
+            options.public_base_url,
+        )
 
     async def stop(self, timeout: float) -> None:
         """Answer new webhooks 503, let open ones finish, finish deferred sends.
@@ -587,7 +612,7 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
         path = http_scope["path"]
         root_path = http_scope.get("root_path") or ""
         if root_path and path.startswith(root_path):
-            path = path[len(root_path):] or "/"
+            path = path[len(root_path) :] or "/"
         return {"type": "sms", "asgi": {"version": "3.0", "spec_version": SPEC_VERSION}, "path": path, "public_url": url}
 
     async def first_delivery(self, key: str) -> bool:
@@ -624,8 +649,10 @@ class SmsPlugin(ProtocolPlugin[SmsOptions]):
             # Only the named channel is read after the webhook is answered; taking sends
             # here would make them work or vanish depending on timing.
             self.count("send_dropped_wrong_channel")
-            logger.warning("sms.send dropped: send it to the channel %s (SmsConsumer.send_sms), "
-                           "not to the webhook's reply channel", OUTBOUND_CHANNEL)
+            logger.warning(
+                "sms.send dropped: send it to the channel %s (SmsConsumer.send_sms), not to the webhook's reply channel",
+                OUTBOUND_CHANNEL,
+            )
             return
         if replies.late is not None and self.late is not None:
             self.late.on_reply(message, replies)  # the webhook was answered already

@@ -78,11 +78,24 @@ TOO_MANY_MESSAGES = "421 4.7.0 Too many messages in this session, continue in a 
 # The standard ones (connections_opened: sessions admitted, messages_in: messages accepted
 # with 250, events_*: the layer's refusals, replies_invalid) come from the base class.
 COUNTERS = (
-    "sessions_refused", "sessions_refused_per_ip", "sessions_over_message_limit",
-    "bytes_accepted", "parts_stored", "storage_errors", "messages_unparsable", "recipients_rejected",
-    "recipients_over_limit", "auth_succeeded", "auth_failed", "errors",
-    "messages_too_many_parts", "messages_too_deep", "messages_header_too_long", "messages_parse_timeout",
-    "parses_abandoned", "parser_failures",
+    "sessions_refused",
+    "sessions_refused_per_ip",
+    "sessions_over_message_limit",
+    "bytes_accepted",
+    "parts_stored",
+    "storage_errors",
+    "messages_unparsable",
+    "recipients_rejected",
+    "recipients_over_limit",
+    "auth_succeeded",
+    "auth_failed",
+    "errors",
+    "messages_too_many_parts",
+    "messages_too_deep",
+    "messages_header_too_long",
+    "messages_parse_timeout",
+    "parses_abandoned",
+    "parser_failures",
 )
 # A refused message: (reply template, counter) by the limit it broke.
 _REFUSALS: dict[type[MessageRefused], tuple[str, str]] = {
@@ -190,8 +203,15 @@ class SmtpOptions:
         if not self.domains:
             raise ValueError("domains: list the recipient domains to accept mail for (or ['*'] for any)")
         self.domains = [_check_domain(entry) for entry in self.domains]
-        for name in ("max_message_size", "max_recipients", "max_sessions", "max_mime_parts", "max_mime_depth",
-                     "max_header_size", "parser_processes"):
+        for name in (
+            "max_message_size",
+            "max_recipients",
+            "max_sessions",
+            "max_mime_parts",
+            "max_mime_depth",
+            "max_header_size",
+            "parser_processes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("max_sessions_per_ip", "max_messages_per_session"):
@@ -210,8 +230,7 @@ class SmtpOptions:
         if self.require_auth and not self.users:
             raise ValueError("require_auth needs users")
         if self.users and self.auth_require_tls and not self.tls_enabled:
-            raise ValueError("users need tls_cert_file/tls_key_file (AUTH is offered only over TLS) "
-                             "or auth_require_tls: false")
+            raise ValueError("users need tls_cert_file/tls_key_file (AUTH is offered only over TLS) or auth_require_tls: false")
 
     def _check_tls(self) -> None:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -290,8 +309,12 @@ class _Handler:
         limit = self.plugin.options.max_messages_per_session
         if isinstance(server, _Session) and limit is not None and server.transactions >= limit:
             self.plugin.count("sessions_over_message_limit")
-            self.plugin.log.warning("session over max_messages_per_session",
-                                    "%s started %d mail transactions in one session; closing it", server.peer_ip, limit)
+            self.plugin.log.warning(
+                "session over max_messages_per_session",
+                "%s started %d mail transactions in one session; closing it",
+                server.peer_ip,
+                limit,
+            )
             server.hang_up_after_reply()
             return TOO_MANY_MESSAGES
         if not is_clean(address):
@@ -554,8 +577,7 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
         if ip is not None and limit is not None and self.sessions_per_ip.get(ip, 0) >= limit:
             self.sessions.discard(session)
             self.count("sessions_refused_per_ip")
-            self.log.warning("too many sessions from one address",
-                             "%s already has %d; refused with 421", ip, limit)
+            self.log.warning("too many sessions from one address", "%s already has %d; refused with 421", ip, limit)
             return False
         if ip is not None:
             self.sessions_per_ip[ip] = self.sessions_per_ip.get(ip, 0) + 1
@@ -624,8 +646,9 @@ class SmtpPlugin(ProtocolPlugin[SmtpOptions]):
             return reply.format(limit=exc.limit)
         except ParseTimeout:
             self.count("messages_parse_timeout")
-            self.log.warning("parse timeout", "parsing a message from %s took over %.0f s; process killed, 451",
-                             peer[0], options.parse_timeout)
+            self.log.warning(
+                "parse timeout", "parsing a message from %s took over %.0f s; process killed, 451", peer[0], options.parse_timeout
+            )
             return PARSE_TOO_SLOW
         except ParserFailed as exc:
             self.count("parser_failures")

@@ -241,8 +241,9 @@ class _Listener:
         elif plugin.limiter is not None and not plugin.limiter.allow(str(client[0])):
             plugin.count("dropped_rate_limited")
             # Formatted only when logged: this branch is the one a flood takes.
-            plugin.log.warning("peer over its rate", "%s on %s sends more than %g datagrams/s",
-                               client[0], self.label, plugin.limiter.rate)
+            plugin.log.warning(
+                "peer over its rate", "%s on %s sends more than %g datagrams/s", client[0], self.label, plugin.limiter.rate
+            )
         elif self.queue.full() or self.queued_bytes + len(data) > plugin.options.queue_bytes:
             plugin.count("dropped_queue_full")
             plugin.log.warning(
@@ -316,8 +317,12 @@ class _Listener:
             return None
         limit = plugin.options.max_datagram_size
         if len(data) > limit:
-            plugin.drop_reply(message, f"udp.send: {len(data)} bytes > max_datagram_size {limit} (on {self.label})",
-                              key="size", counter="send_dropped_oversize")
+            plugin.drop_reply(
+                message,
+                f"udp.send: {len(data)} bytes > max_datagram_size {limit} (on {self.label})",
+                key="size",
+                counter="send_dropped_oversize",
+            )
             return None
         address_problem = check_address(send["address"], self.family)
         if address_problem is not None:
@@ -440,8 +445,9 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
                 except BaseException:
                     sock.close()
                     raise
-                logger.info("udp listening on %s (SO_RCVBUF %d)", listener.label,
-                            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+                logger.info(
+                    "udp listening on %s (SO_RCVBUF %d)", listener.label, sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                )
         except OSError as exc:
             await self.stop(0)
             raise ConfigError(f"PROTOCOLS.udp: cannot bind {self.options.bind}: {exc}") from exc
@@ -462,4 +468,3 @@ class UdpPlugin(ProtocolPlugin[UdpOptions]):
         stats["queued"] = sum(listener.queued() for listener in self.listeners)
         stats["rate_limit_peers"] = len(self.limiter) if self.limiter is not None else 0
         return stats
-

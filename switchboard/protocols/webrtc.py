@@ -156,8 +156,16 @@ class WebrtcOptions:
                 raise ValueError(f"path_pattern: {exc}") from None
         if self.ice_host_addresses is not None and not self.ice_host_addresses:
             raise ValueError("ice_host_addresses: give at least one address, or leave it out (None)")
-        for name in ("max_peers", "max_channels", "max_message_size", "max_signaling_size", "queue_size",
-                     "send_buffer_limit", "offer_burst", "max_offer_candidates"):
+        for name in (
+            "max_peers",
+            "max_channels",
+            "max_message_size",
+            "max_signaling_size",
+            "queue_size",
+            "send_buffer_limit",
+            "offer_burst",
+            "max_offer_candidates",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_peers_per_ip is not None and self.max_peers_per_ip < 1:
@@ -625,7 +633,9 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         app = SignalingApp(
             self,
             SignalingLimits(
-                options.max_signaling_size, tuple(options.allowed_origins), options.websocket_signaling,
+                options.max_signaling_size,
+                tuple(options.allowed_origins),
+                options.websocket_signaling,
                 path_prefix=options.path.rstrip("/"),
                 path_pattern=re.compile(options.path_pattern) if options.path_pattern is not None else None,
             ),
@@ -640,8 +650,10 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
         has_logins = site_has_logins()
         if options.require_login and not has_logins:
             gateway.unmount(options.path)
-            raise ConfigError("PROTOCOLS.webrtc.require_login needs django.contrib.auth and django.contrib.sessions "
-                              "in INSTALLED_APPS (the site's logins)")
+            raise ConfigError(
+                "PROTOCOLS.webrtc.require_login needs django.contrib.auth and django.contrib.sessions "
+                "in INSTALLED_APPS (the site's logins)"
+            )
         self.require_login = has_logins if options.require_login is None else options.require_login
         self.gateway = gateway
         self.stopping = False
@@ -649,8 +661,11 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
             self._host_addresses = list(options.ice_host_addresses)
             HOST_ADDRESSES.push(self._host_addresses)
         _limit_ice_logging()
-        logger.info("webrtc signaling at %s (served by the http plugin); offers need %s", options.path,
-                    "a logged-in user" if self.require_login else "no login (require_login off): per-address limits apply")
+        logger.info(
+            "webrtc signaling at %s (served by the http plugin); offers need %s",
+            options.path,
+            "a logged-in user" if self.require_login else "no login (require_login off): per-address limits apply",
+        )
 
     async def stop(self, timeout: float) -> None:
         """Refuse new offers, close every peer (reason ``shutdown``).
@@ -725,8 +740,9 @@ class WebrtcPlugin(ProtocolPlugin[WebrtcOptions]):
                 raise SignalingError(403, "log in to the site first", "signaling_403_login")
         # No await from here until the slot is taken: the counts cannot change in between.
         if options.max_peers_per_ip is not None and self.peers_per_ip.get(ip, 0) >= options.max_peers_per_ip:
-            self.log.warning("max_peers_per_ip", "webrtc offer from %s refused: max_peers_per_ip (%d) reached",
-                             ip, options.max_peers_per_ip)
+            self.log.warning(
+                "max_peers_per_ip", "webrtc offer from %s refused: max_peers_per_ip (%d) reached", ip, options.max_peers_per_ip
+            )
             raise SignalingError(429, "too many peers from your address, try again later", "signaling_429_per_ip")
         if len(self.peers) + self.pending >= options.max_peers:
             self.log.warning("max_peers", "webrtc offer refused: max_peers (%d) reached", options.max_peers)

@@ -88,6 +88,13 @@ def test_a_gateway_refuses_a_layer_that_is_not_switchboards() -> None:
         ([{"address": ("h", 1)}], ["redis://h:1"], {}),
         ([{"host": "h", "port": 6390, "db": 3, "password": "p@ss"}], ["redis://:p%40ss@h:6390/3"], {}),
         ([{"host": "::1", "port": 6379}], ["redis://[::1]:6379/0"], {}),
+        (
+            [{"sentinels": [("s1", 26379), ("s2", 26380)], "master_name": "mymaster", "sentinel_kwargs": {"password": "x"}}],
+            ["redis+sentinel://s1:26379,s2:26380/mymaster/0"],
+            {"sentinel_kwargs": {"password": "x"}},
+        ),
+        ([{"sentinels": [("s", 26379)], "master_name": "m", "db": 2}], ["redis+sentinel://s:26379/m/2"], {}),
+        (["redis+cluster://h:7000", "redis+cluster://h:7001"], ["redis+cluster://h:7000", "redis+cluster://h:7001"], {}),
     ],
 )
 def test_channels_redis_hosts_forms(hosts: Any, urls: list[str], options: dict[str, Any]) -> None:
@@ -99,7 +106,8 @@ def test_channels_redis_hosts_forms(hosts: Any, urls: list[str], options: dict[s
     [
         ([], "no Redis hosts"),
         (["h:6379"], "must be a URL"),
-        ([{"sentinels": [("h", 26379)], "master_name": "m"}], "Sentinel"),
+        ([{"sentinels": [("h", 26379)]}], "master_name"),
+        ([{"sentinels": "h:26379", "master_name": "m"}], "sentinels"),
         ([{"address": "redis://a", "password": "x"}, {"address": "redis://b", "password": "y"}], "different connection options"),
         ([("h", "6379")], "pair"),
     ],

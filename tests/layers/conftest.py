@@ -7,6 +7,11 @@ the test, and is skipped with a reason when that server is not reachable.
 
 ``redis_servers`` starts private ``redis-server`` processes on free loopback ports for
 the sharding and restart tests (skipped when the binary is not installed).
+
+A module that sets ``TOPOLOGIES = True`` (the layer and durable conformance suites) also
+runs on a Redis Cluster (``redis-cluster``: 3 primaries + 3 replicas) and on a
+Sentinel-managed primary (``redis-sentinel``), each started once per session
+(``redis_cluster`` / ``redis_sentinel``, tests/support/redis_topologies.py).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import redis.asyncio as aioredis
 from support.redis_server import RedisServer
+from support.redis_topologies import ClusterOfServers, SentinelSetup
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
 from switchboard.gateway.layers.memory import MemoryStorage
@@ -73,11 +78,35 @@ def unique_prefix_fixture() -> Callable[[], str]:
     return new_prefix
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+BACKENDS = ["memory", pytest.param("redis", marks=pytest.mark.redis)]
+TOPOLOGY_BACKENDS = [
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", marks=pytest.mark.redis),
+]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``backend``: memory and Redis everywhere; the cluster and Sentinel where a module asks."""
+    if "backend" in metafunc.fixturenames:
+        topologies = TOPOLOGY_BACKENDS if getattr(metafunc.module, "TOPOLOGIES", False) else []
+        metafunc.parametrize("backend", BACKENDS + topologies, indirect=True)
+
+
+@pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "redis":
         require_redis()
     return str(request.param)
+
+
+@pytest.fixture
+def backend_hosts(backend: str, request: pytest.FixtureRequest) -> list[Any]:
+    """The ``hosts`` of a Redis ``backend``: the shared server, the cluster's seeds or the Sentinel entry."""
+    if backend == "redis-cluster":
+        return list(request.getfixturevalue("redis_cluster").seeds)
+    if backend == "redis-sentinel":
+        return [request.getfixturevalue("redis_sentinel").hosts_entry]
+    return [REDIS_URL]
 
 
 @pytest.fixture
@@ -88,7 +117,7 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-async def make_layer(backend: str) -> AsyncIterator[MakeLayer]:
+async def make_layer(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[MakeLayer]:
     """``await make_layer(**config)``: a flushed layer on this test's backend.
 
     ``config`` is the layer ``CONFIG`` mapping (LayerOptions fields and, for Redis,
@@ -97,13 +126,14 @@ async def make_layer(backend: str) -> AsyncIterator[MakeLayer]:
     """
     layers: list[ChannelLayer] = []
     prefix = new_prefix()
+    hosts = request.getfixturevalue("backend_hosts") if backend != "memory" else None
 
     async def make(**config: Any) -> ChannelLayer:
         config.setdefault("block_timeout", TEST_BLOCK_TIMEOUT)
-        if backend == "redis":
-            config.setdefault("hosts", [REDIS_URL])
+        if backend != "memory":
+            config.setdefault("hosts", hosts)
             config.setdefault("prefix", prefix)
-        layer = build_layer({"BACKEND": backend, "CONFIG": config})
+        layer = build_layer({"BACKEND": "memory" if backend == "memory" else "redis", "CONFIG": config})
         layers.append(layer)
         await layer.flush()
         return layer
@@ -153,11 +183,8 @@ def stored_count() -> StoredCount:
         if isinstance(storage, MemoryStorage):
             return len(storage._lists.get(key, ()))
         assert isinstance(storage, RedisStorage)
-        client = aioredis.Redis.from_url(storage.hosts[storage.shard_index(key)])
-        try:
-            return int(await client.llen(storage.prefix + key))
-        finally:
-            await client.aclose()
+        shard = storage._shards()[storage.shard_index(key)]
+        return int(await shard.client.llen(storage._list_key(key)))
 
     return count
 
@@ -193,3 +220,31 @@ def redis_shards(redis_server_binary: str, tmp_path_factory: pytest.TempPathFact
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterOfServers]:
+    """A 3-primary + 3-replica Redis Cluster for the whole session (tests/support/redis_topologies.py)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("the redis-server binary is not installed; Redis Cluster tests need private servers")
+    cluster = ClusterOfServers(binary, tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    """A primary, a replica and 3 Sentinels for the whole session."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("the redis-server binary is not installed; Sentinel tests need private servers")
+    setup = SentinelSetup(binary, tmp_path_factory.mktemp("sentinel"))
+    setup.start()
+    try:
+        yield setup
+    finally:
+        setup.stop()

@@ -147,9 +147,7 @@ async def test_redis_byte_account_follows_every_kind_of_read(redis_url: str, uni
 
 
 @pytest.mark.redis
-async def test_redis_byte_bound_survives_unsized_items_and_list_expiry(
-    redis_url: str, unique_prefix: Callable[[], str]
-) -> None:
+async def test_redis_byte_bound_survives_unsized_items_and_list_expiry(redis_url: str, unique_prefix: Callable[[], str]) -> None:
     """Items pushed without sizes (a writer of an older version during a rolling upgrade)
     are not counted, but never corrupt the account of those that are; an expired list
     resets it."""
@@ -183,6 +181,7 @@ async def test_redis_concurrent_writers_never_pass_the_byte_bound(redis_url: str
     prefix = unique_prefix()
     storages = [RedisStorage(hosts=redis_url, prefix=prefix) for _ in range(4)]
     try:
+
         async def writer(storage: RedisStorage) -> int:
             stored = 0
             for _ in range(50):

@@ -17,6 +17,9 @@ from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, L
 from switchboard.gateway.layers.core import unpack
 from switchboard.gateway.layers.names import split_local
 
+#: Also on a Redis Cluster and a Sentinel-managed primary (conftest.py).
+TOPOLOGIES = True
+
 MakeLayer = Callable[..., Awaitable[ChannelLayer]]
 StoredCount = Callable[[ChannelLayer, str], Awaitable[int]]
 pytestmark = pytest.mark.timeout(30)

@@ -26,6 +26,9 @@ from switchboard.gateway.layers.durable import (
 )
 from switchboard.gateway.layers.durable_channels import DurableReceiver
 
+#: Also on a Redis Cluster and a Sentinel-managed primary (conftest.py).
+TOPOLOGIES = True
+
 MakeLayer = Callable[..., Awaitable[ChannelLayer]]
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,13 +187,26 @@ async def test_too_large_is_refused_with_a_clear_error(make_layer: MakeLayer) ->
     assert layer.stats.durable_too_large == 1
 
 
-async def test_replicated_without_replicas_is_not_acknowledged(make_layer: MakeLayer) -> None:
-    layer = await durable_layer(make_layer, safe={"durability": "replicated", "replica_timeout": 0.1})
+async def test_replicated_without_replicas_is_not_acknowledged(make_layer: MakeLayer, backend: str) -> None:
+    # The cluster and Sentinel setups have one replica per primary: ask for one more.
+    replicas = 2 if backend in ("redis-cluster", "redis-sentinel") else 1
+    safe = {"durability": "replicated", "replicas": replicas, "replica_timeout": 0.1}
+    layer = await durable_layer(make_layer, safe=safe)
     with pytest.raises(NotReplicated):
         await layer.send("safe", {"n": 1})
     # Stored all the same (at least once: the source retries, the consumer deduplicates).
     assert (await layer.durable.info("safe"))[0] == 1
     assert layer.stats.durable_not_replicated == 1
+
+
+async def test_replicated_with_a_replica_is_acknowledged(make_layer: MakeLayer, backend: str) -> None:
+    if backend not in ("redis-cluster", "redis-sentinel"):
+        pytest.skip("needs a primary with a replica (the cluster and Sentinel setups)")
+    layer = await durable_layer(make_layer, safe={"durability": "replicated", "replica_timeout": 5.0})
+    for n in range(20):
+        await layer.send("safe", {"n": n})
+    assert layer.stats.durable_not_replicated == 0
+    assert (await layer.durable.info("safe"))[0] == 20
 
 
 @pytest.mark.parametrize(

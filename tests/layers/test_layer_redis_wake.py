@@ -26,9 +26,7 @@ def make(redis_url: str, prefix: str) -> ChannelLayer:
     return ChannelLayer(RedisStorage(hosts=redis_url, prefix=prefix), LayerOptions(block_timeout=LONG_BLOCK))
 
 
-async def test_close_ends_a_blocked_pop_without_waiting_out_its_timeout(
-    redis_url: str, unique_prefix: Callable[[], str]
-) -> None:
+async def test_close_ends_a_blocked_pop_without_waiting_out_its_timeout(redis_url: str, unique_prefix: Callable[[], str]) -> None:
     layer = make(redis_url, unique_prefix())
     try:
         receiver = layer.receiver(["wake.idle", "wake.other"])
@@ -78,9 +76,7 @@ async def test_waking_readers_while_messages_flow_loses_none(redis_url: str, uni
         await reader_layer.close()
 
 
-async def test_a_server_refusing_client_unblock_is_waited_out(
-    redis_server: object, unique_prefix: Callable[[], str]
-) -> None:
+async def test_a_server_refusing_client_unblock_is_waited_out(redis_server: object, unique_prefix: Callable[[], str]) -> None:
     """With CLIENT renamed away (as some managed services do), close falls back to waiting."""
     import redis.asyncio as aioredis
 

@@ -25,9 +25,9 @@ class RedisServer:
     same across :meth:`stop` / :meth:`kill` and :meth:`start`, as a restarted server's would.
     """
 
-    def __init__(self, binary: str, workdir: Path, options: Sequence[str] = ()) -> None:
+    def __init__(self, binary: str, workdir: Path, options: Sequence[str] = (), port: int | None = None) -> None:
         self.binary = binary
-        self.port = free_tcp_port()
+        self.port = port if port is not None else free_tcp_port()
         self.workdir = workdir
         self.options = list(options)
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,6 +64,10 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not come up")
             time.sleep(0.02)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown save, only what the server had already written survives."""

@@ -537,8 +537,7 @@ class DurableReceiver:
             self._let_go_many(acks)
             # The messages stay pending: claimed after the visibility timeout and handled
             # again (at least once; consumers are idempotent).
-            logger.warning("acknowledging %d message(s) failed (they will be redelivered): %r",
-                           sum(map(len, acks.values())), exc)
+            logger.warning("acknowledging %d message(s) failed (they will be redelivered): %r", sum(map(len, acks.values())), exc)
         else:
             self._let_go_many(acks)
             self.stats.durable_acked += sum(map(len, acks.values()))
@@ -586,8 +585,9 @@ class DurableReceiver:
         try:
             await self.streams.set_idle(channel, self.consumer, entries, idle)
         except Exception as exc:
-            logger.warning("rescheduling %d message(s) of %s failed (claimed after the visibility timeout): %r",
-                           len(entries), channel, exc)
+            logger.warning(
+                "rescheduling %d message(s) of %s failed (claimed after the visibility timeout): %r", len(entries), channel, exc
+            )
 
     async def _dead_letter(self, channel: str, entry: str, error: str, deliveries: int) -> None:
         options = self._options.get(channel) or self.durable.require(channel)
@@ -598,13 +598,20 @@ class DurableReceiver:
             return
         if moved:
             self.stats.dead_lettered += 1
-            logger.error("message of %s moved to the dead letters after %d deliveries: %s", channel, deliveries,
-                         error.splitlines()[-1] if error else "")
+            logger.error(
+                "message of %s moved to the dead letters after %d deliveries: %s",
+                channel,
+                deliveries,
+                error.splitlines()[-1] if error else "",
+            )
             return
         # Full: keep it pending and try again later rather than lose it.
         self.stats.dead_letter_full += 1
-        logger.error("dead letters of %s are full (%d): a failing message stays pending and is retried",
-                     channel, options.dead_letter_capacity)
+        logger.error(
+            "dead letters of %s are full (%d): a failing message stays pending and is retried",
+            channel,
+            options.dead_letter_capacity,
+        )
         await self._set_idle(channel, [entry], options.visibility_timeout - options.backoff[1])
 
     def _let_go(self, channel: str, entry: str) -> None:

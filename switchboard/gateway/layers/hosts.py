@@ -13,8 +13,19 @@ they must keep working unchanged:
 Each server becomes one URL (what it is: scheme, credentials, host, port, database), and
 every other option becomes a connection option, which must then be the same for every
 server: the storage keeps one set of options, and servers that differed silently would
-be a configuration bug. Sentinel entries (``"sentinels"``/``"master_name"``) are refused
-with a clear error: the Redis layer does not follow a Sentinel master yet.
+be a configuration bug.
+
+Two more forms name a topology rather than one server:
+
+* a Sentinel-managed primary, channels_redis's dict
+  ``{"sentinels": [("h", 26379), ...], "master_name": "mymaster", "sentinel_kwargs": {...}}``
+  (other keys, ``db``, ``password``..., are the primary's connection options), or the URL
+  ``"redis+sentinel://h1:26379,h2:26379/mymaster/0"``. It becomes that URL, with
+  ``sentinel_kwargs`` as a connection option. Such entries may be mixed with plain servers:
+  each is one shard of the hash ring.
+* a Redis Cluster seed, ``"redis+cluster://host:port"`` (``rediss+cluster://`` with TLS).
+  Every entry must then be a seed of the same cluster: a cluster cannot be one shard of a
+  hash ring, and :func:`is_cluster` refuses the mix.
 """
 
 from __future__ import annotations
@@ -49,6 +60,52 @@ def _url_from_arguments(entry: Mapping[str, Any]) -> str:
     return f"{scheme}://{credentials}{shown}:{int(port)}/{int(entry.get('db', 0))}"
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+def scheme(url: str) -> str:
+    return url.partition("://")[0].lower()
+
+
+def is_cluster(urls: Sequence[str], option: bool = False) -> bool:
+    """Whether ``urls`` (from :func:`redis_hosts`) name a Redis Cluster; refuses a mix.
+
+    ``option`` is the layer's ``cluster: true``, which makes plain ``redis://`` entries seeds.
+    """
+    seeds = [url for url in urls if scheme(url) in CLUSTER_SCHEMES]
+    if seeds and len(seeds) != len(urls):
+        others = [url for url in urls if scheme(url) not in CLUSTER_SCHEMES]
+        raise ValueError(
+            f"hosts mix Redis Cluster seeds ({seeds[0]!r}) with other servers ({others[0]!r}): "
+            "a cluster is the whole layer, list only its seeds"
+        )
+    if option and any(scheme(url) in SENTINEL_SCHEMES or scheme(url) == "unix" for url in urls):
+        raise ValueError("cluster: true needs redis:// seed URLs of the cluster, not Sentinel or unix-socket entries")
+    return bool(seeds) or option
+
+
+def _sentinel_url(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    options = dict(entry)
+    sentinels = options.pop("sentinels", None)
+    master = options.pop("master_name", None)
+    if not master or not isinstance(master, str):
+        raise ValueError(f'a Sentinel hosts entry needs "master_name" (the monitored primary\'s name), got {entry!r}')
+    if not sentinels or isinstance(sentinels, (str, bytes)):
+        raise ValueError(f'a Sentinel hosts entry needs "sentinels": a list of (host, port) pairs, got {sentinels!r}')
+    addresses = []
+    for sentinel in sentinels:
+        if not isinstance(sentinel, (tuple, list)) or len(sentinel) != 2:
+            raise ValueError(f"a Sentinel address must be a (host, port) pair, got {sentinel!r}")
+        host, port = sentinel
+        addresses.append(_pair_url(host, port).partition("://")[2])
+    db = int(options.pop("db", 0) or 0)
+    url = f"{'rediss' if options.pop('ssl', False) else 'redis'}+sentinel://{','.join(addresses)}/{quote(master, safe='')}/{db}"
+    if options.get("sentinel_kwargs") is None:
+        options.pop("sentinel_kwargs", None)
+    return url, options
+
+
 def _one(entry: Any) -> tuple[str, dict[str, Any]]:
     if isinstance(entry, str):
         if "://" not in entry:
@@ -60,7 +117,7 @@ def _one(entry: Any) -> tuple[str, dict[str, Any]]:
         return _pair_url(*entry), {}
     if isinstance(entry, Mapping):
         if "sentinels" in entry or "master_name" in entry:
-            raise ValueError("Redis Sentinel hosts are not supported by the Switchboard Redis layer; list the servers' URLs")
+            return _sentinel_url(entry)
         options = dict(entry)
         if "address" in options:
             address = options.pop("address")

@@ -17,7 +17,18 @@ Layout, under a configurable key prefix (default ``"switchboard:"``):
 
 Several Redis servers can share the load: each key lives on the server a consistent-hash
 ring picks for it. Every channel of one process shares the list ``"gateway.x!"`` and so one
-server, which is what lets one blocking pop per server serve a whole process.
+server, which is what lets one blocking pop per server serve a whole process. The ring
+places a list and its byte account by the list's name, so every script's keys are on one
+server and no key needs a hash tag. A ``hosts`` entry may be a Sentinel-managed primary
+(``layers/hosts.py``): that shard's connections ask the Sentinels for the primary whenever
+they connect, so after a failover they reconnect to the new one.
+
+A Redis Cluster (``redis+cluster://`` seeds, or ``cluster: true``) is the whole layer
+instead of a ring: ``RedisStorage(...)`` then builds a
+:class:`~switchboard.gateway.layers.redis_cluster.RedisClusterStorage`, whose keys carry
+the name as a hash tag (``<prefix>{<key>}``, ``<prefix>bytes:{<key>}``,
+``<prefix>group:{<group>}``...; that module's docstring), so a list and its account, and a
+durable channel's stream and its dead letters, share one slot.
 
 redis-py asyncio connections belong to the event loop that opened them, while one layer may
 be used from several loops over a process's life (asgiref's ``async_to_sync`` without an
@@ -30,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
+import inspect
 import logging
 import math
 import re
@@ -49,7 +61,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .hosts import redis_hosts
+from .hosts import SENTINEL_SCHEMES, is_cluster, redis_hosts, scheme
 from .storage import PushEntry
 
 logger = logging.getLogger("switchboard.layers.redis")
@@ -311,7 +323,14 @@ class _Shard:
     unblock: bool = True
 
     def own_connection(self, pool: ConnectionPool) -> Any:
-        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        """A connection of ``pool``'s kind held for the hot path, outside the pool.
+
+        No retry of its own: its users (``_push_script``, ``_blocking_pop``) retry
+        connection errors themselves, and the pool's retry inside their ``connect()``
+        multiplied the attempts: with Redis down, a send failed after ~0.65 s instead of
+        ~0.15 s, and every request behind it waited as long.
+        """
+        connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None, "retry": Retry(NoBackoff(), 0)})
         if self.held is None:
             self.held = []
         self.held.append(connection)
@@ -345,6 +364,20 @@ class RedisStorage:
     ``ssl_cert_reqs``, ``health_check_interval``).
     """
 
+    def __new__(cls, hosts: Any = DEFAULT_HOST, *args: Any, **kwargs: Any) -> RedisStorage:
+        """A Redis Cluster's seeds (or ``cluster=True``) build the cluster storage instead.
+
+        Here rather than in the layer factory because users and ``compat.py`` name this
+        one class (``RedisChannelLayer`` builds ``RedisStorage(hosts, ...)``).
+        """
+        if cls is RedisStorage:
+            urls, _options = redis_hosts(hosts)
+            if is_cluster(urls, bool(kwargs.get("cluster", False))):
+                from .redis_cluster import RedisClusterStorage
+
+                return super().__new__(RedisClusterStorage)
+        return super().__new__(cls)
+
     # Cancelling a blocking pop after Redis removed the items but before their reply was
     # read loses them, so readers let a pop finish (within its block timeout) instead.
     pop_cancel_safe = False
@@ -363,10 +396,13 @@ class RedisStorage:
         retries: int = 3,
         blocking_margin: float = 5.0,
         virtual_nodes: int = 160,
+        cluster: bool = False,
         **connection_kwargs: Any,
     ) -> None:
         # URLs, (host, port) pairs and channels_redis's dict forms (layers/hosts.py).
         host_list, host_options = redis_hosts(hosts)
+        if is_cluster(host_list, cluster) and type(self) is RedisStorage:
+            raise ValueError("a Redis Cluster's seeds need the cluster storage; build it with RedisStorage(hosts)")
         for key, value in host_options.items():
             if key in connection_kwargs and connection_kwargs[key] != value:
                 raise ValueError(f"Redis option {key!r} is given both in hosts and in the layer config")
@@ -388,6 +424,7 @@ class RedisStorage:
         # RESP2 unless asked otherwise: redis-py 8 defaults to RESP3, whose HELLO handshake
         # servers before 6.0 reject, and the BRPOP fallback exists for exactly such servers.
         connection_kwargs.setdefault("protocol", 2)
+        self._sentinel_kwargs = connection_kwargs.pop("sentinel_kwargs", None)
         self._connection_kwargs = connection_kwargs
         self._group_prefix = f"{prefix}group:"
         self._mark_prefix = f"{prefix}mark:"
@@ -404,34 +441,44 @@ class RedisStorage:
 
     # -- Connections ------------------------------------------------------------------
 
+    def _pools(self, url: str, pool_kwargs: dict[str, Any], blocking_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """The shard's pool for ordinary commands and its pool for blocking pops.
+
+        A ``redis+sentinel://`` shard's pools make Sentinel-managed connections: each asks
+        the Sentinels for the primary when it connects, and drops a connection to a
+        primary that was demoted (redis-py's ``SentinelManagedConnection``). Our own
+        hot-path connections are made from these pools' classes and arguments, so they
+        follow a failover the same way.
+        """
+        if scheme(url) not in SENTINEL_SCHEMES:
+            return BlockingConnectionPool.from_url(url, **pool_kwargs), ConnectionPool.from_url(url, **blocking_kwargs)
+        from .sentinel import sentinel_pools
+
+        return sentinel_pools(url, pool_kwargs, blocking_kwargs, self._sentinel_kwargs)
+
     def _make_shard(self, url: str) -> _Shard:
         user = self._connection_kwargs
-        pool = BlockingConnectionPool.from_url(
-            url,
-            **{
-                "socket_connect_timeout": self._socket_connect_timeout,
-                # Connection errors only: after a timeout the command may have run, and
-                # running a push twice would duplicate a message.
-                "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), self._retries, (RedisConnectionError,)),
-                **user,
-                "max_connections": self._max_connections,
-                "timeout": self._pool_timeout,
-                "socket_timeout": self._socket_timeout,
-                "decode_responses": False,  # items are msgpack bytes
-            },
-        )
-        blocking_pool = ConnectionPool.from_url(
-            url,
-            **{
-                "socket_connect_timeout": self._socket_connect_timeout,
-                "socket_keepalive": True,
-                **user,
-                # A Receiver's pump retries by itself; a hidden retry inside a blocking pop
-                # would only stretch how long its close() waits.
-                "retry": Retry(NoBackoff(), 0),
-                "decode_responses": False,
-            },
-        )
+        pool_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": self._socket_connect_timeout,
+            # Connection errors only: after a timeout the command may have run, and
+            # running a push twice would duplicate a message.
+            "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.02), self._retries, (RedisConnectionError,)),
+            **user,
+            "max_connections": self._max_connections,
+            "timeout": self._pool_timeout,
+            "socket_timeout": self._socket_timeout,
+            "decode_responses": False,  # items are msgpack bytes
+        }
+        blocking_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": self._socket_connect_timeout,
+            "socket_keepalive": True,
+            **user,
+            # A Receiver's pump retries by itself; a hidden retry inside a blocking pop
+            # would only stretch how long its close() waits.
+            "retry": Retry(NoBackoff(), 0),
+            "decode_responses": False,
+        }
+        pool, blocking_pool = self._pools(url, pool_kwargs, blocking_kwargs)
         # Set after from_url because URL query options override keyword arguments, and a
         # read timeout shorter than the block would break every pop. _blocking_pop bounds the wait.
         blocking_pool.connection_kwargs["socket_timeout"] = None
@@ -462,9 +509,13 @@ class RedisStorage:
                 # be wrapped): their sockets can't be closed from here; drop them for GC.
                 for stale in [other for other in self._loops if other.is_closed()]:
                     del self._loops[stale]
-                shards = self._loops[loop] = [self._make_shard(url) for url in self.hosts]
+                shards = self._loops[loop] = self._new_shards()
                 self._hook_loop_close(loop)
         return shards
+
+    def _new_shards(self) -> list[_Shard]:
+        """The clients of one event loop: one shard per host."""
+        return [self._make_shard(url) for url in self.hosts]
 
     def _hook_loop_close(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close this loop's clients just before the loop itself closes.
@@ -504,6 +555,18 @@ class RedisStorage:
     async def _close_shards(shards: Sequence[_Shard]) -> None:
         await asyncio.gather(*(shard.aclose() for shard in shards), return_exceptions=True)
 
+    async def verify(self) -> None:
+        """Start-up check of Sentinel hosts: a Sentinel answers and knows the primary.
+
+        Plain servers are not checked (a process may start before its Redis and wait);
+        see ``cli.verify_layer``. Raises ValueError with one line.
+        """
+        from .sentinel import check_sentinel
+
+        for url in self.hosts:
+            if scheme(url) in SENTINEL_SCHEMES:
+                await check_sentinel(url, self._sentinel_kwargs)
+
     # -- Keys -------------------------------------------------------------------------
 
     def _list_key(self, key: str) -> str:
@@ -511,6 +574,17 @@ class RedisStorage:
 
     def _group_key(self, group: str) -> str:
         return self._group_prefix + group
+
+    def _mark_key(self, key: str) -> str:
+        return self._mark_prefix + key
+
+    async def _marker_keys(self, name: str) -> list[tuple[_Shard, str]]:
+        """Where :meth:`keep_marker` keeps ``name``: one key on every server."""
+        key = f"{self.prefix}marker:{name}"
+        return [(shard, key) for shard in self._shards()]
+
+    def _mark_shard(self, key: str) -> _Shard:
+        return self._shards()[self.ring.node_for(self._mark_key(key))]
 
     def shard_index(self, key: str) -> int:
         """Which host (index into :attr:`hosts`) stores the list ``key``."""
@@ -524,7 +598,7 @@ class RedisStorage:
 
     def _push_keys(self, key: str) -> tuple[str, str]:
         """The list ``key`` and its byte account (see ``_PUSH_LUA``)."""
-        return self.prefix + key, f"{self.prefix}bytes:{key}"
+        return self._list_key(key), f"{self.prefix}bytes:{key}"
 
     def _tally(self, codes: Sequence[int]) -> list[bool]:
         results = []
@@ -554,6 +628,10 @@ class RedisStorage:
             while True:
                 try:
                     async with asyncio.timeout(self._socket_timeout):
+                        if not connection.is_connected:
+                            # connect() itself: a Sentinel-managed connection asks the
+                            # Sentinels for the primary there (sending would not).
+                            await connection.connect()
                         await connection.send_packed_command(command, check_health=False)
                         return await connection.read_response()
                 except NoScriptError:
@@ -668,15 +746,18 @@ class RedisStorage:
         else:  # Redis 5 and older only take whole seconds.
             block = _whole_seconds(block)
             command = ("BLPOP", *names, int(block))
-        reply = await self._blocking_pop(shard, block, command)
+        reply = await self._blocking_pop(shard, block, command, names[0])
         if not reply:
             return None
         name, payload = reply[0], reply[1]
         items = list(payload) if command[0] == "BLMPOP" else [payload]
         return by_name[name], items
 
-    async def _blocking_pop(self, shard: _Shard, block: float, command: tuple[Any, ...]) -> Any:
+    async def _blocking_pop(self, shard: _Shard, block: float, command: tuple[Any, ...], key: str | None = None) -> Any:
         """A blocking pop on one of the shard's own idle connections (made when none is idle).
+
+        ``key`` is one of the keys the command waits on (all of one slot): the cluster
+        storage sends the command to the node serving that slot.
 
         A connection goes back to the idle list only after a complete reply; an error or a
         cancellation disconnects it (its reply could still arrive), and the next pop makes
@@ -691,6 +772,8 @@ class RedisStorage:
             async with asyncio.timeout(block + self._blocking_margin):
                 if shard.unblock and (not connection.is_connected or connection not in shard.pop_ids):
                     await self._learn_client_id(shard, connection)
+                elif not connection.is_connected:
+                    await connection.connect()  # as in _push_script: Sentinel connects here
                 client_id = shard.pop_ids.get(connection)
                 if client_id is not None and task is not None:
                     self._popping[task] = (shard, client_id)
@@ -709,6 +792,18 @@ class RedisStorage:
                 self._popping.pop(task, None)
         idle.append(connection)
         return reply
+
+    async def _script_and_wait(
+        self, shard: _Shard, script: AsyncScript, keys: Sequence[str], args: Sequence[Any], replicas: int, timeout: float
+    ) -> tuple[Any, int]:
+        """Run ``script`` then ``WAIT replicas timeout`` on one connection: its reply and the
+        replicas that confirmed. WAIT covers the writes made on its own connection, hence
+        one pipeline (one connection) for both."""
+        pipe = shard.client.pipeline(transaction=False)
+        await script(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", replicas, max(1, int(timeout * 1000)))
+        reply, confirmed = await pipe.execute()
+        return reply, int(confirmed)
 
     async def _learn_client_id(self, shard: _Shard, connection: Any) -> None:
         """Ask the server for ``connection``'s client id (once per connect), for :meth:`wake`."""
@@ -850,19 +945,18 @@ class RedisStorage:
         process that keeps a marker of its own and renews it well within ``ttl`` knows
         that data it wrote (group memberships) is gone when its marker is.
         """
-        key = f"{self.prefix}marker:{name}"
         ttl_ms = max(1, math.ceil(ttl * 1000))
-        lost = await asyncio.gather(*(shard.marker(keys=[key], args=[ttl_ms]) for shard in self._shards()))
+        markers = await self._marker_keys(name)
+        lost = await asyncio.gather(*(shard.marker(keys=[key], args=[ttl_ms]) for shard, key in markers))
         return any(lost)
 
     async def mark(self, key: str, ttl: float) -> bool:
-        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
+        shard = self._mark_shard(key)
         milliseconds = max(1, math.ceil(ttl * 1000))
-        return bool(await shard.client.set(self._mark_prefix + key, b"1", nx=True, px=milliseconds))
+        return bool(await shard.client.set(self._mark_key(key), b"1", nx=True, px=milliseconds))
 
     async def unmark(self, key: str) -> None:
-        shard = self._shards()[self.ring.node_for(self._mark_prefix + key)]
-        await shard.client.delete(self._mark_prefix + key)
+        await self._mark_shard(key).client.delete(self._mark_key(key))
 
     # -- Whole storage ----------------------------------------------------------------
 
@@ -909,3 +1003,10 @@ class RedisStorage:
                     await asyncio.wait_for(asyncio.wrap_future(future), 5.0)
                 except Exception:
                     logger.debug("closing Redis clients on another loop failed", exc_info=True)
+
+
+# ``__new__`` takes ``*args`` only to hand them on; what callers (and the docs test, and
+# help()) should see is ``__init__``'s parameters.
+RedisStorage.__signature__ = inspect.signature(RedisStorage.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(RedisStorage.__init__).parameters.values())[1:]
+)

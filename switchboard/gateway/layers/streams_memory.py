@@ -207,7 +207,8 @@ class MemoryStreams:
             # "(id" is exclusive, as in Redis' XRANGE.
             bound, exclusive = (start[1:], True) if start.startswith("(") else (start, False)
             ordered = [
-                letter for letter in ordered
+                letter
+                for letter in ordered
                 if _id_key(letter) > _id_key(bound) or (not exclusive and _id_key(letter) == _id_key(bound))
             ]
         return [letters[letter] for letter in ordered[:count]]

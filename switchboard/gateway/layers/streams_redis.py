@@ -10,8 +10,13 @@ Layout, under the storage's key prefix, per durable channel ``c``:
   its channel, event id, delivery count, error and time.
 
 Both keys of a channel live on the server the storage's hash ring picks for the channel
-name, so every script here touches keys of one server, and the ``{c}`` hash tag keeps them
-in one slot for Redis Cluster later. No script spans two channels.
+name, so every script here touches keys of one server; on a Redis Cluster the ``{c}`` hash
+tag keeps them in one slot (CRC16 of the channel name), the slot of the channel's list
+too (``redis_cluster.py``). A script that spans channels (``_ADD_LUA``, ``_ACK_LUA``, a
+blocking XREADGROUP) is given the channels of one shard: one server here, one slot on a
+cluster (``storage.shard_index`` is the slot there). Every other script (``_RENEW_LUA``,
+``_SET_IDLE_LUA``, ``_CLAIM_LUA``, ``_DEAD_LETTER_LUA``, ``_REPLAY_LUA``) touches one
+channel's two keys.
 
 Why a Lua check before XADD rather than ``XADD MAXLEN``: MAXLEN trims the *oldest*
 entries, which may be messages not yet handled; a full durable channel must refuse the
@@ -139,7 +144,9 @@ end
 # consumer itself holds are skipped: it is alive and still handling them (a handler
 # slower than the visibility timeout is not handed to the same worker twice).
 # Returns {next cursor, {{id, fields, count}...}, moved to dead letters}.
-_CLAIM_LUA = _MOVE_DEAD_LUA + """
+_CLAIM_LUA = (
+    _MOVE_DEAD_LUA
+    + """
 local scan = tonumber(ARGV[10])
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', scan)
 local want = tonumber(ARGV[5])
@@ -173,10 +180,13 @@ for _, info in ipairs(pending) do
 end
 return {cursor, claimed, dead}
 """
+)
 
 # KEYS: stream, dead letters. ARGV: group, id, channel, error, deliveries, capacity, now.
 # 1: moved; 0: the dead letters are full; -1: the entry is gone (acknowledged meanwhile).
-_DEAD_LETTER_LUA = _MOVE_DEAD_LUA + """
+_DEAD_LETTER_LUA = (
+    _MOVE_DEAD_LUA
+    + """
 if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[6]) then
     return 0
 end
@@ -188,6 +198,7 @@ end
 move_dead(ARGV[2], entries[1][2], ARGV[3], ARGV[5], ARGV[4], ARGV[7])
 return 1
 """
+)
 
 # KEYS: stream, dead letters. ARGV: group, capacity, ids... Returns {replayed, refused}.
 _REPLAY_LUA = """
@@ -327,12 +338,8 @@ class RedisStreams:
             if not replicas:
                 script = cast(AsyncScript, _ShardScript(self._add, shard.client))
                 return list(await self.storage._push_script(shard, keys, args, script)), 0
-            # WAIT covers the writes made on its own connection: one pipeline, one connection.
-            pipe = shard.client.pipeline(transaction=False)
-            await self._add(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", replicas, max(1, int(replica_timeout * 1000)))
-            ids, confirmed = await pipe.execute()
-            return list(ids), int(confirmed)
+            ids, confirmed = await self.storage._script_and_wait(shard, self._add, keys, args, replicas, replica_timeout)
+            return list(ids), confirmed
 
         jobs = list(by_shard.items())
         outcomes = await asyncio.gather(*(add_shard(index, positions) for index, positions in jobs), return_exceptions=True)
@@ -380,7 +387,7 @@ class RedisStreams:
         )  # fmt: skip
         for attempt in range(2):
             try:
-                reply = await self.storage._blocking_pop(shard, block, command)
+                reply = await self.storage._blocking_pop(shard, block, command, keys[0])
                 break
             except ResponseError as exc:
                 # No group (the stream is new, or Redis restarted empty): make it, read again.
@@ -477,7 +484,7 @@ class RedisStreams:
         found: dict[str, int] = {}
         for shard in self.storage._shards():
             async for name in shard.client.scan_iter(match=pattern, count=1000):
-                channel = _text(name)[start:-len("}:dead")]
+                channel = _text(name)[start : -len("}:dead")]
                 length = int(await shard.client.xlen(name))
                 if length:
                     found[channel] = length
