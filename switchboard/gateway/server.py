@@ -6,6 +6,10 @@ its connection: messages of the connection's own protocol (``websocket.send``...
 plugin to write out; any other type (a group message such as ``chat.message``) is
 forwarded to the worker pool as an event of that connection, so consumer handlers run
 in workers while the connection itself never leaves the gateway.
+
+Worker affinity (which worker gets a connection's events, what waits for a claim, when
+a worker is gone) is decided by the pure machine in ``affinity.py``; this module feeds it
+what it reads and carries out its answers with the layer.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import logging
 import secrets
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from .affinity import ASK, HOLD, WORKER, Claim, ConnectionAffinity, GatewayAffinity, HeldFull, LateClaim, Route
 from .config import SwitchboardConfig
 from .envelope import (
     CLAIM,
@@ -56,7 +62,9 @@ class Connection:
     A ``sticky`` connection (a WebSocket, a WebRTC peer) is claimed by the worker that
     handles its first event, and its later events go to that worker's channel, so one
     consumer instance sees them all, in order. Connectionless listeners (a UDP socket, an
-    MQTT session) are not sticky: their events spread over every worker.
+    MQTT session) are not sticky: their events spread over every worker. Which worker,
+    and what waits for one, is the affinity machine's row for it (``affinity``,
+    gateway/affinity.py); the properties below read it.
     """
 
     channel: str
@@ -64,16 +72,8 @@ class Connection:
     scope: dict[str, Any]
     deliver: Deliver
     pool: str
-    sticky: bool = False
-    worker: str | None = None
+    affinity: ConnectionAffinity[Message]
     open: bool = True
-    # Between asking for a claim and getting it, later events wait here, so none can
-    # reach a worker other than the one that will hold the instance.
-    hold_until: float | None = None
-    held: list[Message] | None = None
-    # The stored item of the last claim-asking envelope sent to the pool, until a claim
-    # comes: while it is still unread, no second one is sent (two could go to two workers).
-    claim_item: bytes | None = None
     # The groups its consumer joined (the layer tells the gateway, see memberships.py);
     # None until it joins one (most connections never do: no empty set each).
     groups: set[str] | None = None
@@ -81,9 +81,23 @@ class Connection:
     claim_waiters: list[asyncio.Future[None]] | None = None
 
     @property
+    def sticky(self) -> bool:
+        return self.affinity.sticky
+
+    @property
+    def worker(self) -> str | None:
+        """The channel of the worker holding the claim, or None."""
+        return self.affinity.worker
+
+    @property
+    def held(self) -> deque[Message] | None:
+        """Events waiting in the gateway for a claim (or a drain), in order; None when none."""
+        return self.affinity.held
+
+    @property
     def events_channel(self) -> str:
         """Where this connection's next event goes: its worker's channel, else the pool."""
-        return self.worker or self.pool
+        return self.affinity.worker or self.pool
 
 
 @dataclass
@@ -149,17 +163,14 @@ class Gateway:
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
         self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
-        # Workers holding claims on this gateway's connections, and when each was last heard.
-        self.worker_claims: dict[str, set[Connection]] = {}
-        self.worker_seen: dict[str, float] = {}
-        self.worker_timeout = worker_timeout
+        # Worker affinity (claims, held events, worker liveness): the rules live in this
+        # pure machine; the gateway feeds it what it reads and carries out what it says.
+        self.affinity: GatewayAffinity[Connection, Message] = GatewayAffinity(
+            claim_timeout=claim_timeout, worker_timeout=worker_timeout
+        )
         self.mounts: dict[str, tuple[Any, str]] = {}
-        self.claim_timeout = claim_timeout
         self.drain_timeout = drain_timeout
         self.event_wait = event_wait
-        self.max_held_events = 1000
-        self._holding: set[Connection] = set()
-        self._draining: dict[str, set[Connection]] = {}
         self._mount_order: list[str] = []
         # Every plugin of this gateway, set by run_gateway before any starts (None when a
         # gateway is built by hand, e.g. in tests: then nobody can tell what is enabled).
@@ -167,17 +178,53 @@ class Gateway:
         self._receiver: Receiver | None = None
         self._reply_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        # Marks this gateway sends to its own control channel while a worker seems silent:
-        # when one is read back, every message sent before it has been read (one list,
-        # FIFO), so a heartbeat that is not in by then was never sent (see _check_workers).
-        self._mark_sent: float | None = None
-        self._read_up_to = 0.0
-        # After the layer was unreachable (a Redis restart), silence counts from when it
-        # came back: no worker could heartbeat meanwhile.
-        self._layer_failed = False
-        self._layer_back_at = 0.0
         #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
         self.tracer: GatewayTracer | None = None
+
+    # The affinity machine's settings and tables, under the names they had before it.
+
+    @property
+    def claim_timeout(self) -> float:
+        return self.affinity.claim_timeout
+
+    @claim_timeout.setter
+    def claim_timeout(self, value: float) -> None:
+        self.affinity.claim_timeout = value
+
+    @property
+    def worker_timeout(self) -> float:
+        return self.affinity.worker_timeout
+
+    @worker_timeout.setter
+    def worker_timeout(self, value: float) -> None:
+        self.affinity.worker_timeout = value
+
+    @property
+    def max_held_events(self) -> int:
+        """Events held per connection at most (past it: ``ChannelFull``)."""
+        return self.affinity.max_held
+
+    @max_held_events.setter
+    def max_held_events(self, value: int) -> None:
+        self.affinity.max_held = value
+
+    @property
+    def worker_claims(self) -> dict[str, set[Connection]]:
+        """Workers holding claims on this gateway's connections."""
+        return self.affinity.worker_claims
+
+    @property
+    def worker_seen(self) -> dict[str, float]:
+        """When each claiming worker was last heard from (``time.monotonic()``)."""
+        return self.affinity.worker_seen
+
+    @property
+    def _mark_sent(self) -> float | None:
+        return self.affinity.mark_in_flight
+
+    @property
+    def _read_up_to(self) -> float:
+        return self.affinity.read_up_to
 
     # -- connections ----------------------------------------------------------------
 
@@ -191,7 +238,9 @@ class Gateway:
         channel = f"{self.reply_prefix}{self._name_nonce}{next(self._name_numbers):x}"
         scope["reply_channel"] = channel
         protocol = scope["type"]
-        connection = Connection(channel, protocol, scope, deliver, pool_channel(protocol), sticky)
+        row: ConnectionAffinity[Message] = ConnectionAffinity(sticky)
+        connection = Connection(channel, protocol, scope, deliver, pool_channel(protocol), row)
+        self.affinity.open(connection, row)
         self.connections[channel] = connection
         self.stats.connections_opened += 1
         return connection
@@ -201,9 +250,7 @@ class Gateway:
         if connection.open:
             connection.open = False
             self.connections.pop(connection.channel, None)
-            self._unclaim(connection)
-            if connection.held is not None:
-                self._holding.discard(connection)
+            self.affinity.close(connection)
             if connection.groups:
                 self.memberships.closed(connection)
             _wake_claim_waiters(connection)
@@ -254,36 +301,33 @@ class Gateway:
         most once all the same (MQTT QoS 0).
         """
         if wait is None:
-            wait = self.event_wait if connection.sticky else 0.0
-        if connection.held is not None:
-            # Events are still waiting (for a claim, or being flushed to the new worker):
-            # this one queues behind them, or it would overtake them.
-            self._hold(connection, event)
+            wait = self.event_wait if connection.affinity.sticky else 0.0
+        try:
+            route = self.affinity.route_event(connection, event, time.monotonic())
+        except HeldFull:
+            self.stats.events_dropped_full += 1
+            raise ChannelFull(connection.channel) from None
+        if route is HOLD:
+            # Behind a claim on its way, an unanswered claim-asking envelope, a drain or
+            # earlier held events: the claim (or the watcher, once it is late) sends it on.
+            self.stats.events_held += 1
             return
-        if connection.worker is None:
-            if self._claim_pending(connection) or connection.claim_item is not None:
-                # A claim is on its way, or the envelope asking for one is not answered
-                # yet: wait behind it (the watcher decides what to do once it is late).
-                self._hold(connection, event)
-                return
-            if connection.sticky:
-                connection.hold_until = time.monotonic() + self.claim_timeout
-                await self._send_envelope(connection, event, claim=True, wait=wait)
-                return
-        await self._send_envelope(connection, event, wait=wait, durable=durable)
+        await self._send_envelope(connection, event, route, wait=wait, durable=durable)
 
     async def _send_envelope(
-        self, connection: Connection, event: Message, *, claim: bool = False, wait: float = 0.0, durable: bool | None = None
+        self, connection: Connection, event: Message, route: Route, *, wait: float = 0.0, durable: bool | None = None
     ) -> None:
-        worker = connection.worker
+        """Carry out one of the affinity machine's routes for ``event``."""
+        worker = connection.affinity.worker if route is WORKER else None
         # The claiming worker has the instance and so the scope: only pool sends carry it.
         envelope = wrap(connection.channel, None if worker is not None else connection.scope, event)
         if self.tracer is not None:
             self.tracer.inject(event, envelope)
         try:
-            if claim:
+            if route is ASK:
                 envelope["claim"] = True
-                connection.claim_item = await self.layer.send_tracked(worker or connection.pool, envelope, wait=wait)
+                token = await self.layer.send_tracked(connection.pool, envelope, wait=wait)
+                self.affinity.asked(connection, token)
             else:
                 await self.layer.send(worker or connection.pool, envelope, wait=wait, durable=durable)
         except ChannelFull:
@@ -300,47 +344,24 @@ class Gateway:
         self.stats.events_failed -= failed_attempts
         self.stats.events_retried += failed_attempts
 
-    def _claim_pending(self, connection: Connection) -> bool:
-        """True while events must wait: a claim is on its way, or a worker is draining."""
-        until = connection.hold_until
-        return until is not None and time.monotonic() < until
-
-    def _hold(self, connection: Connection, event: Message) -> None:
-        held = connection.held
-        if held is None:
-            held = connection.held = []
-            self._holding.add(connection)
-        if len(held) >= self.max_held_events:
-            self.stats.events_dropped_full += 1
-            raise ChannelFull(connection.channel)
-        held.append(event)
-        self.stats.events_held += 1
-
     async def _flush_held(self, connection: Connection) -> None:
         """Send held events in order to the claiming worker (or the pool if none came).
 
-        New events keep queueing behind ``held`` until it is empty, so a flush in
+        New events keep queueing behind the held ones until none is left, so a flush in
         progress can never be overtaken.
         """
-        held = connection.held
-        if held is None:
-            return
+        affinity = self.affinity
         try:
-            while held and connection.open:
-                event = held.pop(0)
-                claim = connection.worker is None and connection.sticky
-                if claim:
-                    connection.hold_until = time.monotonic() + self.claim_timeout
+            while (step := affinity.next_held(connection, time.monotonic())) is not None:
+                event, route = step
                 try:
-                    await self._send_envelope(connection, event, claim=claim)
+                    await self._send_envelope(connection, event, route)
                 except Exception as exc:
                     logger.warning("held event for %s dropped: %r", connection.channel, exc)
-                if claim and held:
+                if route is ASK and affinity.has_held(connection):
                     return  # the rest wait for this new claim
         finally:
-            if not held:
-                connection.held = None
-                self._holding.discard(connection)
+            affinity.flushed(connection)
 
     async def send(self, channel: str, message: Message) -> None:
         """Send to a named channel (``thumbnails``...), outside any connection."""
@@ -386,46 +407,22 @@ class Gateway:
     # -- worker affinity ------------------------------------------------------------
 
     def _claim(self, connection: Connection, worker: str) -> None:
-        """Route ``connection``'s events to ``worker`` from now on.
+        """A claim read from ``worker``: the machine decides (G3), the gateway counts and wakes.
 
         Sticky connections ask for a claim; any other connection may be claimed once by
-        a consumer that wants ordered handling (``ordered = True``). A claim never moves
-        a connection away from a live claimer, so two workers cannot flap it.
+        a consumer that wants ordered handling (``ordered = True``). Durable events always
+        go to the durable pool: a worker's own channel is at most once, so a claim could
+        only lose them (the worker ignores it too).
         """
         if not connection.open or not worker.startswith("worker."):
             return
-        if self.layer.durable.options_for(connection.pool) is not None:
-            # Durable events always go to the durable pool: a worker's own channel is at
-            # most once, so a claim could only lose them (the worker ignores it too).
+        durable = self.layer.durable.options_for(connection.pool) is not None
+        outcome = self.affinity.claim(connection, worker, time.monotonic(), durable=durable)
+        if outcome is Claim.ACCEPTED:
+            _wake_claim_waiters(connection)
+            self.stats.claims += 1
+        elif outcome is Claim.REFUSED:
             self.stats.claims_refused += 1
-            return
-        if connection.worker is not None and connection.worker != worker:
-            self.stats.claims_refused += 1
-            return
-        self._unclaim(connection)
-        connection.worker = worker
-        connection.claim_item = None
-        _wake_claim_waiters(connection)
-        # Claimed once, sticky from now on: when this worker goes, the connection's events
-        # wait for the next worker's claim instead of spreading (an ordered consumer's
-        # UDP socket keeps its order across a deploy too).
-        connection.sticky = True
-        self.worker_claims.setdefault(worker, set()).add(connection)
-        self.worker_seen[worker] = time.monotonic()
-        self.stats.claims += 1
-
-    def _unclaim(self, connection: Connection) -> None:
-        worker = connection.worker
-        connection.hold_until = None
-        if worker is None:
-            return
-        connection.worker = None
-        claims = self.worker_claims.get(worker)
-        if claims is not None:
-            claims.discard(connection)
-            if not claims:
-                del self.worker_claims[worker]
-                self.worker_seen.pop(worker, None)
 
     def release_worker(self, worker: str, *, hold_for: float | None = None) -> int:
         """Take ``worker``'s connections back; returns how many.
@@ -434,27 +431,14 @@ class Gateway:
         worker is finishing the events it already has, see :meth:`_worker_drained`);
         otherwise they go to the pool at once (the worker is gone).
         """
-        connections = self.worker_claims.pop(worker, set())
-        self.worker_seen.pop(worker, None)
-        until = None if hold_for is None else time.monotonic() + hold_for
-        for connection in connections:
-            connection.worker = None
-            connection.hold_until = until
-            if until is not None:
-                self._draining.setdefault(worker, set()).add(connection)
-        return len(connections)
+        return self.affinity.release_worker(worker, time.monotonic(), hold_for=hold_for)
 
     async def _worker_drained(self, worker: str) -> None:
         """The stopping worker finished every event it had: send the held ones on.
 
         All connections at once: their first sends travel in one layer round trip.
         """
-        ready = []
-        for connection in self._draining.pop(worker, set()):
-            if connection.worker is None and connection.open:
-                connection.hold_until = None
-                ready.append(self._flush_held(connection))
-        await asyncio.gather(*ready)
+        await asyncio.gather(*(self._flush_held(connection) for connection in self.affinity.drained(worker)))
 
     async def _control(self, message: Message) -> None:
         """Messages workers (and this gateway itself) send to ``gateway.<id>!control``."""
@@ -462,16 +446,13 @@ class Gateway:
         if message_type == MARK:
             at = message.get("at")
             if isinstance(at, float):
-                self._read_up_to = max(self._read_up_to, at)
-                if self._mark_sent is not None and at >= self._mark_sent:
-                    self._mark_sent = None
+                self.affinity.mark_read(at)
             return
         worker = message.get("worker")
         if not isinstance(worker, str):
             return
         if message_type == HEARTBEAT:
-            if worker in self.worker_claims:
-                self.worker_seen[worker] = time.monotonic()
+            self.affinity.heartbeat(worker, time.monotonic())
         elif message_type == WORKER_STOPPING:
             released = self.release_worker(worker, hold_for=self.drain_timeout)
             logger.info("worker %s is stopping: holding %d connection(s) until it has drained", worker, released)
@@ -486,46 +467,39 @@ class Gateway:
     async def _watch_workers(self) -> None:
         """Release connections of workers that stopped heartbeating (killed, frozen)."""
         interval = max(min(self.worker_timeout / 10, self.claim_timeout / 5), 0.02)
+        affinity = self.affinity
         while True:
             await asyncio.sleep(interval)
-            for connection in list(self._holding):
-                if connection.worker is None and not self._claim_pending(connection):
+            for connection in list(affinity.holding):
+                if affinity.claim_overdue(connection, time.monotonic()):
                     await self._claim_late(connection)
             await self._check_workers()
 
     async def _check_workers(self) -> None:
-        """Release the workers whose heartbeats stopped ``worker_timeout`` ago.
+        """Release the workers whose heartbeats stopped ``worker_timeout`` ago (G7).
 
         "Not heard for the timeout" alone would also be true of a live worker whose
         heartbeats wait unread in this gateway's own reply list, behind a burst of replies
         (they share the list): under load that released live workers. So silence only
         counts up to the last *mark* read back: a mark is a message this gateway sends to
         its own control channel; once it reads it, it has read everything sent before
-        it. A worker is gone when a mark sent more than ``worker_timeout`` after its last
-        heartbeat has come back without a newer heartbeat: it sent none for that long.
-        When the gateway keeps up, that is one round trip after the timeout (a killed
-        worker is noticed in about ``worker_timeout``); when it is behind, the verdict
-        waits until it has caught up, instead of being wrong. While the layer is away (a
-        Redis restart) no heartbeat can arrive: silence then counts from its return.
+        it. The machine judges; this sends the marks it asks for. When the gateway keeps
+        up, a killed worker is noticed in about ``worker_timeout``; when it is behind,
+        the verdict waits until it has caught up, instead of being wrong. While the layer
+        is away (a Redis restart) no heartbeat can arrive: silence then counts from its
+        return.
         """
         now = time.monotonic()
-        silent = [worker for worker, seen in self.worker_seen.items() if now - seen > self.worker_timeout]
-        if not silent:
-            return
-        for worker in silent:
-            seen = self.worker_seen.get(worker)
-            if seen is not None and self._read_up_to - max(seen, self._layer_back_at) > self.worker_timeout:
-                released = self.release_worker(worker)
-                self.stats.workers_lost += 1
-                logger.warning(
-                    "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
-                    worker,
-                    self._read_up_to - seen,
-                    released,
-                )
-        if any(worker in self.worker_seen for worker in silent) and (
-            self._mark_sent is None or now - self._mark_sent > max(self.worker_timeout, 1.0)
-        ):
+        lost, send_mark = self.affinity.check_workers(now)
+        for worker, released, silent_for in lost:
+            self.stats.workers_lost += 1
+            logger.warning(
+                "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
+                worker,
+                silent_for,
+                released,
+            )
+        if send_mark:
             # None in flight (or it was lost, say in a Redis restart): send one now.
             try:
                 await self.layer.send(self.control_channel, {"type": MARK, "at": now}, local=False, control=True)
@@ -533,15 +507,12 @@ class Gateway:
                 return
             except Exception as exc:  # unreachable: try again on the next round
                 logger.debug("could not send a mark to %s: %r", self.control_channel, exc)
-                self._layer_failed = True
+                self.affinity.mark_failed()
                 return
-            self._mark_sent = now
-            if self._layer_failed:
-                self._layer_failed = False
-                self._layer_back_at = now
+            self.affinity.mark_sent(now)
 
     async def _claim_late(self, connection: Connection) -> None:
-        """No claim came within ``claim_timeout`` for a connection with held events.
+        """No claim came within ``claim_timeout`` for a connection with held events (G4).
 
         If the envelope that asked for the claim is still unread in the pool, no worker is
         running (a deploy with a slow start): keep holding, so that when workers start
@@ -551,23 +522,20 @@ class Gateway:
         read and still no claim came (its reader died, or dropped it as expired) do the
         held events go on, the first asking for a claim again.
         """
-        item = connection.claim_item
-        if item is not None:
+        token = self.affinity.asked_token(connection)
+        still_queued: bool | None = None
+        if token is not None:
             try:
-                waiting = await self.layer.still_queued(connection.pool, item)
+                still_queued = await self.layer.still_queued(connection.pool, cast(bytes, token))
             except Exception as exc:
                 logger.warning("could not check the pool for %s: %r", connection.channel, exc)
-                waiting = True  # check again next round rather than risk a second envelope
-            if connection.worker is not None or not connection.open:
-                return  # the claim came (or the client left) while we looked
-            if waiting:
-                connection.hold_until = time.monotonic() + self.claim_timeout
-                self.stats.claims_awaited += 1
-                return
-        logger.warning("no worker took %s in time: its held events go to the pool", connection.channel)
-        connection.claim_item = None
-        connection.hold_until = None
-        await self._flush_held(connection)
+                still_queued = True  # check again next round rather than risk a second envelope
+        outcome = self.affinity.late_claim(connection, still_queued, time.monotonic())
+        if outcome is LateClaim.WAIT:
+            self.stats.claims_awaited += 1
+        elif outcome is LateClaim.FLUSH:
+            logger.warning("no worker took %s in time: its held events go to the pool", connection.channel)
+            await self._flush_held(connection)
 
     async def _reply_loop(self) -> None:
         receiver = self._receiver
@@ -597,11 +565,10 @@ class Gateway:
                     continue
                 if message_type == CLAIM:
                     self._claim(connection, str(message.get("worker", "")))
-                    if connection.held is not None:
+                    if connection.affinity.held is not None:
                         forwards.append(self._flush_held(connection))
                 elif message_type == RELEASE:
-                    if connection.worker == message.get("worker"):
-                        self._unclaim(connection)
+                    self.affinity.release(connection, message.get("worker"))
                 elif message_type == SCOPE_REQUEST:
                     forwards.append(self._send_scope(connection, message.get("worker")))
                 elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
@@ -614,9 +581,7 @@ class Gateway:
                     stats.replies_delivered += 1
                 else:
                     stats.replies_forwarded += 1
-                    if connection.held is None and (
-                        connection.worker is not None or (not connection.sticky and not self._claim_pending(connection))
-                    ):
+                    if self.affinity.route_forward(connection, time.monotonic()) is not None:
                         # Nothing to hold or claim: batch it (a group message to 1,000
                         # members is one send_many, not 1,000 tasks).
                         direct.append((connection, message))

@@ -14,7 +14,8 @@ heartbeats to the gateways it holds claims with; on a graceful stop it asks them
 release its connections and keeps serving until each acknowledges, so a deploy loses
 nothing. A worker that meets an established WebSocket it has no instance for (its
 previous worker stopped) *resumes* it: it runs the consumer's connect handler again with
-``scope["resumed"] = True`` and swallows the repeated accept.
+``scope["resumed"] = True`` and swallows the repeated accept. Those rules are the pure
+``WorkerAffinity`` machine of ``affinity.py``; this module carries its decisions out.
 """
 
 from __future__ import annotations
@@ -30,6 +31,20 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .affinity import (
+    FINAL_EVENTS,
+    HOLD_UNSCOPED,
+    IGNORE,
+    RECLAIM,
+    RELEASE_HELD,
+    START,
+    OwnClaim,
+    Unscoped,
+    WorkerAffinity,
+    own_claim,
+    resume_for,
+    swallow_reply,
+)
 from .envelope import (
     CLAIM,
     DRAINED,
@@ -39,7 +54,6 @@ from .envelope import (
     SCOPE,
     SCOPE_REQUEST,
     WORKER_STOPPING,
-    control_channel_of,
     pool_channel,
 )
 from .latency import HandlerTimes
@@ -56,18 +70,11 @@ logger = logging.getLogger("switchboard.worker")
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 # Events after which a connection has nothing more to say: no instance is built for them.
-_FINAL_EVENTS = frozenset({"http.disconnect", "websocket.disconnect", "webrtc.disconnect"})
+_FINAL_EVENTS = FINAL_EVENTS
 
 # Scope types whose instance gets ``max_instance_backlog``: one client connection, or one
 # named channel (throttled at that bound, never dropped). Others serve a listener's peers.
 _ONE_CLIENT_SCOPES = frozenset({"http", "websocket", "webrtc", "channel"})
-
-# How to resume an established connection on a worker that never saw it open: the
-# opening event to replay, and the reply to swallow because the client already had it.
-_RESUME: dict[str, tuple[str, str | None]] = {
-    "websocket": ("websocket.connect", "websocket.accept"),
-    "webrtc": ("webrtc.connect", None),  # a peer has no accept step to swallow
-}
 
 
 @dataclass
@@ -290,8 +297,9 @@ class Worker:
         self.channel = self.local_prefix + "in"
         self.heartbeat_interval = heartbeat_interval
         self.instances: dict[str, _Instance] = {}
-        # Gateway control channel -> connections this worker has claimed there.
-        self.claims: dict[str, set[str]] = {}
+        # Worker affinity (claims per gateway, scope-less events, the stop handshake): the
+        # rules live in this pure machine; the worker carries out what it decides.
+        self.affinity: WorkerAffinity[Message] = WorkerAffinity(scope_timeout=5.0, max_unscoped=1000)
         self.stats = WorkerStats()
         #: Scope type -> handler times of its instances (gateway/latency.py).
         self.handler_times: dict[str, HandlerTimes] = {}
@@ -299,12 +307,7 @@ class Worker:
         self.tap: Taps | None = None
         #: OpenTelemetry spans (gateway/tracing.py), when TRACING is enabled; else None.
         self.tracer: WorkerTracer | None = None
-        self._acks: set[str] = set()
         self._acked = asyncio.Event()
-        # Connection -> (asked at, envelopes in arrival order) while we wait for its scope.
-        self._unscoped: dict[str, tuple[float, list[Message]]] = {}
-        self.scope_timeout = 5.0
-        self.max_unscoped_events = 1000
         self.max_instance_backlog = max_instance_backlog
         self.max_listener_backlog = max_listener_backlog
         self.local_delivery = local_delivery
@@ -323,6 +326,32 @@ class Worker:
         # rest waits on the layer, bounded by its capacity, instead of in this process).
         self._named_room = asyncio.Event()
         self._named_room.set()
+
+    @property
+    def claims(self) -> dict[str, set[str]]:
+        """Gateway control channel -> connections this worker has claimed there."""
+        return self.affinity.claims
+
+    @property
+    def _unscoped(self) -> dict[str, Any]:
+        """Connections whose scope-less events wait for their scope (affinity rule W4)."""
+        return self.affinity.unscoped
+
+    @property
+    def scope_timeout(self) -> float:
+        return self.affinity.scope_timeout
+
+    @scope_timeout.setter
+    def scope_timeout(self, value: float) -> None:
+        self.affinity.scope_timeout = value
+
+    @property
+    def max_unscoped_events(self) -> int:
+        return self.affinity.max_unscoped
+
+    @max_unscoped_events.setter
+    def max_unscoped_events(self, value: int) -> None:
+        self.affinity.max_unscoped = value
 
     def listen_channels(self) -> list[str]:
         return [pool_channel(p) for p in self.protocols] + self.channels
@@ -428,9 +457,9 @@ class Worker:
         """Tell gateways we hold claims on that we are alive (they release us otherwise)."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            if self._unscoped:
+            if self.affinity.unscoped:
                 self._expire_unscoped()
-            for control in list(self.claims):
+            for control in self.affinity.heartbeat_targets():
                 try:
                     await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel}, control=True)
                 except Exception as exc:
@@ -450,22 +479,22 @@ class Worker:
 
         Returns the gateways asked, which are told once we have drained.
         """
-        controls = [control for control, connections in self.claims.items() if connections]
+        affinity = self.affinity
+        controls = affinity.stopping()
         if not controls:
             return []
-        self._acks = set(controls)
         self._acked.clear()
         for control in controls:
             try:
                 await self.layer.send(control, {"type": WORKER_STOPPING, "worker": self.channel}, control=True)
             except Exception as exc:
                 logger.warning("could not tell %s we are stopping: %r", control, exc)
-                self._acks.discard(control)
-        if self._acks:
+                affinity.not_asked(control)
+        if affinity.awaiting_release:
             try:
                 await asyncio.wait_for(self._acked.wait(), timeout)
             except TimeoutError:
-                logger.warning("gateways %s did not acknowledge our stop in %.1fs", sorted(self._acks), timeout)
+                logger.warning("gateways %s did not acknowledge our stop in %.1fs", sorted(affinity.awaiting_release), timeout)
         return controls
 
     def _dispatch(self, channel: str, message: Message) -> None:
@@ -477,9 +506,7 @@ class Worker:
         elif message_type == SCOPE and channel == self.channel:
             self._scope_arrived(message)
         elif message_type == RELEASED and channel == self.channel:
-            self._acks.discard(str(message.get("gateway")))
-            self.claims.pop(str(message.get("gateway")), None)
-            if not self._acks:
+            if self.affinity.released(str(message.get("gateway"))):
                 self._acked.set()
         elif channel in self.channels:
             self._dispatch_named(channel, message)
@@ -589,52 +616,51 @@ class Worker:
             logger.warning("malformed event envelope dropped: keys %s", sorted(envelope))
             return
         instance = self.instances.get(connection)
-        if self._unscoped and connection in self._unscoped:
-            if scope is None:
-                self._hold_unscoped(connection, envelope)
-                return
+        event_type = event.get("type")
+        claim = bool(envelope.get("claim"))
+        dispatch = self.affinity.dispatch
+        decision = dispatch(
+            connection, has_instance=instance is not None, scoped=scope is not None, event_type=event_type, claim=claim
+        )
+        if decision is RELEASE_HELD:
+            assert scope is not None
             self._release_unscoped(connection, scope)  # this envelope brings the scope
             instance = self.instances.get(connection)
+            decision = dispatch(connection, has_instance=instance is not None, scoped=True, event_type=event_type, claim=claim)
+        if decision is HOLD_UNSCOPED:
+            # Sent to our channel because we claimed the connection, but its instance has
+            # ended here (or its scope is already asked for): hold the event (and any that
+            # follow) until the gateway tells us the scope, then build (resume) the
+            # instance as for a pool event.
+            self._hold_unscoped(connection, envelope)
+            return
         self.stats.events += 1
         if self.tracer is not None:
             self.tracer.arrived(envelope, event)
-        event_type = event.get("type")
-        if instance is None:
-            if event_type in _FINAL_EVENTS:
-                self.stats.events_ignored += 1
-                return
-            if scope is None and event_type == "http.request":
-                # The rest of a streamed request body (only the first part goes to the pool,
-                # with the scope) whose consumer already answered and ended: nothing to
-                # resume, a new instance would see half a body.
-                self.stats.events_ignored += 1
-                return
-            if scope is None:
-                # Sent to our channel because we claimed the connection, but its instance
-                # has ended here: hold the event (and any that follow) until the gateway
-                # tells us the scope, then build (resume) the instance as for a pool event.
-                self.stats.events -= 1
-                self._hold_unscoped(connection, envelope)
-                return
-            if event_type in _FINAL_EVENTS:
-                self.stats.events_ignored += 1
-                return
+        if decision is IGNORE:
+            # A final event, or the rest of a streamed request body whose consumer already
+            # answered and ended: nothing to build an instance for.
+            self.stats.events_ignored += 1
+            return
+        if decision is START:
             assert scope is not None
             instance = _Instance(connection, scope)
-            instance.claim = bool(envelope.get("claim"))
-            resume = _RESUME.get(str(scope.get("type")))
-            if resume is not None and event_type != resume[0]:
+            instance.claim = claim
+            resume = resume_for(scope.get("type"), event_type)
+            if resume is not None:
                 # An established connection whose instance lived on a stopped worker.
                 instance.resumed = True
                 instance.scope = {**scope, "resumed": True}
-                instance.queue.put_nowait({"type": resume[0]})
+                instance.queue.put_nowait({"type": resume.replay})
                 self.stats.resumed += 1
             self._start(instance)
-        elif envelope.get("claim"):
+        elif decision is RECLAIM:
             # Asked again (the gateway released us, say after late heartbeats, and this
             # envelope came back to us from the pool): claim again, or it waits in vain.
+            assert instance is not None
             instance.claim = True
             asyncio.get_running_loop().create_task(self._send_claim(instance))
+        assert instance is not None
         self._enqueue(instance, event)
 
     def _enqueue(self, instance: _Instance, event: Message) -> None:
@@ -701,27 +727,19 @@ class Worker:
         return True
 
     def _hold_unscoped(self, connection: str, envelope: Message) -> None:
-        pending = self._unscoped.get(connection)
-        if pending is None:
-            if not connection.startswith("gateway.") or "!" not in connection:
-                self.stats.events_unscoped_dropped += 1
-                return
-            pending = self._unscoped[connection] = (asyncio.get_running_loop().time(), [])
+        outcome = self.affinity.hold(connection, envelope, asyncio.get_running_loop().time())
+        if outcome is Unscoped.DROPPED:
+            self.stats.events_unscoped_dropped += 1
+        elif outcome is Unscoped.ASK:
             self.stats.scope_requests += 1
             asyncio.get_running_loop().create_task(self._request_scope(connection))
-        if len(pending[1]) >= self.max_unscoped_events:
-            self.stats.events_unscoped_dropped += 1
-            return
-        pending[1].append(envelope)
 
     async def _request_scope(self, connection: str) -> None:
         try:
             await self.layer.send(connection, {"type": SCOPE_REQUEST, "worker": self.channel}, control=True)
         except Exception as exc:
             logger.warning("could not ask %s for its scope: %r", connection, exc)
-            dropped = self._unscoped.pop(connection, None)
-            if dropped is not None:
-                self.stats.events_unscoped_dropped += len(dropped[1])
+            self.stats.events_unscoped_dropped += len(self.affinity.take(connection))
 
     def _scope_arrived(self, message: Message) -> None:
         connection = message.get("connection")
@@ -731,29 +749,22 @@ class Worker:
         if isinstance(scope, dict):
             self._release_unscoped(connection, scope)
             return
-        dropped = self._unscoped.pop(connection, None)
-        if dropped is not None:  # the connection closed meanwhile
-            finals = sum(1 for envelope in dropped[1] if envelope["event"].get("type") in _FINAL_EVENTS)
-            self.stats.events_ignored += finals
-            self.stats.events_unscoped_dropped += len(dropped[1]) - finals
+        dropped = self.affinity.take(connection)  # the connection closed meanwhile
+        finals = sum(1 for envelope in dropped if envelope["event"].get("type") in FINAL_EVENTS)
+        self.stats.events_ignored += finals
+        self.stats.events_unscoped_dropped += len(dropped) - finals
 
     def _release_unscoped(self, connection: str, scope: dict[str, Any]) -> None:
         """Dispatch the held scope-less events of ``connection``, in order, with ``scope``."""
-        pending = self._unscoped.pop(connection, None)
-        if pending is None:
-            return
-        for envelope in pending[1]:
+        for envelope in self.affinity.take(connection):
             self._dispatch_event({**envelope, "scope": scope})
 
     def _expire_unscoped(self) -> None:
-        deadline = asyncio.get_running_loop().time() - self.scope_timeout
-        for connection, (asked, envelopes) in list(self._unscoped.items()):
-            if asked < deadline:
-                del self._unscoped[connection]
-                self.stats.events_unscoped_dropped += len(envelopes)
-                logger.warning(
-                    "no scope for %s came in %.1fs: %d event(s) dropped", connection, self.scope_timeout, len(envelopes)
-                )
+        for connection, envelopes in self.affinity.expired(asyncio.get_running_loop().time()):
+            self.stats.events_unscoped_dropped += len(envelopes)
+            logger.warning(
+                "no scope for %s came in %.1fs: %d event(s) dropped", connection, self.scope_timeout, len(envelopes)
+            )
 
     def _dispatch_named(self, channel: str, message: Message) -> None:
         self.stats.named_messages += 1
@@ -797,21 +808,14 @@ class Worker:
     async def _send_claim(self, instance: _Instance) -> None:
         """Claim the connection: its gateway sends the following events to this worker."""
         reply_channel = instance.scope["reply_channel"]
-        control = control_channel_of(reply_channel)
-        self.claims.setdefault(control, set()).add(reply_channel)
+        self.affinity.claimed(reply_channel)
         self.stats.claims += 1
         await self.layer.send(reply_channel, {"type": CLAIM, "worker": self.channel}, control=True)
 
     def _forget_claim(self, instance: _Instance) -> None:
         reply_channel = instance.scope.get("reply_channel")
-        if not instance.claim or not isinstance(reply_channel, str):
-            return
-        control = control_channel_of(reply_channel)
-        claimed = self.claims.get(control)
-        if claimed is not None:
-            claimed.discard(reply_channel)
-            if not claimed:
-                del self.claims[control]
+        if instance.claim and isinstance(reply_channel, str):
+            self.affinity.forget(reply_channel)
 
     async def _run_instance(self, instance: _Instance) -> None:
         from switchboard.consumers.exceptions import RouteNotFound, StopConsumer
@@ -860,7 +864,9 @@ class Worker:
             # A consumer asking for ordered handling (``ordered = True``) of a connection
             # that is not sticky by itself, such as a UDP socket or an MQTT session.
             scope_type = str(instance.scope.get("type"))
-            if self.layer.durable.options_for(pool_channel(scope_type)) is not None:
+            durable = self.layer.durable.options_for(pool_channel(scope_type)) is not None
+            decision = own_claim(claimed=instance.claim, durable=durable)
+            if decision is OwnClaim.DURABLE:
                 # Durable events always go through the durable pool (a claimed worker's
                 # own channel is at most once), so the claim could only lose them.
                 if scope_type not in self._claim_warned:
@@ -870,18 +876,17 @@ class Worker:
                         scope_type,
                         pool_channel(scope_type),
                     )
-                return
-            if not instance.claim and isinstance(instance.scope.get("reply_channel"), str):
+            elif decision is OwnClaim.SEND and isinstance(instance.scope.get("reply_channel"), str):
                 instance.claim = True
                 await self._send_claim(instance)
             return
         if message_type == "http.response.start":
             instance.response_started = True
         elif message_type == "websocket.accept":
-            if instance.resumed and not instance.accepted:
-                instance.accepted = True
-                return  # the client was accepted long ago, by the previous worker
+            swallow = swallow_reply(message_type, resumed=instance.resumed, accepted=instance.accepted)
             instance.accepted = True
+            if swallow:
+                return  # the client was accepted long ago, by the previous worker
         elif message_type in ("websocket.close", "webrtc.close"):
             instance.closed = True
         reply_channel = instance.scope.get("reply_channel")
