@@ -335,3 +335,29 @@ async def test_scope_less_event_after_the_instance_ended_resumes_it(layer: Chann
     stop.set()
     await task
     await gateway.stop()
+
+
+async def test_a_worker_stopping_with_its_gateway_is_told_the_gateway_is_gone(layer: ChannelLayer) -> None:
+    """Gateway and worker stopped together (a whole deployment going down): the worker's
+    request to be released reaches a gateway whose reply loop has ended, so the gateway,
+    as it stops, tells the workers that held its claims. Without that the worker waited
+    out its whole drain timeout (60 s here) for an answer."""
+    from support.waiting import deadline
+
+    log: list[tuple[str, str]] = []
+    stop_worker = asyncio.Event()
+    worker = Worker(tagged_app("a", log), layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
+    worker_task = asyncio.get_running_loop().create_task(worker.run(stop_worker, drain_timeout=60))
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await sink.wait_for(1)
+    assert connection.worker is not None  # claimed: the worker holds a claim on this gateway
+
+    gateway.begin_stop()
+    gateway.close_connection(connection)  # as the plugin does; the worker has not seen a disconnect
+    await gateway.stop()
+    stop_worker.set()
+    await asyncio.wait_for(worker_task, deadline(20))
