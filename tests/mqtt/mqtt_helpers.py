@@ -18,17 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
+from support.waiting import deadline
 
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = int(os.environ.get("SWITCHBOARD_TEST_MQTT_PORT", "1883"))
-WAIT = 10.0  # a safety net so a broken path fails the test instead of hanging it
+WAIT = deadline(10)  # a safety net (scaled by the suite-wide knob): a broken path fails instead of hanging
 
 
 def free_port() -> int:
@@ -169,9 +169,9 @@ class PrivateBroker:
         self.process = subprocess.Popen(
             [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + WAIT
+        end = time.monotonic() + WAIT
         while not port_open(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"private mosquitto did not start on port {self.port}: {self.log()}")
             time.sleep(0.05)
 
@@ -191,44 +191,29 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` on the loop until it holds (the test's safety net, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def wait_until_sync(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def publish_until_reply(
-    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT, every: float = 0.2
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = 10, every: float = 0.2
 ) -> paho.MQTTMessage:
     """Publish, then again every ``every`` seconds, until a message arrives; return it.
 
     For subscriptions whose SUBACK the test cannot observe (a gateway subscribing after a
     broker restart, a consumer's runtime subscribe): the first publish the broker routes
     gets answered. Later duplicates may still arrive; callers must not count replies.
+    ``timeout`` is in unscaled seconds, as for :func:`support.waiting.wait_until`.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    limit = deadline(timeout)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
         client.publish(topic, payload)
         try:
             return client.messages.get(timeout=every)
         except queue.Empty:
             continue
-    raise AssertionError(f"no reply to publishes on {topic} within {timeout}s")
+    raise AssertionError(f"no reply to publishes on {topic} within {limit:.1f}s")
 
 
 async def apublish_until_reply(
-    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = 10
 ) -> paho.MQTTMessage:
     return await asyncio.to_thread(publish_until_reply, client, topic, payload, timeout)
 
@@ -307,8 +292,8 @@ class Deployment:
         client = MqttTestClient(port).connect()
         try:
             client.subscribe(f"{self.prefix}/status")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            end = time.monotonic() + deadline(30)
+            while time.monotonic() < end:
                 self.check_alive()
                 try:
                     message = client.messages.get(timeout=0.2)

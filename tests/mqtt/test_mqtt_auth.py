@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_helpers import PrivateBroker, mosquitto_binary, wait_until
+from mqtt_helpers import PrivateBroker, mosquitto_binary
+from support.waiting import wait_until
 
 SECRET = "s3cret-do-not-log"
 WRONG = "n0t-the-passw0rd-either"

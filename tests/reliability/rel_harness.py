@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import rel_app
+from support.waiting import deadline, wait_until_sync
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
 from switchboard.gateway.plugins import ProtocolPlugin, build_plugins
@@ -49,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MOSQUITTO_PORT = 1883
-WAIT = 15.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(15)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 #: What the sms plugin of every gateway here checks signatures with.
 SMS_AUTH_TOKEN = "rel-twilio-token-" + "5f1e" * 4
@@ -96,15 +97,6 @@ def port_open(port: int) -> bool:
 
 def mosquitto_reachable() -> bool:
     return port_open(MOSQUITTO_PORT)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail (not hang) after ``timeout``. Never a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def rss_bytes(pid: int) -> int:
@@ -377,14 +369,14 @@ class PrivateRedis:
             args += ["--requirepass", self.password]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open(self.port), what=f"redis-server on {self.port}")
+        wait_until_sync(lambda: port_open(self.port), what=f"redis-server on {self.port}")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         self.process = None
-        wait_for(lambda: not port_open(self.port), what="redis-server to be gone")
+        wait_until_sync(lambda: not port_open(self.port), what="redis-server to be gone")
 
 
 @dataclass
@@ -474,7 +466,7 @@ class ProcessDeployment:
             except OSError:
                 return False
 
-        wait_for(ready, timeout, "the deployment to answer HTTP")
+        wait_until_sync(ready, timeout, "the deployment to answer HTTP")
 
 
 def _limit_files(limit: int) -> None:

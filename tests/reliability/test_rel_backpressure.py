@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from rel_clients import frame_bytes, ws_handshake
-from rel_harness import REDIS_URL, InProcessGateway, ProcessDeployment, redis_reachable, rss_bytes, wait_for
+from rel_harness import REDIS_URL, InProcessGateway, ProcessDeployment, redis_reachable, rss_bytes
+from support.waiting import wait_until_sync
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -149,7 +150,7 @@ def test_slow_reading_client_costs_the_gateway_bounded_memory(deploy: Deploy, re
         gateway = PeakRss(deployment.pid("gateway"))
         sock.sendall(frame_bytes(1, b"4096:65536"))  # then never read
         try:
-            wait_for(lambda: gateway.peak - gateway.baseline > CEILING or (marks / "stream-done").exists(), 120,
+            wait_until_sync(lambda: gateway.peak - gateway.baseline > CEILING or (marks / "stream-done").exists(), 120,
                      "the stream to end or the gateway to pass the ceiling")
             if (marks / "stream-done").exists():
                 deployment.check_alive()

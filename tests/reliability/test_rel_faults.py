@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rel_harness import REDIS_URL, PrivateRedis, ProcessDeployment, port_open, redis_reachable, wait_for
+from rel_harness import REDIS_URL, PrivateRedis, ProcessDeployment, port_open, redis_reachable
+from support.waiting import wait_until_sync
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -145,9 +146,9 @@ def test_gateway_sigterm_drains_a_request_in_flight_and_refuses_new_ones(deploy:
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    wait_for(lambda: (marks / "slow-started").exists(), what="the slow view to start")
+    wait_until_sync(lambda: (marks / "slow-started").exists(), what="the slow view to start")
     deployment.processes["gateway"].send_signal(signal.SIGTERM)
-    wait_for(lambda: not port_open(deployment.http_port), what="the gateway to stop listening")
+    wait_until_sync(lambda: not port_open(deployment.http_port), what="the gateway to stop listening")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", deployment.http_port), timeout=2).close()
     thread.join(30)

@@ -43,8 +43,8 @@ from rel_harness import (
     ProcessDeployment,
     free_port,
     port_open,
-    wait_for,
 )
+from support.waiting import wait_until_sync
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -184,7 +184,7 @@ def auth_mosquitto(tmp_path: Path) -> Iterator[int]:
                       f"persistence false\nuser root\nlog_dest file {tmp_path / 'mosquitto.log'}\n")
     process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: port_open(port), what="private mosquitto")
+        wait_until_sync(lambda: port_open(port), what="private mosquitto")
         yield port
     finally:
         process.kill()
@@ -220,7 +220,7 @@ def test_secrets_never_appear_in_logs_at_debug(
     mqtt = _mqtt_with_password(auth_mosquitto)
     try:
         mqtt.subscribe("rel-secret/out")
-        wait_for(lambda: _published(mqtt, "rel-secret/in/x"), what="the MQTT round trip")
+        wait_until_sync(lambda: _published(mqtt, "rel-secret/in/x"), what="the MQTT round trip")
     finally:
         mqtt.close()
     redis.kill()
@@ -342,7 +342,7 @@ def test_forged_reply_channels_reach_no_connection(http_gateway: InProcessGatewa
                 await layer.send(gateway.reply_prefix + secrets.token_urlsafe(9), {"type": "websocket.send", "text": "forged"})
 
         http_gateway.call(forge)
-        wait_for(lambda: gateway.stats.replies_orphaned - before >= 1000, what="forged replies to be orphaned")
+        wait_until_sync(lambda: gateway.stats.replies_orphaned - before >= 1000, what="forged replies to be orphaned")
         for ws in (first, second):
             ws.send("mine")
             assert ws.recv(10) == "mine", "a forged message reached a real connection"

@@ -18,12 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
+from support import waiting
 
 __all__ = [
     "ModeDeployment",
@@ -161,6 +163,36 @@ class ProcessDeployment:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    async def wait_until(
+        self, predicate: Callable[[], bool | Awaitable[bool]], timeout: float | None = None, what: str = "condition"
+    ) -> None:
+        """:func:`support.waiting.wait_until` that fails at once when a process exits, with the logs.
+
+        Without the liveness check a crashed gateway costs the whole deadline and the
+        failure says only "timed out"; the logs say why.
+        """
+
+        def alive_and() -> bool | Awaitable[bool]:
+            self.check_alive()
+            return predicate()
+
+        try:
+            await waiting.wait_until(alive_and, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def wait_until_sync(self, predicate: Callable[[], bool], timeout: float | None = None, what: str = "condition") -> None:
+        """:meth:`wait_until` for plain (non-async) test code."""
+
+        def alive_and() -> bool:
+            self.check_alive()
+            return predicate()
+
+        try:
+            waiting.wait_until_sync(alive_and, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
 
 
 @dataclass
