@@ -14,19 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-mqtt-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from mqtt_helpers import (
     BROKER_PORT,
