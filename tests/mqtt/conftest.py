@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
+from support.mosquitto import MosquittoServer, mosquitto_binary
 
 configure_django()
 
@@ -23,8 +24,6 @@ from mqtt_helpers import (
     BROKER_PORT,
     Deployment,
     MqttTestClient,
-    PrivateBroker,
-    mosquitto_binary,
     mosquitto_reachable,
     redis_reachable,
     unique_prefix,
@@ -54,11 +53,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+def private_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
     """A private mosquitto process on a free port (killed at teardown)."""
     if mosquitto_binary() is None:
         pytest.skip("the mosquitto binary is not installed (apt-get install mosquitto)")
-    broker = PrivateBroker(tmp_path)
+    broker = MosquittoServer(tmp_path)
     broker.start()
     try:
         yield broker

@@ -72,9 +72,6 @@ class Deployment(ModeDeployment):
         for name in reversed(list(self.processes)):
             self.stop(name)
 
-    def pid(self, name: str) -> int:
-        return self.processes[name].pid
-
     async def wait_logged(self, name: str, text: str, timeout: float = 30, count: int = 1) -> None:
         """Wait until ``name``'s log has ``text`` ``count`` times (e.g. a worker listening)."""
         await self.wait_until(lambda: self.log(name).count(text) >= count, timeout, f"{name} to log {text!r} x{count}")
