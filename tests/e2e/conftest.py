@@ -88,7 +88,7 @@ class Deployment(ModeDeployment):
         """
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        with opener.open(self.base_url + "/accounts/login/", timeout=15) as response:
+        with opener.open(self.base_url + "/accounts/login/", timeout=deadline(15)) as response:
             page = response.read().decode()
         match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         assert match is not None, "no CSRF token in the login form"

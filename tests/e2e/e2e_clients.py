@@ -26,7 +26,7 @@ def http(
 ) -> tuple[int, bytes]:
     request = urllib.request.Request(deployment.base_url + path, data=data, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=deadline(15)) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
