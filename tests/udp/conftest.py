@@ -224,9 +224,9 @@ async def wait_ready(deployment: Deployment, client: UdpClient, timeout: float =
     late: their answers are drained here (until all are in or 0.5 s pass without one), so
     the test's own first answer is not a stale ``READY?``.
     """
-    deadline = time.monotonic() + timeout
+    end = time.monotonic() + deadline(timeout)
     pings = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < end:
         deployment.check_alive()
         client.send(b"ready?", deployment.address)
         pings += 1
