@@ -311,6 +311,9 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
             SMTP_TEST_BIND=f"127.0.0.1:{port}",
             SMTP_TEST_OUT_DIR=str(out_dir),
             SMTP_TEST_STORAGE=str(tmp_path / "storage"),
+            # 15 s by default; the MIME bomb test (six 100,000-part mails at once) took
+            # longer than that to reach the part limit on a loaded 2-core machine.
+            SMTP_TEST_PARSE_TIMEOUT=str(deadline(60)),
         )
         env.pop("SMTP_TEST_HTTP_BIND", None)
         if http_port is not None:
