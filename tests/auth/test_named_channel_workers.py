@@ -6,13 +6,14 @@ import asyncio
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from support.waiting import deadline
 
 from switchboard.consumers import AsyncConsumer, ChannelNameRouter, ProtocolTypeRouter, SyncConsumer, URLRouter
 from switchboard.gateway.cli import build_parser
 from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.worker import Worker
 
-WAIT = 5.0
+WAIT = deadline(5)
 
 
 class SyncJob(SyncConsumer):

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-console-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from console_helpers import Stack, run_stack
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport

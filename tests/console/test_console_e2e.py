@@ -289,7 +289,7 @@ async def test_the_page_shows_what_was_sent(cluster: Cluster, browser: Any, tmp_
 
     session = await browser.open_page(cluster.console("/"))
     await _viewport(browser, session)
-    await browser.wait_for(session, "document.querySelectorAll('[data-protocol]').length >= 5", timeout=deadline(30))
+    await browser.wait_for(session, "document.querySelectorAll('[data-protocol]').length >= 5", timeout=30)
 
     async def page_matches() -> bool:
         shown = await browser.evaluate(session, _FIGURES)
@@ -334,12 +334,12 @@ async def test_a_non_loopback_bind_wants_credentials(cluster: Cluster, browser: 
     session = await browser.open_page(url + "/")
     await _viewport(browser, session)
     login = "document.getElementById('login')"
-    await browser.wait_for(session, f"{login} !== null && !{login}.hidden", timeout=deadline(20))
+    await browser.wait_for(session, f"{login} !== null && !{login}.hidden", timeout=20)
     assert await browser.evaluate(session, "document.querySelector('#link').textContent") == "sign in needed"
     # Signing in with the token in the page's form opens the console.
     await browser.evaluate(session, f"(() => {{ document.getElementById('token').value = '{READ_TOKEN}';"
                                     " document.getElementById('login-form').requestSubmit(); return true; })()")
-    await browser.wait_for(session, "document.querySelectorAll('#processes tbody tr').length >= 3", timeout=deadline(20))
+    await browser.wait_for(session, "document.querySelectorAll('#processes tbody tr').length >= 3", timeout=20)
     assert "token viewer" in await browser.evaluate(session, "document.getElementById('who').textContent")
     await _screenshot(browser, session, tmp_path / "console-signed-in.png", publish=False)
 
@@ -375,7 +375,7 @@ async def test_a_killed_worker_leaves_the_page_within_its_heartbeat_timeout(clus
     session = await browser.open_page(cluster.console("/"))
     victim = cluster.processes["worker-b"].pid
     row = f"document.querySelector('#processes tr[data-pid=\"{victim}\"]')"
-    await browser.wait_for(session, f"{row} !== null", timeout=deadline(30))
+    await browser.wait_for(session, f"{row} !== null", timeout=30)
     cluster.processes["worker-b"].send_signal(signal.SIGKILL)
     killed = time.monotonic()
     limit = deadline(WORKER_TIMEOUT + 3 * INTERVAL + 1.0)

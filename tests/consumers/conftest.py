@@ -10,24 +10,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import django
 import pytest
 from asgiref.sync import sync_to_async
-from django.conf import settings
+from support.django_settings import configure as configure_django
+from support.waiting import deadline
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-consumer-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
 
-WAIT = 5.0  # a safety net so a broken consumer fails the test instead of hanging it
+WAIT = deadline(5)  # a safety net (scaled) so a broken consumer fails the test instead of hanging it
 
 
 @pytest.fixture(autouse=True)

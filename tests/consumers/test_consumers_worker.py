@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.urls import path
+from support.waiting import deadline
 
 from switchboard.consumers import (
     AsyncHttpConsumer,
@@ -31,7 +32,7 @@ from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 
-WAIT = 5.0
+WAIT = deadline(5)
 
 
 class Hello(AsyncHttpConsumer):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.waiting import deadline
 
 from switchboard.consumers.exceptions import RouteNotFound
 from switchboard.gateway.envelope import pool_channel
@@ -33,7 +34,7 @@ class Delivered:
         self.event.set()
 
     async def wait_for(self, count: int, timeout: float = 5) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline(timeout)):  # scaled: a safety net, not a speed check
             while len(self.messages) < count:
                 self.event.clear()
                 await self.event.wait()

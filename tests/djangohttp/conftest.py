@@ -16,19 +16,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-django-http-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
@@ -213,7 +204,7 @@ class Handlers:
         """Ours; ``request_finished`` comes from the pool thread just after the response is handed over."""
         parity_site.TRACE.clear()
         outcome = await run_asgi(self.ours, req)
-        await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, WAIT, "request_finished from the pool")
+        await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, 10, "request_finished from the pool")
         return outcome, list(parity_site.TRACE)
 
 

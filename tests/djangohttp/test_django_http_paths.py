@@ -55,7 +55,7 @@ async def test_the_setting_forces_either_path_and_both_answer_the_same(mode: str
     for path in ("/hello/", "/async-hello/"):
         parity_site.TRACE.clear()
         ours = await run_asgi(handlers.ours, Req(path=path))
-        await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, WAIT, "request_finished")
+        await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, 10, "request_finished")
         django = await run_asgi(handlers.asgi, Req(path=path))
         assert (ours.status, ours.header_set(), ours.body) == (django.status, django.header_set(), django.body)
     assert handlers.ours.stats == ({"sync": 2, "async": 0} if mode == "sync" else {"sync": 0, "async": 2})
@@ -124,7 +124,7 @@ async def test_a_streaming_response_stops_when_the_client_goes(site: Any, runtim
     await asyncio.wait_for(first_parts.wait(), WAIT)
     gone.set_result(None)
     await asyncio.wait_for(task, WAIT)
-    await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, WAIT, "request_finished")
+    await wait_until(lambda: "signal:request_finished" in parity_site.TRACE, 10, "request_finished")
     assert parity_site.TRACE[-2:] == ["stream:closed", "signal:request_finished"]
     assert sent[0]["status"] == 200 and all(m.get("more_body") for m in sent[1:])  # never completed
     assert sent[1]["body"] == b"data: 0\n\n"
@@ -160,7 +160,7 @@ async def test_the_pool_bounds_the_views_running_at_once(site: Any, runtime: Any
     gate = threading.Event()
     parity_site.KNOBS.update(running=[], lock=threading.Lock(), gate=gate, gate_timeout=WAIT)
     requests = [asyncio.ensure_future(run_asgi(handlers.ours, Req(path="/blocking/"))) for _ in range(5)]
-    await wait_until(lambda: len(parity_site.KNOBS["running"]) == 2, WAIT, "two views running")
+    await wait_until(lambda: len(parity_site.KNOBS["running"]) == 2, 10, "two views running")
     assert not any(request.done() for request in requests)
     gate.set()
     outcomes = await asyncio.gather(*requests)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import TestCase
-from support.waiting import wait_until
+from support.waiting import deadline, wait_until
 
 from switchboard.consumers import AsyncJsonWebsocketConsumer, AsyncUdpConsumer, MqttConsumer, SmsConsumer
 from switchboard.consumers.email import EmailConsumer, ReceivedEmail
@@ -31,7 +31,7 @@ from switchboard.testing import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-WAIT = 10.0  # communicator timeouts: a safety net on a loaded machine, never a speed check
+WAIT = deadline(10)  # communicator timeouts (scaled): a safety net on a loaded machine, never a speed check
 
 
 class Echo(AsyncUdpConsumer):
@@ -105,7 +105,7 @@ async def test_email_consumer_gets_the_gateways_parsed_event(memory_layer: Any, 
         storage_dir=tmp_path,
     )
     assert event["subject"] == "Printer on fire" and event["rcpt_tos"] == ["inbox@example.com"]
-    await wait_until(lambda: bool(Helpdesk.seen), WAIT, "the consumer got the e-mail")
+    await wait_until(lambda: bool(Helpdesk.seen), 10, "the consumer got the e-mail")
     (email,) = Helpdesk.seen
     assert email.subject == "Printer on fire" and email.text is not None and email.text.strip() == "Please help"
     assert [attachment.filename for attachment in email.attachments] == ["photo.png"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from support.processes import ProcessDeployment, free_tcp_port, process_env, redis_reachable
+from support.mosquitto import MosquittoServer, mosquitto_binary
+from support.processes import ProcessDeployment, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.waiting import deadline
 
@@ -201,50 +201,13 @@ def _forget_keys(url: str, prefix: str) -> None:
 # -- A private Mosquitto -------------------------------------------------------------------
 
 
-class Broker:
-    """A mosquitto on a free port that queues plenty for offline persistent sessions."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_tcp_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            # The default (1,000) would drop messages queued for a gateway while it is down.
-            "max_queued_messages 100000\n"
-            f"log_dest file {directory / 'mosquitto.log'}\nuser root\n"
-        )
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen(
-            [binary, "-c", str(self.directory / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        end = time.monotonic() + deadline(10)
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not come up")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+def broker(tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A mosquitto on a free port that queues plenty for offline persistent sessions."""
+    if mosquitto_binary() is None:
         pytest.skip("the mosquitto binary is not installed")
-    running = Broker(tmp_path / "mosquitto")
+    # The default (1,000) would drop messages queued for a gateway while it is down.
+    running = MosquittoServer(tmp_path / "mosquitto", "max_queued_messages 100000\n")
     running.start()
     yield running
     running.stop()

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.mosquitto import MosquittoServer
 from support.processes import free_tcp_port
 from support.redis_server import RedisServer
 from support.waiting import deadline, wait_until_sync
 
-from .conftest import Broker, Deployment, Records
+from .conftest import Deployment, Records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -169,7 +170,7 @@ def redis_binary() -> str:
 class Publisher:
     """A paho publisher: QoS 1, each publish counted once the broker acknowledged it."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: MosquittoServer) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -192,7 +193,7 @@ class Publisher:
         self.client.loop_stop()
 
 
-def mqtt_deployment(deployment: Callable[..., Deployment], broker: Broker) -> tuple[Deployment, str]:
+def mqtt_deployment(deployment: Callable[..., Deployment], broker: MosquittoServer) -> tuple[Deployment, str]:
     topic = f"durable/{secrets.token_hex(3)}"
     deploy = deployment(
         "mqtt", DURABLE_MQTT_BROKER=broker.url, DURABLE_MQTT_CLIENT_ID=f"sb-durable-{secrets.token_hex(4)}",
@@ -218,7 +219,7 @@ def wait_mqtt_ready(deploy: Deployment, records: Records, publisher: Publisher, 
 
 
 def test_mqtt_qos1_through_a_worker_kill(
-    deployment: Callable[..., Deployment], records: Records, broker: Broker, record_property: Any
+    deployment: Callable[..., Deployment], records: Records, broker: MosquittoServer, record_property: Any
 ) -> None:
     deploy, topic = mqtt_deployment(deployment, broker)
     publisher = Publisher(broker)
@@ -245,7 +246,7 @@ def test_mqtt_qos1_through_a_worker_kill(
 
 
 def test_mqtt_qos1_through_a_gateway_kill(
-    deployment: Callable[..., Deployment], records: Records, broker: Broker, record_property: Any
+    deployment: Callable[..., Deployment], records: Records, broker: MosquittoServer, record_property: Any
 ) -> None:
     deploy, topic = mqtt_deployment(deployment, broker)
     publisher = Publisher(broker)

@@ -13,6 +13,7 @@ migrated once per test session with the users the tests log in as.
 from __future__ import annotations
 
 import html
+import http.client
 import http.cookiejar
 import os
 import re
@@ -20,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
+from support.waiting import deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
@@ -62,18 +63,15 @@ class Deployment(ModeDeployment):
 
     def wait_ready(self, timeout: float = 30) -> None:
         """Wait until a plain Django view answers through the gateway (so a worker is up)."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        def answers() -> bool:
             try:
-                with urllib.request.urlopen(self.base_url + "/api/echo/?ready=1", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except Exception as exc:
-                last = exc
-                time.sleep(0.1)
-        raise RuntimeError(f"deployment not ready after {timeout}s: {last!r}\n{self.logs()}")
+                with urllib.request.urlopen(self.base_url + "/api/echo/?ready=1", timeout=deadline(5)) as response:
+                    return bool(response.status == 200)
+            except (OSError, http.client.HTTPException):  # not listening yet, or no worker yet
+                return False
+
+        self.wait_until_sync(answers, timeout, "a Django view to answer through the gateway")
 
 
     def login(self, username: str) -> str:
@@ -90,7 +88,7 @@ class Deployment(ModeDeployment):
         """
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        with opener.open(self.base_url + "/accounts/login/", timeout=15) as response:
+        with opener.open(self.base_url + "/accounts/login/", timeout=deadline(15)) as response:
             page = response.read().decode()
         match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         assert match is not None, "no CSRF token in the login form"

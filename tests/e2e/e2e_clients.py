@@ -12,12 +12,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from support.waiting import deadline
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from .conftest import Deployment
 
-WAIT = 10.0  # a safety net so a missing message fails the test instead of hanging it
+WAIT = deadline(10)  # a safety net (scaled) so a missing message fails the test instead of hanging it
 
 
 def http(
@@ -25,7 +26,7 @@ def http(
 ) -> tuple[int, bytes]:
     request = urllib.request.Request(deployment.base_url + path, data=data, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=deadline(15)) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -15,7 +15,7 @@ import socket
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from support.waiting import wait_until
+from support.waiting import deadline, wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .conftest import Deployment
@@ -66,7 +66,7 @@ async def test_rooms_are_separate(deployment: Deployment) -> None:
 
 
 def test_malformed_http_gets_400_and_gateway_keeps_serving(deployment: Deployment) -> None:
-    with socket.create_connection(("127.0.0.1", deployment.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", deployment.port), timeout=deadline(10)) as sock:
         sock.sendall(b"THIS IS NOT HTTP\r\n\x00\x01\x02\r\n\r\n")
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 400")
@@ -76,13 +76,13 @@ def test_malformed_http_gets_400_and_gateway_keeps_serving(deployment: Deploymen
 def test_oversized_body_gets_413(deployment: Deployment) -> None:
     # The gateway answers from the headers alone, without reading 2 MiB it will refuse;
     # a raw socket can read that answer where urllib would still be writing the body.
-    with socket.create_connection(("127.0.0.1", deployment.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", deployment.port), timeout=deadline(10)) as sock:
         sock.sendall(b"POST /api/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 2097152\r\n\r\n" + b"x" * 1024)
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413")
     # Chunked bodies have no length up front: the gateway counts while it reads.
-    with socket.create_connection(("127.0.0.1", deployment.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", deployment.port), timeout=deadline(10)) as sock:
         sock.sendall(b"POST /api/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         chunk = b"x" * 65536
         try:

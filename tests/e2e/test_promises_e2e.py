@@ -6,7 +6,6 @@ workers over Redis, the named channel on its own worker) and one-process mode.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -113,15 +112,16 @@ async def test_closed_event_stream_leaves_the_group(deployment: Deployment) -> N
 
 
 def wait_for_thumbnail(deployment: Deployment, url: str) -> dict[str, object]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    jobs: list[dict[str, object]] = []
+
+    def done() -> bool:
         status, body = http(deployment, url)
         assert status == 200, body
-        job = json.loads(body)
-        if job["status"] == "done":
-            return dict(job)
-        time.sleep(0.05)
-    raise AssertionError(f"thumbnail not made within 20s\n{deployment.logs()}")
+        jobs.append(json.loads(body))
+        return jobs[-1]["status"] == "done"
+
+    deployment.wait_until_sync(done, 20, "the thumbnail to be made")
+    return dict(jobs[-1])
 
 
 def test_view_queues_a_thumbnail_that_the_named_channel_worker_makes(deployment: Deployment) -> None:

@@ -100,7 +100,7 @@ def screenshots(tmp_path: Path) -> Path:
 async def open_page(browser: Chromium, url: str) -> str:
     """A new tab showing ``url``, loaded; its DevTools session."""
     session = await browser.open_page("about:blank")
-    await browser.navigate(session, url, WAIT)
+    await browser.navigate(session, url, 30)
     return session
 
 
@@ -128,7 +128,7 @@ async def feed_has(browser: Chromium, feed: str, protocol: str, text: str) -> No
         f"window.feed.received.some((e) => e.protocol === {json.dumps(protocol)} "
         f"&& e.text.includes({json.dumps(text)}))"
     )
-    await browser.wait_for(feed, check, WAIT)
+    await browser.wait_for(feed, check, 30)
 
 
 def run_command(command: str) -> str:
@@ -161,32 +161,32 @@ async def test_the_showcase_in_a_browser(site: Deployment, browser: Chromium, sc
         document.querySelector('#id_username').value = 'alice';
         document.querySelector('#id_password').value = 'alice-password';
         document.querySelector('main form').submit(); })()""")
-    await browser.wait_for(home, "location.pathname === '/' && !!document.querySelector('#logout')", WAIT)
+    await browser.wait_for(home, "location.pathname === '/' && !!document.querySelector('#logout')", 30)
     assert await browser.evaluate(home, "document.querySelector('#username').textContent") == "alice"
 
     # The live feed, open while everything else happens.
     feed = await open_page(browser, base + "/feed/")
-    await browser.wait_for(feed, "document.querySelector('#status')?.textContent === 'connected'", WAIT)
+    await browser.wait_for(feed, "document.querySelector('#status')?.textContent === 'connected'", 30)
 
     # The chat: connection light, a post with the poster's name, which the feed shows too.
     chat = await open_page(browser, base + "/chat/lobby/")
-    await browser.wait_for(chat, "document.querySelector('#status')?.textContent === 'connected'", WAIT)
+    await browser.wait_for(chat, "document.querySelector('#status')?.textContent === 'connected'", 30)
     await browser.evaluate(chat, """(() => {
         document.querySelector('#message').value = 'hello from the browser';
         document.querySelector('#form').requestSubmit(); })()""")
     await browser.wait_for(chat, "[...document.querySelectorAll('#log li')].some((li) => "
-                                 "li.textContent === 'alicehello from the browser')", WAIT)
+                                 "li.textContent === 'alicehello from the browser')", 30)
     await feed_has(browser, feed, "websocket", "alice in lobby: hello from the browser")
 
     # WebRTC: a data channel to the gateway; its posts carry the user name now.
     await browser.call("Browser.grantPermissions", {"origin": base, "permissions": ["audioCapture"]})
     webrtc = await open_page(browser, base + "/chat/lobby/webrtc/")
-    await browser.wait_for(webrtc, "!!window.webrtcChat", WAIT)
-    assert await browser.evaluate(webrtc, "window.webrtcChat.ready", WAIT) is True
+    await browser.wait_for(webrtc, "!!window.webrtcChat", 30)
+    assert await browser.evaluate(webrtc, "window.webrtcChat.ready", 30) is True
     await browser.evaluate(webrtc, "window.webrtcChat.send('over a data channel')")
-    assert await browser.evaluate(webrtc, "window.webrtcChat.waitFor('over a data channel')", WAIT) is True
+    assert await browser.evaluate(webrtc, "window.webrtcChat.waitFor('over a data channel')", 30) is True
     await browser.wait_for(chat, "[...document.querySelectorAll('#log li')].some((li) => "
-                                 "li.textContent === 'aliceover a data channel')", WAIT)
+                                 "li.textContent === 'aliceover a data channel')", 30)
     await feed_has(browser, feed, "webrtc", "alice in lobby: over a data channel")
     assert await browser.evaluate(webrtc, "document.querySelector('#status').textContent") == "connected"
 
@@ -196,7 +196,7 @@ async def test_the_showcase_in_a_browser(site: Deployment, browser: Chromium, sc
     run_command(commands["email"])
     await feed_has(browser, feed, "email", "Hello lobby")
     await browser.wait_for(chat, "[...document.querySelectorAll('#log li')].some((li) => "
-                                 "li.textContent.includes('Hello lobby'))", WAIT)
+                                 "li.textContent.includes('Hello lobby'))", 30)
     assert "open 9:00-17:00" in run_command(commands["sms"])  # TwiML, answered inline
     await feed_has(browser, feed, "sms", "+15005550006: hours")
     if commands["mqtt"]:
@@ -207,7 +207,7 @@ async def test_the_showcase_in_a_browser(site: Deployment, browser: Chromium, sc
     # A background task from the front page: queued by a view, made by the named-channel worker.
     await browser.navigate(home, base + "/")
     await browser.evaluate(home, "document.querySelector('#thumbnail').requestSubmit()")
-    await browser.wait_for(home, "document.querySelector('#thumbnail-status').textContent.includes('made by')", WAIT)
+    await browser.wait_for(home, "document.querySelector('#thumbnail-status').textContent.includes('made by')", 30)
     await feed_has(browser, feed, "channel", "'Ada Lovelace'")
 
     await save(browser, home, screenshots / "showcase-index.png")
@@ -217,7 +217,7 @@ async def test_the_showcase_in_a_browser(site: Deployment, browser: Chromium, sc
 
     # Log out from the chat page: back on the front page, logged out.
     await browser.evaluate(chat, "document.querySelector('#logout').click()")
-    await browser.wait_for(chat, "location.pathname === '/' && !!document.querySelector('#login')", WAIT)
+    await browser.wait_for(chat, "location.pathname === '/' && !!document.querySelector('#login')", 30)
 
     # The admin is wired up and styled (its own static files).
     await browser.navigate(home, base + "/admin/login/?next=/admin/")

@@ -66,7 +66,7 @@ class TutorialDeployment(ModeDeployment):
         return f"http://127.0.0.1:{self.port}"
 
     def room_page(self, room: str) -> str:
-        with urllib.request.urlopen(f"{self.base_url}/chat/{room}/", timeout=10) as response:
+        with urllib.request.urlopen(f"{self.base_url}/chat/{room}/", timeout=deadline(10)) as response:
             return str(response.read().decode())
 
 

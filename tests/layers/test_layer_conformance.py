@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from support.clock import FakeClock
 from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelFull, ChannelLayer, InvalidName, LayerClosed, check_channel_name
 from switchboard.gateway.layers.core import unpack
+from switchboard.gateway.layers.memory import MemoryStorage
 from switchboard.gateway.layers.names import split_local
 
 #: Also on a Redis Cluster and a Sentinel-managed primary (conftest.py).
@@ -122,11 +124,27 @@ async def test_channel_capacity_patterns(make_layer: MakeLayer) -> None:
     assert layer.stats.full == 3
 
 
+def on_fake_clock(layer: ChannelLayer) -> FakeClock:
+    """Decide ``layer``'s expiry by a fake clock the test advances, instead of sleeping.
+
+    The core decides message and membership expiry on both backends, so it reads the fake
+    clock on both; in memory the storage's own expiry (marks, idle lists) does too. Redis'
+    own key TTLs (whole seconds, at least one) stay on real time: these tests take
+    milliseconds, so those never fire during them.
+    """
+    clock = FakeClock()
+    layer.clock = clock
+    if isinstance(layer.storage, MemoryStorage):
+        layer.storage.clock = clock
+    return clock
+
+
 async def test_expired_messages_are_not_delivered(make_layer: MakeLayer) -> None:
     layer = await make_layer(expiry=0.2)
+    clock = on_fake_clock(layer)
     await layer.send("test.expiry", {"n": "old"})
     await layer.send("test.expiry", {"n": "old2"})
-    await asyncio.sleep(0.4)
+    clock.advance(0.4)
     await layer.send("test.expiry", {"n": "fresh"})
     assert await layer.receive("test.expiry") == {"n": "fresh"}
     assert layer.stats.expired == 2
@@ -135,10 +153,11 @@ async def test_expired_messages_are_not_delivered(make_layer: MakeLayer) -> None
 
 async def test_expired_messages_skipped_by_receiver(make_layer: MakeLayer) -> None:
     layer = await make_layer(expiry=0.2)
+    clock = on_fake_clock(layer)
     channel = await layer.new_channel("gateway")
     await layer.send("test.rexpiry", {"n": "old"})
     await layer.send(channel, {"n": "old-local"})
-    await asyncio.sleep(0.4)
+    clock.advance(0.4)
     await layer.send("test.rexpiry", {"n": "fresh"})
     receiver = layer.receiver(["test.rexpiry", split_local(channel)[0]])
     try:
@@ -214,9 +233,10 @@ async def test_group_send_to_empty_or_unknown_group(layer: ChannelLayer) -> None
 
 async def test_group_expiry(make_layer: MakeLayer) -> None:
     layer = await make_layer(group_expiry=0.2)
+    clock = on_fake_clock(layer)
     await layer.group_add("short", "test.stale")
     await layer.group_add("short", "test.refreshed")
-    await asyncio.sleep(0.3)
+    clock.advance(0.3)
     await layer.group_add("short", "test.refreshed")
     await layer.group_send("short", {"x": 1})
     assert await drain(layer, "test.stale") == []
@@ -284,10 +304,18 @@ async def test_concurrent_marks_of_one_key_let_exactly_one_through(layer: Channe
 
 
 async def test_marks_expire(layer: ChannelLayer) -> None:
+    in_memory = isinstance(layer.storage, MemoryStorage)
+    clock = on_fake_clock(layer)
     assert await layer.mark("short-lived", 0.2) is True
     assert await layer.mark("long-lived", 60) is True
     # Once the short marker has expired, marking it again succeeds; the long one holds.
-    await wait_until(lambda: layer.mark("short-lived", 0.2), timeout=10, what="the marker to expire")
+    if in_memory:
+        assert await layer.mark("short-lived", 0.2) is False  # not yet
+        clock.advance(0.3)
+        assert await layer.mark("short-lived", 0.2) is True
+    else:
+        # Redis expires the key itself (SET PX), on real time: wait for it.
+        await wait_until(lambda: layer.mark("short-lived", 0.2), timeout=10, what="the marker to expire")
     assert await layer.mark("long-lived", 60) is False
 
 

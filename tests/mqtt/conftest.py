@@ -14,26 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
+from support.mosquitto import MosquittoServer, mosquitto_binary
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-mqtt-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from mqtt_helpers import (
     BROKER_PORT,
     Deployment,
     MqttTestClient,
-    PrivateBroker,
-    mosquitto_binary,
     mosquitto_reachable,
     redis_reachable,
     unique_prefix,
@@ -63,11 +53,11 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+def private_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
     """A private mosquitto process on a free port (killed at teardown)."""
     if mosquitto_binary() is None:
         pytest.skip("the mosquitto binary is not installed (apt-get install mosquitto)")
-    broker = PrivateBroker(tmp_path)
+    broker = MosquittoServer(tmp_path)
     broker.start()
     try:
         yield broker

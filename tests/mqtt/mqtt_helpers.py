@@ -11,24 +11,23 @@ import json
 import os
 import queue
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
+from support.processes import ProcessDeployment, process_env
+from support.waiting import deadline
 
 BROKER_HOST = "127.0.0.1"
 BROKER_PORT = int(os.environ.get("SWITCHBOARD_TEST_MQTT_PORT", "1883"))
-WAIT = 10.0  # a safety net so a broken path fails the test instead of hanging it
+WAIT = deadline(10)  # a safety net (scaled by the suite-wide knob): a broken path fails instead of hanging
 
 
 def free_port() -> int:
@@ -140,95 +139,29 @@ class MqttTestClient:
         self.client.loop_stop()
 
 
-class PrivateBroker:
-    """A Mosquitto of the test's own on a free port, to kill and restart at will.
-
-    The system broker on 1883 is shared and never restarted by tests.
-    """
-
-    def __init__(self, directory: Path, listener_options: str = "", scheme: str = "mqtt") -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.scheme = scheme
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n{listener_options}allow_anonymous true\npersistence false\n"
-            f"log_dest file {directory / 'mosquitto.log'}\n"
-            # Started as root, mosquitto would switch to its own user and could no longer
-            # read the test's private tmp directory (keys, log). Ignored when not root.
-            "user root\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.process = subprocess.Popen(
-            [binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + WAIT
-        while not port_open(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"private mosquitto did not start on port {self.port}: {self.log()}")
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        """Stop the broker abruptly (SIGKILL), as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(WAIT)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.directory / "mosquitto.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-
-def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` on the loop until it holds (the test's safety net, not a speed check)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def wait_until_sync(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def publish_until_reply(
-    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT, every: float = 0.2
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = 10, every: float = 0.2
 ) -> paho.MQTTMessage:
     """Publish, then again every ``every`` seconds, until a message arrives; return it.
 
     For subscriptions whose SUBACK the test cannot observe (a gateway subscribing after a
     broker restart, a consumer's runtime subscribe): the first publish the broker routes
     gets answered. Later duplicates may still arrive; callers must not count replies.
+    ``timeout`` is in unscaled seconds, as for :func:`support.waiting.wait_until`.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    limit = deadline(timeout)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
         client.publish(topic, payload)
         try:
             return client.messages.get(timeout=every)
         except queue.Empty:
             continue
-    raise AssertionError(f"no reply to publishes on {topic} within {timeout}s")
+    raise AssertionError(f"no reply to publishes on {topic} within {limit:.1f}s")
 
 
 async def apublish_until_reply(
-    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = WAIT
+    client: MqttTestClient, topic: str, payload: bytes | str, timeout: float = 10
 ) -> paho.MQTTMessage:
     return await asyncio.to_thread(publish_until_reply, client, topic, payload, timeout)
 
@@ -248,43 +181,29 @@ def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
         return False
 
 
-class Deployment:
+class Deployment(ProcessDeployment):
     """``switchboard gateway`` + ``worker`` over Redis (``split``) or ``switchboard run``.
 
     Processes log to files in ``log_dir``; :meth:`logs` shows them when a test fails.
     """
+
+    settings_module = "mqtt_e2e_settings"
 
     def __init__(self, mode: str, broker_url: str, prefix: str, log_dir: Path) -> None:
         self.mode = mode
         self.prefix = prefix
         self.broker_port = int(broker_url.rsplit(":", 1)[1])
         self.log_dir = log_dir
+        self.cwd = log_dir  # type: ignore[misc]  # per deployment: its processes run beside their logs
         self.stats_file = log_dir / "mqtt-stats.json"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(HERE), env.get("PYTHONPATH", "")] if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["SB_MQTT_BROKER"] = broker_url
-        env["SB_MQTT_PREFIX"] = prefix
-        env["SB_MQTT_STATS"] = str(self.stats_file)
+        env = process_env([HERE], SB_MQTT_BROKER=broker_url, SB_MQTT_PREFIX=prefix, SB_MQTT_STATS=str(self.stats_file))
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env.pop("SWITCHBOARD_REDIS_URL", None)
         if mode == "split":
             env["SWITCHBOARD_REDIS_URL"] = REDIS_URL
             env["SWITCHBOARD_REDIS_PREFIX"] = f"{prefix}:"
         self.env = env
-
-    def start(self, name: str, *args: str) -> None:
-        """Start ``python -m switchboard <args>`` as process ``name``."""
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "mqtt_e2e_settings"],
-            cwd=self.log_dir,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
 
     def start_all(self) -> None:
         if self.mode == "split":
@@ -297,18 +216,13 @@ class Deployment:
     def gateway_name(self) -> str:
         return "gateway" if self.mode == "split" else "run"
 
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}\n{self.logs()}")
-
     def wait_online(self, port: int = BROKER_PORT) -> None:
         """Wait for the gateway's retained ``online`` status: connected and subscribed."""
         client = MqttTestClient(port).connect()
         try:
             client.subscribe(f"{self.prefix}/status")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            end = time.monotonic() + deadline(30)
+            while time.monotonic() < end:
                 self.check_alive()
                 try:
                     message = client.messages.get(timeout=0.2)
@@ -320,17 +234,6 @@ class Deployment:
             raise AssertionError(f"the gateway never announced itself online\n{self.logs()}")
         finally:
             client.close()
-
-    def stop(self, name: str, timeout: float = 15) -> int:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
 
     def stop_all(self) -> None:
         """SIGTERM everything first, so the processes shut down in parallel."""
@@ -346,8 +249,3 @@ class Deployment:
         assert self.stats_file.exists(), f"no stats file written\n{self.logs()}"
         stats: dict[str, int] = json.loads(self.stats_file.read_text())
         return stats
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-6000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )

@@ -10,22 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_helpers import PrivateBroker, mosquitto_binary, wait_until
+from support.mosquitto import MosquittoServer, mosquitto_binary
+from support.waiting import wait_until
 
 SECRET = "s3cret-do-not-log"
 WRONG = "n0t-the-passw0rd-either"
 
 
 @pytest.fixture
-def auth_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+def auth_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
     passwd = shutil.which("mosquitto_passwd")
     if mosquitto_binary() is None or passwd is None:
         pytest.skip("mosquitto and mosquitto_passwd are needed")
     password_file = tmp_path / "passwd"
     subprocess.run([passwd, "-c", "-b", str(password_file), "gateway", SECRET], check=True, capture_output=True)
-    broker = PrivateBroker(tmp_path, f"password_file {password_file}\n")
-    # PrivateBroker allows anonymous clients; this broker must not.
-    broker.config.write_text(broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    broker = MosquittoServer(tmp_path, f"password_file {password_file}\n", anonymous=False)
     broker.start()
     try:
         yield broker
@@ -33,7 +32,7 @@ def auth_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
         broker.kill()
 
 
-async def test_credentials_accepted(serve: Any, auth_broker: PrivateBroker, caplog: pytest.LogCaptureFixture) -> None:
+async def test_credentials_accepted(serve: Any, auth_broker: MosquittoServer, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         stack = await serve(None, brokers=[auth_broker.url], username="gateway", password=SECRET)
         assert stack.plugin.connected
@@ -42,7 +41,7 @@ async def test_credentials_accepted(serve: Any, auth_broker: PrivateBroker, capl
 
 
 async def test_wrong_password_is_refused_and_counted(
-    serve: Any, auth_broker: PrivateBroker, caplog: pytest.LogCaptureFixture
+    serve: Any, auth_broker: MosquittoServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         stack = await serve(None, brokers=[auth_broker.url], username="gateway", password=WRONG, connect_timeout=0.5)

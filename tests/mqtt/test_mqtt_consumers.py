@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from mqtt_helpers import apublish_until_reply, wait_until
+from mqtt_helpers import apublish_until_reply
+from support.waiting import wait_until
 
 from switchboard.consumers import ProtocolTypeRouter
 from switchboard.consumers.mqtt import MqttConsumer, SyncMqttConsumer, TopicRouter, publish_message

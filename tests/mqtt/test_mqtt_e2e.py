@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from mqtt_helpers import publish_until_reply, wait_until_sync
+from mqtt_helpers import publish_until_reply
+from support.waiting import wait_until_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.mosquitto]
 

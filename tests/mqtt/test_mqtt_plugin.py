@@ -11,9 +11,10 @@ import asyncio
 import time
 from typing import Any
 
-from mqtt_helpers import apublish_until_reply, wait_until
+from mqtt_helpers import apublish_until_reply
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from support.waiting import deadline, wait_until
 
 from switchboard.gateway.specs import GATEWAY_TO_WORKER, validate_envelope, validate_message, validate_scope
 from switchboard.protocols.mqtt import INBOUND_OUTCOMES
@@ -229,8 +230,8 @@ async def test_inbound_queue_full_drops_are_counted(serve: Any, mqtt_client: Any
     received = stack.plugin.stats()["messages_in"]
     for number in range(20):
         client.publish(f"{prefix}/in", str(number), qos=1)
-    deadline = time.monotonic() + 10
-    while stack.plugin.stats()["messages_in"] < received + 20 and time.monotonic() < deadline:
+    end = time.monotonic() + deadline(10)
+    while stack.plugin.stats()["messages_in"] < received + 20 and time.monotonic() < end:
         time.sleep(0.01)  # blocks the loop on purpose: the hand-off queue cannot drain
     await wait_until(lambda: stack.plugin.stats()["queued"] == 0)
     stats = stack.plugin.stats()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mqtt_helpers import apublish_until_reply, free_port, wait_until
+from mqtt_helpers import apublish_until_reply, free_port
+from support.waiting import wait_until
 
 Message = dict[str, Any]
 

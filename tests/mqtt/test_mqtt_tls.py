@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_helpers import PrivateBroker, mosquitto_binary, wait_until
+from support.mosquitto import MosquittoServer, mosquitto_binary
+from support.waiting import wait_until
 
 Message = dict[str, Any]
 
@@ -56,12 +57,12 @@ def _write_ca_and_server_cert(directory: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[PrivateBroker, Path]]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[MosquittoServer, Path]]:
     if mosquitto_binary() is None:
         pytest.skip("the mosquitto binary is not installed")
     paths = _write_ca_and_server_cert(tmp_path)
     listener = f"cafile {paths['ca']}\ncertfile {paths['cert']}\nkeyfile {paths['key']}\n"
-    broker = PrivateBroker(tmp_path, listener, scheme="mqtts")
+    broker = MosquittoServer(tmp_path, listener, scheme="mqtts")
     broker.start()
     try:
         yield broker, paths["ca"]

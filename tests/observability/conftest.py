@@ -16,26 +16,18 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
-from obs_helpers import HERE, REDIS_URL, ROOT, SECRETS, Deployment, Stack, eventually, free_port, http_get, redis_reachable
+from obs_helpers import HERE, REDIS_URL, ROOT, SECRETS, Deployment, Stack, free_port, http_get, redis_reachable
+from support.django_settings import configure as configure_django
 from support.processes import process_env
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
+from support.waiting import eventually
 
 from switchboard.gateway import cli
 from switchboard.gateway.config import from_mapping
 from switchboard.gateway.layers import set_channel_layer
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-observability-tests",
-        INSTALLED_APPS=[],
-        DATABASES={},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.processes import ProcessDeployment
 from support.processes import free_port as free_port
 from support.processes import redis_reachable as redis_reachable
+from support.waiting import deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 20.0  # safety net: a broken path fails the test instead of hanging it
 
 #: Secrets the OS processes' configuration holds (obs_settings.py); none may reach a log.
 SECRETS = {
@@ -60,40 +58,6 @@ def scrape(url: str) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value, 0 when absent (a counter not yet created)."""
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    """Run the blocking ``check`` in a thread until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await asyncio.to_thread(check)
-        except OSError as exc:  # not listening yet
-            last = exc
-        else:
-            if last:
-                return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-def wait_sync(check: Callable[[], Any], what: str, timeout: float = WAIT, alive: Callable[[], None] | None = None) -> Any:
-    """Blocking version of :func:`eventually`, for the OS-process tests."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        if alive is not None:
-            alive()
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -147,7 +111,14 @@ class Deployment(ProcessDeployment):
 
     def wait_ready(self) -> None:
         """Until a request answers through the gateway: it is bound and a worker serves."""
-        wait_sync(lambda: http_get(self.base_url + "/ready", timeout=5)[0] == 200, "the deployment", alive=self.check_alive)
+
+        def answers() -> bool:
+            try:
+                return http_get(self.base_url + "/ready", timeout=deadline(5))[0] == 200
+            except OSError:  # not listening yet
+                return False
+
+        self.wait_until_sync(answers, what="the deployment to answer")
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from obs_helpers import Samples, Stack, eventually, http_get, value
+from obs_helpers import Samples, Stack, http_get, value
+from support.waiting import eventually
 from websockets.asyncio.client import connect
 
 from switchboard.gateway.layers import build_layer, get_channel_layer

@@ -17,7 +17,8 @@ import sys
 from typing import Any
 
 import pytest
-from obs_helpers import HERE, Deployment, Stack, eventually, free_port, http_get, scrape, value
+from obs_helpers import HERE, Deployment, Stack, free_port, http_get, scrape, value
+from support.waiting import eventually
 from websockets.sync.client import connect
 
 from switchboard.gateway import specs

@@ -18,33 +18,24 @@ import asyncio
 import json
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import ModeDeployment, free_port, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
+from support.waiting import deadline
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-promises-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 10.0  # safety net for one expected answer: a broken path fails instead of hanging
+WAIT = deadline(10)  # safety net for one expected answer (scaled): a broken path fails instead of hanging
 
 
 def require_redis() -> None:
@@ -81,17 +72,9 @@ class Deployment(ModeDeployment):
         for name in reversed(list(self.processes)):
             self.stop(name)
 
-    def pid(self, name: str) -> int:
-        return self.processes[name].pid
-
     async def wait_logged(self, name: str, text: str, timeout: float = 30, count: int = 1) -> None:
         """Wait until ``name``'s log has ``text`` ``count`` times (e.g. a worker listening)."""
-        deadline = time.monotonic() + timeout
-        while self.log(name).count(text) < count:
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} did not log {text!r} within {timeout}s\n{self.logs()}")
-            await asyncio.sleep(0.05)
+        await self.wait_until(lambda: self.log(name).count(text) >= count, timeout, f"{name} to log {text!r} x{count}")
 
     async def start_worker(self, name: str) -> None:
         """Start a worker process and wait until it reads the layer."""
@@ -109,18 +92,15 @@ class Deployment(ModeDeployment):
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Wait until a worker answers through the gateway."""
-        deadline = time.monotonic() + timeout
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        async def answers() -> bool:
             try:
-                status, _ = await self.request("GET", "/pid/", timeout=5)
-                if status == 200:
-                    return
-            except (OSError, TimeoutError) as exc:
-                last = exc
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"deployment not ready after {timeout}s: {last!r}\n{self.logs()}")
+                status, _ = await self.request("GET", "/pid/", timeout=deadline(5))
+            except (OSError, TimeoutError):
+                return False
+            return status == 200
+
+        await self.wait_until(answers, timeout, "a worker to answer through the gateway")
 
 
 async def http_request(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:

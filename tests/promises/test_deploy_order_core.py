@@ -20,8 +20,9 @@ The e2e deploy tests use the same reproductions to tell a known gap from a new f
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
+
+from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
 from switchboard.gateway.server import Gateway
@@ -44,10 +45,8 @@ def networked_layer() -> ChannelLayer:
 
 
 async def until(predicate: Any, what: str, timeout: float = 5) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.002)
+    """Poll often: the claims and hand-backs under test happen within a few loop passes."""
+    await wait_until(predicate, timeout, what, interval=0.002)
 
 
 async def texts_on(layer: ChannelLayer, channel: str, count: int) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,15 +101,6 @@ class Talker:
         return numbers
 
 
-async def wait_for(predicate: Any, timeout: float, what: str, deployment: Deployment) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        deployment.check_alive()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{deployment.logs()}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("how", ["all-at-once", "rolling"])
 async def test_websockets_keep_every_message_in_order_while_all_workers_are_replaced(deploy: Deployment, how: str) -> None:
     old = {deploy.pid("worker-a"), deploy.pid("worker-b")}
@@ -139,9 +129,7 @@ async def test_websockets_keep_every_message_in_order_while_all_workers_are_repl
         for talker in talkers:
             talker.sending = False
         await asyncio.gather(*loops[: len(talkers)])
-        await wait_for(
-            lambda: all(len(t.echoes) == len(t.sent) for t in talkers), 30, "every message to be answered", deploy
-        )
+        await deploy.wait_until(lambda: all(len(t.echoes) == len(t.sent) for t in talkers), 30, "every message to be answered")
         for talker in talkers:
             assert sorted(number for number, _, _ in talker.echoes) == talker.sent  # every one, once
             owners = [pid for _, pid, _ in talker.echoes]
@@ -216,7 +204,7 @@ async def test_killed_worker_loses_in_flight_messages_but_not_the_connection(dep
         receiver = asyncio.ensure_future(talker.receive_loop())
         try:
             await talker.send_now(1)
-            await wait_for(lambda: len(talker.echoes) == 1, WAIT, "the first echo", deploy)
+            await deploy.wait_until(lambda: len(talker.echoes) == 1, what="the first echo")
             owner = talker.echoes[0][1]
             survivor = next(pid for pid in pids if pid != owner)
             # kill -9: no release, no drain, no more heartbeats.
@@ -224,13 +212,11 @@ async def test_killed_worker_loses_in_flight_messages_but_not_the_connection(dep
             sender = asyncio.ensure_future(talker.send_loop())
             # Events sent to the dead worker's channel are lost until the gateway misses its
             # heartbeats (worker timeout, 1 s) and gives the connection to the pool.
-            await wait_for(
-                lambda: any(pid == survivor for _, pid, _ in talker.echoes), 30, "the survivor to resume", deploy
-            )
+            await deploy.wait_until(lambda: any(pid == survivor for _, pid, _ in talker.echoes), 30, "the survivor to resume")
             talker.sending = False
             await sender
             later = await talker.send_now(20)
-            await wait_for(lambda: talker.echoes[-1][0] == later[-1], WAIT, "the later messages' echoes", deploy)
+            await deploy.wait_until(lambda: talker.echoes[-1][0] == later[-1], what="the later messages' echoes")
         finally:
             receiver.cancel()
             await asyncio.gather(receiver, return_exceptions=True)
@@ -244,6 +230,16 @@ async def test_killed_worker_loses_in_flight_messages_but_not_the_connection(dep
     print(f"\nkill -9: {lost} of {len(talker.sent)} messages lost (sent to the dead worker), the rest answered")
 
 
+async def wait_held(deployment: Deployment, request: asyncio.Future[Any], what: str) -> None:
+    """Until the worker holds one long-poll request; fails at once if ``request`` ended instead."""
+
+    async def held() -> bool:
+        assert not request.done(), f"the request ended while it should be held: {request.result()!r}"
+        return bool((await deployment.get_json("/held/"))["held"] == 1)
+
+    await deployment.wait_until(held, what=what)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
 async def test_held_long_poll_is_answered_by_another_worker_when_its_own_goes(make_deployment: Any, sig: int) -> None:
     deployment: Deployment = make_deployment("split")
@@ -251,11 +247,8 @@ async def test_held_long_poll_is_answered_by_another_worker_when_its_own_goes(ma
     await deployment.start_worker("worker-a")
     await deployment.wait_ready()
     group = "deploy-poll"
-    held = asyncio.ensure_future(deployment.request("GET", f"/poll/{group}/", timeout=30))
-    deadline = time.monotonic() + WAIT
-    while (await deployment.get_json("/held/"))["held"] != 1:
-        assert time.monotonic() < deadline and not held.done(), "the request was never held"
-        await asyncio.sleep(0.05)
+    held = asyncio.ensure_future(deployment.request("GET", f"/poll/{group}/", timeout=deadline(30)))
+    await wait_held(deployment, held, "the request to be held")
     await deployment.start_worker("worker-b")
     stopping = asyncio.ensure_future(stop_workers(deployment, "worker-a", sig=sig))
     if sig == signal.SIGTERM:
@@ -273,9 +266,7 @@ async def test_held_long_poll_is_answered_by_another_worker_when_its_own_goes(ma
     assert (status, answer["messages"], answer["gap"]) == (200, [{"message": "while it went"}], False)
     assert await stopping == ([0] if sig == signal.SIGTERM else [-signal.SIGKILL])
     # The cursor it got is right: the next poll is held until something new comes.
-    again = asyncio.ensure_future(deployment.request("GET", f"/poll/{group}/?cursor={answer['cursor']}", timeout=30))
-    while (await deployment.get_json("/held/"))["held"] != 1:
-        assert time.monotonic() < deadline + 30 and not again.done(), "the next poll was not held"
-        await asyncio.sleep(0.05)
+    again = asyncio.ensure_future(deployment.request("GET", f"/poll/{group}/?cursor={answer['cursor']}", timeout=deadline(30)))
+    await wait_held(deployment, again, "the next poll to be held")
     await deployment.request("POST", f"/publish/{group}/", b'{"message": "next"}')
     assert json.loads((await again)[1])["messages"] == [{"message": "next"}]

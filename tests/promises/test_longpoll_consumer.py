@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from support.waiting import deadline, wait_until
 
 from switchboard.consumers import AsyncConsumer, SyncConsumer
 from switchboard.consumers.exceptions import StopConsumer
 from switchboard.consumers.longpoll import AsyncLongPollConsumer, format_cursor, parse_cursor, publish
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
 
-WAIT = 5.0
+WAIT = deadline(5)
 
 
 @pytest.fixture(autouse=True)
@@ -121,11 +122,11 @@ async def members(layer: ChannelLayer, group: str) -> list[str]:
 
 async def wait_members(layer: ChannelLayer, group: str, count: int) -> None:
     """Wait until ``count`` channels joined ``group`` (a held request has joined)."""
-    for _ in range(int(WAIT / 0.01)):
-        if len(await members(layer, group)) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{group} never had {count} member(s)")
+
+    async def joined() -> bool:
+        return len(await members(layer, group)) >= count
+
+    await wait_until(joined, what=f"{count} member(s) of {group}", interval=0.01)
 
 
 async def test_held_request_is_answered_by_a_group_message(run: Any, layer: ChannelLayer) -> None:

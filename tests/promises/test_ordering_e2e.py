@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.waiting import deadline
 from websockets.asyncio.client import connect
 
 from .conftest import Deployment, free_port, new_deployment, read_log, require_redis
@@ -114,8 +115,8 @@ async def send_numbered(transport: asyncio.DatagramTransport, port: int) -> None
 
 async def wait_echoes(client: UdpClient, count: int, quiet: float = 2.0, timeout: float = 30) -> None:
     """Until ``count`` echoes came, or none for ``quiet`` seconds (the rest were dropped)."""
-    deadline = time.monotonic() + timeout
-    while len(client.received) < count and time.monotonic() < deadline:
+    end = time.monotonic() + deadline(timeout)
+    while len(client.received) < count and time.monotonic() < end:
         client.arrived.clear()
         try:
             await asyncio.wait_for(client.arrived.wait(), quiet)
@@ -130,9 +131,9 @@ async def test_ordered_udp_consumer_is_pinned_to_one_worker_and_in_order(two_wor
         # The first datagram makes the consumer claim the socket; its echo comes back only
         # after the claim reached the gateway (same reply channel, sent first). Datagrams
         # sent before that could still go to either worker (docs/ordering.md).
-        deadline = time.monotonic() + 15
+        end = time.monotonic() + deadline(15)
         while b"claim" not in client.received:
-            assert time.monotonic() < deadline, f"no echo from the ordered socket\n{two_workers.logs()}"
+            assert time.monotonic() < end, f"no echo from the ordered socket\n{two_workers.logs()}"
             transport.sendto(b"claim", ("127.0.0.1", port))
             client.arrived.clear()
             await asyncio.wait([asyncio.ensure_future(client.arrived.wait())], timeout=1)

@@ -15,6 +15,7 @@ from typing import Any
 
 import h11
 import pytest
+from support.waiting import deadline
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -103,7 +104,7 @@ class Recorder:
                 return
 
     async def wait_for(self, event_type: str, timeout: float = 10.0) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline(timeout)):  # scaled: a safety net, not a speed check
             while True:
                 for event in self.events:
                     if event["type"] == event_type:
@@ -324,7 +325,7 @@ async def test_graceful_stop_lets_an_in_flight_request_finish(serve, http_connec
     stack = await serve(slow_app)
     client = await http_connect(stack.port)
     await client.send_request("GET", "/slow")
-    await asyncio.wait_for(arrived.wait(), 10)
+    await asyncio.wait_for(arrived.wait(), deadline(10))
     stopping = asyncio.create_task(stack.plugin.stop(10.0))
     # The listener closes first: new connections are refused while the request drains.
     async with asyncio.timeout(10):
@@ -340,7 +341,7 @@ async def test_graceful_stop_lets_an_in_flight_request_finish(serve, http_connec
     response = await client.read_response()
     assert response.status == 200
     assert response.body == b"finished"
-    await asyncio.wait_for(stopping, 10)
+    await asyncio.wait_for(stopping, deadline(10))
 
 
 async def test_stop_timeout_cancels_the_rest_and_tells_the_worker(serve, http_connect) -> None:
@@ -354,7 +355,7 @@ async def test_stop_timeout_cancels_the_rest_and_tells_the_worker(serve, http_co
     client = await http_connect(stack.port)
     await client.send_request("GET", "/stuck")
     await eventually(lambda: bool(events))
-    await asyncio.wait_for(stack.plugin.stop(0.2), 10)
+    await asyncio.wait_for(stack.plugin.stop(0.2), deadline(10))
     await eventually(lambda: len(events) == 2)
     assert events[1]["type"] == "http.disconnect"
 
@@ -387,7 +388,7 @@ async def test_several_binds_including_ipv6(serve, fetch_url) -> None:
     assert port4 and port6
     reader, writer = await asyncio.open_connection("::1", port6)
     writer.write(b"GET /v6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    answer = await asyncio.wait_for(reader.read(), 10)
+    answer = await asyncio.wait_for(reader.read(), deadline(10))
     writer.close()
     assert answer.startswith(b"HTTP/1.1 201 ")
     assert (await fetch_url(port4, "GET", "/v4")).status == 201
@@ -598,7 +599,7 @@ async def test_runs_under_run_gateway(fetch_url) -> None:
         assert response.status == 201
     finally:
         stop.set()
-        await asyncio.wait_for(running, 10)
+        await asyncio.wait_for(running, deadline(10))
         worker_stop.set()
         await worker
         await layer.close()

@@ -23,19 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-reliability-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from rel_harness import (
     REDIS_URL,
@@ -52,8 +43,8 @@ from rel_harness import (
     port_open,
     redis_reachable,
     split_addresses,
-    wait_for,
 )
+from support.waiting import wait_until_sync
 
 
 @pytest.fixture(scope="session")
@@ -169,7 +160,7 @@ def fuzz_target(
     deployment.start("worker", "worker")
     try:
         deployment.wait_http()
-        wait_for(lambda: port_open(int(env["REL_SMTP_BIND"].rsplit(":", 1)[1])), 30, "the SMTP port")
+        wait_until_sync(lambda: port_open(int(env["REL_SMTP_BIND"].rsplit(":", 1)[1])), 30, "the SMTP port")
         udp, smtp = split_addresses(deployment)
         yield FuzzTarget("redis", http_port, udp, smtp, mqtt_prefix, deployment=deployment)
     finally:

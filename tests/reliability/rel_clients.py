@@ -13,7 +13,9 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-TIMEOUT = 10.0
+from support.waiting import deadline
+
+TIMEOUT = deadline(10)  # a safety net for one answer (scaled)
 
 
 # -- HTTP -----------------------------------------------------------------------------

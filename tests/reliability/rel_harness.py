@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import os
-import resource
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -39,6 +35,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import rel_app
+from support import processes
+from support.waiting import deadline, wait_until_sync
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
 from switchboard.gateway.plugins import ProtocolPlugin, build_plugins
@@ -49,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MOSQUITTO_PORT = 1883
-WAIT = 15.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(15)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 #: What the sms plugin of every gateway here checks signatures with.
 SMS_AUTH_TOKEN = "rel-twilio-token-" + "5f1e" * 4
@@ -96,15 +94,6 @@ def port_open(port: int) -> bool:
 
 def mosquitto_reachable() -> bool:
     return port_open(MOSQUITTO_PORT)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; fail (not hang) after ``timeout``. Never a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def rss_bytes(pid: int) -> int:
@@ -377,18 +366,18 @@ class PrivateRedis:
             args += ["--requirepass", self.password]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open(self.port), what=f"redis-server on {self.port}")
+        wait_until_sync(lambda: port_open(self.port), what=f"redis-server on {self.port}")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         self.process = None
-        wait_for(lambda: not port_open(self.port), what="redis-server to be gone")
+        wait_until_sync(lambda: not port_open(self.port), what="redis-server to be gone")
 
 
 @dataclass
-class ProcessDeployment:
+class ProcessDeployment(processes.ProcessDeployment):
     """``switchboard gateway`` / ``worker`` processes with ``rel_settings`` and their logs."""
 
     env: dict[str, str]
@@ -397,54 +386,9 @@ class ProcessDeployment:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     log_offsets: dict[str, int] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None,
-              file_limit: int | None = None) -> subprocess.Popen[bytes]:
-        """Start ``switchboard <args>``; ``file_limit`` sets its RLIMIT_NOFILE (soft and hard,
-        so the gateway cannot raise it) before it runs, for attacks on the descriptor limit."""
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard", *args, "--settings", "rel_settings"],
-            cwd=HERE,
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=None if file_limit is None else functools.partial(_limit_files, file_limit),
-        )
-        log.close()
-        self.processes[name] = process
-        return process
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return int(process.returncode)
-
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
-
-    def pid(self, name: str) -> int:
-        return int(self.processes[name].pid)
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name} ---\n{p.read_text(errors='replace')[-8000:]}" for p in sorted(self.log_dir.glob("*.log"))
-        )
-
-    def check_alive(self) -> None:
-        for name, process in self.processes.items():
-            if process.poll() is not None:
-                raise AssertionError(f"{name} exited with {process.returncode}\n{self.logs()}")
+    settings_module = "rel_settings"
+    cwd = HERE
+    log_tail = 8000
 
     def new_log_problems(self) -> tuple[list[str], collections.Counter[str]]:
         """Unexpected ERROR/Traceback lines written by any process since the last call."""
@@ -466,7 +410,7 @@ class ProcessDeployment:
         def ready() -> bool:
             self.check_alive()
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
+                connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=deadline(5))
                 connection.request("GET", path)
                 ok = connection.getresponse().status == 200
                 connection.close()
@@ -474,12 +418,7 @@ class ProcessDeployment:
             except OSError:
                 return False
 
-        wait_for(ready, timeout, "the deployment to answer HTTP")
-
-
-def _limit_files(limit: int) -> None:
-    """In the child, before exec: lower its descriptor limit (soft and hard)."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        wait_until_sync(ready, timeout, "the deployment to answer HTTP")
 
 
 def deployment_env(

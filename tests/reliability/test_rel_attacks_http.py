@@ -39,8 +39,8 @@ from typing import Any
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rel_harness import REDIS_URL, ProcessDeployment, deployment_env, free_port, redis_reachable, wait_for
-from support.waiting import deadline
+from rel_harness import REDIS_URL, ProcessDeployment, deployment_env, free_port, redis_reachable
+from support.waiting import deadline, wait_until_sync
 
 MiB = 1024 * 1024
 WAIT = deadline(60)
@@ -59,7 +59,7 @@ class Attacked:
 
     def metrics(self) -> dict[str, float]:
         """The http plugin's counters and gauges, by name."""
-        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)) as connection:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=deadline(10))) as connection:
             connection.request("GET", "/metrics")
             text = connection.getresponse().read().decode()
         values: dict[str, float] = {}
@@ -73,7 +73,7 @@ class Attacked:
         return self.metrics().get(name, 0.0)
 
     def wait_counter(self, name: str, at_least: float) -> None:
-        wait_for(lambda: self.counter(name) >= at_least, WAIT, f"{name} >= {at_least}")
+        wait_until_sync(lambda: self.counter(name) >= at_least, 60, f"{name} >= {at_least}")
 
     def rss(self) -> int:
         return int(self.gateway.memory_info().rss)
@@ -214,7 +214,7 @@ async def test_silent_and_dripping_connections_are_timed_out_while_others_are_se
                 assert answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer[:80]
         finally:
             close_all(silent)
-        await asyncio.to_thread(wait_for, lambda: good.served_more(5), WAIT, "requests served during the attack")
+        await asyncio.to_thread(wait_until_sync, lambda: good.served_more(5), 60, "requests served during the attack")
     good.check()
     await asyncio.to_thread(target.wait_counter, "http.idle_timeouts", 100)
     await asyncio.to_thread(target.wait_counter, "http.header_timeouts", 20)
@@ -238,11 +238,11 @@ async def test_one_address_gets_no_more_sockets_than_the_default_cap(attack) -> 
             assert all(isinstance(answer, (asyncio.IncompleteReadError, ConnectionResetError)) for answer in refused)
             await asyncio.to_thread(target.wait_counter, "http.503_per_ip", 44)
             assert target.counter("http.503_per_ip") == 44
-            await asyncio.to_thread(wait_for, lambda: good.served_more(3), WAIT, "requests served during the flood")
+            await asyncio.to_thread(wait_until_sync, lambda: good.served_more(3), 60, "requests served during the flood")
         finally:
             close_all(flood)
     good.check()
-    await asyncio.to_thread(wait_for, lambda: target.metrics().get("http.open_sockets") == 0, WAIT, "the sockets to go")
+    await asyncio.to_thread(wait_until_sync, lambda: target.metrics().get("http.open_sockets") == 0, 60, "the sockets to go")
     target.check_logs()
 
 
@@ -266,7 +266,7 @@ async def test_many_silent_connections_near_a_lowered_file_limit_do_not_lock_oth
             for _ in range(15):
                 flood += await open_many(target.port, 100, attackers)
                 sample()
-                await asyncio.to_thread(wait_for, lambda served=good.ok: sample() or good.served_more(served), WAIT,
+                await asyncio.to_thread(wait_until_sync, lambda served=good.ok: sample() or good.served_more(served), 60,
                                         "a request served")
             await asyncio.to_thread(target.wait_counter, "http.connections_shed", 1500 - high_water)
             assert target.counter("http.503_file_limit") == 0, "there was always an idle connection to close"
@@ -294,25 +294,33 @@ async def test_slow_bodies_hold_little_memory_and_give_it_back(attack) -> None:
     senders = ["127.0.0.6", "127.0.0.7", "127.0.0.8"]
     with GoodClient(target.port) as good:
         flood = await open_many(target.port, 300, senders)
+        answering: asyncio.Future[list[bytes]] | None = None
         try:
             for _reader, writer in flood:
                 writer.write(head + b"x" * (size - 1))
             await asyncio.gather(*(writer.drain() for _reader, writer in flood))
+            # Each client reads its answer as it comes, as real clients do. Read late, a 503
+            # was lost on a loaded machine: the gateway lingers only so long (1 s) reading a
+            # refused body, then closes with input unread, and the reset that follows made
+            # the client's stream raise before handing over the answer it had received.
+            answering = asyncio.gather(*(read_until_closed(reader) for reader, _writer in flood))
             # Every body read as far as it goes: streamed to the worker, or refused past the budget.
-            await asyncio.to_thread(wait_for, lambda: sum(
+            await asyncio.to_thread(wait_until_sync, lambda: sum(
                 target.metrics().get(name, 0) for name in ("http.bodies_streamed", "http.503_body_buffer")) >= 300,
-                WAIT, "every body read")
+                60, "every body read")
             held = await asyncio.to_thread(wait_for_rss, target, baseline + 48 * MiB)
-            answers = await asyncio.gather(*(read_until_closed(reader) for reader, _writer in flood))
+            answers = await answering
         finally:
+            if answering is not None and not answering.done():
+                answering.cancel()
             close_all(flood)
     good.check()
     timeouts = sum(answer.startswith(b"HTTP/1.1 408") for answer in answers)
     busy = sum(answer.startswith(b"HTTP/1.1 503") for answer in answers)
     others = [answer[:40] for answer in answers if not answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503"))]
     assert timeouts + busy == 300, others
-    await asyncio.to_thread(wait_for, lambda: (target.counter("http.body_timeouts"), target.counter(
-        "http.503_body_buffer")) == (timeouts, busy), WAIT, "the counters to match the answers")
+    await asyncio.to_thread(wait_until_sync, lambda: (target.counter("http.body_timeouts"), target.counter(
+        "http.503_body_buffer")) == (timeouts, busy), 60, "the counters to match the answers")
     assert timeouts >= 150, "most bodies were taken in and then timed out"
     after = await asyncio.to_thread(wait_for_rss, target, baseline + 24 * MiB)
     print(f"gateway RSS: baseline {baseline / MiB:.0f} MiB, while held {held / MiB:.0f} MiB, after {after / MiB:.0f} MiB")
@@ -333,7 +341,7 @@ def wait_for_rss(target: Attacked, bound: int) -> int:
         return seen[-1] < bound
 
     try:
-        wait_for(under, WAIT, f"the gateway's RSS under {bound / MiB:.0f} MiB")
+        wait_until_sync(under, 60, f"the gateway's RSS under {bound / MiB:.0f} MiB")
     except AssertionError:
         raise AssertionError(f"gateway RSS stayed at {seen[-1] / MiB:.0f} MiB (bound {bound / MiB:.0f} MiB)") from None
     return seen[-1]

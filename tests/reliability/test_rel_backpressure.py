@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from rel_clients import frame_bytes, ws_handshake
-from rel_harness import REDIS_URL, InProcessGateway, ProcessDeployment, redis_reachable, rss_bytes, wait_for
+from rel_harness import REDIS_URL, InProcessGateway, ProcessDeployment, redis_reachable, rss_bytes
+from support.waiting import deadline, wait_until_sync
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -85,7 +86,7 @@ def test_client_flooding_a_slow_consumer_costs_the_gateway_bounded_memory(deploy
         try:
             for _ in range(6000):
                 ws.send(payload)
-            ws.ping().wait(30)  # every frame before the ping has been read by the gateway
+            ws.ping().wait(deadline(30))  # every frame before the ping has been read by the gateway
         except ConnectionClosed as exc:
             closed_with = exc.rcvd.code if exc.rcvd is not None else None
         gateway_growth, worker_growth = gateway.stop(), worker.stop()
@@ -115,13 +116,13 @@ def test_client_flooding_a_slow_consumer_is_bounded_by_the_layer_capacity() -> N
         async def backlog() -> int:
             return max((instance.queue.qsize() for instance in worker.instances.values()), default=0)
 
-        with connect(f"ws://127.0.0.1:{gateway.http_port}/ws/slow", open_timeout=10) as ws:
+        with connect(f"ws://127.0.0.1:{gateway.http_port}/ws/slow", open_timeout=deadline(10)) as ws:
             try:
                 for index in range(20_000):
                     ws.send(b"m")
                     if index % 500 == 0:
                         peak = max(peak, gateway.call(backlog))
-                ws.ping().wait(30)
+                ws.ping().wait(deadline(30))
             except Exception as exc:  # a closed connection is the policy we look for
                 closed_with = getattr(getattr(exc, "rcvd", None), "code", None)
             peak = max(peak, gateway.call(backlog))
@@ -149,7 +150,7 @@ def test_slow_reading_client_costs_the_gateway_bounded_memory(deploy: Deploy, re
         gateway = PeakRss(deployment.pid("gateway"))
         sock.sendall(frame_bytes(1, b"4096:65536"))  # then never read
         try:
-            wait_for(lambda: gateway.peak - gateway.baseline > CEILING or (marks / "stream-done").exists(), 120,
+            wait_until_sync(lambda: gateway.peak - gateway.baseline > CEILING or (marks / "stream-done").exists(), 120,
                      "the stream to end or the gateway to pass the ceiling")
             if (marks / "stream-done").exists():
                 deployment.check_alive()

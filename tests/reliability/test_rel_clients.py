@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 
 from rel_clients import FrameReader
+from support.waiting import deadline
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -22,9 +23,9 @@ def test_frames_read_together_are_all_returned_across_reads() -> None:
     with server, client:
         server.sendall(server_frame(10, b"p") + server_frame(2, b"echo"))  # one segment
         reader = FrameReader(client)
-        first, ended = reader.read(until_close=False, timeout=5)
+        first, ended = reader.read(until_close=False, timeout=deadline(5))
         assert ended == "frame" and [(f.opcode, f.payload) for f in first] == [(10, b"p")]
-        second, ended = reader.read(until_close=False, timeout=5)
+        second, ended = reader.read(until_close=False, timeout=deadline(5))
         assert ended == "frame" and [(f.opcode, f.payload) for f in second] == [(2, b"echo")]
 
 
@@ -37,7 +38,7 @@ def test_a_partial_frame_is_completed_by_the_next_read() -> None:
         frames, ended = reader.read(timeout=0.2)
         assert (frames, ended) == ([], "timeout")
         server.sendall(whole[4:])
-        frames, ended = reader.read(timeout=5)
+        frames, ended = reader.read(timeout=deadline(5))
         assert ended == "close"
         assert [(f.opcode, f.payload) for f in frames] == [(1, b"hello"), (8, b"\x03\xe8")]
         assert frames[-1].close_code == 1000

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rel_harness import REDIS_URL, PrivateRedis, ProcessDeployment, port_open, redis_reachable, wait_for
+from rel_harness import REDIS_URL, PrivateRedis, ProcessDeployment, port_open, redis_reachable
+from support.waiting import deadline, wait_until_sync
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -37,16 +38,17 @@ def echo(ws: ClientConnection, text: str, timeout: float = 2.0) -> str | None:
     return str(answer)
 
 
-def until_answered(ws: ClientConnection, text: str, deadline: float = 30.0) -> tuple[str, int]:
+def until_answered(ws: ClientConnection, text: str, within: float = 30.0) -> tuple[str, int]:
     """Send ``text`` (numbered) until one is answered; the answer and how many went unanswered."""
     lost = 0
-    end = time.monotonic() + deadline
+    limit = deadline(within)
+    end = time.monotonic() + limit
     while time.monotonic() < end:
         answer = echo(ws, f"{text}-{lost}")
         if answer is not None:
             return answer, lost
         lost += 1
-    raise AssertionError(f"no answer to {text!r} within {deadline}s")
+    raise AssertionError(f"no answer to {text!r} within {limit:.0f}s")
 
 
 def test_redis_restart_keeps_websockets_open_and_messages_resume(
@@ -63,10 +65,13 @@ def test_redis_restart_keeps_websockets_open_and_messages_resume(
     deployment = deploy(redis.url)
     url = f"ws://127.0.0.1:{deployment.http_port}/ws/echo"
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(connect(url, open_timeout=10, ping_interval=0.5, ping_timeout=5)) for _ in range(3)]
-        eager = stack.enter_context(connect(url, open_timeout=10))
+        clients = [
+            stack.enter_context(connect(url, open_timeout=deadline(10), ping_interval=0.5, ping_timeout=deadline(5)))
+            for _ in range(3)
+        ]
+        eager = stack.enter_context(connect(url, open_timeout=deadline(10)))
         for index, ws in enumerate([*clients, eager]):
-            assert echo(ws, f"before-{index}", timeout=10) == f"before-{index}"
+            assert echo(ws, f"before-{index}", timeout=deadline(10)) == f"before-{index}"
         redis.kill()
         # While Redis is down: a message has nowhere to go -> 1013, said to the client.
         eager.send("during the outage")
@@ -75,14 +80,14 @@ def test_redis_restart_keeps_websockets_open_and_messages_resume(
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
         # The idle clients' keepalive pings are answered by the gateway meanwhile.
         for ws in clients:
-            ws.ping().wait(5)
+            ws.ping().wait(deadline(5))
         redis.start()
         deployment.wait_http()  # a request went through the layer: the gateway has reconnected
         for index, ws in enumerate(clients):
             # Every message sent once the layer is back is answered: nothing is lost.
-            assert echo(ws, f"after-{index}", timeout=30) == f"after-{index}"
+            assert echo(ws, f"after-{index}", timeout=deadline(30)) == f"after-{index}"
         for ws in clients:
-            assert echo(ws, "steady", timeout=10) == "steady"
+            assert echo(ws, "steady", timeout=deadline(10)) == "steady"
         deployment.check_alive()
 
 
@@ -99,14 +104,14 @@ def test_worker_killed_mid_message_hands_the_connection_to_another_worker(deploy
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     deployment = deploy(REDIS_URL, workers=2)
     pids = {deployment.pid("worker0"): "worker0", deployment.pid("worker1"): "worker1"}
-    with connect(f"ws://127.0.0.1:{deployment.http_port}/ws/hold", open_timeout=10) as ws:
-        first = echo(ws, "who", timeout=10)
+    with connect(f"ws://127.0.0.1:{deployment.http_port}/ws/hold", open_timeout=deadline(10)) as ws:
+        first = echo(ws, "who", timeout=deadline(10))
         assert first is not None
         holder = int(first.split(":", 1)[0])
         assert holder in pids
         ws.send("hold")  # the holder is now inside the handler, for good
         deployment.stop(pids[holder], sig=signal.SIGKILL)
-        answer, unanswered = until_answered(ws, "after the kill", deadline=40)
+        answer, unanswered = until_answered(ws, "after the kill", within=40)
         survivor = int(answer.split(":", 1)[0])
         assert survivor != holder and survivor in pids
         with contextlib.suppress(TimeoutError):
@@ -114,7 +119,7 @@ def test_worker_killed_mid_message_hands_the_connection_to_another_worker(deploy
                 ws.recv(2)
         # Later messages are all answered, by the survivor, on the same connection.
         for index in range(5):
-            assert echo(ws, f"later-{index}", timeout=10) == f"{survivor}:later-{index}"
+            assert echo(ws, f"later-{index}", timeout=deadline(10)) == f"{survivor}:later-{index}"
     print(f"messages unanswered while the gateway had not noticed the kill: {unanswered}")
     deployment.check_alive()
 
@@ -133,7 +138,7 @@ def test_gateway_sigterm_drains_a_request_in_flight_and_refuses_new_ones(deploy:
     result: dict[str, object] = {}
 
     def slow_request() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", deployment.http_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", deployment.http_port, timeout=deadline(30))
         try:
             connection.request("GET", "/slow?s=3")
             response = connection.getresponse()
@@ -145,11 +150,11 @@ def test_gateway_sigterm_drains_a_request_in_flight_and_refuses_new_ones(deploy:
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    wait_for(lambda: (marks / "slow-started").exists(), what="the slow view to start")
+    wait_until_sync(lambda: (marks / "slow-started").exists(), what="the slow view to start")
     deployment.processes["gateway"].send_signal(signal.SIGTERM)
-    wait_for(lambda: not port_open(deployment.http_port), what="the gateway to stop listening")
+    wait_until_sync(lambda: not port_open(deployment.http_port), what="the gateway to stop listening")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", deployment.http_port), timeout=2).close()
     thread.join(30)
     assert result.get("status") == 200 and result.get("body") == b"slow done", result
-    assert deployment.processes["gateway"].wait(20) == 0
+    assert deployment.processes["gateway"].wait(deadline(20)) == 0

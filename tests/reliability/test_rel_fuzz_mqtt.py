@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rel_clients import MqttClient
 from rel_fuzz import end_batch, fuzz_settings
-from rel_harness import MOSQUITTO_PORT, MQTT_MAX_PAYLOAD, FuzzLedger, FuzzTarget, wait_for
+from rel_harness import MOSQUITTO_PORT, MQTT_MAX_PAYLOAD, FuzzLedger, FuzzTarget
+from support.waiting import wait_until_sync
 
 from switchboard.protocols.mqtt import OUTBOUND_COUNTERS
 
@@ -136,7 +137,7 @@ def test_malformed_consumer_messages_are_counted_and_never_cost_the_session(
             now = gateway.stats("mqtt")
             return [name for name in OUTBOUND_COUNTERS if name != "subscribe_refused" and now[name] != counts[name]]
 
-        wait_for(lambda: bool(moved()), what="the message to be counted")
+        wait_until_sync(lambda: bool(moved()), what="the message to be counted")
         (counter,) = moved()
         assert counter != "outbound_errors", f"the plugin failed on {message!r}"
         fuzz_ledger.record("mqtt", fuzz_target.name, f"consumer {message['type']}: {counter}")

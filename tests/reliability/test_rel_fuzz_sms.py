@@ -25,6 +25,7 @@ from rel_harness import (
     FuzzLedger,
     FuzzTarget,
 )
+from support.waiting import deadline
 from twilio.request_validator import RequestValidator
 
 FORM = "application/x-www-form-urlencoded"
@@ -126,7 +127,7 @@ def test_random_webhooks_get_their_status_and_only_signed_ones_reach_a_consumer(
         headers = {"Content-Type": str(request["content_type"])} if request["content_type"] else {}
         if signature is not None:
             headers["X-Twilio-Signature"] = signature
-        connection = http.client.HTTPConnection("127.0.0.1", fuzz_target.http_port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", fuzz_target.http_port, timeout=deadline(10))
         try:
             connection.request(str(request["method"]), str(request["path"]), body=request["body"], headers=headers)  # type: ignore[arg-type]
             response = connection.getresponse()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from rel_clients import SmtpRaw
 from rel_fuzz import assert_no_reply_channel, end_batch, fuzz_settings
 from rel_harness import SMTP_MAX_MESSAGE, FuzzLedger, FuzzTarget
+from support.waiting import deadline
 
 COMMANDS = [
     b"HELO client.test", b"EHLO client.test", b"MAIL FROM:<alice@example.org>", b"MAIL FROM:<>",
@@ -114,7 +115,7 @@ def test_random_smtp_sessions_get_smtp_errors_and_the_server_keeps_accepting(
             fuzz_ledger.record("smtp", fuzz_target.name, outcome)
 
     one()
-    with smtplib.SMTP(*fuzz_target.smtp_address, timeout=10) as client:
+    with smtplib.SMTP(*fuzz_target.smtp_address, timeout=deadline(10)) as client:
         client.sendmail("alice@example.org", ["bob@example.com"], b"Subject: still here\r\n\r\nhello\r\n")
     after = fuzz_target.stats("smtp")
     if before is not None and after is not None:

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rel_fuzz import OFFER_SDP, assert_no_reply_channel, end_batch, fuzz_settings
 from rel_harness import WEBRTC_PATH, FuzzLedger, FuzzTarget
+from support.waiting import deadline
 
 MAX_SIGNALING = 64 * 1024
 
@@ -120,7 +121,7 @@ def test_hostile_signaling_gets_4xx_never_5xx(fuzz_target: FuzzTarget, fuzz_ledg
         method, headers, body, allowed = build(case, OFFER_SDP)
         if case.kind == "mutated offer" and known_500(json.loads(body)["sdp"]):
             allowed = allowed | {500}  # the known bug (see known_500); the rest must hold
-        connection = http.client.HTTPConnection("127.0.0.1", fuzz_target.http_port, timeout=20)
+        connection = http.client.HTTPConnection("127.0.0.1", fuzz_target.http_port, timeout=deadline(20))
         try:
             connection.request(method, WEBRTC_PATH + "/fuzz/", body=body or None, headers=headers)
             response = connection.getresponse()

@@ -41,10 +41,9 @@ from rel_harness import (
     LogCapture,
     PrivateRedis,
     ProcessDeployment,
-    free_port,
-    port_open,
-    wait_for,
 )
+from support.mosquitto import MosquittoServer, mosquitto_binary
+from support.waiting import deadline, wait_until_sync
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -90,8 +89,8 @@ def test_connections_per_ip_are_limited() -> None:
         url = f"ws://127.0.0.1:{gateway.http_port}/ws/echo"
         with contextlib.ExitStack() as open_sockets:
             for _ in range(5):
-                open_sockets.enter_context(connect(url, open_timeout=10))
-            with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=10):
+                open_sockets.enter_context(connect(url, open_timeout=deadline(10)))
+            with pytest.raises(InvalidStatus) as refused, connect(url, open_timeout=deadline(10)):
                 pass
             assert refused.value.response.status_code == 503
             other = socket.create_connection(("127.0.0.1", gateway.http_port), source_address=("127.0.0.2", 0))
@@ -104,7 +103,7 @@ def test_websocket_message_rate_is_limited() -> None:
     """With ``websocket_max_messages_per_second: 50`` a client sending thousands is closed with 1008."""
     gateway = InProcessGateway({"http": {"bind": ["127.0.0.1:0"], "websocket_max_messages_per_second": 50}}).start()
     try:
-        with connect(f"ws://127.0.0.1:{gateway.http_port}/ws/echo", open_timeout=10) as ws:
+        with connect(f"ws://127.0.0.1:{gateway.http_port}/ws/echo", open_timeout=deadline(10)) as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 for _ in range(5000):
                     ws.send("x")
@@ -152,7 +151,7 @@ def test_a_client_cannot_make_the_gateway_log_tracebacks(http_gateway: InProcess
 def test_offer_without_mid_gets_400_not_500(http_gateway: InProcessGateway) -> None:
     """An offer aiortc refuses is the client's mistake: 400 per specs/webrtc.md, not a 500 with a traceback."""
     offer = OFFER_SDP.replace("a=mid:0\r\n", "a=mid\n0\r\n")  # the fuzz's input: ':' became a line feed
-    connection = http.client.HTTPConnection("127.0.0.1", http_gateway.http_port, timeout=20)
+    connection = http.client.HTTPConnection("127.0.0.1", http_gateway.http_port, timeout=deadline(20))
     try:
         connection.request("POST", "/webrtc/offer/x/", body=json.dumps({"type": "offer", "sdp": offer}),
                            headers={"Content-Type": "application/json"})
@@ -173,22 +172,17 @@ TWILIO_TOKEN = "rel-twilio-T0ken-" + "3a8f" * 3
 @pytest.fixture
 def auth_mosquitto(tmp_path: Path) -> Iterator[int]:
     """A private Mosquitto that refuses anonymous clients; user ``gateway`` / MQTT_PASSWORD."""
-    binary, passwd = shutil.which("mosquitto") or "/usr/sbin/mosquitto", shutil.which("mosquitto_passwd")
-    if passwd is None or not Path(binary).exists():
+    passwd = shutil.which("mosquitto_passwd")
+    if passwd is None or mosquitto_binary() is None:
         pytest.skip("mosquitto and mosquitto_passwd are needed")
     password_file = tmp_path / "passwd"
     subprocess.run([passwd, "-c", "-b", str(password_file), "gateway", MQTT_PASSWORD], check=True, capture_output=True)
-    port = free_port()
-    config = tmp_path / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\npassword_file {password_file}\nallow_anonymous false\n"
-                      f"persistence false\nuser root\nlog_dest file {tmp_path / 'mosquitto.log'}\n")
-    process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = MosquittoServer(tmp_path, f"password_file {password_file}\n", anonymous=False)
+    broker.start()
     try:
-        wait_for(lambda: port_open(port), what="private mosquitto")
-        yield port
+        yield broker.port
     finally:
-        process.kill()
-        process.wait()
+        broker.kill()
 
 
 def test_secrets_never_appear_in_logs_at_debug(
@@ -206,13 +200,13 @@ def test_secrets_never_appear_in_logs_at_debug(
         REL_MQTT_BROKER=f"mqtt://127.0.0.1:{auth_mosquitto}", REL_MQTT_USERNAME="gateway",
         REL_MQTT_PASSWORD=MQTT_PASSWORD, REL_MQTT_PREFIX="rel-secret",
     )
-    with connect(f"ws://127.0.0.1:{deployment.http_port}/ws/echo", open_timeout=10) as ws:
+    with connect(f"ws://127.0.0.1:{deployment.http_port}/ws/echo", open_timeout=deadline(10)) as ws:
         ws.send("hello")
         assert ws.recv(10) == "hello"
     fields = {"MessageSid": "SM" + "1" * 32, "From": "+15550001111", "To": "+15550002222", "Body": "hi"}
     signature = RequestValidator(TWILIO_TOKEN).compute_signature(SMS_PUBLIC_BASE_URL + "/sms/inbound", fields)
     for sig in (signature, "forged"):
-        connection = http.client.HTTPConnection("127.0.0.1", deployment.http_port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", deployment.http_port, timeout=deadline(10))
         connection.request("POST", "/sms/inbound", body=urlencode(fields),
                            headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": sig})
         assert connection.getresponse().status == (200 if sig == signature else 403)
@@ -220,7 +214,7 @@ def test_secrets_never_appear_in_logs_at_debug(
     mqtt = _mqtt_with_password(auth_mosquitto)
     try:
         mqtt.subscribe("rel-secret/out")
-        wait_for(lambda: _published(mqtt, "rel-secret/in/x"), what="the MQTT round trip")
+        wait_until_sync(lambda: _published(mqtt, "rel-secret/in/x"), what="the MQTT round trip")
     finally:
         mqtt.close()
     redis.kill()
@@ -334,7 +328,7 @@ def test_forged_reply_channels_reach_no_connection(http_gateway: InProcessGatewa
     assert http_gateway.gateway is not None and http_gateway.layer is not None
     gateway, layer = http_gateway.gateway, http_gateway.layer
     url = f"ws://127.0.0.1:{http_gateway.http_port}/ws/echo"
-    with connect(url, open_timeout=10) as first, connect(url, open_timeout=10) as second:
+    with connect(url, open_timeout=deadline(10)) as first, connect(url, open_timeout=deadline(10)) as second:
         before = gateway.stats.replies_orphaned
 
         async def forge() -> None:
@@ -342,7 +336,7 @@ def test_forged_reply_channels_reach_no_connection(http_gateway: InProcessGatewa
                 await layer.send(gateway.reply_prefix + secrets.token_urlsafe(9), {"type": "websocket.send", "text": "forged"})
 
         http_gateway.call(forge)
-        wait_for(lambda: gateway.stats.replies_orphaned - before >= 1000, what="forged replies to be orphaned")
+        wait_until_sync(lambda: gateway.stats.replies_orphaned - before >= 1000, what="forged replies to be orphaned")
         for ws in (first, second):
             ws.send("mine")
             assert ws.recv(10) == "mine", "a forged message reached a real connection"
@@ -362,7 +356,7 @@ def test_gateway_own_answers_carry_no_reply_channel() -> None:
         assert answer.status == 503
         assert REPLY_CHANNEL_RE.search(answer.raw) is None
         with pytest.raises(InvalidStatus) as denied:
-            connect(f"ws://127.0.0.1:{gateway.http_port}/ws/echo", open_timeout=10)
+            connect(f"ws://127.0.0.1:{gateway.http_port}/ws/echo", open_timeout=deadline(10))
         response = denied.value.response
         assert response.status_code == 503
         raw = bytes(response.body or b"") + str(list(response.headers.raw_items())).encode()

@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,21 +28,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
+from support.waiting import deadline, wait_until
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-sms-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from twilio.request_validator import RequestValidator
 
@@ -58,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 5.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(5)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -73,15 +64,6 @@ FAILING_NUMBERS = frozenset({"+15550000400"})
 
 def new_sid(prefix: str = "SM") -> str:
     return prefix + secrets.token_hex(16)
-
-
-async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- the Twilio REST API stand-in -------------------------------------------------------
@@ -157,11 +139,11 @@ class TwilioApiStub:
         with self._lock:
             return list(self.requests)
 
-    async def wait_for(self, count: int, timeout: float = WAIT) -> list[ApiRequest]:
+    async def wait_for(self, count: int, timeout: float = 5) -> list[ApiRequest]:
         await wait_until(lambda: len(self.requests) >= count, timeout, f"{count} API request(s)")
         return self.snapshot()
 
-    async def wait_for_body(self, predicate: Any, timeout: float = WAIT) -> ApiRequest:
+    async def wait_for_body(self, predicate: Any, timeout: float = 5) -> ApiRequest:
         found: list[ApiRequest] = []
 
         def check() -> bool:
@@ -369,17 +351,15 @@ class Deployment(ModeDeployment):
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Text "hours" until the consumer answers inline: gateway up and a worker serving."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        async def answers() -> bool:
             try:
                 reply = await self.post("/sms/inbound", inbound_params("hours"))
             except aiohttp.ClientError:
-                await asyncio.sleep(0.1)
-                continue
-            if reply.status == 200 and "open" in reply.text:
-                return
-        raise RuntimeError(f"no inline answer within {timeout}s\n{self.logs()}")
+                return False
+            return reply.status == 200 and "open" in reply.text
+
+        await self.wait_until(answers, timeout, "an inline answer to a text")
 
 
 @pytest.fixture(params=["split", "run"])

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from support.waiting import wait_until
 
 from switchboard.consumers import ProtocolTypeRouter
 from switchboard.consumers.sms import (
@@ -24,7 +25,7 @@ from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.specs import WORKER_TO_GATEWAY, validate_message
 from switchboard.protocols import _sms_outbound
 
-from .conftest import ACCOUNT_SID, SENDER, TWILIO_NUMBER, TwilioApiStub, inbound_params, new_sid, status_params, wait_until
+from .conftest import ACCOUNT_SID, SENDER, TWILIO_NUMBER, TwilioApiStub, inbound_params, new_sid, status_params
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:twilio.*")
 

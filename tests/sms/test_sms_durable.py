@@ -10,11 +10,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.layers.durable import delivery_of
 
-from .conftest import ACCOUNT_SID, SENDER, TWILIO_NUMBER, TwilioApiStub, inbound_params, new_sid, wait_until
+from .conftest import ACCOUNT_SID, SENDER, TWILIO_NUMBER, TwilioApiStub, inbound_params, new_sid
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:twilio.*")
 

@@ -16,27 +16,18 @@ import secrets
 import smtplib
 import socket
 import ssl
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
+from support.waiting import deadline
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-smtp-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from switchboard.consumers.email import EmailConsumer, ReceivedEmail
 from switchboard.gateway.config import parse_options
@@ -50,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 10.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(10)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 
 # -- what consumers saw ---------------------------------------------------------------
@@ -264,15 +255,6 @@ async def stack(layer: ChannelLayer, tmp_path: Path) -> AsyncIterator[Any]:
         await running.stop()
 
 
-async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 # -- OS processes ---------------------------------------------------------------------
 
 
@@ -297,27 +279,20 @@ class Deployment(ModeDeployment):
 
     def wait_listening(self, timeout: float = 30) -> None:
         """Wait until the gateway answers with an SMTP banner."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        def greets() -> bool:
             try:
-                with socket.create_connection(self.address, timeout=2) as sock:
-                    if sock.recv(64).startswith(b"220 "):
-                        return
+                with socket.create_connection(self.address, timeout=deadline(2)) as sock:
+                    return sock.recv(64).startswith(b"220 ")
             except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"SMTP not listening after {timeout}s\n{self.logs()}")
+                return False
+
+        self.wait_until_sync(greets, timeout, "an SMTP banner from the gateway")
 
     def wait_for_output(self, count: int, timeout: float = 30) -> list[Path]:
         """Wait until the worker's consumer has written ``count`` result files."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            files = sorted(self.out_dir.glob("*.json"))
-            if len(files) >= count:
-                return files
-            self.check_alive()
-            time.sleep(0.05)
-        raise AssertionError(f"consumer wrote {len(list(self.out_dir.glob('*.json')))} of {count} files\n{self.logs()}")
+        self.wait_until_sync(lambda: len(list(self.out_dir.glob("*.json"))) >= count, timeout, f"{count} result file(s)")
+        return sorted(self.out_dir.glob("*.json"))
 
 
 @pytest.fixture
@@ -336,6 +311,9 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
             SMTP_TEST_BIND=f"127.0.0.1:{port}",
             SMTP_TEST_OUT_DIR=str(out_dir),
             SMTP_TEST_STORAGE=str(tmp_path / "storage"),
+            # 15 s by default; the MIME bomb test (six 100,000-part mails at once) took
+            # longer than that to reach the part limit on a loaded 2-core machine.
+            SMTP_TEST_PARSE_TIMEOUT=str(deadline(60)),
         )
         env.pop("SMTP_TEST_HTTP_BIND", None)
         if http_port is not None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.consumers.email import EmailConsumer, ReceivedEmail
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
@@ -21,7 +22,7 @@ from switchboard.gateway.layers.durable import delivery_of
 from switchboard.gateway.server import Gateway
 from switchboard.protocols.smtp import SmtpPlugin
 
-from .conftest import WAIT, send, smtp_options, wait_until
+from .conftest import WAIT, send, smtp_options
 
 
 def mail(subject: str, attachment: bytes = b"") -> EmailMessage:

@@ -14,12 +14,13 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.plugins import build_plugins
 from switchboard.protocols.smtp import TOO_BUSY_FROM_IP, TOO_MANY_MESSAGES, SmtpOptions, peer_ip
 
-from .conftest import WAIT, RawClient, Stack, client_tls_context, smtp_options, wait_until
+from .conftest import WAIT, RawClient, Stack, client_tls_context, smtp_options
 
 OTHER_ADDRESS = "127.0.0.2"
 

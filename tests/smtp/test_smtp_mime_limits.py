@@ -15,13 +15,13 @@ import smtplib
 from typing import Any
 
 import pytest
-from support.waiting import deadline
+from support.waiting import deadline, wait_until
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.plugins import build_plugins
 from switchboard.protocols.smtp import HEADER_TOO_LONG, PARSE_TOO_SLOW, TOO_DEEP, TOO_MANY_PARTS
 
-from .conftest import WAIT, RawClient, Stack, wait_until
+from .conftest import RawClient, Stack
 
 #: Safety net for a bomb's answer: well under a second on an idle machine, more under load.
 BOMB_WAIT = deadline(120)
@@ -120,12 +120,12 @@ async def test_sender_hanging_up_mid_parse_kills_its_parser_process(stack: Any) 
         await asyncio.to_thread(raw.command, b"RCPT TO:<b@example.com>")
         assert (await asyncio.to_thread(raw.command, b"DATA"))[0] == 354
         await asyncio.to_thread(raw.sock.sendall, bomb(100_000) + b".\r\n")
-        await wait_until(lambda: bool(running.plugin.parser.busy_pids()), BOMB_WAIT, "the parse to start")
+        await wait_until(lambda: bool(running.plugin.parser.busy_pids()), 120, "the parse to start")
         (pid,) = running.plugin.parser.busy_pids()
     finally:
         raw.close()  # the sender hangs up mid-parse
-    await wait_until(lambda: running.plugin.stats()["parses_abandoned"] == 1, WAIT, "the parse to be abandoned")
-    await wait_until(lambda: not pid_alive(pid), WAIT, "the parser process to be gone")
+    await wait_until(lambda: running.plugin.stats()["parses_abandoned"] == 1, 10, "the parse to be abandoned")
+    await wait_until(lambda: not pid_alive(pid), 10, "the parser process to be gone")
     assert running.plugin.parser.killed == 1
     await running.send(simple_message(subject="after"))  # a fresh process serves the next one
     assert (await running.next()).email.subject == "after"

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.layers import build_layer, set_channel_layer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.specs import GATEWAY_TO_WORKER, validate_message
 from switchboard.protocols.smtp import SmtpPlugin
 
-from .conftest import WAIT, RawClient, Stack, smtp_client, wait_until
+from .conftest import WAIT, RawClient, Stack, smtp_client
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2  # ~520 bytes: inline under a 1 KiB limit
 BIG = bytes(range(256)) * 64  # 16 KiB: stored above a 1 KiB limit

@@ -21,6 +21,8 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from .waiting import deadline
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 FLAGS = [
@@ -62,7 +64,7 @@ class Chromium:
         process = _spawn(profile, log)
         try:
             url = await _devtools_url(process, log, timeout)
-            socket = await connect(url, max_size=None, open_timeout=timeout)
+            socket = await connect(url, max_size=None, open_timeout=deadline(timeout))
         except BaseException:
             process.kill()
             process.wait()
@@ -100,7 +102,7 @@ class Chromium:
                 {"expression": expression, "awaitPromise": True, "returnByValue": True},
                 session,
             ),
-            timeout,
+            deadline(timeout),
         )
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
@@ -110,10 +112,11 @@ class Chromium:
 
     async def wait_for(self, session: str, expression: str, timeout: float = 20) -> None:
         """Poll until ``expression`` is truthy in the page (e.g. the page has loaded)."""
-        deadline = time.monotonic() + timeout
+        limit = deadline(timeout)
+        end = time.monotonic() + limit
         while not await self.evaluate(session, expression):
-            if time.monotonic() > deadline:
-                raise CdpError(f"{expression!r} still false after {timeout}s")
+            if time.monotonic() > end:
+                raise CdpError(f"{expression!r} still false after {limit:.0f}s")
             await asyncio.sleep(0.05)
 
     async def navigate(self, session: str, url: str, timeout: float = 30) -> None:
@@ -127,7 +130,7 @@ class Chromium:
         The tab is brought to the front first: headless Chromium paints no frames for a
         background tab, and a capture would wait for one forever.
         """
-        await asyncio.wait_for(self.call("Page.bringToFront", {}, session), timeout)
+        await asyncio.wait_for(self.call("Page.bringToFront", {}, session), deadline(timeout))
         await self.call("Emulation.setDeviceMetricsOverride",
                         {"width": width, "height": 600, "deviceScaleFactor": 1, "mobile": False}, session)
         height = await self.evaluate(session, "Math.ceil(document.documentElement.scrollHeight)")
@@ -136,7 +139,7 @@ class Chromium:
             {"format": "png", "captureBeyondViewport": True,
              "clip": {"x": 0, "y": 0, "width": width, "height": max(int(height), 1), "scale": 1}},
             session,
-        ), timeout)
+        ), deadline(timeout))
         return base64.b64decode(shot["data"])
 
     async def close(self) -> None:
@@ -171,15 +174,16 @@ def _tail(log: Path) -> str:
 
 async def _devtools_url(process: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
     """Read the DevTools URL Chromium prints on stderr (it picks its own port)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    limit = deadline(timeout)
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
         match = _DEVTOOLS_RE.search(_whole(log))
         if match:
             return match.group(1)
         if process.poll() is not None:
             raise RuntimeError(f"chromium exited with {process.returncode}:\n{_tail(log)}")
         await asyncio.sleep(0.05)
-    raise RuntimeError(f"chromium printed no DevTools URL in {timeout}s:\n{_tail(log)}")
+    raise RuntimeError(f"chromium printed no DevTools URL in {limit:.0f}s:\n{_tail(log)}")
 
 
 def _whole(log: Path) -> str:

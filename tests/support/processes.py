@@ -13,17 +13,21 @@ how to tell the deployment is ready) stays in the suite's own conftest, in a sub
 
 from __future__ import annotations
 
+import functools
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
+from . import waiting
 
 __all__ = [
     "ModeDeployment",
@@ -88,6 +92,11 @@ def process_env(path: Iterable[Path], **variables: str) -> dict[str, str]:
     return env
 
 
+def _limit_files(limit: int) -> None:
+    """In the child, before exec: lower its descriptor limit (soft and hard)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 class ProcessDeployment:
     """Named ``python -m switchboard <args> --settings <module>`` processes, each with a log file.
 
@@ -115,8 +124,14 @@ class ProcessDeployment:
         """The command line of ``switchboard <args>`` with this deployment's settings."""
         return [sys.executable, "-m", "switchboard", *args, "--settings", self.settings_module]
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ``switchboard <args>`` as process ``name`` (``env`` adds to the deployment's)."""
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, file_limit: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``switchboard <args>`` as process ``name`` (``env`` adds to the deployment's).
+
+        ``file_limit`` sets the child's RLIMIT_NOFILE (soft and hard, so it cannot raise it)
+        before it runs: attacks on the descriptor limit need a small one.
+        """
         with open(self.log_dir / f"{name}.log", "ab") as log:  # the child keeps its own descriptor
             process = subprocess.Popen(
                 self.command_line(*args),
@@ -124,9 +139,14 @@ class ProcessDeployment:
                 env={**self.env, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if file_limit is None else functools.partial(_limit_files, file_limit),
             )
         self.processes[name] = process
         return process
+
+    def pid(self, name: str) -> int:
+        """The OS process id of process ``name``."""
+        return int(self.processes[name].pid)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float | None = None) -> int:
         """Send ``sig`` (SIGTERM: the clean shutdown path) and wait; kill if it hangs. The exit code."""
@@ -138,7 +158,7 @@ class ProcessDeployment:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        return process.returncode
+        return int(process.returncode)
 
     def stop_all(self) -> None:
         """Stop every process still running, in the order they were started."""
@@ -161,6 +181,36 @@ class ProcessDeployment:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}\n{self.logs()}")
+
+    async def wait_until(
+        self, predicate: Callable[[], bool | Awaitable[bool]], timeout: float | None = None, what: str = "condition"
+    ) -> None:
+        """:func:`support.waiting.wait_until` that fails at once when a process exits, with the logs.
+
+        Without the liveness check a crashed gateway costs the whole deadline and the
+        failure says only "timed out"; the logs say why.
+        """
+
+        def alive_and() -> bool | Awaitable[bool]:
+            self.check_alive()
+            return predicate()
+
+        try:
+            await waiting.wait_until(alive_and, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def wait_until_sync(self, predicate: Callable[[], bool], timeout: float | None = None, what: str = "condition") -> None:
+        """:meth:`wait_until` for plain (non-async) test code."""
+
+        def alive_and() -> bool:
+            self.check_alive()
+            return predicate()
+
+        try:
+            waiting.wait_until_sync(alive_and, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .processes import free_tcp_port, redis_reachable
+from .waiting import deadline
 
 __all__ = ["RedisServer"]
 
@@ -54,13 +55,13 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
+        end = time.monotonic() + deadline(10)
         # redis_reachable waits for +PONG, so a server still loading its AOF is not "up".
         while not redis_reachable(port=self.port):
             if self.process.poll() is not None:
                 log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on port {self.port} exited: {log}")
-            if time.monotonic() > deadline:
+            if time.monotonic() > end:
                 self.stop()
                 raise RuntimeError(f"redis-server on port {self.port} did not come up")
             time.sleep(0.02)

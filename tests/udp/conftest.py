@@ -19,21 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import ModeDeployment, free_udp_port, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
+from support.waiting import deadline
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-udp-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
 from switchboard.gateway.config import parse_options
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
@@ -45,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 5.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(5)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 
 def ipv6_available() -> bool:
@@ -64,15 +56,6 @@ def assert_counts_add_up(stats: dict[str, int]) -> None:
     """Every received datagram is queued or in exactly one outcome counter."""
     outcomes = {name: stats.get(name, 0) for name in INBOUND_OUTCOMES}
     assert stats["messages_in"] == stats.get("queued", 0) + sum(outcomes.values()), (stats, outcomes)
-
-
-async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # -- a real UDP client ----------------------------------------------------------------
@@ -241,9 +224,9 @@ async def wait_ready(deployment: Deployment, client: UdpClient, timeout: float =
     late: their answers are drained here (until all are in or 0.5 s pass without one), so
     the test's own first answer is not a stale ``READY?``.
     """
-    deadline = time.monotonic() + timeout
+    end = time.monotonic() + deadline(timeout)
     pings = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < end:
         deployment.check_alive()
         client.send(b"ready?", deployment.address)
         pings += 1

@@ -9,12 +9,13 @@ import threading
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.consumers import ProtocolTypeRouter
 from switchboard.consumers.udp import AsyncUdpConsumer, SyncUdpConsumer, UdpConsumer, send_message
 from switchboard.gateway.layers import ChannelFull
 
-from .conftest import EXAMPLE, UdpClient, wait_until
+from .conftest import EXAMPLE, UdpClient
 
 
 def example_consumer() -> Any:

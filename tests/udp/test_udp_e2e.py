@@ -13,6 +13,7 @@ import socket
 import time
 
 import pytest
+from support.waiting import deadline
 
 from .conftest import Deployment, UdpClient, assert_counts_add_up, wait_ready
 
@@ -23,8 +24,8 @@ BURST = 10_000
 
 async def drain_echoes(client: UdpClient, echoes: set[bytes], quiet: float = 1.0, timeout: float = 40) -> None:
     """Collect echoes until none arrives for ``quiet`` seconds (the worker is idle)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    end = time.monotonic() + deadline(timeout)
+    while time.monotonic() < end:
         try:
             data, _ = await client.receive(timeout=quiet)
         except TimeoutError:
@@ -42,10 +43,10 @@ async def query_handled(deployment: Deployment, client: UdpClient, echoes: set[b
     query = b"stats?%d" % nonce
     for _ in range(10):
         client.send(query, deployment.address)
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
+        end = time.monotonic() + deadline(3.0)
+        while time.monotonic() < end:
             try:
-                data, _ = await client.receive(timeout=max(0.01, deadline - time.monotonic()))
+                data, _ = await client.receive(timeout=max(0.01, end - time.monotonic()))
             except TimeoutError:
                 break
             if data.startswith(b"handled="):
@@ -60,10 +61,10 @@ async def query_handled(deployment: Deployment, client: UdpClient, echoes: set[b
 async def wait_quiet(deployment: Deployment, client: UdpClient, echoes: set[bytes], timeout: float = 40) -> int:
     """Wait until the worker has caught up: two answers in a row with nothing new between."""
     await drain_echoes(client, echoes)
-    deadline = time.monotonic() + timeout
+    end = time.monotonic() + deadline(timeout)
     previous = (-1, -1)
     nonce = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < end:
         deployment.check_alive()
         nonce += 1
         handled = await query_handled(deployment, client, echoes, nonce)

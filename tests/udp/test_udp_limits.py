@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.plugins import build_plugins
 from switchboard.protocols.udp import PeerRateLimiter
 
-from .conftest import WAIT, assert_counts_add_up, udp_options, wait_until
+from .conftest import WAIT, assert_counts_add_up, udp_options
 from .test_udp_plugin import upper_app
 
 NEVER_REFILLS = 0.001  # datagrams per second: one token per 1,000 s

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from switchboard.gateway.config import ConfigError
 from switchboard.gateway.envelope import pool_channel
@@ -33,7 +34,7 @@ from switchboard.gateway.specs import (
 )
 from switchboard.protocols.udp import UdpPlugin, check_address
 
-from .conftest import UdpClient, assert_counts_add_up, ipv6_available, udp_options, wait_until
+from .conftest import UdpClient, assert_counts_add_up, ipv6_available, udp_options
 
 Scope = dict[str, Any]
 

@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -26,48 +25,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
+from support.waiting import deadline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chatsite"
 HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-WAIT = 10.0  # safety net: a broken path fails the test instead of hanging it
+WAIT = deadline(10)  # safety net (scaled): a broken path fails the test instead of hanging it
 
 if str(EXAMPLE) not in sys.path:
     sys.path.insert(0, str(EXAMPLE))  # the example's chat and webrtcdemo apps
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-webrtc-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+configure_django()
 
-import aioice.ice  # noqa: E402
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+import aioice.ice
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from switchboard.gateway.config import parse_options  # noqa: E402
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer  # noqa: E402
-from switchboard.gateway.server import Gateway  # noqa: E402
-from switchboard.gateway.worker import Worker  # noqa: E402
-from switchboard.protocols.http import HttpOptions, HttpPlugin  # noqa: E402
-from switchboard.protocols.webrtc import WebrtcOptions, WebrtcPlugin  # noqa: E402
-
-
-async def wait_until(predicate: Any, timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``predicate`` (a cheap sync check) until true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+from switchboard.gateway.config import parse_options
+from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.server import Gateway
+from switchboard.gateway.worker import Worker
+from switchboard.protocols.http import HttpOptions, HttpPlugin
+from switchboard.protocols.webrtc import WebrtcOptions, WebrtcPlugin
 
 
 @pytest.fixture(autouse=True)
@@ -272,17 +254,15 @@ class Deployment(ModeDeployment):
 
     async def wait_ready(self, timeout: float = 30) -> None:
         """Until a worker answers a Django view through the gateway."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        async def answers() -> bool:
             try:
                 status, _, _ = await http(self.base_url + "/ready/", method="GET", headers={})
             except OSError:
-                status = 0
-            if status == 200:
-                return
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"deployment not ready after {timeout}s\n{self.logs()}")
+                return False
+            return status == 200
+
+        await self.wait_until(answers, timeout, "a worker to answer through the gateway")
 
 
 def start_deployment(mode: str, log_dir: Path) -> Deployment:

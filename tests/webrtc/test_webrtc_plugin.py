@@ -15,12 +15,13 @@ import aioice.ice
 import aioice.stun
 import pytest
 from django.urls import path
+from support.waiting import wait_until
 from websockets.asyncio.client import connect as ws_connect
 
 from switchboard.consumers import ProtocolTypeRouter, URLRouter
 from switchboard.gateway.specs import GATEWAY_TO_WORKER, validate_message, validate_scope
 
-from .conftest import WAIT, ClientPeer, Stack, connect_peer, http, post_offer, wait_until
+from .conftest import WAIT, ClientPeer, Stack, connect_peer, http, post_offer
 from .webrtc_consumers import EVENTS, DenyingConsumer, EchoConsumer, SyncJsonEchoConsumer, events_of
 
 # Anything that breaks specs/webrtc.md on its way to a consumer lands here.

@@ -230,9 +230,13 @@ class ChannelLayer(BaseChannelLayer):
     #: Channels' layers take dict messages only; a subclass may take any msgpack value.
     require_dict_messages = True
 
-    def __init__(self, storage: Storage, options: LayerOptions | None = None) -> None:
+    def __init__(self, storage: Storage, options: LayerOptions | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.storage = storage
         self.options = options or LayerOptions()
+        #: Wall-clock seconds for message expiry (``expires_at`` travels inside the item,
+        #: so every process must read the same kind of clock) and for group memberships'
+        #: ages. Injectable so expiry tests advance a fake clock instead of sleeping.
+        self.clock = clock
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
         # new_channel() names: the random prefix and a counter, unique for this layer's life
@@ -433,7 +437,7 @@ class ChannelLayer(BaseChannelLayer):
         check_channel_name(channel)
         self._check_message(message)
         key, suffix = split_local(channel)
-        expires_at = time.time() + self.options.expiry
+        expires_at = self.clock() + self.options.expiry
         if suffix is None:
             packed = b""
             item = self.pack_item(message, expires_at, None)
@@ -523,7 +527,7 @@ class ChannelLayer(BaseChannelLayer):
         """
         batch: list[PushEntry] = []
         durable: list[tuple[int, str, Message, Any]] = []
-        expires_at = time.time() + self.options.expiry
+        expires_at = self.clock() + self.options.expiry
         for position, (channel, message) in enumerate(messages):
             check_channel_name(channel)
             self._check_message(message)
@@ -598,7 +602,7 @@ class ChannelLayer(BaseChannelLayer):
                 self.stats.corrupt += 1
                 logger.error("undecodable item on %s dropped: %r", key, exc)
                 continue
-            if expires_at < time.time():
+            if expires_at < self.clock():
                 self.stats.expired += 1
                 continue
             self.stats.received += 1
@@ -612,7 +616,7 @@ class ChannelLayer(BaseChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         check_group_name(group)
         check_channel_name(channel)
-        await self.storage.group_add(group, channel, time.time(), self.options.group_expiry)
+        await self.storage.group_add(group, channel, self.clock(), self.options.group_expiry)
         if channel.startswith(CONNECTION_PREFIX):
             await self._tell_owner(channel, GROUP_ADD, group)
 
@@ -648,7 +652,7 @@ class ChannelLayer(BaseChannelLayer):
         A gateway uses it to restore its connections' memberships after the storage lost
         them, and to refresh them before ``group_expiry``: one round trip per server.
         """
-        await self.storage.group_add_many(list(memberships.items()), time.time(), self.options.group_expiry)
+        await self.storage.group_add_many(list(memberships.items()), self.clock(), self.options.group_expiry)
 
     async def group_discard_many(self, memberships: Mapping[str, Sequence[str]]) -> None:
         """Remove many memberships at once (no owner notices: for the owner itself)."""
@@ -662,10 +666,10 @@ class ChannelLayer(BaseChannelLayer):
         """
         check_group_name(group)
         self._check_message(message)
-        members = await self.storage.group_members(group, time.time(), self.options.group_expiry)
+        members = await self.storage.group_members(group, self.clock(), self.options.group_expiry)
         if not members:
             return
-        expires_at = time.time() + self.options.expiry
+        expires_at = self.clock() + self.options.expiry
         local_item = self.pack_item(message, expires_at, None) if self._local_routes else None
         by_key: dict[str, list[str] | None] = {}
         for channel in members:
@@ -926,7 +930,7 @@ class Receiver:
             if result is None:
                 continue
             key, items = result
-            now = time.time()
+            now = layer.clock()
             for item in items:
                 try:
                     expires_at, suffixes, message = layer.unpack_item(item)

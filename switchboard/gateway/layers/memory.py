@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .storage import PushEntry
@@ -25,7 +25,12 @@ class MemoryStorage:
     # Items leave a list only in the synchronous part of pop(), so cancelling is safe.
     pop_cancel_safe = True
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        #: Seconds for what this storage expires by itself: idle lists, ``keep_marker``
+        #: names and ``mark`` keys (Redis does it with key TTLs). Injectable so expiry
+        #: tests advance a fake clock instead of sleeping. A reader's wait in ``pop`` is
+        #: real time on the event loop and does not use it.
+        self.clock = clock
         # A list exists while it holds items or has a reader waiting on it (as Channels'
         # in-memory layer's channels do), so an idle process keeps no empty lists around.
         self._lists: dict[str, collections.deque[bytes]] = {}
@@ -35,11 +40,11 @@ class MemoryStorage:
         self._touched: dict[str, float] = {}
         self._groups: dict[str, dict[str, float]] = {}
         # keep_marker's names and mark's keys, apart as on Redis (marker: / mark:).
-        self._process_markers: dict[str, float] = {}  # name -> when it expires (monotonic)
+        self._process_markers: dict[str, float] = {}  # name -> when it expires (clock)
         self._waiters: dict[str, set[asyncio.Future[None]]] = collections.defaultdict(set)
-        self._last_sweep = time.monotonic()
+        self._last_sweep = clock()
         self._ttl = 60.0
-        self._markers: dict[str, float] = {}  # key -> monotonic expiry
+        self._markers: dict[str, float] = {}  # key -> when it expires (clock)
         self._last_marker_sweep = self._last_sweep
 
     def _wake(self, key: str) -> None:
@@ -62,7 +67,7 @@ class MemoryStorage:
         Redis expires such keys by itself; here the check runs at most every ``interval``.
         Lists a reader waits on stay: it holds them.
         """
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_sweep < interval:
             return
         self._last_sweep = now
@@ -93,7 +98,7 @@ class MemoryStorage:
             return False
         queue.append(item)
         self._bytes[key] = held + len(item)
-        self._touched[key] = time.monotonic()
+        self._touched[key] = self.clock()
         self._wake(key)
         return True
 
@@ -180,7 +185,7 @@ class MemoryStorage:
                 await self.group_discard(group, channel)
 
     async def keep_marker(self, name: str, ttl: float) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         expires = self._process_markers.get(name)
         self._process_markers[name] = now + ttl
         return expires is None or expires < now
@@ -196,7 +201,7 @@ class MemoryStorage:
         return list(members)
 
     async def mark(self, key: str, ttl: float) -> bool:
-        now = time.monotonic()
+        now = self.clock()
         if now - self._last_marker_sweep >= 1.0:
             # At most once a second, like Redis' own expiry: memory stays bounded by the
             # markers set within one TTL.
