@@ -26,10 +26,11 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .redis_server import RedisServer
+from .waiting import wait_until_sync
 
 __all__ = ["ClusterOfServers", "SentinelSetup", "port_range"]
 
@@ -78,17 +79,17 @@ def _cli(binary: str, port: int, *args: str, timeout: float = 5.0) -> str:
     return done.stdout
 
 
-def _wait(condition: str, check: object, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
+def _wait(condition: str, check: Callable[[], object], seconds: float) -> None:
+    """:func:`waiting.wait_until_sync` where a check may fail while a server starts: a
+    ``redis-cli`` that cannot connect yet (or times out) counts as "not yet"."""
+
+    def ready() -> bool:
         try:
-            if check():  # type: ignore[operator]
-                return
+            return bool(check())
         except (OSError, subprocess.SubprocessError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {seconds:.0f}s waiting for {condition}")
-        time.sleep(0.05)
+            return False
+
+    wait_until_sync(ready, seconds, condition)
 
 
 def _info(binary: str, port: int, section: str) -> dict[str, str]:

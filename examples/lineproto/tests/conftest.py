@@ -22,21 +22,14 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
+from support.django_settings import configure as configure_django
 from support.processes import free_tcp_port, process_env, redis_reachable
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="switchboard-lineproto-tests",
-        INSTALLED_APPS=[],
-        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
-        USE_TZ=True,
-    )
-    django.setup()
+# The repository's one definition of the in-process suites' Django settings: the example's
+# tests run in the same pytest process as the project's (testpaths), configured once.
+configure_django()
 
 import lineproto_consumers
 from lineproto_support import DISTRIBUTION, HERE, REDIS_URL, Deployment, LineClient, Stack, line_options
