@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import logging
 import secrets
 import signal
@@ -154,12 +153,6 @@ class Gateway:
         self.id = gateway_id or secrets.token_hex(6)
         self.reply_prefix = f"gateway.{self.id}!"
         self.control_channel = self.reply_prefix + "control"
-        # Connection names: this process's random nonce and a counter. Unique for the
-        # process's life and across restarts under the same ``gateway_id`` (the nonce), so a
-        # stale reply never finds a new connection; a random token per connection cost a
-        # getrandom() system call and a base64 encoding for every HTTP request.
-        self._name_nonce = secrets.token_urlsafe(6)
-        self._name_numbers = itertools.count(1)  # next() on a count is atomic: no lock across threads
         self.connections: dict[str, Connection] = {}
         self.stats = GatewayStats()
         self.memberships = Memberships(layer, f"gateway.{self.id}", self.stats, check_interval=membership_check_interval)
@@ -237,7 +230,9 @@ class Gateway:
         must not block) with each reply of that protocol. ``sticky`` asks for worker
         affinity (see :class:`Connection`).
         """
-        channel = f"{self.reply_prefix}{self._name_nonce}{next(self._name_numbers):x}"
+        # 72 random bits: a reply channel is a capability, whoever can name it can write
+        # to that client (tests/reliability/test_rel_security.py).
+        channel = self.reply_prefix + secrets.token_urlsafe(9)
         scope["reply_channel"] = channel
         protocol = scope["type"]
         row: ConnectionAffinity[Message] = ConnectionAffinity(sticky)

@@ -254,7 +254,15 @@ def _offer_problem(offer_sdp: str, max_candidates: int) -> str | None:
     kinds = [media.kind for media in description.media]
     if kinds != ["application"]:
         return f"the offer must have exactly one data channel section (m=application), got {kinds or 'none'}"
-    candidates = sum(len(media.ice_candidates) for media in description.media)
+    (media,) = description.media
+    # aiortc answers an offer without these, then fails inside a task of its own that
+    # nobody awaits (an AssertionError logged as "Task exception was never retrieved"):
+    # the client's mistake, so refused here with a 400 like any other.
+    if media.dtls is None or not media.dtls.fingerprints:
+        return "the offer has no DTLS fingerprint (a=fingerprint with a=setup)"
+    if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+        return "the offer has no ICE credentials (a=ice-ufrag and a=ice-pwd)"
+    candidates = len(media.ice_candidates)
     if candidates > max_candidates:
         return f"the offer has {candidates} ICE candidates; at most {max_candidates} are accepted"
     return None

@@ -218,6 +218,22 @@ async def test_offers_aiortc_refuses_get_400(stack: Any) -> None:
     assert not running.plugin.peers and running.plugin.pending == 0
 
 
+async def test_an_offer_without_dtls_fingerprint_or_ice_credentials_gets_400(stack: Any) -> None:
+    """aiortc would answer these and then fail in a task nobody awaits (an AssertionError
+    logged as "Task exception was never retrieved"); the fuzzer found them."""
+    running = await stack(APP)
+    peer = ClientPeer(("chat",))
+    offer = await peer.offer()
+    await peer.close()
+    lines = offer["sdp"].split("\r\n")
+    no_fingerprint = "\r\n".join(line for line in lines if not line.startswith("a=fingerprint"))
+    no_password = "\r\n".join(line for line in lines if not line.startswith("a=ice-pwd"))
+    for sdp, error in ((no_fingerprint, "no DTLS fingerprint"), (no_password, "no ICE credentials")):
+        status, answer = await post_offer(running.url(), {"type": "offer", "sdp": sdp})
+        assert status == 400 and error in answer["error"], answer
+    assert not running.plugin.peers and running.plugin.pending == 0
+
+
 async def test_oversized_offer_gets_413(stack: Any) -> None:
     running = await stack(APP, max_signaling_size=1024)
     status, _, body = await http(running.url(), b'{"type": "offer", "sdp": "' + b"a" * 5000 + b'"}')

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import collections.abc
-import itertools
 import logging
 import re
 import secrets
@@ -239,9 +238,6 @@ class ChannelLayer(BaseChannelLayer):
         self.clock = clock
         self.stats = LayerStats()
         self.client_prefix = secrets.token_hex(6)
-        # new_channel() names: the random prefix and a counter, unique for this layer's life
-        # and across processes without a system call each. next() on a count is atomic.
-        self._name_numbers = itertools.count(1)
         self._capacity_patterns: list[tuple[re.Pattern[str], int]] = compile_capacities(self.options.channel_capacity)
         self._byte_capacity_patterns = compile_capacities(self.options.channel_byte_capacity)
         keys = self.options.symmetric_encryption_keys
@@ -611,7 +607,7 @@ class ChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""
-        return f"{prefix}.{self.client_prefix}!{next(self._name_numbers):x}"
+        return f"{prefix}.{self.client_prefix}!{secrets.token_urlsafe(9)}"
 
     async def group_add(self, group: str, channel: str) -> None:
         check_group_name(group)
