@@ -696,7 +696,8 @@ class RedisStorage:
         return results
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
-        """One partition per server: a blocking pop can only wait on keys of one server."""
+        """One partition per :meth:`shard_index`: a blocking pop waits on keys of one server
+        (on a cluster, of one slot, since the cluster storage's shard index is the slot)."""
         partitions: dict[int, list[str]] = {}
         for key in keys:
             partitions.setdefault(self.shard_index(key), []).append(key)

@@ -335,13 +335,6 @@ class RedisClusterStorage(RedisStorage):
                 raise answer
         return replies
 
-    def partition(self, keys: Sequence[str]) -> list[list[str]]:
-        """One partition per slot: a blocking pop waits on keys of one slot only."""
-        partitions: dict[int, list[str]] = {}
-        for key in keys:
-            partitions.setdefault(self.shard_index(key), []).append(key)
-        return list(partitions.values())
-
     async def _server_version(self, index: int, shard: _Shard) -> tuple[int, ...]:
         version = self._server_versions.get(-1)
         if version is None:
