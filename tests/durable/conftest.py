@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import pytest
 from support.mosquitto import MosquittoServer, mosquitto_binary
-from support.processes import ProcessDeployment, process_env, redis_reachable
+from support.processes import ProcessDeployment, process_env, redis_reachable, stop_reporting
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.waiting import deadline
 
@@ -178,10 +178,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path, records: Records)
 
     yield make
     for created in made:
-        created.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(created.logs())
+        stop_reporting(created, request)
         _forget_keys(created.env["DURABLE_REDIS_URL"], created.env["DURABLE_REDIS_PREFIX"])
 
 

@@ -28,7 +28,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.processes import ProcessDeployment, free_tcp_port, process_env
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.redis_server import RedisServer
-from support.redis_topologies import ClusterOfServers, SentinelSetup
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,26 +37,6 @@ def redis_binary() -> str:
     if binary is None:
         pytest.skip("the redis-server binary is not installed; the failover tests need private servers")
     return binary
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterOfServers]:
-    cluster = ClusterOfServers(redis_binary(), tmp_path_factory.mktemp("cluster"))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    setup = SentinelSetup(redis_binary(), tmp_path_factory.mktemp("sentinel"))
-    setup.start()
-    try:
-        yield setup
-    finally:
-        setup.stop()
 
 
 @pytest.fixture(scope="session")

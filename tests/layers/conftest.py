@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from support.redis_server import RedisServer
-from support.redis_topologies import ClusterOfServers, SentinelSetup
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
 from switchboard.gateway.layers.memory import MemoryStorage
@@ -222,29 +221,3 @@ def redis_shards(redis_server_binary: str, tmp_path_factory: pytest.TempPathFact
             server.stop()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterOfServers]:
-    """A 3-primary + 3-replica Redis Cluster for the whole session (tests/support/redis_topologies.py)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("the redis-server binary is not installed; Redis Cluster tests need private servers")
-    cluster = ClusterOfServers(binary, tmp_path_factory.mktemp("cluster"))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    """A primary, a replica and 3 Sentinels for the whole session."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("the redis-server binary is not installed; Sentinel tests need private servers")
-    setup = SentinelSetup(binary, tmp_path_factory.mktemp("sentinel"))
-    setup.start()
-    try:
-        yield setup
-    finally:
-        setup.stop()

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from obs_helpers import HERE, REDIS_URL, ROOT, SECRETS, Deployment, Stack, free_port, http_get, redis_reachable
 from support.django_settings import configure as configure_django
-from support.processes import process_env
+from support.processes import process_env, stop_reporting
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.waiting import eventually
 
@@ -93,8 +93,5 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
 
     yield make
     for deployment in made:
-        deployment.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(deployment.logs())
+        stop_reporting(deployment, request)
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs
 import aiohttp
 import pytest
 from support.django_settings import configure as configure_django
-from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable
+from support.processes import ModeDeployment, free_tcp_port, process_env, redis_reachable, split_layer_env, stop_reporting
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.waiting import deadline, wait_until
 
@@ -377,17 +377,11 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path, api: TwilioApiStu
         SMS_TEST_ACCOUNT_SID=ACCOUNT_SID,
         SMS_TEST_PUBLIC_BASE_URL=PUBLIC_BASE_URL,
     )
-    env.pop("SMS_TEST_REDIS_URL", None)
-    if mode == "split":
-        env["SMS_TEST_REDIS_URL"] = REDIS_URL
-        env["SMS_TEST_REDIS_PREFIX"] = f"sb-sms-{secrets.token_hex(4)}:"
+    split_layer_env(env, mode, "SMS_TEST", REDIS_URL)
     deployment = Deployment(mode, port, env, tmp_path)
     deployment.start_mode()
     try:
         yield deployment
     finally:
-        deployment.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(deployment.logs())
+        stop_reporting(deployment, request)
 

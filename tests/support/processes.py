@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -230,6 +231,26 @@ class ModeDeployment(ProcessDeployment):
             self.start("worker", "worker")
         else:
             self.start("run", "run")
+
+
+def split_layer_env(env: dict[str, str], mode: str, variables: str, redis_url: str) -> None:
+    """Point a deployment's settings at Redis in ``split`` mode (``<variables>_REDIS_URL`` and
+    a fresh ``<variables>_REDIS_PREFIX``); in ``run`` mode leave no Redis URL behind."""
+    env.pop(f"{variables}_REDIS_URL", None)
+    if mode == "split":
+        env[f"{variables}_REDIS_URL"] = redis_url
+        env[f"{variables}_REDIS_PREFIX"] = f"sb-{variables.lower()}-{secrets.token_hex(4)}:"
+
+
+def stop_reporting(deployment: ProcessDeployment, request: pytest.FixtureRequest) -> None:
+    """Stop ``deployment``'s processes; print their logs if the test failed.
+
+    Needs :func:`pytest_runtest_makereport` enabled in the suite's conftest.
+    """
+    deployment.stop_all()
+    rep_call = getattr(request.node, "rep_call", None)
+    if rep_call is not None and rep_call.failed:
+        print(deployment.logs())
 
 
 @pytest.hookimpl(wrapper=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import websockets
-from support.processes import ProcessDeployment, free_port, process_env, redis_reachable
+from support.processes import ProcessDeployment, free_port, process_env, redis_reachable, stop_reporting
 from support.waiting import deadline, eventually
 from twilio.request_validator import RequestValidator
 
@@ -93,10 +93,7 @@ def deploy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for deployment in made:
-        deployment.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(deployment.logs())
+        stop_reporting(deployment, request)
 
 
 def _get(url: str) -> tuple[int, bytes]:

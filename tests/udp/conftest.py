@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
-from support.processes import ModeDeployment, free_udp_port, process_env, redis_reachable
+from support.processes import ModeDeployment, free_udp_port, process_env, redis_reachable, split_layer_env, stop_reporting
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 from support.waiting import deadline
 
@@ -255,17 +254,11 @@ def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deplo
         UDP_TEST_STATS_FILE=str(tmp_path / "gateway-stats.json"),
         UDP_TEST_HANDLED_FILE=str(tmp_path / "handled.json"),
     )
-    env.pop("UDP_TEST_REDIS_URL", None)
-    if mode == "split":
-        env["UDP_TEST_REDIS_URL"] = REDIS_URL
-        env["UDP_TEST_REDIS_PREFIX"] = f"sb-udp-{secrets.token_hex(4)}:"
+    split_layer_env(env, mode, "UDP_TEST", REDIS_URL)
     deployment = Deployment(mode, port, env, tmp_path)
     deployment.start_mode()
     try:
         yield deployment
     finally:
-        deployment.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(deployment.logs())
+        stop_reporting(deployment, request)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
-from support.processes import free_tcp_port, process_env, redis_reachable
+from support.processes import free_tcp_port, process_env, redis_reachable, split_layer_env, stop_reporting
 from support.processes import pytest_runtest_makereport as pytest_runtest_makereport
 
 # The repository's one definition of the in-process suites' Django settings: the example's
@@ -127,16 +126,10 @@ def deployment(request: pytest.FixtureRequest, installed: None, tmp_path: Path) 
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     port = free_tcp_port()
     env = process_env([HERE], LINE_TEST_BIND=f"127.0.0.1:{port}", LINE_TEST_STATS_FILE=str(tmp_path / "stats.json"))
-    env.pop("LINE_TEST_REDIS_URL", None)
-    if mode == "split":
-        env["LINE_TEST_REDIS_URL"] = REDIS_URL
-        env["LINE_TEST_REDIS_PREFIX"] = f"sb-line-{secrets.token_hex(4)}:"
+    split_layer_env(env, mode, "LINE_TEST", REDIS_URL)
     deployment = Deployment(mode, port, env, tmp_path)
     deployment.start_mode()
     try:
         yield deployment
     finally:
-        deployment.stop_all()
-        rep_call = getattr(request.node, "rep_call", None)
-        if rep_call is not None and rep_call.failed:
-            print(deployment.logs())
+        stop_reporting(deployment, request)

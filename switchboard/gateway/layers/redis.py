@@ -655,15 +655,20 @@ class RedisStorage:
         finally:
             shard.push_busy = False
 
-    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
-        if not batch:
-            return []
-        shards = self._shards()
-        # Per shard, per list (in order of first appearance): the positions of its items.
+    def _positions_by_shard(self, batch: Sequence[PushEntry]) -> dict[int, dict[str, list[int]]]:
+        """Per :meth:`shard_index` (a server, or a cluster's slot), per list in order of first
+        appearance: the positions of its items in ``batch``. One push script per group."""
         by_shard: dict[int, dict[str, list[int]]] = {}
         for position, entry in enumerate(batch):
             key = entry[0]
             by_shard.setdefault(self.shard_index(key), {}).setdefault(key, []).append(position)
+        return by_shard
+
+    async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
+        if not batch:
+            return []
+        shards = self._shards()
+        by_shard = self._positions_by_shard(batch)
         expire = _whole_seconds(ttl)
 
         async def push_shard(index: int, lists: dict[str, list[int]]) -> list[tuple[int, bool]]:

@@ -279,9 +279,7 @@ class RedisClusterStorage(RedisStorage):
         if not batch:
             return []
         shard = self._cluster()
-        by_slot: dict[int, dict[str, list[int]]] = {}
-        for position, entry in enumerate(batch):
-            by_slot.setdefault(self.shard_index(entry[0]), {}).setdefault(entry[0], []).append(position)
+        by_slot = self._positions_by_shard(batch)
         expire = _whole_seconds(ttl)
         calls: list[tuple[list[str], list[Any], list[int]]] = []
         for lists in by_slot.values():
