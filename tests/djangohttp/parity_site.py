@@ -11,7 +11,6 @@ same lines in the same order and the same response.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -148,9 +147,10 @@ def echo(request: HttpRequest) -> HttpResponse:
 def cookies(request: HttpRequest) -> HttpResponse:
     trace("view:cookies")
     response = HttpResponse("cookies", content_type="text/plain; charset=utf-8")
-    # A fixed expiry: max_age would stamp "now + 60 s", which differs between the three
+    # A fixed expiry given as a string. Both max_age and a datetime make Django stamp a
+    # value computed from "now" (Max-Age for a datetime), which differs between the three
     # handlers when the test straddles a second boundary.
-    response.set_cookie("a", "1", expires=datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC))
+    response.set_cookie("a", "1", expires="Tue, 01 Jan 2030 00:00:00 GMT")
     response.set_cookie("b", "two words", httponly=True)
     response["X-Latin"] = "caf\u00e9"
     return response
