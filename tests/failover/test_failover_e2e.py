@@ -13,7 +13,7 @@ server again (it rejoins as a replica: a replicated channel needs one) and check
 * the chat resumes: every client receives posts sent after the failover;
 * at-most-once losses are bounded to the failover: a lost post was in flight at the kill
   or sent before the topology was whole again, every post sent after that reaches all
-  10 members, nothing arrives twice; and the losses beyond what was in flight at the kill
+  10 members, nothing sent after the failover arrives twice; and the losses beyond what was in flight at the kill
   are counted by the processes (the workers' layer ``send_failed``, the gateways'
   ``events_failed``), read from their Prometheus metrics;
 * the durable channel loses nothing acknowledged: every post whose ``chatlog`` send
@@ -223,7 +223,12 @@ async def chat_through_a_failover(
     # -- What it shows ------------------------------------------------------------------
     assert window > 0
     assert closed == [], f"clients closed during the failover: {closed[:10]}"
-    assert chat.duplicates == [] and chat.strangers == [], (chat.duplicates[:5], chat.strangers[:5])
+    assert chat.strangers == [], chat.strangers[:5]
+    # At most once, except across the failover itself: a reply list's pop that the dead
+    # primary answered but had not copied to its replica is undone by the promotion, and
+    # the gateway reads that reply again (docs/delivery.md, *Failover*). Only a post sent
+    # before the replica was promoted can arrive twice.
+    assert all(chat.posts[pid].sent_at < promoted_at for _i, pid in chat.duplicates), chat.duplicates[:5]
     in_flight = chat.undelivered_at(killed_at)
     first_in_flight = min((p.sent_at for p in in_flight), default=killed_at)
     lost = {pid: p for pid, p in chat.posts.items() if not chat.complete(p)}
@@ -246,7 +251,8 @@ async def chat_through_a_failover(
         f"{len(chat.posts)} posts, {len(lost)} not delivered in full ({lost_deliveries} of "
         f"{len(chat.posts) * PER_ROOM} deliveries lost; {in_flight_deliveries} in flight at the kill); counted: "
         f"workers send_failed {send_failed_workers:.0f}, gateways send_failed {send_failed_gateways:.0f}, "
-        f"events_failed {events_failed:.0f}; chatlog {acked} acknowledged, {handled} handled, none lost"
+        f"events_failed {events_failed:.0f}; {len(chat.duplicates)} delivered twice; "
+        f"chatlog {acked} acknowledged, {handled} handled, none lost"
     )
 
 
