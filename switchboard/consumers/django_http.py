@@ -10,7 +10,8 @@ separate hop to it for the ``request_started`` receivers, the view and middlewar
 
 * on the event loop: read the body from the ``http.request`` events (as many as the
   gateway sends, ``more_body`` included) with Django's own ``read_body``;
-* in a pool thread, in one hand-off: ``set_script_prefix``, ``request_started``, build the
+* in a pool thread (:mod:`.thread_pool`: up to ``django_threads``, as many running as the
+  GIL can use), in one hand-off: ``set_script_prefix``, ``request_started``, build the
   :class:`~django.core.handlers.asgi.ASGIRequest`, run ``get_response`` through the
   *sync* middleware chain (loaded as ``WSGIHandler`` loads it), encode the response;
 * back on the loop: send ``http.response.start`` and the body as ASGI messages;
@@ -44,7 +45,6 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from tempfile import SpooledTemporaryFile
 from typing import Any, Literal, cast
 
@@ -59,6 +59,7 @@ from django.urls import Resolver404, get_resolver, set_script_prefix
 from django.utils.module_loading import import_string
 
 from .asgi import Message, Receive, Scope, Send
+from .thread_pool import AdaptiveThreadPool
 
 logger = logging.getLogger("switchboard.django_http")
 
@@ -79,16 +80,16 @@ class _Runtime:
     def __init__(self) -> None:
         self.mode: Mode = "auto"
         self.threads = DEFAULT_THREADS
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: AdaptiveThreadPool | None = None
         self._lock = threading.Lock()
 
-    def pool(self) -> ThreadPoolExecutor:
+    def pool(self) -> AdaptiveThreadPool:
         pool = self._pool
         if pool is None:
             with self._lock:
                 pool = self._pool
                 if pool is None:
-                    pool = self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="switchboard-django")
+                    pool = self._pool = AdaptiveThreadPool(self.threads, name="switchboard-django")
         return pool
 
     def configure(self, mode: str, threads: int) -> None:
