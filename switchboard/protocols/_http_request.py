@@ -274,19 +274,14 @@ async def _relay_replies(ctx: BridgeContext, scope: dict[str, Any], send: Send, 
     started = False
     deadline = asyncio.get_running_loop().time() + ctx.response_timeout
     while True:
-        if started or not queue.empty():
-            # No deadline once the response has started, and none to arm for a reply that
-            # is already here: a Timeout per reply was ~2% of a one-process request.
-            message = await queue.get()
-        else:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await queue.get()
-            except TimeoutError:
-                ctx.count("http.503_timeout")
-                logger.warning("no worker answered %s %s within %.1fs", scope["method"], scope["path"], ctx.response_timeout)
-                await send_plain(send, 503, "Service Unavailable: no worker answered in time\n", retry_after=1)
-                return False
+        try:
+            async with asyncio.timeout_at(None if started else deadline):
+                message = await queue.get()
+        except TimeoutError:
+            ctx.count("http.503_timeout")
+            logger.warning("no worker answered %s %s within %.1fs", scope["method"], scope["path"], ctx.response_timeout)
+            await send_plain(send, 503, "Service Unavailable: no worker answered in time\n", retry_after=1)
+            return False
         if message is _End.SLOW:
             return False  # counted by the deliverer; the connection is already dropped
         if message is _End.GONE:

@@ -131,19 +131,15 @@ class MemoryStorage:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[None] = loop.create_future()
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             for key in keys:
                 self._waiters[key].add(future)
                 held[key] = self._lists.setdefault(key, collections.deque())
-            # A timer that settles the future, not wait_for (a wrapper and a done callback
-            # per pop: 1.5% of a one-process HTTP request): on waking, the loop above looks
-            # again and returns None once the deadline has passed.
-            timer = loop.call_later(remaining, _settle, future)
             try:
-                await future
+                await asyncio.wait_for(future, remaining)
+            except TimeoutError:
+                pass
             finally:
-                timer.cancel()
                 for key in keys:
                     waiters = self._waiters.get(key)
                     if waiters is not None:
@@ -231,9 +227,3 @@ class MemoryStorage:
 
     async def close(self) -> None:
         await self.flush()
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    """Wake a reader whose wait is over (its timeout, or an item for one of its lists)."""
-    if not future.done():
-        future.set_result(None)
