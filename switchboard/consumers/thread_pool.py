@@ -182,8 +182,7 @@ class AdaptiveThreadPool:
 
     def _run(self, index: int) -> None:
         while True:
-            if not self._wait_turn(index):
-                return
+            self._wait_turn(index)
             work = self._queue.get()
             if work is _STOP:
                 return
@@ -198,21 +197,21 @@ class AdaptiveThreadPool:
             del work, future, fn, args
             self._look()
 
-    def _wait_turn(self, index: int) -> bool:
-        """Park while this thread is beyond the active ones; False once the pool stops.
+    def _wait_turn(self, index: int) -> None:
+        """Park while this thread is beyond the active ones (not once the pool stops: then
+        every thread helps run out the queue, up to its sentinel).
 
         The first parked thread wakes every period to look at the CPU use, so the pool
         grows while every active thread is blocked (on a database, a lock, each other).
         """
         if index < self.controller.active:
-            return True
+            return
         with self._changed:
             while index >= self.controller.active and not self._stopping:
                 first_parked = index == self.controller.active
                 self._changed.wait(self.controller.period if first_parked else None)
                 if first_parked:
                     self._look_locked()
-        return True  # a stopping pool's threads run out the queue up to their sentinel
 
     def _look(self) -> None:
         if not self.controller.due(self._clock()):
