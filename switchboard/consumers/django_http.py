@@ -92,6 +92,13 @@ class _Runtime:
                     pool = self._pool = AdaptiveThreadPool(self.threads, name="switchboard-django")
         return pool
 
+    def figures(self) -> dict[str, int] | None:
+        """The pool's threads running, its size and the requests waiting; None before its first request."""
+        pool = self._pool
+        if pool is None:
+            return None
+        return {"running": pool.active, "threads": pool.max_threads, "waiting": pool.waiting}
+
     def configure(self, mode: str, threads: int) -> None:
         if mode not in MODES:
             raise ValueError(f"django_http must be one of {', '.join(MODES)}, got {mode!r}")

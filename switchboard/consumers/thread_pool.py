@@ -141,6 +141,11 @@ class AdaptiveThreadPool:
     def max_threads(self) -> int:
         return self.controller.max_threads
 
+    @property
+    def waiting(self) -> int:
+        """Work submitted and not yet taken by a thread."""
+        return self._queue.qsize()
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         if self._stopping:
             raise RuntimeError("cannot submit to a pool that is shutting down")

@@ -175,6 +175,19 @@ class SwitchboardCollector(Collector):
         yield GaugeMetricFamily(
             "switchboard_worker_claim_gateways", "Gateways this worker holds claims with", value=snapshot.claim_gateways
         )
+        pool = snapshot.django_pool
+        if pool is not None:
+            yield GaugeMetricFamily(
+                "switchboard_worker_django_threads_running",
+                "Threads of the Django pool allowed to run now (grows while views wait on I/O)",
+                value=pool["running"],
+            )
+            yield GaugeMetricFamily("switchboard_worker_django_threads", "Threads in the Django pool", value=pool["threads"])
+            yield GaugeMetricFamily(
+                "switchboard_worker_django_requests_waiting",
+                "Sync Django requests waiting for a pool thread",
+                value=pool["waiting"],
+            )
 
     def _handler_times(self, snapshot: Snapshot) -> Iterable[Metric]:
         family = HistogramMetricFamily(

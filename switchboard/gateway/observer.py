@@ -82,6 +82,9 @@ class Snapshot:
     queued: int = 0
     worker_claimed: int = 0
     claim_gateways: int = 0
+    #: The Django pool (consumers/thread_pool.py): threads allowed to run, its size, and
+    #: requests waiting for a thread; None before the worker served a sync Django view.
+    django_pool: dict[str, int] | None = None
     #: Scope type -> cumulative handler-time bucket counts (gateway/latency.py).
     handler_times: dict[str, list[int]] = field(default_factory=dict)
     #: Scope type -> sum of those handler times, seconds.
@@ -169,6 +172,9 @@ class ProcessView:
             )
         worker = self.worker
         if worker is not None:
+            # Imported here: only a worker has Django's handler to serve.
+            from switchboard.consumers.django_http import RUNTIME
+
             instances = list(worker.instances.values())
             values.update(
                 worker=worker.stats.as_dict(),
@@ -178,6 +184,7 @@ class ProcessView:
                 claim_gateways=len(worker.claims),
                 handler_times={name: times.as_list() for name, times in list(worker.handler_times.items())},
                 handler_sums={name: times.total for name, times in list(worker.handler_times.items())},
+                django_pool=RUNTIME.figures(),
             )
         return Snapshot(**values)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.waiting import deadline, wait_until_sync
 
+from djangohttp.conftest import Req, run_asgi
+from switchboard.consumers import django_http
 from switchboard.consumers.thread_pool import AdaptiveThreadPool, ConcurrencyController
 
 WAIT = deadline(30)
@@ -177,3 +180,13 @@ def test_shutdown_runs_the_queued_work_then_refuses_more() -> None:
     stopper.join(WAIT)
     assert not stopper.is_alive()
     assert [f.result(0) for f in futures] == list(range(6))
+
+
+async def test_the_worker_process_reports_its_django_pool(site: Any, runtime: Any) -> None:
+    """What the observer copies into the metrics (switchboard_worker_django_*)."""
+    runtime("auto", threads=3)
+    handlers = site()
+    assert (await run_asgi(handlers.ours, Req(path="/hello/"))).status == 200
+    figures = django_http.RUNTIME.figures()
+    assert figures is not None
+    assert figures["threads"] == 3 and 2 <= figures["running"] <= 3 and figures["waiting"] == 0

@@ -148,6 +148,25 @@ def test_collector_types_plugin_counters_and_gauges() -> None:
     assert messages == {("udp", "in"): 9, ("udp", "out"): 4}
 
 
+def test_collector_shows_the_django_pool_once_it_served() -> None:
+    observer = Observer(ProcessView("worker", build_layer()))
+    observer.latest = Snapshot(time=0.0, layer={}, worker={})
+    names = {family.name for family in SwitchboardCollector(observer).collect()}
+    assert not any(name.startswith("switchboard_worker_django") for name in names)
+    observer.latest = Snapshot(time=0.0, layer={}, worker={}, django_pool={"running": 3, "threads": 8, "waiting": 5})
+    families: dict[str, Any] = {family.name: family for family in SwitchboardCollector(observer).collect()}
+    seen = {
+        name: (families[name].type, families[name].samples[0].value)
+        for name in families
+        if name.startswith("switchboard_worker_django")
+    }
+    assert seen == {
+        "switchboard_worker_django_threads_running": ("gauge", 3),
+        "switchboard_worker_django_threads": ("gauge", 8),
+        "switchboard_worker_django_requests_waiting": ("gauge", 5),
+    }
+
+
 def test_metrics_bind_in_use_is_a_configuration_error() -> None:
     import socket
 
