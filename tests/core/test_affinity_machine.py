@@ -534,15 +534,21 @@ class GatewayAffinityMachine(RuleBasedStateMachine):
                 assert state.asked is None
 
 
+def deterministic(steps: int) -> settings:
+    """The machines' settings: 100 derandomized runs of ``steps`` steps, the same every time
+    (no example database, no deadline: a loaded machine must not change what runs)."""
+    return settings(
+        max_examples=100,
+        stateful_step_count=steps,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
 TestGatewayAffinityMachine = GatewayAffinityMachine.TestCase
-TestGatewayAffinityMachine.settings = settings(
-    max_examples=100,
-    stateful_step_count=80,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+TestGatewayAffinityMachine.settings = deterministic(80)
 
 
 class LivenessMachine(RuleBasedStateMachine):
@@ -610,10 +616,7 @@ class LivenessMachine(RuleBasedStateMachine):
 
 
 TestLivenessMachine = LivenessMachine.TestCase
-TestLivenessMachine.settings = settings(
-    max_examples=100, stateful_step_count=50, derandomize=True, deadline=None, database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+TestLivenessMachine.settings = deterministic(50)
 
 
 def test_the_liveness_machine_does_judge_workers_lost() -> None:
@@ -711,11 +714,4 @@ class WorkerAffinityMachine(RuleBasedStateMachine):
 
 
 TestWorkerAffinityMachine = WorkerAffinityMachine.TestCase
-TestWorkerAffinityMachine.settings = settings(
-    max_examples=100,
-    stateful_step_count=40,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+TestWorkerAffinityMachine.settings = deterministic(40)
