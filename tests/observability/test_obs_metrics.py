@@ -47,12 +47,15 @@ async def test_exposition_moves_with_traffic(stack: Stack) -> None:
     assert value(during, "switchboard_worker_instances") >= 1
 
     def after_close() -> Samples | None:
+        # The gateway counts the socket closed before the worker took its disconnect event
+        # (one snapshot caught it queued): wait until the worker's instance ended as well.
         samples = stack.scrape()
         closed = value(samples, "switchboard_connections_open", protocol="websocket") == 0
         handled = value(samples, "switchboard_messages_total", protocol="websocket", direction="in") >= 2
-        return samples if closed and handled else None
+        ended = value(samples, "switchboard_worker_instances") == 0
+        return samples if closed and handled and ended else None
 
-    after = await eventually(after_close, "the closed WebSocket in the metrics")
+    after = await eventually(after_close, "the closed WebSocket in the metrics, its instance ended")
     grew = {
         ("switchboard_messages_total", (("direction", "in"), ("protocol", "http"))): 3,
         ("switchboard_messages_total", (("direction", "out"), ("protocol", "http"))): 3,
