@@ -7,17 +7,21 @@ The multi-server tests run against three private ``redis-server`` processes (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from support.waiting import deadline
 
 from switchboard.gateway.layers import ChannelLayer, LayerOptions
+from switchboard.gateway.layers.core import _LaneRouter
 from switchboard.gateway.layers.names import split_local
 from switchboard.gateway.layers.redis import HashRing, RedisStorage, node_identity, stable_hash
 
@@ -192,3 +196,83 @@ async def test_flush_clears_every_shard(sharded: ChannelLayer, raws: list[aiored
     await sharded.flush()
     for client in raws:
         assert await client.keys(storage.prefix + "*") == []
+
+
+# -- A server that hangs holds up only its own sends ----------------------------------
+
+
+@contextlib.contextmanager
+def hung(server: Any) -> Iterator[None]:
+    """``server`` stops answering (SIGSTOP: it keeps its sockets, reads nothing) until the
+    block ends, like a primary that died and whose replica is not yet promoted."""
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+async def patient(redis_shards: list[Any], unique_prefix: Callable[[], str]) -> AsyncIterator[ChannelLayer]:
+    """The three servers, with a socket timeout longer than any test here waits: a send to
+    a hung server stays pending until the server is let go, however slow the machine."""
+    storage = RedisStorage(hosts=[server.url for server in redis_shards], prefix=unique_prefix(), socket_timeout=600)
+    layer = ChannelLayer(storage, LayerOptions(block_timeout=0.2, capacity=1000))
+    await layer.flush()
+    yield layer
+    await layer.flush()
+    await layer.close()
+
+
+async def one_channel_per_shard(layer: ChannelLayer) -> list[str]:
+    names = [name for name in await channels_on_every_shard(layer, 1) if "!" not in name]
+    by_shard = {storage_of(layer).shard_index(name): name for name in names}
+    for name in by_shard.values():  # connected, so the hung send is in flight, not connecting
+        await layer.send(name, {"n": 0})
+    return [by_shard[index] for index in range(3)]
+
+
+@pytest.mark.timeout(120)
+async def test_a_hung_server_holds_up_only_the_sends_bound_for_it(patient: ChannelLayer, redis_shards: list[Any]) -> None:
+    on_hung, *elsewhere = await one_channel_per_shard(patient)
+    with hung(redis_shards[0]):
+        first = asyncio.ensure_future(patient.send(on_hung, {"n": 1}))
+        await asyncio.sleep(0)  # its batch is on the wire
+        # Every other server's sends go on (one batcher per server: layers/core.py).
+        await asyncio.wait_for(asyncio.gather(*(patient.send(name, {"n": 1}) for name in elsewhere)), deadline(30))
+        # A later send to the hung server's channel waits behind the first one.
+        second = asyncio.ensure_future(patient.send(on_hung, {"n": 2}))
+        await asyncio.sleep(0)
+        assert not first.done() and not second.done()
+    await asyncio.wait_for(asyncio.gather(first, second), deadline(30))
+    for name in [on_hung, *elsewhere]:
+        got = [(await asyncio.wait_for(patient.receive(name), deadline(10)))["n"] for _ in range(2 if name != on_hung else 3)]
+        assert got == ([0, 1, 2] if name == on_hung else [0, 1])
+
+
+@pytest.mark.timeout(120)
+async def test_a_channel_stays_on_its_lane_while_sends_to_it_are_pending(
+    patient: ChannelLayer, redis_shards: list[Any]
+) -> None:
+    """A key whose lane changes (a cluster slot moving to its promoted replica) while its
+    earlier sends are pending keeps their lane: a new send never overtakes them."""
+    on_hung, elsewhere, _ = await one_channel_per_shard(patient)
+    router = patient._batcher()
+    assert isinstance(router, _LaneRouter)
+    storage = storage_of(patient)
+    with hung(redis_shards[0]):
+        first = asyncio.ensure_future(patient.send(on_hung, {"n": 1}))
+        await asyncio.sleep(0)
+        # The channel's server is now the one of ``elsewhere`` (for the lanes, not the storage).
+        router.lane_of = lambda key: storage.shard_index(elsewhere) if key == on_hung else storage.shard_index(key)
+        second = asyncio.ensure_future(patient.send(on_hung, {"n": 2}))
+        await asyncio.wait_for(patient.send(elsewhere, {"n": 1}), deadline(30))  # that lane flows
+        assert not first.done() and not second.done()  # the channel's second send waits with its first
+    await asyncio.wait_for(asyncio.gather(first, second), deadline(30))
+    assert [(await asyncio.wait_for(patient.receive(on_hung), deadline(10)))["n"] for _ in range(3)] == [0, 1, 2]
+    assert router.pending_keys == {}
+    # With nothing pending, the channel takes its new lane.
+    third = asyncio.ensure_future(patient.send(on_hung, {"n": 3}))
+    await asyncio.sleep(0)
+    assert router.pending_keys[on_hung][0] == storage.shard_index(elsewhere)
+    await asyncio.wait_for(third, deadline(10))

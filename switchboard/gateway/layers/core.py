@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,10 @@ class LayerStats:
     #: Sends (a group send: its member items) the storage raised on: Redis unreachable or
     #: a primary failing over. At-most-once messages lost then, unless the sender retried.
     send_failed: int = 0
+    #: Group sends whose member list the storage could not read (Redis unreachable, the
+    #: group's primary failing over): no member got the message, and how many there were
+    #: is unknown, so these are counted apart from ``send_failed``.
+    group_send_failed: int = 0
     # Durable channels (durable_channels.py): stored (also in ``sent``), refused as too
     # large / stored without the replicas asked for, first deliveries read (also in
     # ``received``), deliveries claimed again (retries, lost or stopped workers),
@@ -250,8 +254,13 @@ class ChannelLayer(BaseChannelLayer):
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
-        self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher] = {}
-        self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher] | None = None
+        self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher | _LaneRouter] = {}
+        self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher | _LaneRouter] | None = None
+        # Several servers (a hash ring, a cluster's primaries): one batcher per server, so
+        # one that hangs or fails over stalls only the sends bound for it (_LaneRouter).
+        self._send_lane: Callable[[str], Hashable] | None = (
+            storage.send_lane if getattr(storage, "multi_lane", False) else None  # type: ignore[attr-defined]
+        )
         self._local_routes: list[LocalRoute] = []
         # Imported here: the durable path uses this module's packing and errors.
         from .durable import DurableConfig
@@ -547,7 +556,7 @@ class ChannelLayer(BaseChannelLayer):
         listed_iter = iter(listed)
         return [kept_at[position] if position in kept_at else next(listed_iter) for position in range(len(messages))]
 
-    def _batcher(self) -> _SendBatcher:
+    def _batcher(self) -> _SendBatcher | _LaneRouter:
         # Fast path without asyncio.get_running_loop(), which costs a getpid() system call
         # per send: a thread runs one loop at a time, so if the loop last used from this
         # thread is running, it is the running one.
@@ -559,7 +568,8 @@ class ChannelLayer(BaseChannelLayer):
         if batcher is None:
             for stale in [other for other in self._batchers if other.is_closed()]:
                 del self._batchers[stale]
-            batcher = self._batchers[loop] = _SendBatcher(self, loop)
+            lane_of = self._send_lane
+            batcher = self._batchers[loop] = _SendBatcher(self, loop) if lane_of is None else _LaneRouter(self, loop, lane_of)
         self._last_batcher = (threading.get_ident(), loop, batcher)
         return batcher
 
@@ -662,7 +672,13 @@ class ChannelLayer(BaseChannelLayer):
         """
         check_group_name(group)
         self._check_message(message)
-        members = await self.storage.group_members(group, self.clock(), self.options.group_expiry)
+        try:
+            members = await self.storage.group_members(group, self.clock(), self.options.group_expiry)
+        except (LayerClosed, asyncio.CancelledError):
+            raise
+        except Exception:
+            self.stats.group_send_failed += 1
+            raise
         if not members:
             return
         expires_at = self.clock() + self.options.expiry
@@ -689,7 +705,10 @@ class ChannelLayer(BaseChannelLayer):
         except (LayerClosed, asyncio.CancelledError):
             raise
         except Exception:
-            self.stats.send_failed += len(batch)
+            # Counted per member channel, as the messages lost (an item carries one
+            # process's members): all of them, though a cluster pipeline may have stored
+            # the part bound for a node that was up (an upper bound, as for any send).
+            self.stats.send_failed += sum(1 if suffixes is None else len(suffixes) for suffixes in by_key.values())
             raise
         over = 0
         for (key, *_rest), ok in zip(batch, results):
@@ -822,6 +841,54 @@ class _SendBatcher:
             if self.pending and not self.scheduled:
                 self.scheduled = True
                 self.loop.call_soon(self._start)
+
+
+class _LaneRouter:
+    """One :class:`_SendBatcher` per server (*lane*) of a storage with several.
+
+    A batcher flushes one batch at a time, so with a single one a server that stopped
+    answering (a primary killed, seconds before its replica is promoted) held up every
+    send of the process behind its batch: replies and heartbeats bound for healthy
+    servers waited the whole failover, and gateways took live workers for dead. Per lane,
+    only the sends bound for that server wait.
+
+    A channel's sends must still never overtake each other. The storage's lane of a key
+    can change (a cluster's slot moving to the promoted replica) while earlier sends to it
+    are still pending on the old lane, so a key with sends pending stays on their lane
+    until they have all finished.
+    """
+
+    __slots__ = ("batchers", "lane_of", "layer", "loop", "pending_keys")
+
+    def __init__(self, layer: ChannelLayer, loop: asyncio.AbstractEventLoop, lane_of: Callable[[str], Hashable]) -> None:
+        self.layer = layer
+        self.loop = loop
+        self.lane_of = lane_of
+        self.batchers: dict[Hashable, _SendBatcher] = {}
+        #: key -> (its lane while sends to it are pending, how many are)
+        self.pending_keys: dict[str, tuple[Hashable, int]] = {}
+
+    def add(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> asyncio.Future[bool]:
+        held = self.pending_keys.get(key)
+        if held is None:
+            lane = self.lane_of(key)
+            self.pending_keys[key] = (lane, 1)
+        else:
+            lane = held[0]
+            self.pending_keys[key] = (lane, held[1] + 1)
+        batcher = self.batchers.get(lane)
+        if batcher is None:
+            batcher = self.batchers[lane] = _SendBatcher(self.layer, self.loop)
+        future = batcher.add(key, item, capacity, max_bytes, part)
+        future.add_done_callback(lambda _done: self._finished(key))
+        return future
+
+    def _finished(self, key: str) -> None:
+        lane, count = self.pending_keys[key]
+        if count == 1:
+            del self.pending_keys[key]
+        else:
+            self.pending_keys[key] = (lane, count - 1)
 
 
 #: A send waiting in the batcher: ``(key, item, capacity, max_bytes, part, future)``.

@@ -48,7 +48,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -588,6 +588,17 @@ class RedisStorage:
 
     def shard_index(self, key: str) -> int:
         """Which host (index into :attr:`hosts`) stores the list ``key``."""
+        return self.ring.node_for(key)
+
+    @property
+    def multi_lane(self) -> bool:
+        """Several servers: the layer batches sends per server (:meth:`send_lane`)."""
+        return len(self.hosts) > 1
+
+    def send_lane(self, key: str) -> Hashable:
+        """The server a push to ``key`` goes to. Sends bound for different servers are
+        batched apart, so a server that hangs holds up only its own (layers/core.py,
+        ``_LaneRouter``)."""
         return self.ring.node_for(key)
 
     def group_shard_index(self, group: str) -> int:

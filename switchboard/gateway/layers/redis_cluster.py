@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -236,6 +236,21 @@ class RedisClusterStorage(RedisStorage):
 
     def group_shard_index(self, group: str) -> int:
         return self.shard_index(group)
+
+    #: Always several primaries: sends are batched per primary (:meth:`send_lane`).
+    multi_lane = True
+
+    def send_lane(self, key: str) -> Hashable:
+        """The primary serving ``key``'s slot now, so that a primary being failed over
+        holds up only the sends bound for its slots, not the process's sends to every
+        other primary. While the slot map has no node for the slot (it is being
+        reloaded), the slot itself is the lane."""
+        client = self._cluster().client
+        slot = int(client.keyslot(key))
+        try:
+            return str(client.nodes_manager.get_node_from_slot(slot).name)
+        except RedisClusterException:  # SlotNotCoveredError
+            return slot
 
     def _mark_shard(self, key: str) -> _Shard:
         return self._cluster()  # type: ignore[return-value]
