@@ -459,11 +459,17 @@ class Worker:
             await asyncio.sleep(self.heartbeat_interval)
             if self.affinity.unscoped:
                 self._expire_unscoped()
-            for control in self.affinity.heartbeat_targets():
-                try:
-                    await self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel}, control=True)
-                except Exception as exc:
-                    logger.warning("heartbeat to %s failed: %r", control, exc)
+            targets = list(self.affinity.heartbeat_targets())
+            # All at once: a gateway whose Redis primary is failing over can take seconds
+            # to fail; one after the other, the heartbeats to every other gateway waited
+            # for it, and those gateways took this live worker for dead (G7).
+            results = await asyncio.gather(
+                *(self.layer.send(control, {"type": HEARTBEAT, "worker": self.channel}, control=True) for control in targets),
+                return_exceptions=True,
+            )
+            for control, result in zip(targets, results):
+                if isinstance(result, BaseException):
+                    logger.warning("heartbeat to %s failed: %r", control, result)
 
     async def _wait_idle(self, timeout: float) -> None:
         """Wait until every instance is blocked in receive() with nothing queued."""
