@@ -77,6 +77,7 @@ _HELP: Final[dict[str, str]] = {
     "full_bytes": "Sends refused because the channel held its byte capacity (also counted in full)",
     "group_notices_dropped": "Membership notices a connection's gateway had no room for (memberships it will not keep)",
     "send_failed": "Sends the layer's storage failed (Redis down or a primary failing over): at-most-once messages lost",
+    "group_send_failed": "Group sends whose member list could not be read (Redis down or failing over): no member got them",
     "replies_shed": "Replies dropped after waiting reply_wait for room in the gateway's full reply list",
     "replies_failed": "Replies the layer raised on (Redis down, the gateway's primary failing over), lost",
     "layer_data_lost": "Times the channel layer lost its data (Redis restarted or flushed) under this gateway",

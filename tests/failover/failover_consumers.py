@@ -52,8 +52,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         try:
             await self.channel_layer.group_send(self.room, {"type": "chat.message", "text": post})
         except Exception as exc:
-            # At most once: the layer counted the member items it could not store
-            # (send_failed); the room goes on rather than the instance dying with it.
+            # At most once: the layer counted the member channels it could not reach
+            # (send_failed), or the send itself when the room's members could not be read
+            # (group_send_failed); the room goes on rather than the instance dying with it.
             logger.warning("group send of %s failed: %r", post, exc)
         try:
             await self.channel_layer.send("chatlog", {"type": "chat.log", "id": post})

@@ -14,8 +14,9 @@ server again (it rejoins as a replica: a replicated channel needs one) and check
 * at-most-once losses are bounded to the failover: a lost post was in flight at the kill
   or sent before the topology was whole again, every post sent after that reaches all
   10 members, nothing sent after the failover arrives twice; and the losses beyond what was in flight at the kill
-  are counted by the processes (the workers' layer ``send_failed``, the gateways'
-  ``events_failed``), read from their Prometheus metrics;
+  are counted by the processes (the workers' layer ``send_failed`` and
+  ``group_send_failed``, the gateways' ``events_failed``), read from their Prometheus
+  metrics;
 * the durable channel loses nothing acknowledged: every post whose ``chatlog`` send
   returned was handled by a worker.
 
@@ -213,6 +214,7 @@ async def chat_through_a_failover(
         await eventually(settled, "a metrics snapshot after the chat stopped", WAIT)
         send_failed_workers = counted(deployment, workers, "switchboard_layer_send_failed_total")
         send_failed_gateways = counted(deployment, gateways, "switchboard_layer_send_failed_total")
+        group_send_failed = counted(deployment, workers, "switchboard_layer_group_send_failed_total")
         events_failed = counted(deployment, gateways, "switchboard_drops_total{component=gateway,reason=events_failed}")
 
         # The durable channel: every acknowledged post was handled by a worker.
@@ -245,18 +247,20 @@ async def chat_through_a_failover(
     lost_deliveries = sum(PER_ROOM - len(p.delivered) for p in lost.values())
     in_flight_deliveries = sum(PER_ROOM - sum(1 for t in p.delivered.values() if t <= killed_at) for p in in_flight)
     # Beyond what was in flight at the kill, every lost delivery was counted where it
-    # happened: a worker's group send item, or a gateway's event (a post: 10 deliveries).
-    counted_deliveries = send_failed_workers + PER_ROOM * events_failed
+    # happened: a member channel a worker's group send could not reach, a group send whose
+    # members could not be read, or a gateway's event (those two: a post, 10 deliveries).
+    counted_deliveries = send_failed_workers + PER_ROOM * (group_send_failed + events_failed)
     assert lost_deliveries <= in_flight_deliveries + counted_deliveries, (
-        lost_deliveries, in_flight_deliveries, counted_deliveries
-    )
+        lost_deliveries, in_flight_deliveries, counted_deliveries,
+        sorted((round(p.sent_at - killed_at, 2), pid, len(p.delivered)) for pid, p in lost.items())[:10],
+    )  # fmt: skip
     print(
         f"\n{what}: failover window {window:.1f}s (kill to promoted), restore {whole_at - promoted_at:.1f}s, "
         f"chat resumed {resumed_at - whole_at:.1f}s after; {len(chat.sockets)} clients all held; "
         f"{len(chat.posts)} posts, {len(lost)} not delivered in full ({lost_deliveries} of "
         f"{len(chat.posts) * PER_ROOM} deliveries lost; {in_flight_deliveries} in flight at the kill); counted: "
         f"workers send_failed {send_failed_workers:.0f}, gateways send_failed {send_failed_gateways:.0f}, "
-        f"events_failed {events_failed:.0f}; {len(chat.duplicates)} delivered twice; "
+        f"group_send_failed {group_send_failed:.0f}, events_failed {events_failed:.0f}; {len(chat.duplicates)} delivered twice; "
         f"chatlog {acked} acknowledged, {handled} handled, none lost"
     )
 

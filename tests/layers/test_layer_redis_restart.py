@@ -91,3 +91,41 @@ async def test_a_marker_tells_that_the_server_lost_its_data(redis_server: Any, u
         assert await storage.group_members("room", 1000.0, 60) == ["gateway.abc!2"]
     finally:
         await storage.close()
+
+
+async def test_what_a_server_going_away_cost_is_counted(
+    redis_server: Any, redis_url: str, unique_prefix: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sends the storage raised on are counted as the messages lost: a group send, per
+    member channel it could not reach (``send_failed``), or once when its member list
+    could not be read (``group_send_failed``: how many members there were is unknown)."""
+    caplog.set_level(logging.CRITICAL, logger="switchboard.layers")
+    # Two servers on a ring: the private one goes away, the shared one stays.
+    storage = RedisStorage(
+        hosts=[redis_server.url, redis_url], prefix=unique_prefix(), socket_timeout=5, socket_connect_timeout=5
+    )
+    layer = ChannelLayer(storage, LayerOptions(block_timeout=0.2))
+    on_private = [name for name in (f"gone.{i}" for i in range(200)) if storage.shard_index(name) == 0][:3]
+    group_here = next(name for name in (f"room{i}" for i in range(200)) if storage.group_shard_index(name) == 1)
+    group_gone = next(name for name in (f"room{i}" for i in range(200)) if storage.group_shard_index(name) == 0)
+    try:
+        for name in on_private:
+            await layer.group_add(group_here, name)
+        await layer.group_add(group_gone, on_private[0])
+        redis_server.stop()
+
+        with pytest.raises(DOWN_ERRORS):
+            await layer.send(on_private[0], {"n": 1})
+        assert layer.stats.send_failed == 1
+        # The members are read from the server that stayed; all three lists are gone.
+        with pytest.raises(DOWN_ERRORS):
+            await layer.group_send(group_here, {"n": 2})
+        assert (layer.stats.send_failed, layer.stats.group_send_failed) == (1 + 3, 0)
+        # The member list itself is on the server that went away.
+        with pytest.raises(DOWN_ERRORS):
+            await layer.group_send(group_gone, {"n": 3})
+        assert (layer.stats.send_failed, layer.stats.group_send_failed) == (1 + 3, 1)
+    finally:
+        redis_server.start()
+        await layer.flush()
+        await layer.close()
