@@ -301,6 +301,7 @@ class SwitchboardEventEvent(TypedDict):
     scope: NotRequired[Mapping[str, Any]]
     event: Mapping[str, Any]
     claim: NotRequired[bool]
+    epoch: NotRequired[int]
     trace: NotRequired[Mapping[str, str]]
 
 
@@ -351,6 +352,7 @@ class SwitchboardReleasedEvent(TypedDict):
 
     type: Literal["switchboard.released"]
     gateway: str
+    connections: NotRequired[Mapping[str, int]]
 
 
 class SwitchboardScopeEvent(TypedDict):

@@ -36,8 +36,11 @@ G6. A heartbeat refreshes a worker that holds claims here; others are ignored.
 G7. A worker is *lost* when a mark this gateway sent itself more than the worker timeout
     after that worker's last heartbeat has been read back with no newer heartbeat
     (silence counts only up to what has been read, and from when the layer came back
-    after an outage). Its connections go back to the pool at once; the machine asks for
-    a new mark while a worker seems silent and none is in flight.
+    after an outage). Its connections go back to the pool at once, each one's *epoch*
+    (how often it was taken back so) one higher; the worker is told which, with their
+    epochs, in case it is alive after all (W7), and a claim-asking envelope of such a
+    connection carries its epoch. The machine asks for a new mark while a worker seems
+    silent and none is in flight.
 G8. ``switchboard.worker_stopping``: its connections go back, but their new events are
     held for the drain timeout; ``switchboard.drained`` (or that timeout, then G4) sends
     them on to the pool, where the next worker resumes the connection.
@@ -67,6 +70,12 @@ W5. The scope's answer dispatches the held events with it, in order; an answer w
 W6. An instance built for an event other than its protocol's opening event resumes the
     connection: ``scope["resumed"] = True``, the opening event replayed, and the repeated
     accept swallowed (the client was accepted long ago).
+W7. ``switchboard.released`` naming connections (their gateway took them back, judging
+    this worker lost, G7): an instance of one whose claim came from an envelope of a
+    lower epoch ends at once, silently (no disconnect handler: the connection is open,
+    and another worker resumes it), its claim and local delivery gone with it, its
+    queued events dropped and counted. An instance that claimed again since (an envelope
+    of that epoch came back to this worker from the pool first) is kept.
 """
 
 from __future__ import annotations
@@ -75,7 +84,7 @@ import enum
 from collections import deque
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from .envelope import control_channel_of
 
@@ -149,6 +158,9 @@ class ConnectionAffinity(Generic[E]):
     held: deque[E] | None = None
     # The layer's token of the stored claim-asking envelope, until the claim comes (G2).
     asked: object | None = None
+    # Times it was taken back from a worker judged lost (G7), told to that worker and in
+    # claim-asking envelopes, so a worker can tell a claim before from one after (W7).
+    epoch: int = 0
 
     def holding(self, now: float) -> bool:
         """True while events must wait for a claim on its way or a draining worker."""
@@ -157,11 +169,13 @@ class ConnectionAffinity(Generic[E]):
 
 
 class Lost(NamedTuple):
-    """A worker judged gone (G7): how many connections went back, after how long silent."""
+    """A worker judged gone (G7): how many connections went back, after how long silent,
+    and which, each with its new epoch (to tell the worker, W7)."""
 
     worker: str
     connections: int
     silent_for: float
+    taken: tuple[tuple[Any, int], ...] = ()
 
 
 class GatewayAffinity(Generic[K, E]):
@@ -368,7 +382,9 @@ class GatewayAffinity(Generic[K, E]):
         """Take ``worker``'s connections back; returns how many (G7, G8).
 
         With ``hold_for`` their new events wait that long (the worker is finishing what it
-        has, :meth:`drained`); without, they go to the pool at once (the worker is gone).
+        has, :meth:`drained`); without, they go to the pool at once (the worker is gone)
+        and each one's epoch rises (W7: if that worker is alive after all, its instances
+        from before end when it is told).
         """
         keys = self.worker_claims.pop(worker, set())
         self.worker_seen.pop(worker, None)
@@ -379,6 +395,8 @@ class GatewayAffinity(Generic[K, E]):
             state.hold_until = until
             if until is not None:
                 self.draining.setdefault(worker, set()).add(key)
+            else:
+                state.epoch += 1
         return len(keys)
 
     def drained(self, worker: str) -> list[K]:
@@ -407,7 +425,10 @@ class GatewayAffinity(Generic[K, E]):
         for worker in silent:
             seen = self.worker_seen.get(worker)
             if seen is not None and self.read_up_to - max(seen, self.layer_back_at) > timeout:
-                lost.append(Lost(worker, self.release_worker(worker, now), self.read_up_to - seen))
+                keys = list(self.worker_claims.get(worker, ()))
+                released = self.release_worker(worker, now)
+                taken = tuple((key, self.connections[key].epoch) for key in keys)
+                lost.append(Lost(worker, released, self.read_up_to - seen, taken))
         mark = any(worker in self.worker_seen for worker in silent) and (
             self.mark_in_flight is None or now - self.mark_in_flight > max(timeout, 1.0)
         )
@@ -480,6 +501,12 @@ _SWALLOWED = frozenset(resume.swallow for resume in RESUME.values() if resume.sw
 def swallow_reply(message_type: object, *, resumed: bool, accepted: bool) -> bool:
     """True for a resumed instance's first accept (W6): its client had one long ago."""
     return resumed and not accepted and message_type in _SWALLOWED
+
+
+def taken_back(claimed_epoch: int, released_epoch: int) -> bool:
+    """W7: whether an instance whose claim came with ``claimed_epoch`` ends, told that its
+    gateway took the connection back at ``released_epoch`` (not if it claimed since)."""
+    return claimed_epoch < released_epoch
 
 
 def own_claim(*, claimed: bool, durable: bool) -> OwnClaim:

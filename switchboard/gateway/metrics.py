@@ -62,6 +62,8 @@ _HELP: Final[dict[str, str]] = {
     "events_ignored": "Final events for connections without an instance",
     "bad_messages": "Non-envelope messages on pool channels, dropped",
     "resumed": "Connections resumed from a stopped worker",
+    "instances_taken_back": "Instances ended because their gateway judged this worker lost and gave the connection away",
+    "events_dropped_taken_back": "Events queued to an instance ended because its connection was taken back",
     "sent": "Messages stored by send",
     "received": "Messages read",
     "full": "Sends refused because the channel was full",

@@ -200,7 +200,9 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
     raised on an event (``events_failed``). ``worker``:
     a non-envelope on a pool channel (``bad_messages``), an event past an instance's
     backlog bound (``events_dropped_backlog``), a reply the gateway had no room for
-    (``replies_shed``) or the layer raised on (``replies_failed``). Plugins: see :func:`is_plugin_drop`.
+    (``replies_shed``) or the layer raised on (``replies_failed``), an event queued to an
+    instance that ended because its gateway gave the connection to another worker
+    (``events_dropped_taken_back``). Plugins: see :func:`is_plugin_drop`.
     """
     drops: dict[tuple[str, str], int] = {}
     for reason in ("full", "group_dropped_full", "expired", "corrupt", "durable_too_large"):
@@ -209,7 +211,7 @@ def drop_counts(snapshot: Snapshot) -> dict[tuple[str, str], int]:
         for reason in ("replies_orphaned", "events_failed"):
             drops["gateway", reason] = snapshot.gateway.get(reason, 0)
     if snapshot.worker is not None:
-        for reason in ("bad_messages", "events_dropped_backlog", "replies_shed", "replies_failed"):
+        for reason in ("bad_messages", "events_dropped_backlog", "replies_shed", "replies_failed", "events_dropped_taken_back"):
             drops["worker", reason] = snapshot.worker.get(reason, 0)
     for name, stats in snapshot.plugins.items():
         gauges = snapshot.plugin_gauges.get(name, frozenset())

@@ -323,6 +323,9 @@ class Gateway:
         try:
             if route is ASK:
                 envelope["claim"] = True
+                epoch = connection.affinity.epoch
+                if epoch:  # taken back from a worker judged lost (G7, W7)
+                    envelope["epoch"] = epoch
                 token = await self.layer.send_tracked(connection.pool, envelope, wait=wait)
                 self.affinity.asked(connection, token)
             else:
@@ -488,7 +491,7 @@ class Gateway:
         """
         now = time.monotonic()
         lost, send_mark = self.affinity.check_workers(now)
-        for worker, released, silent_for in lost:
+        for worker, released, silent_for, taken in lost:
             self.stats.workers_lost += 1
             logger.warning(
                 "worker %s missed its heartbeats (none for %.1fs): %d connection(s) back to the pool",
@@ -496,6 +499,8 @@ class Gateway:
                 silent_for,
                 released,
             )
+            if taken:
+                await self._tell_taken_back(worker, taken)
         if send_mark:
             # None in flight (or it was lost, say in a Redis restart): send one now.
             try:
@@ -507,6 +512,24 @@ class Gateway:
                 self.affinity.mark_failed()
                 return
             self.affinity.mark_sent(now)
+
+    async def _tell_taken_back(self, worker: str, taken: tuple[tuple[Any, int], ...]) -> None:
+        """Tell a worker judged lost which connections went back, with their epochs (W7).
+
+        If it was only starved (no CPU, cut off from this gateway's Redis primary) it still
+        holds their instances, and would go on handling them beside the worker that
+        resumes them: a group message sent in its process would reach those clients twice
+        (local delivery). Told, it ends them; dead, it never reads this.
+        """
+        message = {
+            "type": RELEASED,
+            "gateway": self.control_channel,
+            "connections": {connection.channel: epoch for connection, epoch in taken},
+        }
+        try:
+            await self.layer.send(worker, message, control=True)
+        except Exception as exc:
+            logger.debug("could not tell %s its connections were taken back: %r", worker, exc)
 
     async def _claim_late(self, connection: Connection) -> None:
         """No claim came within ``claim_timeout`` for a connection with held events (G4).

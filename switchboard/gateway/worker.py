@@ -44,6 +44,7 @@ from .affinity import (
     own_claim,
     resume_for,
     swallow_reply,
+    taken_back,
 )
 from .envelope import (
     CLAIM,
@@ -77,6 +78,12 @@ _FINAL_EVENTS = FINAL_EVENTS
 _ONE_CLIENT_SCOPES = frozenset({"http", "websocket", "webrtc", "channel"})
 
 
+def _epoch_of(envelope: Message) -> int:
+    """The epoch a claim-asking envelope carries (W7); 0 when it has none."""
+    epoch = envelope.get("epoch", 0)
+    return epoch if type(epoch) is int else 0
+
+
 @dataclass
 class WorkerStats:
     events: int = 0
@@ -104,6 +111,10 @@ class WorkerStats:
     # Replies the layer raised on (Redis unreachable, the gateway's primary failing over):
     # lost at most once, also in the layer's ``send_failed``; the consumer is not told.
     replies_failed: int = 0
+    # Instances ended because their gateway judged this worker lost and gave their
+    # connections to other workers (W7), and the events they still had queued, dropped.
+    instances_taken_back: int = 0
+    events_dropped_taken_back: int = 0
     # Durable deliveries whose handler returned / raised (retried or dead-lettered), and
     # those handed back unstarted (stopping, backlog full) for another worker.
     durable_finished: int = 0
@@ -167,6 +178,7 @@ class _Instance:
         "bound",
         "claim",
         "closed",
+        "epoch",
         "handed",
         "in_hand",
         "key",
@@ -192,6 +204,9 @@ class _Instance:
         self.accepted = False
         self.closed = False
         self.claim = False
+        # The epoch of the envelope it claimed from (W7): a gateway that took the
+        # connection back at a higher one ends it.
+        self.epoch = 0
         self.resumed = False
         self.waiting = False  # the app is blocked in receive(): it has finished what it had
         # Claimed before the app ran, so every message for it reaches this worker: messages
@@ -512,7 +527,10 @@ class Worker:
         elif message_type == SCOPE and channel == self.channel:
             self._scope_arrived(message)
         elif message_type == RELEASED and channel == self.channel:
-            if self.affinity.released(str(message.get("gateway"))):
+            taken = message.get("connections")
+            if isinstance(taken, dict):
+                self._taken_back(str(message.get("gateway")), taken)
+            elif self.affinity.released(str(message.get("gateway"))):
                 self._acked.set()
         elif channel in self.channels:
             self._dispatch_named(channel, message)
@@ -652,6 +670,8 @@ class Worker:
             assert scope is not None
             instance = _Instance(connection, scope)
             instance.claim = claim
+            if claim:
+                instance.epoch = _epoch_of(envelope)
             resume = resume_for(scope.get("type"), event_type)
             if resume is not None:
                 # An established connection whose instance lived on a stopped worker.
@@ -665,6 +685,7 @@ class Worker:
             # envelope came back to us from the pool): claim again, or it waits in vain.
             assert instance is not None
             instance.claim = True
+            instance.epoch = _epoch_of(envelope)
             asyncio.get_running_loop().create_task(self._send_claim(instance))
         assert instance is not None
         self._enqueue(instance, event)
@@ -817,6 +838,40 @@ class Worker:
         self.affinity.claimed(reply_channel)
         self.stats.claims += 1
         await self.layer.send(reply_channel, {"type": CLAIM, "worker": self.channel}, control=True)
+
+    def _taken_back(self, gateway: str, taken: dict[Any, Any]) -> None:
+        """A gateway judged this worker lost and gave these connections to the pool (W7).
+
+        It was not lost, only late (starved of CPU, or cut off from that gateway's Redis
+        primary). Another worker resumes those connections, so the instances here end now:
+        left running, they would handle the same clients beside the new ones, and a group
+        message sent in this process would reach those clients twice (local delivery).
+        Silently: the connection is open, so no disconnect handler runs (it would leave
+        the groups the resumed instance has just joined). An instance that claimed again
+        since (an envelope of that epoch came back here first) is kept.
+        """
+        ended = dropped = 0
+        for connection, epoch in taken.items():
+            instance = self.instances.get(str(connection))
+            if instance is None or not isinstance(epoch, int) or not taken_back(instance.epoch, epoch):
+                continue
+            del self.instances[instance.key]
+            self._forget_claim(instance)
+            instance.claim = instance.local = False
+            dropped += instance.queue.qsize()
+            if instance.task is not None:
+                instance.task.cancel()
+            ended += 1
+        if ended:
+            self.stats.instances_taken_back += ended
+            self.stats.events_dropped_taken_back += dropped
+            logger.warning(
+                "gateway %s judged this worker lost (late heartbeats) and gave %d connection(s) to other workers: "
+                "their instances here ended, %d queued event(s) dropped",
+                gateway,
+                ended,
+                dropped,
+            )
 
     def _forget_claim(self, instance: _Instance) -> None:
         reply_channel = instance.scope.get("reply_channel")

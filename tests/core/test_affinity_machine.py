@@ -32,6 +32,7 @@ from switchboard.gateway.affinity import (
     own_claim,
     resume_for,
     swallow_reply,
+    taken_back,
 )
 
 W1 = "worker.one!in"
@@ -153,6 +154,25 @@ def test_liveness_judges_only_by_marks_read_back() -> None:
     lost, _ = gateway.check_workers(1.7)
     assert [(item.worker, item.connections) for item in lost] == [(W1, 1)]
     assert gateway.connections["c"].worker is None and gateway.worker_seen == {}
+
+
+def test_a_connection_taken_from_a_lost_worker_gets_a_new_epoch() -> None:
+    """G7 and W7: the lost worker is told each connection with its new epoch; a stopping
+    worker's hand-back (G8) is not a taking back, so it leaves the epoch alone."""
+    gateway = machine()
+    gateway.open("d", ConnectionAffinity(True))
+    for key in ("c", "d"):
+        gateway.route_event(key, "connect", 0.0)
+        gateway.claim(key, W1, 0.0)
+    gateway.mark_sent(1.5)
+    gateway.mark_read(1.5)
+    (lost,), _ = gateway.check_workers(1.7)
+    assert sorted(lost.taken) == [("c", 1), ("d", 1)]
+    gateway.claim("c", W2, 2.0)
+    gateway.release_worker(W2, 3.0, hold_for=10.0)
+    assert gateway.connections["c"].epoch == 1
+    # Told late, an instance that claimed again at epoch 1 stays; one from before ends.
+    assert not taken_back(1, 1) and taken_back(0, 1)
 
 
 def test_a_heartbeat_read_before_the_mark_keeps_the_worker() -> None:

@@ -361,3 +361,78 @@ async def test_a_worker_stopping_with_its_gateway_is_told_the_gateway_is_gone(la
     await gateway.stop()
     stop_worker.set()
     await asyncio.wait_for(worker_task, deadline(20))
+
+
+async def test_a_live_worker_taken_for_dead_ends_its_instances_when_told(layer: ChannelLayer) -> None:
+    """A worker that missed its heartbeats but runs (starved of CPU, cut off from its
+    gateway's Redis primary) is told which connections went to the pool (W7): it ends
+    their instances, silently, so it no longer handles those clients beside the worker
+    that resumes them (a group message it sends would reach them twice)."""
+    from support.waiting import deadline, eventually
+
+    log: list[tuple[str, str]] = []
+    stop_a = asyncio.Event()
+    # Heartbeats far apart: the gateway (worker_timeout 0.3 s) takes this live worker for dead.
+    a = Worker(tagged_app("a", log), layer, protocols=["websocket"], channels=[], heartbeat_interval=600)
+    task_a = asyncio.get_running_loop().create_task(a.run(stop_a, drain_timeout=2))
+    gateway = Gateway(layer, worker_timeout=0.3)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
+    assert await texts(sink, 2) == ["a:one"]
+
+    await eventually(lambda: a.stats.instances_taken_back == 1, "the worker to end the instance it was told about")
+    assert gateway.stats.workers_lost == 1
+    assert connection.channel not in a.instances and a.affinity.claims == {}
+    assert ("a", "websocket.disconnect") not in log  # silently: the client is still connected
+    stop_a.set()
+    await asyncio.wait_for(task_a, deadline(20))
+
+    # The connection's next event resumes it on another worker.
+    pool = Pool(layer, log)
+    pool.start("b")
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "two"})
+    assert (await texts(sink, 3))[-1] == "b:two"
+    assert ("b", "websocket.connect:resumed") in log
+    await pool.close()
+    await gateway.stop()
+
+
+async def test_an_instance_that_claimed_again_is_kept_when_told_late(layer: ChannelLayer) -> None:
+    """W7 by epoch: the gateway's notice can reach a worker after the connection's next
+    claim-asking envelope came back to that same worker from the pool. Its instance
+    claimed again at the notice's epoch and stays; one told of a later epoch ends."""
+    from support.waiting import deadline, eventually
+
+    from switchboard.gateway.envelope import CLAIM, RELEASED, control_channel_of, wrap
+
+    log: list[tuple[str, str]] = []
+    stop = asyncio.Event()
+    worker = Worker(tagged_app("a", log), layer, protocols=["websocket"], channels=[], heartbeat_interval=0.05)
+    task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=2))
+    # This test is the gateway: a connection's reply channel, envelopes sent by hand.
+    reply = await layer.new_channel("gateway.test")
+    scope = {"type": "websocket", "path": "/", "reply_channel": reply}
+    asking = wrap(reply, scope, {"type": "websocket.connect"})
+    asking.update(claim=True, epoch=1)  # taken back once from another worker judged lost
+    await layer.send("switchboard.websocket", asking)
+    assert (await asyncio.wait_for(layer.receive(reply), deadline(10)))["type"] == CLAIM
+    assert (await asyncio.wait_for(layer.receive(reply), deadline(10)))["type"] == "websocket.accept"
+
+    async def told(epoch: int) -> None:
+        notice = {"type": RELEASED, "gateway": control_channel_of(reply), "connections": {reply: epoch}}
+        await layer.send(worker.channel, notice)
+
+    await told(1)  # the notice of the release it has already claimed again after
+    await layer.send(worker.channel, wrap(reply, None, {"type": "websocket.receive", "text": "two"}))
+    assert (await asyncio.wait_for(layer.receive(reply), deadline(10))) == {"type": "websocket.send", "text": "a:two"}
+    assert worker.stats.instances_taken_back == 0
+
+    await told(2)
+    await eventually(lambda: worker.stats.instances_taken_back == 1, "the instance to end")
+    assert reply not in worker.instances and worker.affinity.claims == {}
+    assert ("a", "websocket.disconnect") not in log
+    stop.set()
+    await asyncio.wait_for(task, deadline(20))
