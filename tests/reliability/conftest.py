@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
+from support.redis_server import RedisServer
 
 configure_django()
 
@@ -34,7 +35,6 @@ from rel_harness import (
     FuzzTarget,
     InProcessGateway,
     LogCapture,
-    PrivateRedis,
     ProcessDeployment,
     deployment_env,
     free_port,
@@ -74,14 +74,15 @@ def fuzz_ledger(request: pytest.FixtureRequest) -> Iterator[FuzzLedger]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[Callable[..., PrivateRedis]]:
+def private_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     """``private_redis(password=None)``: a started private Redis, killed at teardown."""
-    if shutil.which("redis-server") is None:
+    binary = shutil.which("redis-server")
+    if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    servers: list[PrivateRedis] = []
+    servers: list[RedisServer] = []
 
-    def start(password: str | None = None) -> PrivateRedis:
-        server = PrivateRedis(tmp_path, password)
+    def start(password: str | None = None) -> RedisServer:
+        server = RedisServer(binary, tmp_path / f"redis{len(servers)}", password=password)
         server.start()
         servers.append(server)
         return server

@@ -9,8 +9,9 @@ Two kinds of running gateway:
   plugins' counters and capture every log record the gateway writes.
 - :class:`ProcessDeployment`: ``switchboard gateway`` + ``switchboard worker`` as OS
   processes (``rel_settings.py``) over a Redis: the real one on 127.0.0.1:6379 or a
-  private ``redis-server`` this suite starts on a free port (:class:`PrivateRedis`) so it
-  may kill and restart it.
+  private ``redis-server`` this suite starts on a free port
+  (``support.redis_server.RedisServer``, the ``private_redis`` fixture) so it may kill
+  and restart it.
 
 The fixtures that build these live in conftest.py; this module holds the classes so test
 modules can import them (a test module must never import ``conftest``).
@@ -23,7 +24,6 @@ import collections
 import logging
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -342,38 +342,6 @@ class InProcessGateway:
 
 
 # -- OS processes ---------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A ``redis-server`` of this suite's own on a free port: the fault tests kill it."""
-
-    def __init__(self, directory: Path, password: str | None = None) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = directory / f"redis-{self.port}.log"
-
-    @property
-    def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.directory)]
-        if self.password:
-            args += ["--requirepass", self.password]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_until_sync(lambda: port_open(self.port), what=f"redis-server on {self.port}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-        wait_until_sync(lambda: not port_open(self.port), what="redis-server to be gone")
 
 
 @dataclass

@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 import redis
-from rel_harness import HERE, REDIS_URL, PrivateRedis, ProcessDeployment, redis_reachable
+from rel_harness import HERE, REDIS_URL, ProcessDeployment, redis_reachable
+from support.redis_server import RedisServer
 from support.waiting import deadline, wait_until, wait_until_sync
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -130,7 +131,7 @@ def stopped(pid: int) -> Iterator[None]:
 
 
 async def test_redis_restart_restores_every_room_membership(
-    deploy: Deploy, private_redis: Callable[..., PrivateRedis]
+    deploy: Deploy, private_redis: Callable[..., RedisServer]
 ) -> None:
     """20 members in a room; Redis is killed and started again (no persistence: it comes
     back empty). The gateway notices, re-adds all 20 memberships, and every room message
@@ -166,7 +167,7 @@ async def test_redis_restart_restores_every_room_membership(
 
 
 async def test_open_sockets_outlive_group_expiry_and_closed_ones_leave(
-    deploy: Deploy, private_redis: Callable[..., PrivateRedis]
+    deploy: Deploy, private_redis: Callable[..., RedisServer]
 ) -> None:
     """group_expiry of 2 s: sockets open for three times that are still in their room (the
     gateway refreshes them); one that closes leaves it, although its consumer never calls
@@ -266,7 +267,7 @@ def pool_bytes(client: redis.Redis, prefix: str) -> tuple[int, int]:
 
 
 async def test_large_bodies_with_no_worker_stop_at_the_byte_capacity(
-    deploy: Deploy, private_redis: Callable[..., PrivateRedis]
+    deploy: Deploy, private_redis: Callable[..., RedisServer]
 ) -> None:
     """20 POSTs of 1 MiB while no worker runs, byte capacity of ``switchboard.*`` 5 MiB: the
     pool holds at most 5 MiB (4 requests), the other 16 get 503 (counted), and the 4 are

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rel_harness import REDIS_URL, PrivateRedis, ProcessDeployment, port_open, redis_reachable
+from rel_harness import REDIS_URL, ProcessDeployment, port_open, redis_reachable
+from support.redis_server import RedisServer
 from support.waiting import deadline, wait_until_sync
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -52,7 +53,7 @@ def until_answered(ws: ClientConnection, text: str, within: float = 30.0) -> tup
 
 
 def test_redis_restart_keeps_websockets_open_and_messages_resume(
-    deploy: Deploy, private_redis: Callable[..., PrivateRedis]
+    deploy: Deploy, private_redis: Callable[..., RedisServer]
 ) -> None:
     """Kill the layer's Redis under connected clients, start it again on the same port.
 

@@ -39,10 +39,10 @@ from rel_harness import (
     FuzzLedger,
     InProcessGateway,
     LogCapture,
-    PrivateRedis,
     ProcessDeployment,
 )
 from support.mosquitto import MosquittoServer, mosquitto_binary
+from support.redis_server import RedisServer
 from support.waiting import deadline, wait_until_sync
 from twilio.request_validator import RequestValidator
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -186,7 +186,7 @@ def auth_mosquitto(tmp_path: Path) -> Iterator[int]:
 
 
 def test_secrets_never_appear_in_logs_at_debug(
-    deploy: Deploy, private_redis: Callable[..., PrivateRedis], auth_mosquitto: int
+    deploy: Deploy, private_redis: Callable[..., RedisServer], auth_mosquitto: int
 ) -> None:
     """Gateway and worker at DEBUG with a Redis password, an MQTT password and a Twilio token.
 

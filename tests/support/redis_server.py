@@ -1,12 +1,14 @@
 """A private ``redis-server`` process on a free loopback port, for tests that stop, kill or
 restart their Redis (never the shared server on 6379).
 
-Used by the layer tests (sharding, restarts, replicas) and the durable-delivery fault tests
-(a server with ``appendfsync always`` killed with SIGKILL mid-stream).
+Used by the layer tests (sharding, restarts, replicas), the durable-delivery fault tests
+(a server with ``appendfsync always`` killed with SIGKILL mid-stream) and the reliability
+suite (a server killed under traffic, one that requires a password).
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -24,18 +26,40 @@ class RedisServer:
     ``options`` are further ``redis-server`` arguments, after the defaults, so they win
     (``["--appendonly", "yes"]`` for a test of what persistence keeps). The port stays the
     same across :meth:`stop` / :meth:`kill` and :meth:`start`, as a restarted server's would.
+    With ``password`` it requires it (``requirepass``) and :attr:`url` carries it.
     """
 
-    def __init__(self, binary: str, workdir: Path, options: Sequence[str] = (), port: int | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        options: Sequence[str] = (),
+        port: int | None = None,
+        *,
+        password: str | None = None,
+    ) -> None:
         self.binary = binary
         self.port = port if port is not None else free_tcp_port()
         self.workdir = workdir
         self.options = list(options)
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _answers(self) -> bool:
+        """Up: PONG, or (with a password) the refusal to answer before AUTH."""
+        if self.password is None:
+            return redis_reachable(port=self.port)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -50,6 +74,7 @@ class RedisServer:
                 "--daemonize", "no",
                 "--dir", str(self.workdir),
                 "--logfile", str(self.workdir / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
                 *self.options,
             ],
             stdout=subprocess.DEVNULL,
@@ -57,7 +82,7 @@ class RedisServer:
         )  # fmt: skip
         end = time.monotonic() + deadline(10)
         # redis_reachable waits for +PONG, so a server still loading its AOF is not "up".
-        while not redis_reachable(port=self.port):
+        while not self._answers():
             if self.process.poll() is not None:
                 log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on port {self.port} exited: {log}")
