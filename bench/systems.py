@@ -81,6 +81,16 @@ class System(ABC):
     #: Whether a run without ``--systems`` includes it (issue 18's process-count and
     #: cluster systems are asked for by name: they would double a full run's ten minutes).
     in_default_run: bool = True
+    #: Whether ``--baseline`` runs it from an earlier commit too (our own systems), and
+    #: that checkout when this is the earlier commit's copy: its ``switchboard`` package
+    #: and bench sites are imported instead of the installed ones, on the same interpreter
+    #: and dependencies, so a before/after pair differs in our code only.
+    baseline_capable: bool = False
+    tree: Path | None = None
+
+    @property
+    def bench_dir(self) -> Path:
+        return BENCH_DIR if self.tree is None else self.tree / "bench"
 
     @property
     def family_name(self) -> str:
@@ -121,7 +131,8 @@ class System(ABC):
             "BENCH_BIND": f"{ctx.host}:{ctx.port}",
             "BENCH_DB_CONNECTIONS": self.db_connections,
             "BENCH_REDIS_PREFIX": self.redis_prefix(),
-            "PYTHONPATH": str(BENCH_DIR),
+            # A baseline's tree first on sys.path, before the editable install's finder.
+            "PYTHONPATH": str(BENCH_DIR) if self.tree is None else f"{self.tree}{os.pathsep}{self.bench_dir}",
             "PYTHONUNBUFFERED": "1",
         }
         url = self.redis_url(ctx)
@@ -131,27 +142,12 @@ class System(ABC):
 
 
 class SwitchboardSystem(System):
-    """Switchboard from the main venv, configured by bench/switchboard_site/settings.py.
-
-    ``tree`` is another checkout of the repository (``--baseline``): its ``switchboard``
-    package and its bench site are imported instead of the installed ones, on the same
-    interpreter and dependencies, so a before/after pair differs in our code only.
-    """
+    """Switchboard from the main venv, configured by bench/switchboard_site/settings.py
+    (from an earlier commit's checkout with ``--baseline``: :attr:`System.tree`)."""
 
     side = "switchboard"
     redis_db: int | None = SWITCHBOARD_REDIS_DB
-    tree: Path | None = None
-
-    @property
-    def bench_dir(self) -> Path:
-        return BENCH_DIR if self.tree is None else self.tree / "bench"
-
-    def base_env(self, ctx: Context) -> dict[str, str]:
-        env = super().base_env(ctx)
-        if self.tree is not None:
-            # First on sys.path, before the editable install's finder of the main tree.
-            env["PYTHONPATH"] = f"{self.tree}{os.pathsep}{self.bench_dir}"
-        return env
+    baseline_capable = True
 
     def command(self, ctx: Context, *args: str) -> list[str]:
         return [
@@ -439,7 +435,7 @@ def with_baseline(chosen: list[System], tree: Path, label: str) -> list[System]:
     result: list[System] = []
     for system in chosen:
         result.append(system)
-        if isinstance(system, SwitchboardSystem):
+        if system.baseline_capable:
             before = copy.copy(system)
             before.name = f"{system.name}@{label}"
             before.family = system.name

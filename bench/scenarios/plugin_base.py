@@ -90,6 +90,7 @@ class SwitchboardPlugin(PluginSystem):
     """Switchboard with one plugin (bench/plugins_site): ``split`` (gateway + worker) or ``run``."""
 
     side = "switchboard"
+    baseline_capable = True
 
     def __init__(self, plugin: str, mode: str) -> None:
         super().__init__()
@@ -110,7 +111,7 @@ class SwitchboardPlugin(PluginSystem):
     def command(self, ctx: Context, *args: str) -> list[str]:
         return [
             ctx.main_python, "-m", "switchboard", *args,
-            "--settings", "plugins_site.settings", "--pythonpath", str(BENCH_DIR), "--log-level", "WARNING",
+            "--settings", "plugins_site.settings", "--pythonpath", str(self.bench_dir), "--log-level", "WARNING",
         ]
 
     def env(self, ctx: Context) -> dict[str, str]:
@@ -119,10 +120,10 @@ class SwitchboardPlugin(PluginSystem):
     def specs(self, ctx: Context) -> list[ProcSpec]:
         env = self.env(ctx)
         if self.mode == "run":
-            return [ProcSpec("server", self.command(ctx, "run"), BENCH_DIR, env)]
+            return [ProcSpec("server", self.command(ctx, "run"), self.bench_dir, env)]
         return [
-            ProcSpec("gateway", self.command(ctx, "gateway"), BENCH_DIR, env),
-            ProcSpec("worker1", self.command(ctx, "worker"), BENCH_DIR, env),
+            ProcSpec("gateway", self.command(ctx, "gateway"), self.bench_dir, env),
+            ProcSpec("worker1", self.command(ctx, "worker"), self.bench_dir, env),
         ]
 
 
@@ -166,7 +167,8 @@ class PluginScenario(Scenario):
         self.single_round = single_round
 
     def applies_to(self, system: System) -> bool:
-        return any(system.name == own.name for own in self.own_systems)
+        # By family: a ``--baseline`` copy (``udp-switchboard-run@abc1234``) runs where its current self does.
+        return any(system.family_name == own.name for own in self.own_systems)
 
     def window_times(self, options: Options) -> tuple[float, float]:
         """(warm-up, counted seconds) of the xN window; x1 gets about half and 40 %."""
