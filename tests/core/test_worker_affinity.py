@@ -67,6 +67,16 @@ async def texts(sink: Delivered, count: int) -> list[str]:
     return [m["text"] for m in (await sink.wait_for(count)) if m["type"] == "websocket.send"]
 
 
+async def served_by_a(gateway: Gateway) -> tuple[Any, Delivered]:
+    """A sticky WebSocket connection whose first message worker ``a`` answered."""
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
+    assert await texts(sink, 2) == ["a:one"]
+    return connection, sink
+
+
 async def test_sticky_connection_stays_on_the_worker_that_claimed_it(layer: ChannelLayer) -> None:
     log: list[tuple[str, str]] = []
     pool = Pool(layer, log)
@@ -94,11 +104,7 @@ async def test_graceful_stop_hands_connection_to_another_worker(layer: ChannelLa
     pool.start("a")
     gateway = Gateway(layer)
     await gateway.start()
-    sink = Delivered()
-    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
-    await gateway.send_event(connection, {"type": "websocket.connect"})
-    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
-    assert await texts(sink, 2) == ["a:one"]
+    connection, sink = await served_by_a(gateway)
     await pool.stop("a")  # a deploy: the old worker goes away...
     assert connection.worker is None
     await gateway.send_event(connection, {"type": "websocket.receive", "text": "two"})  # ...while a client sends
@@ -118,11 +124,7 @@ async def test_killed_worker_is_detected_and_its_connections_released(layer: Cha
     pool.start("a")
     gateway = Gateway(layer, worker_timeout=0.3)
     await gateway.start()
-    sink = Delivered()
-    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
-    await gateway.send_event(connection, {"type": "websocket.connect"})
-    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
-    assert await texts(sink, 2) == ["a:one"]
+    connection, sink = await served_by_a(gateway)
     await pool.kill("a")
     async with asyncio.timeout(5):
         while connection.worker is not None:
@@ -377,11 +379,7 @@ async def test_a_live_worker_taken_for_dead_ends_its_instances_when_told(layer: 
     task_a = asyncio.get_running_loop().create_task(a.run(stop_a, drain_timeout=2))
     gateway = Gateway(layer, worker_timeout=0.3)
     await gateway.start()
-    sink = Delivered()
-    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
-    await gateway.send_event(connection, {"type": "websocket.connect"})
-    await gateway.send_event(connection, {"type": "websocket.receive", "text": "one"})
-    assert await texts(sink, 2) == ["a:one"]
+    connection, sink = await served_by_a(gateway)
 
     await eventually(lambda: a.stats.instances_taken_back == 1, "the worker to end the instance it was told about")
     assert gateway.stats.workers_lost == 1
