@@ -74,8 +74,8 @@ class LayerStats:
     #: group_add / group_discard notices a connection's gateway could not be sent (see
     #: ``ChannelLayer._tell_owner``): memberships it will not restore, refresh or drop.
     group_notices_dropped: int = 0
-    #: Sends (a group send: its member items) the storage raised on: Redis unreachable or
-    #: a primary failing over. At-most-once messages lost then, unless the sender retried.
+    #: Sends (a group send: its member channels) the storage raised on: Redis unreachable
+    #: or a primary failing over. At-most-once messages lost then, unless the sender retried.
     send_failed: int = 0
     #: Group sends whose member list the storage could not read (Redis unreachable, the
     #: group's primary failing over): no member got the message, and how many there were
