@@ -382,7 +382,9 @@ async def test_a_live_worker_taken_for_dead_ends_its_instances_when_told(layer: 
     connection, sink = await served_by_a(gateway)
 
     await eventually(lambda: a.stats.instances_taken_back == 1, "the worker to end the instance it was told about")
-    assert gateway.stats.workers_lost == 1
+    # At least once: on a slow machine it may be judged lost before its first message
+    # too, claim again from the pool at that epoch (kept), and be judged lost again.
+    assert gateway.stats.workers_lost >= 1
     assert connection.channel not in a.instances and a.affinity.claims == {}
     assert ("a", "websocket.disconnect") not in log  # silently: the client is still connected
     stop_a.set()
