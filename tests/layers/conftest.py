@@ -21,13 +21,13 @@ import itertools
 import os
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from support import processes
 from support.redis_server import RedisServer
 
 from switchboard.gateway.layers import ChannelLayer, build_layer
@@ -49,12 +49,7 @@ StoredCount = Callable[[ChannelLayer, str], Awaitable[int]]
 
 def redis_reachable(url: str = REDIS_URL) -> bool:
     parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-    except OSError:
-        return False
+    return processes.redis_reachable(parts.hostname or "127.0.0.1", parts.port or 6379, accept_noauth=True)
 
 
 _reachable: dict[str, bool] = {}

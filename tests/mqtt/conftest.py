@@ -25,9 +25,9 @@ from mqtt_helpers import (
     Deployment,
     MqttTestClient,
     mosquitto_reachable,
-    redis_reachable,
     unique_prefix,
 )
+from support.processes import redis_reachable
 
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
 from switchboard.gateway.plugins import build_plugins

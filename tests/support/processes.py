@@ -64,16 +64,18 @@ def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
-def redis_reachable(host: str = "127.0.0.1", port: int = 6379) -> bool:
+def redis_reachable(host: str = "127.0.0.1", port: int = 6379, *, accept_noauth: bool = False) -> bool:
     """Whether a Redis server answers ``PING`` there, so split-mode tests skip (not fail) without one.
 
-    A raw socket rather than a Redis client: the probe must not depend on the layer code
-    under test, and must give up within a second.
+    ``accept_noauth``: a server that requires a password and refuses before ``AUTH``
+    counts as up too. A raw socket rather than a Redis client: the probe must not depend
+    on the layer code under test, and must give up within a second.
     """
+    answers = (b"+PONG", b"-NOAUTH") if accept_noauth else (b"+PONG",)
     try:
         with socket.create_connection((host, port), timeout=1) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            return sock.recv(16).startswith(answers)
     except OSError:
         return False
 

@@ -8,7 +8,6 @@ suite (a server killed under traffic, one that requires a password).
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -50,16 +49,6 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def _answers(self) -> bool:
-        """Up: PONG, or (with a password) the refusal to answer before AUTH."""
-        if self.password is None:
-            return redis_reachable(port=self.port)
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
-        except OSError:
-            return False
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +71,7 @@ class RedisServer:
         )  # fmt: skip
         end = time.monotonic() + deadline(10)
         # redis_reachable waits for +PONG, so a server still loading its AOF is not "up".
-        while not self._answers():
+        while not redis_reachable(port=self.port, accept_noauth=self.password is not None):
             if self.process.poll() is not None:
                 log = (self.workdir / "redis.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on port {self.port} exited: {log}")
