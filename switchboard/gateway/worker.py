@@ -853,7 +853,7 @@ class Worker:
         ended = dropped = 0
         for connection, epoch in taken.items():
             instance = self.instances.get(str(connection))
-            if instance is None or not isinstance(epoch, int) or not taken_back(instance.epoch, epoch):
+            if instance is None or type(epoch) is not int or not taken_back(instance.epoch, epoch):
                 continue
             del self.instances[instance.key]
             self._forget_claim(instance)
