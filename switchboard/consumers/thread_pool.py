@@ -36,6 +36,7 @@ threads: every request then waited for a loop pass).
 from __future__ import annotations
 
 import atexit
+import logging
 import queue
 import threading
 import time
@@ -44,6 +45,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger("switchboard.django_http")
 
 #: How often the pool looks at the process's CPU use, in seconds.
 PERIOD = 0.1
@@ -100,7 +103,7 @@ class ConcurrencyController:
         return self.active
 
 
-_Work = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Work = tuple["Future[Any] | None", Callable[..., Any], tuple[Any, ...]]
 _STOP = None
 
 
@@ -147,14 +150,27 @@ class AdaptiveThreadPool:
         return self._queue.qsize()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in a pool thread; its result or exception in the returned future."""
+        future: Future[Any] = Future()
+        self._put((future, fn, args))
+        return future
+
+    def run_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in a pool thread, for a caller that hears back by itself.
+
+        No :class:`~concurrent.futures.Future` (with its condition and lock) per call: a
+        Django request reports to its event loop directly (``call_soon_threadsafe``), and
+        ``fn`` must catch what it raises: an exception that escapes is logged and dropped.
+        """
+        self._put((None, fn, args))
+
+    def _put(self, work: _Work) -> None:
         if self._stopping:
             raise RuntimeError("cannot submit to a pool that is shutting down")
         if not self._threads:
             self._start_threads()
-        future: Future[Any] = Future()
-        self._queue.put((future, fn, args))
+        self._queue.put(work)
         self._look()
-        return future
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop taking work; the queued work runs first. ``wait``: join the threads."""
@@ -192,7 +208,12 @@ class AdaptiveThreadPool:
             if work is _STOP:
                 return
             future, fn, args = work
-            if future.set_running_or_notify_cancel():
+            if future is None:
+                try:
+                    fn(*args)
+                except BaseException:
+                    logger.exception("work run in %s raised", threading.current_thread().name)
+            elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args)
                 except BaseException as exc:

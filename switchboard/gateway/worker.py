@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import markcoroutinefunction
+
 from .affinity import (
     FINAL_EVENTS,
     HOLD_UNSCOPED,
@@ -76,6 +78,10 @@ _FINAL_EVENTS = FINAL_EVENTS
 # Scope types whose instance gets ``max_instance_backlog``: one client connection, or one
 # named channel (throttled at that bound, never dropped). Others serve a listener's peers.
 _ONE_CLIENT_SCOPES = frozenset({"http", "websocket", "webrtc", "channel"})
+
+
+async def _nothing() -> None:
+    """A reply that needs no sending, as an awaitable."""
 
 
 def _epoch_of(envelope: Message) -> int:
@@ -881,8 +887,13 @@ class Worker:
     async def _run_instance(self, instance: _Instance) -> None:
         from switchboard.consumers.exceptions import RouteNotFound, StopConsumer
 
-        async def send(message: Message) -> None:
-            await self._send_reply(instance, message)
+        def send(message: Message) -> Awaitable[None]:
+            return self._reply_soon(instance, message)
+
+        # It returns an awaitable: marked, so async_to_sync(send) in a sync consumer and
+        # Django's own checks treat it as the coroutine function ASGI expects.
+        markcoroutinefunction(send)
+        send.queues_at_call = self.layer.queues_at_call  # type: ignore[attr-defined]  # see _reply_soon
 
         failure: str | None = None
         cancelled = True  # until the app returned or raised: a cancellation skips both
@@ -920,34 +931,27 @@ class Worker:
                 instance.on_room()  # a named consumer that ended (or failed) holds nothing back
 
     async def _send_reply(self, instance: _Instance, message: Message) -> None:
+        await self._reply_soon(instance, message)
+
+    def _reply_soon(self, instance: _Instance, message: Message) -> Awaitable[None]:
+        """Queue ``message`` for the instance's client now; await the result for its outcome.
+
+        An instance's ``send``: the reply joins the layer's next batch when ``send`` is
+        called (``ChannelLayer.send_soon``), not when it is awaited, so an application that
+        calls ``send`` for several messages before awaiting them (a Django response's start
+        and body, :mod:`switchboard.consumers.django_http`) sends them in order in one
+        round trip without a task each. The callable says so with ``queues_at_call``.
+        """
         message_type = message.get("type")
         if message_type == CLAIM:
-            # A consumer asking for ordered handling (``ordered = True``) of a connection
-            # that is not sticky by itself, such as a UDP socket or an MQTT session.
-            scope_type = str(instance.scope.get("type"))
-            durable = self.layer.durable.options_for(pool_channel(scope_type)) is not None
-            decision = own_claim(claimed=instance.claim, durable=durable)
-            if decision is OwnClaim.DURABLE:
-                # Durable events always go through the durable pool (a claimed worker's
-                # own channel is at most once), so the claim could only lose them.
-                if scope_type not in self._claim_warned:
-                    self._claim_warned.add(scope_type)
-                    logger.warning(
-                        "ordered = True is ignored for %s: its pool %s is durable (redelivery cannot keep order)",
-                        scope_type,
-                        pool_channel(scope_type),
-                    )
-            elif decision is OwnClaim.SEND and isinstance(instance.scope.get("reply_channel"), str):
-                instance.claim = True
-                await self._send_claim(instance)
-            return
+            return self._own_claim(instance)
         if message_type == "http.response.start":
             instance.response_started = True
         elif message_type == "websocket.accept":
             swallow = swallow_reply(message_type, resumed=instance.resumed, accepted=instance.accepted)
             instance.accepted = True
             if swallow:
-                return  # the client was accepted long ago, by the previous worker
+                return _nothing()  # the client was accepted long ago, by the previous worker
         elif message_type in ("websocket.close", "webrtc.close"):
             instance.closed = True
         reply_channel = instance.scope.get("reply_channel")
@@ -956,6 +960,11 @@ class Worker:
         if self.tap is not None:
             self.tap.outbound(instance.scope, message)
         # What an instance sends is for its client, through the gateway: never a local route.
+        return self._reply_outcome(
+            instance, message_type, self.layer.send_soon(reply_channel, message, local=False, wait=self.reply_wait)
+        )
+
+    async def _reply_outcome(self, instance: _Instance, message_type: Any, sent: Awaitable[object]) -> None:
         # A full reply list is the gateway being a moment behind (all of its connections'
         # replies share it): wait for room, then shed. Never ChannelFull into the consumer,
         # which would kill it and its client's connection (1011) for a passing condition;
@@ -963,13 +972,33 @@ class Worker:
         # A layer failure (the gateway's primary failing over) is passing too: the reply
         # is lost at most once and counted, and the consumer and its client live on.
         try:
-            await self.layer.send(reply_channel, message, local=False, wait=self.reply_wait)
+            await sent
         except ChannelFull:
             self._shed(instance, message_type)
         except (LayerClosed, asyncio.CancelledError):
             raise
         except Exception as exc:
             self._reply_failed(instance, message_type, exc)
+
+    async def _own_claim(self, instance: _Instance) -> None:
+        """A consumer asking for ordered handling (``ordered = True``) of a connection
+        that is not sticky by itself, such as a UDP socket or an MQTT session."""
+        scope_type = str(instance.scope.get("type"))
+        durable = self.layer.durable.options_for(pool_channel(scope_type)) is not None
+        decision = own_claim(claimed=instance.claim, durable=durable)
+        if decision is OwnClaim.DURABLE:
+            # Durable events always go through the durable pool (a claimed worker's
+            # own channel is at most once), so the claim could only lose them.
+            if scope_type not in self._claim_warned:
+                self._claim_warned.add(scope_type)
+                logger.warning(
+                    "ordered = True is ignored for %s: its pool %s is durable (redelivery cannot keep order)",
+                    scope_type,
+                    pool_channel(scope_type),
+                )
+        elif decision is OwnClaim.SEND and isinstance(instance.scope.get("reply_channel"), str):
+            instance.claim = True
+            await self._send_claim(instance)
 
     def _reply_failed(self, instance: _Instance, message_type: Any, exc: Exception) -> None:
         """Count a reply the layer raised on; log at most every 10 s (a failover fails many)."""

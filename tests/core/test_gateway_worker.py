@@ -235,3 +235,33 @@ async def test_int_keys_round_trip_and_garbage_items_do_not_kill_the_reader(laye
     assert await receiver.get() == ("gateway.r!a", {"type": "after"})
     assert layer.stats.corrupt == 1
     await receiver.close()
+
+
+async def test_an_instances_send_is_a_coroutine_function_that_queues_when_called(layer: ChannelLayer) -> None:
+    """The worker's ``send`` queues a reply when called and is marked as a coroutine function.
+
+    Marked, so ``async_to_sync(send)`` in a sync consumer and ``iscoroutinefunction`` checks
+    take it for what ASGI promises; queued at the call, so an application may call it for
+    several messages before awaiting them and they keep their order (the Django HTTP path
+    sends a response's start and body so, in one layer batch).
+    """
+    from asgiref.sync import iscoroutinefunction
+
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        seen["coroutine function"] = iscoroutinefunction(send)
+        seen["queues at call"] = getattr(send, "queues_at_call", False)
+        start = send({"type": "http.response.start", "status": 200, "headers": []})
+        body = send({"type": "http.response.body", "body": b"ok"})
+        await body
+        await start
+
+    gateway, stop, task = await start(layer, app, ["http"])
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "http", "path": "/"}, sink)
+    await gateway.send_event(connection, {"type": "http.request", "body": b""})
+    assert [message["type"] for message in await sink.wait_for(2)] == ["http.response.start", "http.response.body"]
+    assert seen == {"coroutine function": True, "queues at call": True}
+    await finish(gateway, stop, task)

@@ -166,6 +166,28 @@ def test_work_is_taken_in_order_and_errors_go_to_the_future() -> None:
         pool.shutdown(wait=True)
 
 
+def test_run_soon_runs_in_order_and_a_raising_call_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    """``run_soon`` has no future: what it runs reports by itself, and a raise only logs."""
+    pool = AdaptiveThreadPool(1)
+    order: list[int] = []
+    done = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("view failed")
+
+    try:
+        for n in range(3):
+            pool.run_soon(order.append, n)
+        pool.run_soon(fail)
+        pool.run_soon(order.append, 3)
+        pool.run_soon(done.set)
+        assert done.wait(WAIT)
+        assert order == [0, 1, 2, 3]
+        assert any("view failed" in (record.exc_text or "") for record in caplog.records)
+    finally:
+        pool.shutdown(wait=True)
+
+
 def test_shutdown_runs_the_queued_work_then_refuses_more() -> None:
     pool = AdaptiveThreadPool(4, cpu_clock=time.monotonic)
     work = Running()

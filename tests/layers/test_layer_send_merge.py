@@ -96,3 +96,39 @@ async def test_send_with_wait_raises_once_the_wait_is_over(make_layer: MakeLayer
     with pytest.raises(ChannelFull):
         await layer.send("wait.gone", {"i": 1}, wait=0.3)
     assert layer.stats.full == 1  # one message lost, counted once
+
+
+async def test_send_soon_keeps_the_order_of_calls_awaited_in_call_order(layer: ChannelLayer) -> None:
+    channel = await layer.new_channel("gateway")
+    sends = [layer.send_soon(channel, {"type": "part", "n": n}) for n in range(4)]
+    for send in sends:
+        await send
+    got = await read(layer, split_local(channel)[0], 4)
+    assert [message["n"] for message in got[channel]] == [0, 1, 2, 3]
+
+
+async def test_send_soon_queues_when_called_not_when_awaited(layer: ChannelLayer) -> None:
+    """The message is queued by the call (a batch on Redis, stored in memory): awaits in any order keep it.
+
+    A worker's replies (a Django response's start and body) rely on it: the body cannot
+    overtake the start whatever else the loop does between the calls and the awaits.
+    """
+    assert layer.queues_at_call
+    channel = await layer.new_channel("gateway")
+    first = layer.send_soon(channel, {"type": "part", "n": 1})
+    later = layer.send(channel, {"type": "part", "n": 3})  # a coroutine: it queues when awaited
+    second = layer.send_soon(channel, {"type": "part", "n": 2})
+    await second
+    await later
+    await first
+    got = await read(layer, split_local(channel)[0], 3)
+    assert [message["n"] for message in got[channel]] == [1, 2, 3]
+
+
+async def test_send_soon_raises_channel_full_on_await(make_layer: MakeLayer) -> None:
+    layer = await make_layer(channel_capacity={"full.*": 1})
+    await layer.send("full.one", {"type": "a"})
+    pending = layer.send_soon("full.one", {"type": "b"})
+    with pytest.raises(ChannelFull):
+        await pending
+    assert layer.stats.full == 1

@@ -17,15 +17,15 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from ..envelope import GROUP_ADD, GROUP_DISCARD
 from .base import BaseChannelLayer, compile_capacities
-from .names import check_channel_name, check_group_name, check_marker_key, split_local
+from .names import channel_token, check_channel_name, check_group_name, check_marker_key, split_local
 from .serializers import MsgPackSerializer, registry
 from .storage import PushEntry, Storage
 
@@ -40,6 +40,30 @@ CONNECTION_PREFIX = "gateway."
 #: How a send to a process-local channel may merge with identical ones in the batcher:
 #: ``(suffix, packed message, expires_at)``.
 _Part = tuple[str, bytes, float]
+
+
+class _Ready:
+    """An awaitable whose result is already known: a push that was done synchronously."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self.value
+        yield  # a generator that never suspends
+
+
+class _Queued(NamedTuple):
+    """One send checked, packed and started; ``outcome`` says whether it was stored."""
+
+    key: str
+    item: bytes
+    capacity: int
+    max_bytes: int
+    part: _Part | None
+    outcome: Awaitable[bool]
 
 #: A process-local shortcut for sends (see :meth:`ChannelLayer.add_local_route`): given a
 #: channel, the message and its packed item, deliver a copy in this process and return
@@ -254,6 +278,11 @@ class ChannelLayer(BaseChannelLayer):
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
+        # A storage that stores synchronously (in memory) pushes at once: send_soon queues
+        # at the call there too.
+        self._push_now: Callable[[str, bytes, int, float, int | None], bool] | None = getattr(storage, "push_now", None)
+        #: Whether :meth:`send_soon` queues a message when it is called (every built-in storage).
+        self.queues_at_call = self._coalesce or self._push_now is not None
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher | _LaneRouter] = {}
         self._last_batcher: tuple[int, asyncio.AbstractEventLoop, _SendBatcher | _LaneRouter] | None = None
         # Several servers (a hash ring, a cluster's primaries): one batcher per server, so
@@ -428,6 +457,24 @@ class ChannelLayer(BaseChannelLayer):
         assert item is not None
         return item
 
+    def send_soon(
+        self, channel: str, message: Message, *, local: bool = True, wait: float = 0.0, control: bool = False
+    ) -> Awaitable[object]:
+        """:meth:`send`, queued in call order now; await the result for its outcome.
+
+        The message is queued before this returns: on Redis it joins the next batch, in
+        memory it is stored. So two ``send_soon`` calls made one after the other keep
+        their order, however their results are awaited, and on Redis share a round trip
+        without a task each (a whole HTTP response, start and body, is two sends). Raises
+        as :meth:`send` does, on the await; a bad channel name or message raises here. A
+        durable channel, or a storage that can only push by awaiting, sends when the
+        result is awaited (:attr:`queues_at_call` is False for the latter).
+        """
+        if not self.queues_at_call or self._durable_options(channel) is not None:
+            return self.send(channel, message, local=local, wait=wait, control=control)
+        queued = self._queue(channel, message, local=local, tracked=False, control=control)
+        return self._settle(channel, queued, wait)
+
     async def _send(
         self,
         channel: str,
@@ -439,6 +486,10 @@ class ChannelLayer(BaseChannelLayer):
         control: bool = False,
     ) -> bytes | None:
         """Store one message; its packed item, or None when a local route took it."""
+        return await self._settle(channel, self._queue(channel, message, local=local, tracked=tracked, control=control), wait)
+
+    def _queue(self, channel: str, message: Message, *, local: bool, tracked: bool, control: bool) -> _Queued | None:
+        """Check and pack one message and start its push (None: a local route took it)."""
         check_channel_name(channel)
         self._check_message(message)
         key, suffix = split_local(channel)
@@ -457,8 +508,14 @@ class ChannelLayer(BaseChannelLayer):
             capacity = control_capacity(capacity)
         # A tracked send must be stored as the very item it returns, so it never merges.
         part = None if suffix is None or tracked else (suffix, packed, expires_at)
+        return _Queued(key, item, capacity, max_bytes, part, self._push(key, item, capacity, max_bytes, part))
+
+    async def _settle(self, channel: str, queued: _Queued | None, wait: float) -> bytes | None:
+        """Wait for a queued push; try a refused one again for up to ``wait`` seconds."""
+        if queued is None:
+            return None
         try:
-            ok = await self._push(key, item, capacity, max_bytes, part)
+            ok = await queued.outcome
         except (LayerClosed, asyncio.CancelledError):
             raise
         except Exception:
@@ -467,20 +524,23 @@ class ChannelLayer(BaseChannelLayer):
             self.stats.send_failed += 1
             raise
         if not ok and wait > 0:
-            ok = await self._push_when_room(key, item, capacity, max_bytes, part, wait)
+            ok = await self._push_when_room(queued.key, queued.item, queued.capacity, queued.max_bytes, queued.part, wait)
         if not ok:
             self._count_full()
             raise ChannelFull(channel)
         self.stats.sent += 1
-        return item
+        return queued.item
 
-    async def _push(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> bool:
+    def _push(self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None) -> Awaitable[bool]:
         if self._coalesce:
             # Sends issued in the same loop pass (one per connection or consumer) travel
             # together: one round trip per shard instead of one per message; identical
             # messages to channels of one process become one item (see _SendBatcher).
-            return await self._batcher().add(key, item, capacity, max_bytes, part)
-        return await self.storage.push(key, item, capacity, self.options.expiry, max_bytes)
+            # Queued now, in call order: the future settles when its batch is stored.
+            return self._batcher().add(key, item, capacity, max_bytes, part)
+        if self._push_now is not None:
+            return _Ready(self._push_now(key, item, capacity, self.options.expiry, max_bytes))
+        return self.storage.push(key, item, capacity, self.options.expiry, max_bytes)
 
     async def _push_when_room(
         self, key: str, item: bytes, capacity: int, max_bytes: int, part: _Part | None, wait: float
@@ -617,7 +677,7 @@ class ChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""
-        return f"{prefix}.{self.client_prefix}!{secrets.token_urlsafe(9)}"
+        return f"{prefix}.{self.client_prefix}!{channel_token()}"
 
     async def group_add(self, group: str, channel: str) -> None:
         check_group_name(group)

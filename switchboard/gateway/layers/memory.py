@@ -84,6 +84,10 @@ class MemoryStorage:
             self._touched.pop(key, None)
 
     async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
+        return self.push_now(key, item, capacity, ttl, max_bytes)
+
+    def push_now(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
+        """:meth:`push`, done before it returns: the layer's ``send_soon`` queues with it at the call."""
         self._ttl = ttl
         self._sweep(1.0)
         queue = self._lists.get(key)
@@ -103,7 +107,7 @@ class MemoryStorage:
         return True
 
     async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
-        return [await self.push(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
+        return [self.push_now(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
         return [list(keys)] if keys else []
