@@ -83,10 +83,12 @@ async def test_a_body_in_several_http_request_events_is_read_whole(events: list[
     assert ours.body == django.body and b'"post": {"name": "ada", "lang": "python"}' in ours.body
 
 
-async def test_a_client_gone_before_the_body_ends_gets_no_request(site: Any, runtime: Any) -> None:
+@pytest.mark.parametrize("before", [[b"part"], []], ids=["after-a-part", "before-any-body"])
+async def test_a_client_gone_before_the_body_ends_gets_no_request(before: list[bytes], site: Any, runtime: Any) -> None:
     runtime("auto")
     handlers = site()
-    events = [{"type": "http.request", "body": b"part", "more_body": True}, {"type": "http.disconnect"}]
+    events: list[dict[str, Any]] = [{"type": "http.request", "body": part, "more_body": True} for part in before]
+    events.append({"type": "http.disconnect"})
     sent: list[Any] = []
 
     async def receive() -> dict[str, Any]:

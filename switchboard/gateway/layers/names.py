@@ -7,7 +7,10 @@ instead of reaching Redis keys or another connection's reply channel.
 
 from __future__ import annotations
 
+import base64
+import os
 import re
+import threading
 
 MAX_NAME_LENGTH = 100
 
@@ -41,13 +44,28 @@ def check_channel_name(name: object, *, receive: bool = False) -> str:
     """
     if not isinstance(name, str):
         raise InvalidName(f"{NAME_ERROR.format('Channel')}, not a {type(name).__name__}")
+    if name in _checked_channels:
+        return name
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"{NAME_ERROR.format('Channel')}: {name[:20]!r}... has {len(name)} characters")
     if not _CHANNEL_RE.fullmatch(name):
         raise InvalidName(f"{NAME_ERROR.format('Channel')} (and at most one '!'): {name!r}")
-    if name.endswith("!") and not receive:
-        raise InvalidName(f"{name!r} is a process-local prefix, not a channel to send to")
+    if name.endswith("!"):
+        if not receive:
+            raise InvalidName(f"{name!r} is a process-local prefix, not a channel to send to")
+        return name
+    if len(_checked_channels) >= _CHECKED_KEPT:
+        _checked_channels.clear()
+    _checked_channels[name] = None
     return name
+
+
+#: Names that passed as channels to send to, so a name checked again is one lookup: a
+#: worker's replies to one client name the same reply channel (an HTTP response is a claim,
+#: a start and a body), and the regular expression was ~2% of a worker's loop on them.
+#: Bounded: cleared when it fills.
+_checked_channels: dict[str, None] = {}
+_CHECKED_KEPT = 4096
 
 
 def check_group_name(name: object) -> str:
@@ -88,3 +106,46 @@ def split_local(name: str) -> tuple[str, str | None]:
     if index < 0:
         return name, None
     return name[: index + 1], name[index + 1 :]
+
+
+class _TokenSource:
+    """URL-safe random tokens from the system CSPRNG, read from it in blocks.
+
+    Every connection gets a reply channel with a token of :data:`TOKEN_BYTES` random bytes
+    (``secrets.token_urlsafe`` reads ``os.urandom``, a system call, per token: ~2% of a
+    gateway's time on plain HTTP requests). The bytes are the same CSPRNG's, read
+    :data:`_BLOCK` tokens at a time; each is handed out once (a lock, since layers serve
+    several threads' loops), and a forked child starts with an empty block, so it never
+    repeats its parent's tokens.
+    """
+
+    _BLOCK = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._drop()
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._buffer = b""
+        self._at = 0
+
+    def next(self) -> str:
+        with self._lock:
+            at = self._at
+            if at >= len(self._buffer):
+                self._buffer = os.urandom(TOKEN_BYTES * self._BLOCK)
+                at = 0
+            self._at = at + TOKEN_BYTES
+            raw = self._buffer[at : at + TOKEN_BYTES]
+        return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+#: Random bytes in a channel token: 72 bits, 12 URL-safe characters.
+TOKEN_BYTES = 9
+_tokens = _TokenSource()
+
+
+def channel_token() -> str:
+    """A fresh 72-bit token for a channel name (``secrets.token_urlsafe(9)``'s kind)."""
+    return _tokens.next()
