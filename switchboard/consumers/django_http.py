@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from tempfile import SpooledTemporaryFile
 from typing import IO, Any, Literal, cast
 
@@ -435,8 +435,14 @@ async def _send_together(send: Send, messages: list[Message]) -> None:
     first failure is raised once all are settled, so none is left unretrieved.
     """
     if getattr(send, "queues_at_call", False):
-        sent = [send(message) for message in messages]
+        sent: list[Awaitable[None]] = []
         failure: BaseException | None = None
+        for message in messages:
+            try:
+                sent.append(send(message))
+            except BaseException as exc:  # refused at the call (a bad message): settle the queued ones
+                failure = exc
+                break
         for outcome in sent:
             try:
                 await outcome

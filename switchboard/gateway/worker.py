@@ -931,17 +931,27 @@ class Worker:
                 instance.on_room()  # a named consumer that ended (or failed) holds nothing back
 
     async def _send_reply(self, instance: _Instance, message: Message) -> None:
-        await self._reply_soon(instance, message)
+        await self._queue_reply(instance, message)
 
     def _reply_soon(self, instance: _Instance, message: Message) -> Awaitable[None]:
-        """Queue ``message`` for the instance's client now; await the result for its outcome.
+        """An instance's ``send``: queue ``message`` for its client now, await the result for its outcome.
 
-        An instance's ``send``: the reply joins the layer's next batch when ``send`` is
-        called (``ChannelLayer.send_soon``), not when it is awaited, so an application that
-        calls ``send`` for several messages before awaiting them (a Django response's start
-        and body, :mod:`switchboard.consumers.django_http`) sends them in order in one
-        round trip without a task each. The callable says so with ``queues_at_call``.
+        The reply joins the layer's next batch when ``send`` is called
+        (``ChannelLayer.send_soon``), not when it is awaited, so an application that calls
+        ``send`` for several messages before awaiting them (a Django response's start and
+        body, :mod:`switchboard.consumers.django_http`) sends them in order in one round
+        trip without a task each. The callable says so with ``queues_at_call``.
+
+        Only on the worker's loop thread: ``async_to_sync(send)`` in a sync consumer calls
+        ``send`` in the consumer's thread and awaits the result on the loop, so there the
+        reply is queued when it is awaited, as a coroutine function's would be.
         """
+        if threading.get_ident() != self._thread:
+            return self._send_reply(instance, message)
+        return self._queue_reply(instance, message)
+
+    def _queue_reply(self, instance: _Instance, message: Message) -> Awaitable[None]:
+        """Queue ``message`` (on the loop thread); the awaitable settles its outcome."""
         message_type = message.get("type")
         if message_type == CLAIM:
             return self._own_claim(instance)

@@ -236,21 +236,60 @@ async def test_the_remembered_choice_follows_the_urlconf(site: Any, runtime: Any
     assert handlers.ours.uses_sync_path(scope)
 
 
-async def test_a_failed_send_fails_the_request_after_every_message_settled(site: Any, runtime: Any) -> None:
-    """Start and body go out together; a layer refusing the start is the request's error."""
+@pytest.mark.parametrize("queues_at_call", [False, True], ids=["coroutine-send", "worker-like-send"])
+async def test_a_failed_send_fails_the_request_after_every_message_settled(queues_at_call: bool, site: Any, runtime: Any) -> None:
+    """Start and body go out together; a layer refusing the start is the request's error.
+
+    Either kind of ``send``: a coroutine function (run as tasks), or one that queues at
+    the call and is awaited after, as a worker's is (``queues_at_call``).
+    """
     runtime("auto")
     handlers = site()
     sent: list[str] = []
+    settled: list[str] = []
     events = [{"type": "http.request", "body": b"", "more_body": False}]
 
     async def receive() -> dict[str, Any]:
         return events.pop(0)
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message["type"])
+    async def outcome(message: dict[str, Any]) -> None:
+        settled.append(message["type"])
         if message["type"] == "http.response.start":
             raise RuntimeError("channel full")
 
+    async def coroutine_send(message: dict[str, Any]) -> None:
+        sent.append(message["type"])
+        await outcome(message)
+
+    def queuing_send(message: dict[str, Any]) -> Any:
+        sent.append(message["type"])
+        return outcome(message)
+
+    queuing_send.queues_at_call = True  # type: ignore[attr-defined]
+    send = queuing_send if queues_at_call else coroutine_send
     with pytest.raises(RuntimeError, match="channel full"):
         await asyncio.wait_for(handlers.ours(Req(path="/hello/").scope(), receive, send), WAIT)
-    assert sent == ["http.response.start", "http.response.body"]  # queued in order, both settled
+    assert sent == settled == ["http.response.start", "http.response.body"]  # queued in order, both settled
+
+
+async def test_a_send_refused_at_the_call_still_settles_what_was_queued(site: Any, runtime: Any) -> None:
+    runtime("auto")
+    handlers = site()
+    settled: list[str] = []
+    events = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0)
+
+    async def outcome(message: dict[str, Any]) -> None:
+        settled.append(message["type"])
+
+    def send(message: dict[str, Any]) -> Any:
+        if message["type"] == "http.response.body":
+            raise TypeError("not serializable")
+        return outcome(message)
+
+    send.queues_at_call = True  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="not serializable"):
+        await asyncio.wait_for(handlers.ours(Req(path="/hello/").scope(), receive, send), WAIT)
+    assert settled == ["http.response.start"]

@@ -132,3 +132,26 @@ async def test_send_soon_raises_channel_full_on_await(make_layer: MakeLayer) -> 
     with pytest.raises(ChannelFull):
         await pending
     assert layer.stats.full == 1
+
+
+async def test_a_storage_whose_push_is_overridden_is_pushed_through_it() -> None:
+    """The in-memory storage pushes at the call (``push_now``), unless a subclass changed ``push``."""
+    from switchboard.gateway.layers.core import ChannelLayer as CoreLayer
+    from switchboard.gateway.layers.memory import MemoryStorage
+
+    class CountingStorage(MemoryStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pushes = 0
+
+        async def push(self, key: str, item: bytes, capacity: int, ttl: float, max_bytes: int | None = None) -> bool:
+            self.pushes += 1
+            return await super().push(key, item, capacity, ttl, max_bytes)
+
+    assert CoreLayer(MemoryStorage()).queues_at_call
+    storage = CountingStorage()
+    layer = CoreLayer(storage)
+    assert not layer.queues_at_call
+    await layer.send_soon("chat.a", {"type": "x"})
+    await layer.send("chat.a", {"type": "y"})
+    assert storage.pushes == 2

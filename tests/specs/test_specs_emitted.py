@@ -75,6 +75,10 @@ class CapturingLayer:
         self.sent.append((channel, message))
         return b"item"
 
+    def send_soon(self, channel: str, message: dict[str, Any], **options: Any) -> Any:
+        self.sent.append((channel, message))  # queued at the call, as ChannelLayer.send_soon
+        return asyncio.sleep(0)
+
 
 REPLY = "gateway.3f2a9c1b7d4e!hV3kq9xZ0aBc"
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 
@@ -40,6 +40,21 @@ CONNECTION_PREFIX = "gateway."
 #: How a send to a process-local channel may merge with identical ones in the batcher:
 #: ``(suffix, packed message, expires_at)``.
 _Part = tuple[str, bytes, float]
+
+
+def _synchronous_push(storage: Storage) -> Callable[[str, bytes, int, float, int | None], bool] | None:
+    """The storage's ``push_now`` (a push done before it returns), if its ``push`` is that one.
+
+    A subclass that overrides ``push`` (an instrumented or gated storage) is pushed through
+    its ``push``, awaited, so what it adds is never bypassed.
+    """
+    push_now = getattr(storage, "push_now", None)
+    if push_now is None:
+        return None
+    owner = next(klass for klass in type(storage).__mro__ if "push_now" in vars(klass))
+    if getattr(type(storage), "push", None) is not getattr(owner, "push", None):
+        return None
+    return cast(Callable[[str, bytes, int, float, "int | None"], bool], push_now)
 
 
 class _Ready:
@@ -280,7 +295,7 @@ class ChannelLayer(BaseChannelLayer):
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
         # A storage that stores synchronously (in memory) pushes at once: send_soon queues
         # at the call there too.
-        self._push_now: Callable[[str, bytes, int, float, int | None], bool] | None = getattr(storage, "push_now", None)
+        self._push_now = _synchronous_push(storage)
         #: Whether :meth:`send_soon` queues a message when it is called (every built-in storage).
         self.queues_at_call = self._coalesce or self._push_now is not None
         self._batchers: dict[asyncio.AbstractEventLoop, _SendBatcher | _LaneRouter] = {}
