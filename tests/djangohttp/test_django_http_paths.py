@@ -22,6 +22,18 @@ from djangohttp.conftest import WAIT, Req, run_asgi
 from switchboard.consumers import django_http
 from switchboard.gateway.layers import build_layer
 
+#: A whole request with an empty body, as the gateway sends it: one event.
+WHOLE_EMPTY_REQUEST = {"type": "http.request", "body": b"", "more_body": False}
+
+
+def receiving(events: list[dict[str, Any]]) -> Any:
+    """An ASGI ``receive`` that hands out ``events`` in order."""
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0)
+
+    return receive
+
 
 async def test_auto_serves_sync_views_in_the_pool_and_async_views_through_django(site: Any, runtime: Any) -> None:
     runtime("auto")
@@ -90,9 +102,7 @@ async def test_a_client_gone_before_the_body_ends_gets_no_request(before: list[b
     events: list[dict[str, Any]] = [{"type": "http.request", "body": part, "more_body": True} for part in before]
     events.append({"type": "http.disconnect"})
     sent: list[Any] = []
-
-    async def receive() -> dict[str, Any]:
-        return events.pop(0)
+    receive = receiving(events)
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -247,10 +257,7 @@ async def test_a_failed_send_fails_the_request_after_every_message_settled(queue
     handlers = site()
     sent: list[str] = []
     settled: list[str] = []
-    events = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        return events.pop(0)
+    receive = receiving([WHOLE_EMPTY_REQUEST])
 
     async def outcome(message: dict[str, Any]) -> None:
         settled.append(message["type"])
@@ -276,10 +283,7 @@ async def test_a_send_refused_at_the_call_still_settles_what_was_queued(site: An
     runtime("auto")
     handlers = site()
     settled: list[str] = []
-    events = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        return events.pop(0)
+    receive = receiving([WHOLE_EMPTY_REQUEST])
 
     async def outcome(message: dict[str, Any]) -> None:
         settled.append(message["type"])
