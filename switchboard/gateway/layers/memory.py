@@ -107,7 +107,7 @@ class MemoryStorage:
         return True
 
     async def push_many(self, batch: Sequence[PushEntry], ttl: float) -> list[bool]:
-        return [self.push_now(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
+        return [await self.push(key, item, capacity, ttl, max_bytes) for key, item, capacity, max_bytes in batch]
 
     def partition(self, keys: Sequence[str]) -> list[list[str]]:
         return [list(keys)] if keys else []
