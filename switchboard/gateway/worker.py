@@ -951,7 +951,11 @@ class Worker:
         return self._queue_reply(instance, message)
 
     def _queue_reply(self, instance: _Instance, message: Message) -> Awaitable[None]:
-        """Queue ``message`` (on the loop thread); the awaitable settles its outcome."""
+        """Queue ``message`` (on the loop thread); the awaitable settles its outcome.
+
+        A consumer's own claim (``ordered = True``) is the exception: it is sent when
+        awaited, after its durable check.
+        """
         message_type = message.get("type")
         if message_type == CLAIM:
             return self._own_claim(instance)
