@@ -43,7 +43,6 @@ from .envelope import (
     wrap,
 )
 from .layers import ChannelFull, ChannelLayer, LayerClosed, Message, Receiver, build_layer, set_channel_layer
-from .layers.names import channel_token
 from .memberships import Memberships
 from .plugins import ProtocolPlugin, build_plugins
 
@@ -233,7 +232,7 @@ class Gateway:
         """
         # 72 random bits: a reply channel is a capability, whoever can name it can write
         # to that client (tests/reliability/test_rel_security.py).
-        channel = self.reply_prefix + channel_token()
+        channel = self.reply_prefix + secrets.token_urlsafe(9)
         scope["reply_channel"] = channel
         protocol = scope["type"]
         row: ConnectionAffinity[Message] = ConnectionAffinity(sticky)

@@ -25,7 +25,7 @@ import msgpack
 
 from ..envelope import GROUP_ADD, GROUP_DISCARD
 from .base import BaseChannelLayer, compile_capacities
-from .names import channel_token, check_channel_name, check_group_name, check_marker_key, split_local
+from .names import check_channel_name, check_group_name, check_marker_key, split_local
 from .serializers import MsgPackSerializer, registry
 from .storage import PushEntry, Storage
 
@@ -692,7 +692,7 @@ class ChannelLayer(BaseChannelLayer):
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A fresh process-local channel name, readable only by this process."""
-        return f"{prefix}.{self.client_prefix}!{channel_token()}"
+        return f"{prefix}.{self.client_prefix}!{secrets.token_urlsafe(9)}"
 
     async def group_add(self, group: str, channel: str) -> None:
         check_group_name(group)

@@ -7,10 +7,7 @@ instead of reaching Redis keys or another connection's reply channel.
 
 from __future__ import annotations
 
-import base64
-import os
 import re
-import threading
 
 MAX_NAME_LENGTH = 100
 
@@ -106,46 +103,3 @@ def split_local(name: str) -> tuple[str, str | None]:
     if index < 0:
         return name, None
     return name[: index + 1], name[index + 1 :]
-
-
-class _TokenSource:
-    """URL-safe random tokens from the system CSPRNG, read from it in blocks.
-
-    Every connection gets a reply channel with a token of :data:`TOKEN_BYTES` random bytes
-    (``secrets.token_urlsafe`` reads ``os.urandom``, a system call, per token: ~2% of a
-    gateway's time on plain HTTP requests). The bytes are the same CSPRNG's, read
-    :data:`_BLOCK` tokens at a time; each is handed out once (a lock, since layers serve
-    several threads' loops), and a forked child starts with an empty block, so it never
-    repeats its parent's tokens.
-    """
-
-    _BLOCK = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._drop()
-        os.register_at_fork(after_in_child=self._drop)
-
-    def _drop(self) -> None:
-        self._buffer = b""
-        self._at = 0
-
-    def next(self) -> str:
-        with self._lock:
-            at = self._at
-            if at >= len(self._buffer):
-                self._buffer = os.urandom(TOKEN_BYTES * self._BLOCK)
-                at = 0
-            self._at = at + TOKEN_BYTES
-            raw = self._buffer[at : at + TOKEN_BYTES]
-        return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-#: Random bytes in a channel token: 72 bits, 12 URL-safe characters.
-TOKEN_BYTES = 9
-_tokens = _TokenSource()
-
-
-def channel_token() -> str:
-    """A fresh 72-bit token for a channel name (``secrets.token_urlsafe(9)``'s kind)."""
-    return _tokens.next()
