@@ -24,10 +24,16 @@ _records: aioredis.Redis | None = None
 
 
 def records() -> aioredis.Redis:
-    """This process's client of the records' Redis (one per process; a worker has one loop)."""
+    """This process's client of the records' Redis (one per process; a worker has one loop).
+
+    Its pool waits for a free connection: redis-py 8.2's plain pool raises
+    ``MaxConnectionsError`` beyond 100 connections in use, which a burst of posts in one
+    worker reached, killing the consumer instance (and closing its client with 1011).
+    """
     global _records
     if _records is None:
-        _records = aioredis.Redis.from_url(os.environ["FAILOVER_LOG_URL"])
+        pool = aioredis.BlockingConnectionPool.from_url(os.environ["FAILOVER_LOG_URL"], max_connections=32, timeout=None)
+        _records = aioredis.Redis(connection_pool=pool)
     return _records
 
 

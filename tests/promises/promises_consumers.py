@@ -30,10 +30,15 @@ _redis: aioredis.Redis | None = None
 
 
 def log_redis() -> aioredis.Redis:
-    """This process's Redis client for the logs (one per process; the worker has one loop)."""
+    """This process's Redis client for the logs (one per process; the worker has one loop).
+
+    Its pool waits for a free connection rather than raise ``MaxConnectionsError`` (redis-py
+    8.2's plain pool does beyond 100 in use) when many handlers log at once.
+    """
     global _redis
     if _redis is None:
-        _redis = aioredis.Redis.from_url(os.environ.get("PROMISES_LOG_REDIS_URL", "redis://127.0.0.1:6379/0"))
+        url = os.environ.get("PROMISES_LOG_REDIS_URL", "redis://127.0.0.1:6379/0")
+        _redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=None))
     return _redis
 
 
