@@ -973,9 +973,11 @@ class Worker:
             raise RuntimeError(f"instance {instance.key} has no reply channel to send {message_type!r} to")
         if self.tap is not None:
             self.tap.outbound(instance.scope, message)
-        # What an instance sends is for its client, through the gateway: never a local route.
+        # What an instance sends is for its client, through the gateway: this worker's own
+        # route refuses it (a reply type), a gateway in this process (``switchboard run``)
+        # takes it at once (Gateway._take_local).
         return self._reply_outcome(
-            instance, message_type, self.layer.send_soon(reply_channel, message, local=False, wait=self.reply_wait)
+            instance, message_type, self.layer.send_soon(reply_channel, message, wait=self.reply_wait)
         )
 
     async def _reply_outcome(self, instance: _Instance, message_type: Any, sent: Awaitable[object]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support.waiting import deadline
+from support.waiting import deadline, wait_until
 
 from switchboard.consumers.exceptions import RouteNotFound
 from switchboard.gateway.envelope import pool_channel
@@ -117,11 +117,18 @@ async def test_group_send_of_protocol_message_goes_straight_to_sockets(layer: Ch
     for sink in sinks:
         connection = gateway.open_connection({"type": "websocket"}, sink)
         await layer.group_add("blog", connection.channel)
-    await layer.group_send("blog", {"type": "websocket.send", "text": "breaking news"})
+    # Sent by another process (a layer of its own over the same storage, so the gateway's
+    # local route is not in its way): one stored item for 50 sockets of one gateway.
+    elsewhere = ChannelLayer(layer.storage)
+    await elsewhere.group_send("blog", {"type": "websocket.send", "text": "breaking news"})
     for sink in sinks:
         assert await sink.wait_for(1) == [{"type": "websocket.send", "text": "breaking news"}]
     assert gateway.stats.replies_forwarded == 0
-    assert layer.stats.group_sent == 1  # one stored item for 50 sockets of one gateway
+    assert elsewhere.stats.group_sent == 1
+    # Sent in the gateway's own process: delivered at the send, nothing stored.
+    await layer.group_send("blog", {"type": "websocket.send", "text": "later"})
+    assert all(sink.messages[-1] == {"type": "websocket.send", "text": "later"} for sink in sinks)
+    assert layer.stats.local_delivered == 50
     await gateway.stop()
 
 
@@ -265,3 +272,90 @@ async def test_an_instances_send_is_a_coroutine_function_that_queues_when_called
     assert [message["type"] for message in await sink.wait_for(2)] == ["http.response.start", "http.response.body"]
     assert seen == {"coroutine function": True, "queues at call": True}
     await finish(gateway, stop, task)
+
+
+# -- one process: the gateway's local route ----------------------------------------------
+
+
+async def test_replies_in_one_process_reach_the_connection_at_the_send(layer: ChannelLayer) -> None:
+    """With gateway and worker sharing a layer (``switchboard run``), replies skip the storage.
+
+    The gateway's local route takes a reply when the worker sends it: delivered in order,
+    as a copy of what was sent (the app changes its dict afterwards), nothing stored in
+    the gateway's reply list, the claim decided at once.
+    """
+    delivered_at_each_send: list[int] = []  # how many the client had when each send returned
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        delivered_at_each_send.append(len(sink.messages))
+        message = {"type": "websocket.send", "text": "first"}
+        await send(message)
+        delivered_at_each_send.append(len(sink.messages))
+        message["text"] = "changed after the send"
+        for number in range(3):
+            await send({"type": "websocket.send", "text": f"n{number}"})
+            delivered_at_each_send.append(len(sink.messages))
+        await receive()
+
+    gateway, stop, task = await start(layer, app, ["websocket"])
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink, sticky=True)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    texts = [message.get("text") for message in await sink.wait_for(5)]
+    assert texts == [None, "first", "n0", "n1", "n2"]
+    await wait_until(lambda: len(delivered_at_each_send) == 5, what="the app's last send to return")
+    assert delivered_at_each_send == [1, 2, 3, 4, 5]  # each was delivered by its own send
+    assert connection.worker is not None and connection.worker.startswith("worker.")
+    assert layer.stats.local_delivered == 6  # the claim and five replies: none stored
+    assert gateway.stats.replies_delivered == 5
+    gateway.close_connection(connection)
+    await finish(gateway, stop, task)
+
+
+async def test_a_reply_past_the_reply_lists_byte_bound_is_refused_as_before() -> None:
+    """The local route keeps the layer's byte bound: a reply too large for the gateway's
+    reply list takes the layer, which refuses it; the worker sheds it (counted) and its
+    consumer lives on to send the next one."""
+    layer = build_layer({"BACKEND": "memory", "CONFIG": {"channel_byte_capacity": {"gateway.*": 2_000}}})
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "x" * 5_000})
+        await send({"type": "websocket.send", "text": "small"})
+        await receive()
+
+    gateway = Gateway(layer)
+    await gateway.start()
+    stop = asyncio.Event()
+    worker = Worker(app, layer, protocols=["websocket"], channels=[], reply_wait=0.05)
+    task = asyncio.get_running_loop().create_task(worker.run(stop, drain_timeout=1))
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink)
+    await gateway.send_event(connection, {"type": "websocket.connect"})
+    assert [message.get("text") for message in await sink.wait_for(2)] == [None, "small"]
+    assert worker.stats.replies_shed == 1
+    gateway.close_connection(connection)
+    await finish(gateway, stop, task)
+    await layer.close()
+
+
+async def test_the_local_route_takes_nothing_from_another_thread_or_for_other_kinds(layer: ChannelLayer) -> None:
+    """Sent from another thread, a message takes the layer (its order there is the layer's);
+    a message the reply loop would forward to a worker (a group message) is stored too."""
+    gateway = Gateway(layer)
+    await gateway.start()
+    sink = Delivered()
+    connection = gateway.open_connection({"type": "websocket", "path": "/"}, sink)
+    item = layer.pack_item({"type": "websocket.send", "text": "hi"}, layer.clock() + 60, None)
+    message = {"type": "websocket.send", "text": "hi"}
+    assert await asyncio.to_thread(gateway._take_local, connection.channel, message, item) is False
+    assert gateway._take_local(connection.channel, {"type": "room.shout"}, item) is False
+    assert gateway._take_local(gateway.reply_prefix + "gone", message, item) is False
+    assert sink.messages == []
+    assert gateway._take_local(connection.channel, message, item) is True
+    assert sink.messages == [message]
+    await gateway.stop()
+    assert gateway._take_local not in layer._local_routes

@@ -1,7 +1,9 @@
 """A post to a chat room reaches the gateway as one stored item, not one per member.
 
-Gateway and worker in process over the Redis layer (the layer that batches sends), with
-the Channels-style room consumer of the example chat. The 20 members' handlers answer one
+Gateway and worker in process over the Redis layer (the layer that batches sends), each
+with a layer of its own as in split mode (one shared layer would let the gateway take the
+replies at the send: ``Gateway._take_local``), with the Channels-style room consumer of
+the example chat. The 20 members' handlers answer one
 group message with the same ``websocket.send`` in one event-loop pass; the send batcher
 stores them as one item naming all 20 reply channels. That is what keeps a busy room from
 filling the gateway's shared reply list (issue 12 item 8): 20 times fewer items to store,
@@ -46,24 +48,27 @@ class Room(AsyncWebsocketConsumer):
 
 
 @pytest.fixture
-async def redis_layer() -> AsyncIterator[ChannelLayer]:
+async def redis_layers() -> AsyncIterator[tuple[ChannelLayer, ChannelLayer]]:
+    """The worker's layer and the gateway's: two clients of one Redis, as two processes have."""
     if not redis_reachable():
         pytest.skip("Redis is not reachable on 127.0.0.1:6379")
     prefix = f"sbtest-merge-{secrets.token_hex(4)}:"
-    layer = build_layer({"BACKEND": "redis", "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix, "block_timeout": 0.2}})
-    set_channel_layer(layer)
-    yield layer
+    config = {"BACKEND": "redis", "CONFIG": {"hosts": [REDIS_URL], "prefix": prefix, "block_timeout": 0.2}}
+    layers = build_layer(config), build_layer(config)
+    set_channel_layer(layers[0])
+    yield layers
     set_channel_layer(None)
-    await layer.flush()
-    await layer.close()
+    await layers[0].flush()
+    for layer in layers:
+        await layer.close()
 
 
-async def test_a_post_to_a_room_is_one_item_for_the_gateway(redis_layer: ChannelLayer) -> None:
-    layer = redis_layer
-    gateway = Gateway(layer)
+async def test_a_post_to_a_room_is_one_item_for_the_gateway(redis_layers: tuple[ChannelLayer, ChannelLayer]) -> None:
+    layer, gateway_layer = redis_layers
+    gateway = Gateway(gateway_layer)
     # What the gateway reads from its reply list: per item, its message and its suffixes.
     items: list[tuple[dict[str, Any], int]] = []
-    storage = layer.storage
+    storage = gateway_layer.storage
     pop = storage.pop
 
     async def spying_pop(keys: Any, count: int, timeout: float) -> Any:

@@ -155,3 +155,28 @@ async def test_a_storage_whose_push_is_overridden_is_pushed_through_it() -> None
     await layer.send_soon("chat.a", {"type": "x"})
     await layer.send("chat.a", {"type": "y"})
     assert storage.pushes == 2
+
+
+async def test_sends_a_local_route_takes_let_the_loop_run_now_and_then(layer: ChannelLayer) -> None:
+    """A sender in a tight loop of sends that a local route takes (in ``switchboard run``,
+    every reply) still lets its receivers run: one send in every ``LOCAL_YIELD_EVERY``
+    yields, so what it can pile up before they do is bounded."""
+    from switchboard.gateway.layers.core import LOCAL_YIELD_EVERY
+
+    taken: list[str] = []
+    layer.add_local_route(lambda channel, message, item: taken.append(message["text"]) is None)
+    turns: list[int] = []  # how many messages the route had taken when the other task ran
+
+    async def receiver_side() -> None:
+        while len(taken) < 10 * LOCAL_YIELD_EVERY:
+            turns.append(len(taken))
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(receiver_side())
+    await asyncio.sleep(0)
+    for number in range(10 * LOCAL_YIELD_EVERY):
+        await layer.send("specific.local!c", {"type": "x", "text": str(number)})
+    await other
+    assert taken == [str(number) for number in range(10 * LOCAL_YIELD_EVERY)]
+    assert len(turns) >= 10
+    assert all(later - earlier <= LOCAL_YIELD_EVERY for earlier, later in zip(turns, turns[1:]))

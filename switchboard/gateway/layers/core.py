@@ -85,6 +85,9 @@ class _Queued(NamedTuple):
 #: True, or return False to let the message take the layer as usual.
 LocalRoute = Callable[[str, Message, bytes], bool]
 
+#: How many sends local routes take before one of them yields to the loop (see _settle).
+LOCAL_YIELD_EVERY = 16
+
 
 class ChannelFull(Exception):
     """The channel holds ``capacity`` messages already; the message was not stored."""
@@ -306,6 +309,7 @@ class ChannelLayer(BaseChannelLayer):
             storage.send_lane if getattr(storage, "multi_lane", False) else None  # type: ignore[attr-defined]
         )
         self._local_routes: list[LocalRoute] = []
+        self._taken_unyielded = 0  # sends local routes took since one yielded (_settle)
         # Imported here: the durable path uses this module's packing and errors.
         from .durable import DurableConfig
         from .durable_channels import DurableChannels
@@ -526,8 +530,20 @@ class ChannelLayer(BaseChannelLayer):
         return _Queued(key, item, capacity, max_bytes, part, self._push(key, item, capacity, max_bytes, part))
 
     async def _settle(self, channel: str, queued: _Queued | None, wait: float) -> bytes | None:
-        """Wait for a queued push; try a refused one again for up to ``wait`` seconds."""
+        """Wait for a queued push; try a refused one again for up to ``wait`` seconds.
+
+        Messages local routes took (``queued`` None) return at once, but one in every
+        :data:`LOCAL_YIELD_EVERY` yields first, as a stored one waits for its batch: a
+        consumer streaming in a tight loop lets its receivers (its client's writer,
+        another instance) run between parts, instead of piling its whole stream into the
+        gateway before the slow-reader bound could see its client fall behind. Not on
+        every one: that would add a loop pass to every reply of ``switchboard run``.
+        """
         if queued is None:
+            self._taken_unyielded += 1
+            if self._taken_unyielded >= LOCAL_YIELD_EVERY:
+                self._taken_unyielded = 0
+                await asyncio.sleep(0)
             return None
         try:
             ok = await queued.outcome
