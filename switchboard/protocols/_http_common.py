@@ -164,6 +164,9 @@ class ClientLink(Protocol):
     def drop_slow_client(self, code: int, reason: str) -> None:
         """End the connection now, although the client reads nothing (see _http_uvicorn)."""
 
+    def write_now(self, message: Message) -> bool:
+        """Write a checked ``websocket.send`` at once if nothing needs waiting for; False if not (WebSocket only)."""
+
     def body_arrived(self) -> bool:
         """Whether the request's whole body has been read from the socket (HTTP only)."""
 

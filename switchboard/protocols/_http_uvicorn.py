@@ -227,6 +227,31 @@ class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
         """See :class:`~._http_common.ClientLink`."""
         return self.writable.is_set()
 
+    def write_now(self, message: Any) -> bool:
+        """Write a checked ``websocket.send`` as :meth:`send` would, if nothing needs waiting for.
+
+        False (nothing written) unless the handshake is done, no close was sent or
+        received, and the transport is not paused for writing: then the caller queues the
+        message for the bridge's writer as before. So one reply to a client that keeps up
+        costs no task switch; see ``WebSocketSession._deliver``.
+        """
+        if not (
+            self.handshake_complete
+            and self.initial_response is None
+            and not self.close_sent
+            and not self.disconnected
+            and self.writable.is_set()
+            and self.conn.state is State.OPEN
+        ):
+            return False
+        data = message.get("bytes")
+        if data is not None:
+            self.conn.send_binary(data)
+        else:
+            self.conn.send_text(message["text"].encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
     def drop_slow_client(self, code: int, reason: str) -> None:
         """Close now with ``code`` although the client reads nothing; abort after the close timeout.
 

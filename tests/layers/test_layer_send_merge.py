@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -179,4 +180,4 @@ async def test_sends_a_local_route_takes_let_the_loop_run_now_and_then(layer: Ch
     await other
     assert taken == [str(number) for number in range(10 * LOCAL_YIELD_EVERY)]
     assert len(turns) >= 10
-    assert all(later - earlier <= LOCAL_YIELD_EVERY for earlier, later in zip(turns, turns[1:]))
+    assert all(later - earlier <= LOCAL_YIELD_EVERY for earlier, later in pairwise(turns))

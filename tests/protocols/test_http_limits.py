@@ -332,6 +332,34 @@ async def test_a_websocket_client_that_reads_nothing_is_closed_with_1013(serve) 
     assert stats["websocket.replies_dropped_slow_reader"] >= 1
 
 
+async def test_a_stream_to_a_client_that_reads_slowly_arrives_whole_and_in_order(serve) -> None:
+    """Replies are written at once while the socket takes data and queued while it does not
+    (``WebSocketSession._deliver``): a stream larger than the socket buffers, to a client
+    that pauses now and then, switches between the two many times and keeps its order."""
+    count = 1500
+
+    async def numbers(scope: Scope, receive: Receive, send: Send) -> None:
+        while (event := await receive())["type"] != "websocket.disconnect":
+            if event["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif event.get("text") == "numbers":
+                for number in range(count):
+                    await send({"type": "websocket.send", "text": f"{number:06d}" + "y" * (4 * KiB)})
+
+    stack = await serve(numbers, max_pending_replies=10 * count, max_pending_reply_bytes=64 * 1024 * KiB)
+    received: list[int] = []
+    async with connect(stack.ws_url(), max_size=None, max_queue=4) as client:
+        await client.send("numbers")
+        while len(received) < count:
+            received.append(int((await client.recv())[:6]))
+            if len(received) % 100 == 0:
+                await asyncio.sleep(0.05)  # the client falls behind: the gateway's socket fills
+    assert received == list(range(count))
+    stats = stack.plugin.stats()
+    assert stats["websocket.messages_out"] == count
+    assert "websocket.slow_readers" not in stats
+
+
 async def test_a_streaming_http_response_to_a_client_that_reads_nothing_is_cut_off(serve) -> None:
     app = App()
     stack = await serve(app, max_pending_replies=PENDING)
