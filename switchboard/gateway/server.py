@@ -601,12 +601,16 @@ class Gateway:
                 self._local_flushes.add(task)
                 task.add_done_callback(self._local_flushes.discard)
             return True
-        try:
-            connection.deliver(copy)
-        except Exception:
-            logger.exception("delivering %s to %s failed", message_type, channel)
-        self.stats.replies_delivered += 1
+        self._deliver_reply(connection, copy)
         return True
+
+    def _deliver_reply(self, connection: Connection, message: Message) -> None:
+        """Hand a reply of the connection's protocol to its plugin (a failure is logged, not raised)."""
+        try:
+            connection.deliver(message)
+        except Exception:
+            logger.exception("delivering %s to %s failed", message.get("type"), connection.channel)
+        self.stats.replies_delivered += 1
 
     async def _reply_loop(self) -> None:
         receiver = self._receiver
@@ -645,11 +649,7 @@ class Gateway:
                 elif message_type == GROUP_ADD or message_type == GROUP_DISCARD:
                     self.memberships.noticed(connection, channel, message)
                 elif isinstance(message_type, str) and message_type.startswith(connection.protocol + "."):
-                    try:
-                        connection.deliver(message)
-                    except Exception:
-                        logger.exception("delivering %s to %s failed", message_type, channel)
-                    stats.replies_delivered += 1
+                    self._deliver_reply(connection, message)
                 else:
                     stats.replies_forwarded += 1
                     if self.affinity.route_forward(connection, time.monotonic()) is not None:

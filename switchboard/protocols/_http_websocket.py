@@ -295,8 +295,9 @@ class WebSocketSession:
         A ``websocket.send`` to an open connection with nothing queued ahead of it is
         written at once when the socket takes data (``write_now``): the writer task would
         only write it a loop pass later, and that task switch per message was 5-6% of the
-        loop's samples in a fan-out, besides the write itself. Anything else, or a socket that is paused for
-        writing, goes through the queue, so order and the slow-reader bound hold as before.
+        loop's samples in a fan-out, besides the write itself. Anything else, or a socket
+        paused for writing, goes through the queue, so order and the slow-reader bound
+        hold as before.
         """
         if (
             self.state == OPEN
