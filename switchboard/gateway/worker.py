@@ -64,6 +64,7 @@ from .layers import ChannelFull, ChannelLayer, LayerClosed, Message
 from .layers.durable import Delivery, DurableMessage, Settlement
 from .layers.durable_channels import DurableReceiver
 from .tap import Taps
+from .wake_pacer import WakePacer
 
 if TYPE_CHECKING:
     from .tracing import WorkerTracer
@@ -142,18 +143,30 @@ class _EventQueue:
     queue; this binds its loop once and allocates a future only while the app waits.
     """
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter", "pacer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._items: collections.deque[Message] = collections.deque()
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
+        #: The worker's (when its layer batches sends), once the instance runs.
+        self.pacer: WakePacer | None = None
 
     def put_nowait(self, item: Message) -> None:
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def put_paced(self, item: Message) -> None:
+        """:meth:`put_nowait` for one of a burst: queued now, the app woken by the pacer."""
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            if self.pacer is None:
+                waiter.set_result(None)
+            else:
+                self.pacer.wake(waiter)
 
     async def get(self) -> Message:
         while not self._items:
@@ -343,6 +356,7 @@ class Worker:
         self._claim_warned: set[str] = set()
         self._stopping = False
         self._thread = 0
+        self._pacer: WakePacer | None = None  # made by run(), on the worker's loop
         # Named channels are read only while their instances have room (backpressure: the
         # rest waits on the layer, bounded by its capacity, instead of in this process).
         self._named_room = asyncio.Event()
@@ -386,6 +400,8 @@ class Worker:
         logger.info("worker %s listening on %s", self.id, ", ".join(names))
         loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        # Pacing helps only where replies wait for a batch; in memory they are stored at once.
+        self._pacer = WakePacer(loop) if self.layer.batches_sends else None
         pools = [pool_channel(p) for p in self.protocols]
         shared = [self.layer.receiver(pools)] if pools else []
         if self.channels:
@@ -756,7 +772,9 @@ class Worker:
         except Exception:
             return False
         self.stats.events_local += 1
-        instance.queue.put_nowait(message)
+        # A group message reaches every member here in one go: their handlers run a slice
+        # per loop pass, so the first replies are stored while the rest run (WakePacer).
+        instance.queue.put_paced(message)
         return True
 
     def _hold_unscoped(self, connection: str, envelope: Message) -> None:
@@ -833,6 +851,7 @@ class Worker:
         if times is None:
             times = self.handler_times[scope_type] = HandlerTimes()
         instance.times = times
+        instance.queue.pacer = self._pacer
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")
