@@ -143,30 +143,22 @@ class _EventQueue:
     queue; this binds its loop once and allocates a future only while the app waits.
     """
 
-    __slots__ = ("_items", "_loop", "_waiter", "pacer")
+    __slots__ = ("_items", "_loop", "_waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._items: collections.deque[Message] = collections.deque()
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
-        #: The worker's (when its layer batches sends), once the instance runs.
-        self.pacer: WakePacer | None = None
 
-    def put_nowait(self, item: Message) -> None:
+    def put_nowait(self, item: Message, pacer: WakePacer | None = None) -> None:
+        """Queue ``item`` now; the waiting app is woken at once, or by ``pacer`` (one of a burst)."""
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def put_paced(self, item: Message) -> None:
-        """:meth:`put_nowait` for one of a burst: queued now, the app woken by the pacer."""
-        self._items.append(item)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            if self.pacer is None:
+            if pacer is None:
                 waiter.set_result(None)
             else:
-                self.pacer.wake(waiter)
+                pacer.wake(waiter)
 
     async def get(self) -> Message:
         while not self._items:
@@ -774,7 +766,7 @@ class Worker:
         self.stats.events_local += 1
         # A group message reaches every member here in one go: their handlers run a slice
         # per loop pass, so the first replies are stored while the rest run (WakePacer).
-        instance.queue.put_paced(message)
+        instance.queue.put_nowait(message, self._pacer)
         return True
 
     def _hold_unscoped(self, connection: str, envelope: Message) -> None:
@@ -851,7 +843,6 @@ class Worker:
         if times is None:
             times = self.handler_times[scope_type] = HandlerTimes()
         instance.times = times
-        instance.queue.pacer = self._pacer
         self.instances[instance.key] = instance
         self.stats.instances_started += 1
         instance.task = asyncio.get_running_loop().create_task(self._run_instance(instance), name=f"instance:{instance.key}")

@@ -28,12 +28,18 @@ async def _passes_until_woken(waiters: list[asyncio.Future[None]], passes: int =
     return rounds
 
 
-async def test_a_burst_wakes_a_slice_per_pass_in_order() -> None:
+def _burst(slice_size: int, size: int) -> tuple[WakePacer, list[asyncio.Future[None]]]:
+    """A pacer and ``size`` waiters handed to it in one go, as a group message does."""
     loop = asyncio.get_running_loop()
-    pacer = WakePacer(loop, slice_size=4)
-    waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(10)]
+    pacer = WakePacer(loop, slice_size=slice_size)
+    waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(size)]
     for waiter in waiters:
         pacer.wake(waiter)
+    return pacer, waiters
+
+
+async def test_a_burst_wakes_a_slice_per_pass_in_order() -> None:
+    pacer, waiters = _burst(4, 10)
     # The first slice wakes at once, as set_result would have.
     assert [i for i, w in enumerate(waiters) if w.done()] == [0, 1, 2, 3]
     rounds = [r for r in await _passes_until_woken(waiters) if r]
@@ -55,14 +61,10 @@ async def test_a_quiet_worker_wakes_at_once() -> None:
 
 async def test_later_wakes_queue_behind_held_ones() -> None:
     """A waiter arriving while others are held goes after them, even if the slice has room."""
-    loop = asyncio.get_running_loop()
-    pacer = WakePacer(loop, slice_size=2)
-    first = [loop.create_future() for _ in range(4)]
-    for waiter in first:
-        pacer.wake(waiter)
+    pacer, first = _burst(2, 4)
     await asyncio.sleep(0)  # the next slice: 2 and 3 wake, the budget is spent
     assert all(w.done() for w in first)
-    late = loop.create_future()
+    late = asyncio.get_running_loop().create_future()
     pacer.wake(late)
     assert not late.done()
     await asyncio.sleep(0)
@@ -71,11 +73,7 @@ async def test_later_wakes_queue_behind_held_ones() -> None:
 
 
 async def test_a_cancelled_waiter_is_skipped_and_takes_no_place() -> None:
-    loop = asyncio.get_running_loop()
-    pacer = WakePacer(loop, slice_size=2)
-    waiters: list[asyncio.Future[None]] = [loop.create_future() for _ in range(5)]
-    for waiter in waiters:
-        pacer.wake(waiter)
+    _pacer, waiters = _burst(2, 5)
     waiters[2].cancel()
     rounds = [r for r in await _passes_until_woken(waiters) if r]
     # 2 was cancelled before its pass: its place in the second slice goes to 4.

@@ -296,9 +296,6 @@ class ChannelLayer(BaseChannelLayer):
         # Coalesce concurrent sends into push_many calls on storages where a push is a
         # network round trip (Redis); the in-memory storage pushes synchronously anyway.
         self._coalesce = bool(getattr(storage, "coalesce_sends", False))
-        #: Whether sends from one loop pass are stored together, a batch at a time (Redis):
-        #: then when a sender sends decides what leaves together (the worker's WakePacer).
-        self.batches_sends = self._coalesce
         # A storage that stores synchronously (in memory) pushes at once: send_soon queues
         # at the call there too.
         self._push_now = _synchronous_push(storage)
@@ -320,6 +317,12 @@ class ChannelLayer(BaseChannelLayer):
         #: The at-least-once path for channels ``options.durable`` declares durable.
         self.durable = DurableChannels(self, DurableConfig(self.options.durable))
         self._durable_options = self.durable.options_for
+
+    @property
+    def batches_sends(self) -> bool:
+        """Whether sends from one loop pass are stored together, a batch at a time (Redis):
+        then when a sender sends decides what leaves together (the worker's WakePacer)."""
+        return self._coalesce
 
     # -- Process-local delivery -------------------------------------------------------
 
