@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import banner, logs, reload
+from . import banner, logs, reload, supervisor
 from . import options as cli_options
 from .config import (
     ConfigError,
@@ -451,10 +451,12 @@ async def _run_worker(
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
     try:
-        observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
+        bind = supervisor.child_metrics_bind(metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
+        observability = Observability(view, config.metrics, bind)
         observability.start()
         logger.info("%s", banner.render("worker", layer=layer, worker=worker, metrics_address=observability.metrics_address))
         freeze_startup_objects()
+        supervisor.notify_ready()
         await worker.run(stop, drain_timeout=options.drain_timeout)
     finally:
         if observability is not None:
@@ -606,6 +608,9 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
     logs.register_secrets(logs.environment_secrets())
     if command not in ("status", "deadletters"):
         logs.CONTEXT["kind"] = command
+    processes = getattr(args, "processes", 1) or 1
+    if command == "worker" and processes > 1 and not supervisor.is_child():
+        return supervisor.supervise(argv, processes)
     if command == "run" and args.reload and not reload.is_child():
         try:
             return reload.supervise(argv or [], args.reload_dir or [os.getcwd()], extra=[args.config] if args.config else [])

@@ -60,6 +60,17 @@ def bind_address(text: str) -> str:
     return text
 
 
+def process_count(text: str) -> int:
+    """``--processes``: a whole number of worker processes, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
+
+
 def assignment(text: str) -> tuple[list[str], Any]:
     """An argparse ``type`` for ``--set SECTION.KEY=VALUE``: the key path and the parsed value."""
     key, sep, raw = text.partition("=")
@@ -130,6 +141,14 @@ def add_options(parser: argparse.ArgumentParser, command: str, *, django: bool =
         _add_listening_options(parser)
     if command == "worker":
         parser.add_argument("channels", nargs="*", help="only consume these named channels (no connections)")
+        parser.add_argument(
+            "--processes",
+            type=process_count,
+            default=1,
+            metavar="N",
+            help="run N worker processes, one per core you give Django (default 1); "
+            "SIGTERM drains them, SIGHUP replaces them one at a time (docs/cli.md)",
+        )
     if command == "run":
         _add_development_options(parser)
     if command == "status":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .children import ChildProcess, describe_exit
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -131,37 +131,25 @@ def supervise(argv: Sequence[str], directories: Sequence[str], extra: Sequence[s
     return 0
 
 
-class _Child:
-    """The server process: started, stopped the clean way, its exit reported once."""
+class _Child(ChildProcess):
+    """The server process, its exit (a failed start, most likely) reported once."""
 
     def __init__(self, command: list[str]) -> None:
-        self.command = command
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(command, {CHILD_ENV: "1"})
         self._reported = False
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, env={**os.environ, CHILD_ENV: "1"})
+    def start(self, **kwargs: Any) -> None:
+        super().start(**kwargs)
         self._reported = False
-
-    def signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
 
     def report_exit(self) -> None:
         """Say once that the server exited on its own (it failed to start, most likely)."""
-        process = self.process
-        if process is not None and not self._reported and process.poll() is not None:
+        code = self.poll()
+        if code is not None and not self._reported:
             self._reported = True
-            logger.warning("the server exited with code %d; waiting for a change to start it again", process.returncode)
+            logger.warning("the server exited with %s; waiting for a change to start it again", describe_exit(code))
 
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            logger.warning("the server did not stop within %.0fs of SIGTERM; killing it", STOP_TIMEOUT)
-            process.kill()
-            process.wait()
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        code = super().stop(timeout)
+        self.process = None
+        return code
