@@ -61,7 +61,27 @@ class HttpView(Scenario):
         return [row]
 
     def summary(self, rows: Sequence[Row]) -> list[str]:
-        return self.verdicts(rows)
+        return self.verdicts(rows) + self.cpu_by_process(rows)
+
+    @staticmethod
+    def cpu_by_process(rows: Sequence[Row]) -> list[str]:
+        """Server CPU per request of each process, for systems of several (split, gunicorn).
+
+        What the total hides: a split worker's Django path next to a gunicorn worker's, and
+        what the gateway and Redis add on top (issue 14's analysis of http-db).
+        """
+        lines = []
+        for row in rows:
+            roles = {key.partition(":")[2]: seconds for key, seconds in row.extra.items() if key.startswith("cpu_s:")}
+            if not roles and row.system.startswith("gunicorn"):
+                roles = {"master and workers": row.server_cpu_s}  # one process tree, read as one
+            if not row.count or not roles or math.isnan(row.server_cpu_s):
+                continue
+            parts = [f"{role} {seconds / row.count * 1e6:,.0f} us" for role, seconds in roles.items()]
+            if not math.isnan(row.redis_cpu_s) and row.redis_cpu_s > 0.01 * row.server_cpu_s:
+                parts.append(f"Redis {row.redis_cpu_s / row.count * 1e6:,.0f} us")
+            lines.append(f"`{row.system}` CPU per request by process: " + ", ".join(parts))
+        return lines
 
     def headline(self, rows: Sequence[Row]) -> list[str]:
         lines = self.verdicts(rows)
