@@ -450,6 +450,7 @@ async def _run_worker(
     logs.CONTEXT["worker_id"] = worker.id
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
+    orphan_watch: asyncio.Task[None] | None = None
     try:
         bind = supervisor.child_metrics_bind(metrics_bind(args or argparse.Namespace(), config.metrics, "worker"))
         observability = Observability(view, config.metrics, bind)
@@ -457,8 +458,12 @@ async def _run_worker(
         logger.info("%s", banner.render("worker", layer=layer, worker=worker, metrics_address=observability.metrics_address))
         freeze_startup_objects()
         supervisor.notify_ready()
+        if supervisor.is_child():
+            orphan_watch = asyncio.get_running_loop().create_task(supervisor.stop_when_orphaned(stop))
         await worker.run(stop, drain_timeout=options.drain_timeout)
     finally:
+        if orphan_watch is not None:
+            orphan_watch.cancel()
         if observability is not None:
             await observability.close()
         await layer.close()

@@ -32,12 +32,17 @@ imports neither Django nor the project, and holds no connection.
   as in the rolling deploy of docs/deploys.md. (Stopping before starting, not after,
   keeps each process's metrics port its own.) A new child that fails to start ends the
   replacement; its place keeps being restarted as after a death, the rest serve on.
+- **Orphans**: a child whose supervisor is gone (killed with SIGKILL, so it could not
+  stop them) stops by itself, draining as on SIGTERM, within :data:`ORPHAN_CHECK`
+  seconds: otherwise a process manager that starts the command again would double the
+  workers (gunicorn's workers watch their master the same way).
 - **Metrics**: child ``i`` (from 1) serves metrics on the configured worker port plus
   ``i - 1``, since N processes cannot share one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import selectors
@@ -56,6 +61,10 @@ logger = logging.getLogger("switchboard.supervisor")
 PROCESS_ENV = "SWITCHBOARD_WORKER_PROCESS"
 #: Set in a child's environment: the inherited pipe it writes one byte on when serving.
 READY_FD_ENV = "SWITCHBOARD_WORKER_READY_FD"
+#: Set in a child's environment: the supervisor's pid, which a child checks is still its parent.
+SUPERVISOR_ENV = "SWITCHBOARD_WORKER_SUPERVISOR"
+#: Seconds between a child's checks that its supervisor is still there.
+ORPHAN_CHECK = 1.0
 #: Seconds before a child that died is started again (doubled while it keeps dying young).
 RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
@@ -95,6 +104,24 @@ def notify_ready() -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+async def stop_when_orphaned(stop: asyncio.Event, interval: float = ORPHAN_CHECK) -> None:
+    """Set ``stop`` (drain and exit, as on SIGTERM) once this child's supervisor is gone.
+
+    A child's parent is its supervisor until the supervisor dies; then the child is
+    re-parented (to init, or a subreaper) and ``getppid`` changes.
+    """
+    raw = os.environ.get(SUPERVISOR_ENV, "")
+    if not raw.isdigit():
+        return
+    supervisor_pid = int(raw)
+    while not stop.is_set():
+        if os.getppid() != supervisor_pid:
+            logger.warning("the worker supervisor (pid %d) is gone: stopping this worker", supervisor_pid)
+            stop.set()
+            return
+        await asyncio.sleep(interval)
 
 
 def child_metrics_bind(bind: str | None) -> str | None:
@@ -293,7 +320,11 @@ class WorkerSupervisor:
         child = ChildProcess(self.command, {}, name=f"worker process {slot.index}")
         try:
             child.start(
-                extra_env={PROCESS_ENV: f"{slot.index}/{self.processes}", READY_FD_ENV: str(write_fd)},
+                extra_env={
+                    PROCESS_ENV: f"{slot.index}/{self.processes}",
+                    READY_FD_ENV: str(write_fd),
+                    SUPERVISOR_ENV: str(os.getpid()),
+                },
                 pass_fds=(write_fd,),
             )
         except BaseException:

@@ -281,6 +281,23 @@ def test_two_worker_processes_serve_and_one_killed_is_replaced(deployment: CliDe
     assert "Traceback" not in log
 
 
+@pytest.mark.redis
+@pytest.mark.skipif(not redis_reachable(), reason="Redis is not reachable on 127.0.0.1:6379")
+def test_workers_whose_supervisor_was_killed_stop_by_themselves(deployment: CliDeployment) -> None:
+    deployment.env["CLI_REDIS_URL"] = REDIS_URL
+    workers = deployment.start("workers", "worker", "--processes", "2", "--metrics-bind", "off")
+    deployment.wait_until_sync(lambda: deployment.log("workers").count("is serving") == 2, 60, "two workers serving")
+    children = worker_children(workers.pid)
+    assert len(children) == 2
+    os.kill(workers.pid, signal.SIGKILL)  # it cannot pass anything on: the workers must notice
+    workers.wait()
+    deployment.processes.pop("workers")
+    wait_until_sync(lambda: not any(_alive(pid) for pid in children), 60, "the orphaned workers to stop")
+    log = deployment.log("workers")
+    assert log.count(f"the worker supervisor (pid {workers.pid}) is gone: stopping this worker") == 2
+    assert "Traceback" not in log
+
+
 def worker_children_or_none(pids: list[int]) -> list[int]:
     return [pid for pid in pids if psutil.pid_exists(pid)]
 
@@ -308,6 +325,22 @@ def test_each_child_serves_metrics_on_its_own_port(monkeypatch: pytest.MonkeyPat
     assert supervisor.child_metrics_bind("[::1]:9101") == "[::1]:9104"
     assert supervisor.child_metrics_bind("127.0.0.1:0") == "127.0.0.1:0"  # any free port: each gets its own
     assert supervisor.child_metrics_bind(None) is None
+
+
+async def test_a_child_stops_when_its_parent_is_no_longer_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    stop = asyncio.Event()
+    monkeypatch.setenv(supervisor.SUPERVISOR_ENV, str(os.getppid()))
+    watch = asyncio.get_running_loop().create_task(supervisor.stop_when_orphaned(stop, interval=0.01))
+    await asyncio.sleep(0.05)
+    assert not stop.is_set() and not watch.done()  # its supervisor is there: it serves on
+    watch.cancel()
+    monkeypatch.setenv(supervisor.SUPERVISOR_ENV, str(os.getpid()))  # not our parent: as after a re-parenting
+    await asyncio.wait_for(supervisor.stop_when_orphaned(stop, interval=0.01), deadline(10))
+    assert stop.is_set()
+    monkeypatch.delenv(supervisor.SUPERVISOR_ENV)
+    await supervisor.stop_when_orphaned(asyncio.Event())  # no supervisor: returns at once, never stops it
 
 
 def test_the_process_count_is_a_whole_number_of_at_least_one() -> None:
