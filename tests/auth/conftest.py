@@ -10,22 +10,21 @@ the test thread and Django's sync thread (``database_sync_to_async``) both see.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from support.django_settings import configure as configure_django
-from support.waiting import deadline
 
 configure_django()
 
 from django.db import connection
 from django.test.utils import override_settings
+from support.asgi_app import AppRunner as AppRunner
+from support.asgi_app import layer as layer
+from support.asgi_app import run_app as run_app
 
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
-
-WAIT = deadline(5)  # a safety net (scaled) so a broken consumer fails the test instead of hanging it
 PASSWORD = "correct horse battery staple"
 
 AUTH_SETTINGS: dict[str, Any] = {
@@ -80,72 +79,6 @@ def auth_settings(auth_database: None) -> Iterator[None]:
 
         Session.objects.all().delete()
         User.objects.all().delete()
-
-
-@pytest.fixture(autouse=True)
-async def layer() -> AsyncIterator[ChannelLayer]:
-    """A fresh in-memory layer installed as the process layer for every test."""
-    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(channel_layer)
-    try:
-        yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
-
-
-class AppRunner:
-    """Drives one ASGI application instance with queues, like a tiny server."""
-
-    def __init__(self, application: Any, scope: dict[str, Any]) -> None:
-        self.scope = scope
-        self.input: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.output: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(application(dict(scope), self.input.get, self.output.put))
-
-    async def send_input(self, message: dict[str, Any]) -> None:
-        await self.input.put(message)
-
-    async def receive_output(self) -> dict[str, Any]:
-        """The next message the app sent; re-raises the app's exception if it died instead."""
-        getter = asyncio.ensure_future(self.output.get())
-        done, _ = await asyncio.wait({getter, self.task}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        if self.task.done():
-            self.task.result()
-            raise AssertionError("application finished without sending anything")
-        raise AssertionError(f"no output within {WAIT}s")
-
-    async def wait(self) -> None:
-        """Wait for the application to finish; re-raise its exception."""
-        await asyncio.wait_for(asyncio.shield(self.task), WAIT)
-
-    async def stop(self) -> None:
-        if not self.task.done():
-            self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
-    def sent_nothing_more(self) -> bool:
-        return self.output.empty()
-
-
-@pytest.fixture
-async def run_app() -> AsyncIterator[Any]:
-    """``run_app(app, scope)`` starts an :class:`AppRunner`; all are stopped after the test."""
-    runners: list[AppRunner] = []
-
-    def start(application: Any, scope: dict[str, Any]) -> AppRunner:
-        runner = AppRunner(application, scope)
-        runners.append(runner)
-        return runner
-
-    yield start
-    for runner in runners:
-        await runner.stop()
-    # Let Django's sync thread go idle so a handler's tail cannot run into the next test.
-    await sync_to_async(lambda: None, thread_sensitive=True)()
 
 
 def make_scope(
