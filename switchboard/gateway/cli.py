@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .plugins import ProtocolPlugin
     from .server import Gateway
     from .tracing import GatewayTracer, WorkerTracer
+    from .worker import Worker
 
 logger = logging.getLogger("switchboard.cli")
 
@@ -412,25 +413,17 @@ async def _run_gateway(config: SwitchboardConfig, args: argparse.Namespace, stop
         await layer.close()
 
 
-async def _run_worker(
-    config: SwitchboardConfig,
-    channels: Sequence[str],
-    args: argparse.Namespace | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    from .layers import set_channel_layer
-    from .server import _install_signal_handlers
+def build_worker(
+    application: Any,
+    layer: ChannelLayer,
+    options: WorkerOptions,
+    protocols: Sequence[str],
+    names: Sequence[str],
+    tracer: WorkerTracer | None = None,
+) -> Worker:
+    """The worker of ``switchboard worker`` and ``switchboard run``: its settings, its tracer, its log id."""
     from .worker import Worker
 
-    _, worker_tracer = tracers(config, "worker")
-    application = load_application(config)
-    layer = build_configured_layer(config.layer)
-    await verify_layer(layer)
-    set_channel_layer(layer)
-    stop = stop or asyncio.Event()
-    _install_signal_handlers(stop)
-    options = config.worker_options
-    protocols, names = worker_routes(application, options, channels)
     worker = Worker(
         application,
         layer,
@@ -445,9 +438,31 @@ async def _run_worker(
         django_threads=options.django_threads,
         durable_prefetch=options.durable_prefetch,
     )
-    if worker_tracer is not None:
-        worker_tracer.install(worker)
+    if tracer is not None:
+        tracer.install(worker)
     logs.CONTEXT["worker_id"] = worker.id
+    return worker
+
+
+async def _run_worker(
+    config: SwitchboardConfig,
+    channels: Sequence[str],
+    args: argparse.Namespace | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    from .layers import set_channel_layer
+    from .server import _install_signal_handlers
+
+    _, worker_tracer = tracers(config, "worker")
+    application = load_application(config)
+    layer = build_configured_layer(config.layer)
+    await verify_layer(layer)
+    set_channel_layer(layer)
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    options = config.worker_options
+    protocols, names = worker_routes(application, options, channels)
+    worker = build_worker(application, layer, options, protocols, names, worker_tracer)
     view = ProcessView("worker", layer, worker=worker, stopping=stop)
     observability: Observability | None = None
     orphan_watch: asyncio.Task[None] | None = None
@@ -472,7 +487,6 @@ async def _run_worker(
 async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None = None, stop: asyncio.Event | None = None) -> None:
     from .layers import set_channel_layer
     from .server import run_gateway
-    from .worker import Worker
 
     if not _memory_layer(config):
         logger.info("switchboard run uses the in-memory layer (configured: %s)", config.layer.get("BACKEND"))
@@ -484,23 +498,7 @@ async def _run_both(config: SwitchboardConfig, args: argparse.Namespace | None =
     options = config.worker_options
     protocols, names = worker_routes(application, options)
     application, static_note = with_static_files(application, args)
-    worker = Worker(
-        application,
-        layer,
-        protocols=protocols,
-        channels=names,
-        heartbeat_interval=options.heartbeat_interval,
-        max_instance_backlog=options.max_instance_backlog,
-        max_listener_backlog=options.max_listener_backlog,
-        local_delivery=options.local_delivery,
-        reply_wait=options.reply_wait,
-        django_http=options.django_http,
-        django_threads=options.django_threads,
-        durable_prefetch=options.durable_prefetch,
-    )
-    if worker_tracer is not None:
-        worker_tracer.install(worker)
-    logs.CONTEXT["worker_id"] = worker.id
+    worker = build_worker(application, layer, options, protocols, names, worker_tracer)
     stop = stop or asyncio.Event()
     view = ProcessView("run", layer, worker=worker, stopping=stop)
     observability = Observability(view, config.metrics, metrics_bind(args or argparse.Namespace(), config.metrics, "run"), config)
