@@ -613,6 +613,7 @@ def execute(command: str, args: argparse.Namespace, argv: Sequence[str] | None =
         logs.CONTEXT["kind"] = command
     processes = getattr(args, "processes", 1) or 1
     if command == "worker" and processes > 1 and not supervisor.is_child():
+        logs.CONTEXT["kind"] = "worker-supervisor"
         return supervisor.supervise(argv, processes)
     if command == "run" and args.reload and not reload.is_child():
         try:

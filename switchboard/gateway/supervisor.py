@@ -161,6 +161,8 @@ class _Slot:
     restart_at: float | None = None
     #: Where a replacement (SIGHUP) is in this slot: "stopping" the old child, "starting" the new.
     replacing: str | None = None
+    #: When the old child was told to stop for its replacement (killed ``stop_timeout`` later).
+    stopping_since: float = 0.0
 
 
 @dataclass
@@ -397,8 +399,18 @@ class WorkerSupervisor:
         if not self._replacing:
             return
         slot = self._replacing[0]
+        if slot.replacing == "stopping" and slot.child is not None:
+            if self.clock() - slot.stopping_since > self.stop_timeout:
+                logger.warning(
+                    "worker process %d (pid %s) still running %.0fs after SIGTERM: killing it",
+                    slot.index,
+                    slot.child.pid,
+                    self.stop_timeout,
+                )
+                slot.child.kill()
+            return  # _reap starts the new child once it has exited
         if slot.replacing is not None:
-            return  # under way: _reap starts the new child, _wait_for_ready ends the step
+            return  # under way: _wait_for_ready ends the step when the new child serves
         if slot.child is not None and not slot.ready:
             return  # still starting: replaced once it serves
         if slot.child is None:
@@ -409,6 +421,7 @@ class WorkerSupervisor:
             return
         logger.info("worker process %d (pid %s): stopping it for its replacement (it drains)", slot.index, slot.child.pid)
         slot.replacing = "stopping"
+        slot.stopping_since = self.clock()
         slot.child.signal(signal.SIGTERM)
 
 

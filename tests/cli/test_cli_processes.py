@@ -214,6 +214,19 @@ def test_sighup_replaces_the_workers_one_at_a_time(supervise: StartSupervisor) -
     assert running.exit_code() == 0
 
 
+def test_a_worker_that_will_not_stop_for_its_replacement_is_killed(supervise: StartSupervisor) -> None:
+    running = supervise(processes=2, stop_timeout=1.0, CHILD_IGNORE_TERM="1")
+    running.wait(lambda: len(running.serving()) == 2, "two children serving")
+    old = running.serving()
+    running.signal(signal.SIGHUP)
+    running.wait(
+        lambda: len(running.serving()) == 2 and not set(running.serving().values()) & set(old.values()),
+        "two new children serving",
+    )
+    assert running.log().count("still running 1s after SIGTERM: killing it") == 2
+    assert not running.pids("stopped")  # none drained: each was killed, and the replacement went on
+
+
 def test_a_replacement_that_fails_to_start_leaves_the_others_serving(supervise: StartSupervisor, tmp_path: Path) -> None:
     flag = tmp_path / "bad-deploy"
     running = supervise(processes=2, CHILD_FAIL_FLAG=str(flag))
