@@ -256,7 +256,8 @@ def answers(url: str) -> bool:
 
 
 def worker_children(supervisor_pid: int) -> list[int]:
-    return [child.pid for child in psutil.Process(supervisor_pid).children() if child.status() != psutil.STATUS_ZOMBIE]
+    """The supervisor's live children (one that exits while we look is not one)."""
+    return [child.pid for child in psutil.Process(supervisor_pid).children() if _alive(child.pid)]
 
 
 @pytest.mark.redis
