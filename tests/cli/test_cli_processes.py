@@ -85,6 +85,16 @@ class Supervised:
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
 
+    def replace_all(self) -> dict[int, int]:
+        """SIGHUP, and wait until a new child serves in every slot; the old ``serving()``."""
+        old = self.serving()
+        self.signal(signal.SIGHUP)
+        self.wait(
+            lambda: len(self.serving()) == len(old) and not set(self.serving().values()) & set(old.values()),
+            "a new child serving in every slot",
+        )
+        return old
+
     def exit_code(self, timeout: float = 30) -> int:
         try:
             return self.process.wait(deadline(timeout))
@@ -193,12 +203,7 @@ def test_a_second_signal_kills_the_workers_at_once(supervise: StartSupervisor) -
 def test_sighup_replaces_the_workers_one_at_a_time(supervise: StartSupervisor) -> None:
     running = supervise(processes=2)
     running.wait(lambda: len(running.serving()) == 2, "two children serving")
-    old = running.serving()
-    running.signal(signal.SIGHUP)
-    running.wait(
-        lambda: len(running.serving()) == 2 and not set(running.serving().values()) & set(old.values()),
-        "two new children serving",
-    )
+    old = running.replace_all()
     new = running.serving()
     order = [(event, slot, pid) for event, slot, pid in running.events() if pid in set(old.values()) | set(new.values())]
     assert order[-6:] == [
@@ -217,12 +222,7 @@ def test_sighup_replaces_the_workers_one_at_a_time(supervise: StartSupervisor) -
 def test_a_worker_that_will_not_stop_for_its_replacement_is_killed(supervise: StartSupervisor) -> None:
     running = supervise(processes=2, stop_timeout=1.0, CHILD_IGNORE_TERM="1")
     running.wait(lambda: len(running.serving()) == 2, "two children serving")
-    old = running.serving()
-    running.signal(signal.SIGHUP)
-    running.wait(
-        lambda: len(running.serving()) == 2 and not set(running.serving().values()) & set(old.values()),
-        "two new children serving",
-    )
+    running.replace_all()
     assert running.log().count("still running 1s after SIGTERM: killing it") == 2
     assert not running.pids("stopped")  # none drained: each was killed, and the replacement went on
 
