@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
-from support.waiting import deadline, wait_until
+from support.asgi_app import AppRunner
+from support.asgi_app import run_app as run_app
+from support.waiting import wait_until
 
 from switchboard.consumers import AsyncConsumer, SyncConsumer
 from switchboard.consumers.exceptions import StopConsumer
 from switchboard.consumers.longpoll import AsyncLongPollConsumer, format_cursor, parse_cursor, publish
 from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
-
-WAIT = deadline(5)
 
 
 @pytest.fixture(autouse=True)
@@ -37,55 +37,24 @@ async def layer() -> AsyncIterator[ChannelLayer]:
         await channel_layer.close()
 
 
-class Runner:
-    """One application instance fed from a queue, its sends collected in another."""
-
-    def __init__(self, app: Any, scope: dict[str, Any]) -> None:
-        self.input: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.output: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.task = asyncio.get_running_loop().create_task(app(scope, self.input.get, self.output.put))
+class Runner(AppRunner):
+    """An instance of a long-poll consumer: one request in, one JSON answer out."""
 
     async def request(self) -> None:
-        await self.input.put({"type": "http.request", "body": b"", "more_body": False})
-
-    async def next(self) -> dict[str, Any]:
-        getter = asyncio.ensure_future(self.output.get())
-        done, _ = await asyncio.wait({getter, self.task}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        if self.task.done():
-            self.task.result()
-            raise AssertionError("the instance ended without sending anything")
-        raise AssertionError(f"nothing sent within {WAIT}s")
+        await self.send_input({"type": "http.request", "body": b"", "more_body": False})
 
     async def answer(self) -> tuple[int, dict[str, Any]]:
-        start = await self.next()
-        body = await self.next()
+        start = await self.receive_output()
+        body = await self.receive_output()
         assert start["type"] == "http.response.start" and body["type"] == "http.response.body"
         assert [b"content-type", b"application/json"] in start["headers"]
         return start["status"], json.loads(body["body"])
 
-    async def finished(self) -> None:
-        await asyncio.wait_for(asyncio.shield(self.task), WAIT)
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-
 
 @pytest.fixture
-async def run() -> AsyncIterator[Any]:
-    runners: list[Runner] = []
-
-    def start(app: Any, scope: dict[str, Any]) -> Runner:
-        runner = Runner(app, scope)
-        runners.append(runner)
-        return runner
-
-    yield start
-    for runner in runners:
-        await runner.stop()
+def run(run_app: Any) -> Any:
+    """``run(app, scope)``: a :class:`Runner`, stopped after the test."""
+    return lambda app, scope: run_app(app, scope, Runner)
 
 
 def scope(method: str = "GET", query: bytes = b"", **extra: Any) -> dict[str, Any]:
@@ -138,7 +107,7 @@ async def test_held_request_is_answered_by_a_group_message(run: Any, layer: Chan
     await layer.group_send("room", {"type": "chat.message", "message": "hello"})
     for runner in runners:
         assert await runner.answer() == (200, {"messages": [{"message": "hello"}], "cursor": None, "gap": False})
-        await runner.finished()
+        await runner.wait()
     assert await members(layer, "room") == []
 
 
@@ -155,15 +124,15 @@ async def test_timeout_answers_with_no_messages(run: Any) -> None:
     runner = run(RoomPoll.as_asgi(timeout=0.2), scope())
     await runner.request()
     assert await runner.answer() == (200, {"messages": [], "cursor": None, "gap": False})
-    await runner.finished()
+    await runner.wait()
 
 
 async def test_other_methods_get_405(run: Any) -> None:
     runner = run(RoomPoll.as_asgi(), scope(method="POST"))
     await runner.request()
-    start = await runner.next()
+    start = await runner.receive_output()
     assert start["status"] == 405
-    await runner.finished()
+    await runner.wait()
 
 
 async def test_client_going_away_leaves_the_group(run: Any, layer: ChannelLayer) -> None:
@@ -171,7 +140,7 @@ async def test_client_going_away_leaves_the_group(run: Any, layer: ChannelLayer)
     await runner.request()
     await wait_members(layer, "room", 1)
     await runner.input.put({"type": "http.disconnect"})
-    await runner.finished()
+    await runner.wait()
     assert runner.output.empty()
     assert await members(layer, "room") == []
 
@@ -182,14 +151,14 @@ async def test_a_message_without_a_request_answers_it_from_here(run: Any) -> Non
     runner = run(BufferedRoomPoll.as_asgi(), scope(query=b"cursor=room:6", reply_channel="gateway.abc!def"))
     await runner.input.put({"type": "chat.message", "message": "moved", "longpoll_group": "room", "longpoll_seq": 7})
     assert await runner.answer() == (200, {"messages": [{"message": "moved"}], "cursor": "room:7", "gap": False})
-    await runner.finished()
+    await runner.wait()
 
 
 async def test_a_message_the_client_had_or_ignores_still_ends_the_request(run: Any) -> None:
     runner = run(RoomPoll.as_asgi(), scope(reply_channel="gateway.abc!def"))
     await runner.input.put({"type": "chat.message", "message": "ignore me"})
     assert await runner.answer() == (200, {"messages": [], "cursor": None, "gap": False})
-    await runner.finished()
+    await runner.wait()
 
 
 async def test_cancelled_while_held_answers_empty(run: Any, layer: ChannelLayer) -> None:
@@ -296,8 +265,8 @@ async def test_ordered_consumer_claims_once_before_its_first_handler(run: Any, c
     runner = run(consumer.as_asgi(ordered=True), udp_scope())
     for data in (b"first", b"second", b"last"):
         await runner.input.put({"type": "udp.datagram", "data": data, "client": ["127.0.0.1", 9]})
-    sent = [await runner.next() for _ in range(4)]
-    await runner.finished()
+    sent = [await runner.receive_output() for _ in range(4)]
+    await runner.wait()
     assert [m["type"] for m in sent] == ["switchboard.claim", "udp.send", "udp.send", "udp.send"]
     assert sent[0] == {"type": "switchboard.claim"}
 
@@ -306,6 +275,6 @@ async def test_ordered_consumer_claims_once_before_its_first_handler(run: Any, c
 async def test_no_claim_unless_ordered_under_a_gateway(run: Any, ordered: bool, reply_channel: str | None) -> None:
     runner = run(Recorder.as_asgi(ordered=ordered), udp_scope(reply_channel))
     await runner.input.put({"type": "udp.datagram", "data": b"last", "client": ["127.0.0.1", 9]})
-    assert (await runner.next())["type"] == "udp.send"
-    await runner.finished()
+    assert (await runner.receive_output())["type"] == "udp.send"
+    await runner.wait()
     assert runner.output.empty()

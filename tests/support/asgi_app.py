@@ -79,11 +79,12 @@ class AppRunner:
 
 @pytest.fixture
 async def run_app() -> AsyncIterator[Any]:
-    """``run_app(app, scope)`` starts an :class:`AppRunner`; all are stopped after the test."""
+    """``run_app(app, scope)`` starts an :class:`AppRunner` (``runner_class``: a subclass of it);
+    all are stopped after the test."""
     runners: list[AppRunner] = []
 
-    def start(application: Any, scope: dict[str, Any]) -> AppRunner:
-        runner = AppRunner(application, scope)
+    def start(application: Any, scope: dict[str, Any], runner_class: type[AppRunner] = AppRunner) -> AppRunner:
+        runner = runner_class(application, scope)
         runners.append(runner)
         return runner
 
