@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from support.layers import installed_layer
 
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 
 
 @pytest.fixture
@@ -15,8 +16,5 @@ async def layer() -> AsyncIterator[ChannelLayer]:
 
     (test_gateway_worker.py keeps its own, with the default block timeout.)
     """
-    layer = build_layer({"CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(layer)
-    yield layer
-    set_channel_layer(None)
-    await layer.close()
+    async with installed_layer() as layer:
+        yield layer

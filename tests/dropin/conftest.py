@@ -14,16 +14,13 @@ from support.django_settings import configure as configure_django
 
 configure_django()
 
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from support.layers import installed_layer
+
+from switchboard.gateway.layers import ChannelLayer
 
 
 @pytest.fixture
 async def memory_layer() -> AsyncIterator[ChannelLayer]:
     """A fresh in-memory layer installed as the process layer for one test."""
-    layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(layer)
-    try:
+    async with installed_layer() as layer:
         yield layer
-    finally:
-        set_channel_layer(None)
-        await layer.close()

@@ -17,24 +17,20 @@ import pytest
 from django.core.cache import cache
 from support.asgi_app import AppRunner
 from support.asgi_app import run_app as run_app
+from support.layers import installed_layer
 from support.waiting import wait_until
 
 from switchboard.consumers import AsyncConsumer, SyncConsumer
 from switchboard.consumers.exceptions import StopConsumer
 from switchboard.consumers.longpoll import AsyncLongPollConsumer, format_cursor, parse_cursor, publish
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 
 
 @pytest.fixture(autouse=True)
 async def layer() -> AsyncIterator[ChannelLayer]:
-    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(channel_layer)
     cache.clear()
-    try:
+    async with installed_layer() as channel_layer:
         yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
 
 
 class Runner(AppRunner):

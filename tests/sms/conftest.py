@@ -36,10 +36,11 @@ from support.waiting import deadline, wait_until
 
 configure_django()
 
+from support.layers import installed_layer
 from twilio.request_validator import RequestValidator
 
 from switchboard.gateway.config import parse_options
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 from switchboard.protocols.http import HttpPlugin
@@ -301,13 +302,8 @@ async def layer_config() -> dict[str, Any]:
 @pytest.fixture
 async def layer(layer_config: dict[str, Any]) -> AsyncIterator[ChannelLayer]:
     """A fresh in-memory layer installed as the process layer (consumers' send_sms uses it)."""
-    channel_layer = build_layer(layer_config)
-    set_channel_layer(channel_layer)
-    try:
+    async with installed_layer(layer_config) as channel_layer:
         yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
 
 
 @pytest.fixture

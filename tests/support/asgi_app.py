@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 
+from .layers import installed_layer
 from .waiting import deadline
 
 __all__ = ["WAIT", "AppRunner", "layer", "run_app"]
@@ -28,13 +29,8 @@ WAIT = deadline(5)  # a safety net (scaled) so a broken consumer fails the test 
 @pytest.fixture(autouse=True)
 async def layer() -> AsyncIterator[ChannelLayer]:
     """A fresh in-memory layer installed as the process layer for every test."""
-    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(channel_layer)
-    try:
+    async with installed_layer() as channel_layer:
         yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
 
 
 class AppRunner:

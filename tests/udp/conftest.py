@@ -26,8 +26,10 @@ from support.waiting import deadline
 
 configure_django()
 
+from support.layers import installed_layer
+
 from switchboard.gateway.config import parse_options
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 from switchboard.protocols.udp import INBOUND_OUTCOMES, UdpOptions, UdpPlugin
@@ -118,13 +120,8 @@ async def client() -> AsyncIterator[UdpClient]:
 @pytest.fixture
 async def layer() -> AsyncIterator[ChannelLayer]:
     """A fresh in-memory layer installed as the process layer."""
-    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(channel_layer)
-    try:
+    async with installed_layer() as channel_layer:
         yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
 
 
 def udp_options(**raw: Any) -> UdpOptions:

@@ -43,9 +43,10 @@ configure_django()
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from support.layers import installed_layer
 
 from switchboard.gateway.config import parse_options
-from switchboard.gateway.layers import ChannelLayer, build_layer, set_channel_layer
+from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
 from switchboard.protocols.http import HttpOptions, HttpPlugin
@@ -165,13 +166,8 @@ async def peers() -> AsyncIterator[list[ClientPeer]]:
 async def layer(request: pytest.FixtureRequest) -> AsyncIterator[ChannelLayer]:
     """A fresh in-memory layer installed as the process layer (indirect param: extra CONFIG)."""
     config = {"block_timeout": 0.05, **getattr(request, "param", {})}
-    channel_layer = build_layer({"BACKEND": "memory", "CONFIG": config})
-    set_channel_layer(channel_layer)
-    try:
+    async with installed_layer({"BACKEND": "memory", "CONFIG": config}) as channel_layer:
         yield channel_layer
-    finally:
-        set_channel_layer(None)
-        await channel_layer.close()
 
 
 def webrtc_options(**raw: Any) -> WebrtcOptions:
