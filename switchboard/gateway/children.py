@@ -22,9 +22,8 @@ logger = logging.getLogger("switchboard.children")
 class ChildProcess:
     """One child server process (at most one at a time per object)."""
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str], *, name: str = "the server") -> None:
+    def __init__(self, command: Sequence[str], *, name: str = "the server") -> None:
         self.command = list(command)
-        self.env = dict(env)
         self.name = name
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -32,10 +31,9 @@ class ChildProcess:
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
-    def start(self, *, extra_env: Mapping[str, str] | None = None, pass_fds: Sequence[int] = ()) -> None:
-        """Start the command with ``env`` (and ``extra_env``) added to this process's environment."""
-        env = {**os.environ, **self.env, **(extra_env or {})}
-        self.process = subprocess.Popen(self.command, env=env, pass_fds=tuple(pass_fds))
+    def start(self, env: Mapping[str, str], *, pass_fds: Sequence[int] = ()) -> None:
+        """Start the command with ``env`` (what says it is the child) added to this process's environment."""
+        self.process = subprocess.Popen(self.command, env={**os.environ, **env}, pass_fds=tuple(pass_fds))
 
     def poll(self) -> int | None:
         """The exit code once it has exited (negative: the signal that ended it), else None."""

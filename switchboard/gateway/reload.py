@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -135,11 +135,11 @@ class _Child(ChildProcess):
     """The server process, its exit (a failed start, most likely) reported once."""
 
     def __init__(self, command: list[str]) -> None:
-        super().__init__(command, {CHILD_ENV: "1"})
+        super().__init__(command)
         self._reported = False
 
-    def start(self, **kwargs: Any) -> None:
-        super().start(**kwargs)
+    def start(self, env: Mapping[str, str] | None = None, *, pass_fds: Sequence[int] = ()) -> None:
+        super().start({CHILD_ENV: "1", **(env or {})}, pass_fds=pass_fds)
         self._reported = False
 
     def report_exit(self) -> None:

@@ -249,10 +249,7 @@ class WorkerSupervisor:
             logger.info("worker process %d (pid %s) is serving", slot.index, slot.child.pid if slot.child else "?")
             if slot.replacing == "starting":
                 slot.replacing = None
-                if self._replacing and self._replacing[0] is slot:
-                    self._replacing.pop(0)
-                if not self._replacing:
-                    logger.info("worker supervisor: all %d worker processes replaced", self.processes)
+                self._replaced(slot)
 
     def _reap(self) -> int | None:
         """Deal with children that exited; the exit code if the first set failed to start."""
@@ -319,10 +316,10 @@ class WorkerSupervisor:
 
     def _start(self, slot: _Slot) -> None:
         read_fd, write_fd = os.pipe()
-        child = ChildProcess(self.command, {}, name=f"worker process {slot.index}")
+        child = ChildProcess(self.command, name=f"worker process {slot.index}")
         try:
             child.start(
-                extra_env={
+                {
                     PROCESS_ENV: f"{slot.index}/{self.processes}",
                     READY_FD_ENV: str(write_fd),
                     SUPERVISOR_ENV: str(os.getpid()),
@@ -414,15 +411,20 @@ class WorkerSupervisor:
         if slot.child is not None and not slot.ready:
             return  # still starting: replaced once it serves
         if slot.child is None:
-            # Dead and waiting for its restart, which starts the new code anyway.
-            self._replacing.pop(0)
-            if not self._replacing:
-                logger.info("worker supervisor: all %d worker processes replaced", self.processes)
+            self._replaced(slot)  # dead and waiting for its restart, which starts the new code anyway
             return
         logger.info("worker process %d (pid %s): stopping it for its replacement (it drains)", slot.index, slot.child.pid)
         slot.replacing = "stopping"
         slot.stopping_since = self.clock()
         slot.child.signal(signal.SIGTERM)
+
+
+    def _replaced(self, slot: _Slot) -> None:
+        """``slot`` needs no more replacing: on to the next, or say the replacement is done."""
+        if self._replacing and self._replacing[0] is slot:
+            self._replacing.pop(0)
+            if not self._replacing:
+                logger.info("worker supervisor: all %d worker processes replaced", self.processes)
 
 
 def supervise(argv: Sequence[str] | None, processes: int) -> int:
