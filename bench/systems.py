@@ -17,6 +17,11 @@ other, and the two-process ones (``switchboard-split``: gateway + worker;
 runner starts fresh for every pair: one Redis and the cluster in one run, each with only
 this system's load on it (issue 18).
 
+``switchboard-split-pinned`` and ``gunicorn-gthread-pinned`` are the same processes each
+held to one core (the gateway on CPU 0, the worker on CPU 1; gunicorn's two workers one
+on each): issue 14's measure of what the scheduler's placement costs a pipeline of
+processes on 2 cores. Asked for by name only.
+
 The plain Django servers (side ``django``: gunicorn with gthread or sync workers, uvicorn
 running Django's own ASGI handler) serve HTTP only, from bench/django_site/, and run only
 the HTTP scenarios: they are what a site runs before it moves behind Switchboard.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -37,6 +43,15 @@ from bench.redisutil import flush_db
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+
+
+def on_cpu(cpu: int, argv: list[str]) -> list[str]:
+    """``argv`` run on CPU ``cpu`` only (util-linux ``taskset``, which execs it: same pid)."""
+    if shutil.which("taskset") is None:
+        raise RuntimeError("the pinned systems need taskset (util-linux)")
+    if cpu not in os.sched_getaffinity(0):
+        raise RuntimeError(f"the pinned systems need CPU {cpu}; this process may use {sorted(os.sched_getaffinity(0))}")
+    return ["taskset", "--cpu-list", str(cpu), *argv]
 
 # One Redis db per side, flushed before and after each run; nothing else should use them.
 CHANNELS_REDIS_DB = 11
@@ -177,13 +192,18 @@ class SwitchboardSplit(SwitchboardSystem):
 
     layer = "Redis layer"
 
-    def __init__(self, name: str, workers: int, gateways: int = 1, *, in_default_run: bool = True) -> None:
+    def __init__(
+        self, name: str, workers: int, gateways: int = 1, *, in_default_run: bool = True, pinned: bool = False
+    ) -> None:
         self.name = name
         self.workers = workers
         self.gateways = self.listeners = gateways
         self.in_default_run = in_default_run
+        #: Gateways on CPU 0, workers on CPU 1 (:func:`on_cpu`), instead of where the scheduler puts them.
+        self.pinned = pinned
         gateway = "switchboard gateway" if gateways == 1 else f"{gateways} switchboard gateways (reuse_port)"
-        self.description = f"{gateway} + {_count(workers, 'worker')}, {self.layer}"
+        where = "; gateway on CPU 0, worker on CPU 1" if pinned else ""
+        self.description = f"{gateway} + {_count(workers, 'worker')}, {self.layer}{where}"
 
     def base_env(self, ctx: Context) -> dict[str, str]:
         env = super().base_env(ctx)
@@ -194,8 +214,11 @@ class SwitchboardSplit(SwitchboardSystem):
     def processes(self, ctx: Context) -> list[ProcSpec]:
         env = self.base_env(ctx)
         names = ["gateway"] if self.gateways == 1 else [f"gateway{i + 1}" for i in range(self.gateways)]
-        specs = [ProcSpec(name, self.command(ctx, "gateway"), self.bench_dir, env) for name in names]
-        specs += [ProcSpec(f"worker{i + 1}", self.command(ctx, "worker"), self.bench_dir, env) for i in range(self.workers)]
+        gateway, worker = self.command(ctx, "gateway"), self.command(ctx, "worker")
+        if self.pinned:
+            gateway, worker = on_cpu(0, gateway), on_cpu(1, worker)
+        specs = [ProcSpec(name, gateway, self.bench_dir, env) for name in names]
+        specs += [ProcSpec(f"worker{i + 1}", worker, self.bench_dir, env) for i in range(self.workers)]
         return specs
 
 
@@ -329,15 +352,19 @@ class DjangoSystem(System):
 class Gunicorn(DjangoSystem):
     """gunicorn serving Django's WSGI handler: ``gthread`` (threads per worker) or ``sync`` workers."""
 
-    def __init__(self, name: str, worker_class: str, workers: int, threads: int = 1) -> None:
+    def __init__(self, name: str, worker_class: str, workers: int, threads: int = 1, *, pinned: bool = False) -> None:
         self.name = name
         self.worker_class = worker_class
         self.workers = workers
         self.threads = threads
+        #: Each worker on a CPU of its own (bench/django_site/gunicorn_pinned.py), asked for by name only.
+        self.pinned = pinned
+        self.in_default_run = not pinned
         shape = f"{workers} {worker_class} worker{'s' if workers > 1 else ''}"
         if worker_class == "gthread":
             shape += f" x {threads} threads"
-        self.description = f"gunicorn, {shape}, Django WSGI (no Channels)"
+        where = ", each worker on a CPU of its own" if pinned else ""
+        self.description = f"gunicorn, {shape}{where}, Django WSGI (no Channels)"
 
     def processes(self, ctx: Context) -> list[ProcSpec]:
         argv = [
@@ -349,6 +376,8 @@ class Gunicorn(DjangoSystem):
         ]
         if self.worker_class == "gthread":
             argv += ["--threads", str(self.threads)]
+        if self.pinned:
+            argv += ["--config", "python:django_site.gunicorn_pinned"]
         return [ProcSpec("gunicorn", argv, BENCH_DIR, self.env(ctx))]
 
 
@@ -393,6 +422,7 @@ SYSTEMS: dict[str, System] = {
         RawRedis(),
         SwitchboardSplit("switchboard-split", workers=1),
         SwitchboardSplit("switchboard-split-2w", workers=2),
+        SwitchboardSplit("switchboard-split-pinned", workers=1, in_default_run=False, pinned=True),
         SwitchboardSplit("switchboard-split-2g", workers=1, gateways=2, in_default_run=False),
         SwitchboardSplit("switchboard-split-2g2w", workers=2, gateways=2, in_default_run=False),
         SwitchboardSplitPrivate("switchboard-split-private", workers=1, cluster=False),
@@ -404,6 +434,7 @@ SYSTEMS: dict[str, System] = {
         ChannelsUvicorn("channels-uvicorn-2w", workers=2),
         Gunicorn("gunicorn-gthread", "gthread", workers=2, threads=8),
         Gunicorn("gunicorn-gthread-1w", "gthread", workers=1, threads=8),
+        Gunicorn("gunicorn-gthread-pinned", "gthread", workers=2, threads=8, pinned=True),
         Gunicorn("gunicorn-sync", "sync", workers=2),
         UvicornDjango("uvicorn-django", workers=1),
     )
