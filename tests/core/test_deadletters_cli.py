@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,25 @@ from switchboard.gateway.layers.durable import delivery_of
 pytestmark = [pytest.mark.timeout(60), pytest.mark.redis]
 
 REDIS_URL = os.environ.get("SWITCHBOARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(autouse=True)
+def root_logging_kept() -> Iterator[None]:
+    """Put the root logger back as it was after ``main`` configured it for "its" process.
+
+    ``main`` sets up logging as a CLI process should (``logs.setup_logging``: INFO, one
+    handler on stderr). Here the process is pytest's and stderr is this test's capture,
+    closed after it: left in place, that handler made every later test's INFO record a
+    "--- Logging error --- I/O operation on closed file" on the console.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
 
 
 @pytest.fixture
