@@ -53,6 +53,7 @@ def on_cpu(cpu: int, argv: list[str]) -> list[str]:
         raise RuntimeError(f"the pinned systems need CPU {cpu}; this process may use {sorted(os.sched_getaffinity(0))}")
     return ["taskset", "--cpu-list", str(cpu), *argv]
 
+
 # One Redis db per side, flushed before and after each run; nothing else should use them.
 CHANNELS_REDIS_DB = 11
 SWITCHBOARD_REDIS_DB = 12
