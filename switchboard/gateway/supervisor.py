@@ -418,7 +418,6 @@ class WorkerSupervisor:
         slot.stopping_since = self.clock()
         slot.child.signal(signal.SIGTERM)
 
-
     def _replaced(self, slot: _Slot) -> None:
         """``slot`` needs no more replacing: on to the next, or say the replacement is done."""
         if self._replacing and self._replacing[0] is slot:
