@@ -1,7 +1,8 @@
 """WebSocket echo load: N connections, each a closed loop of send-then-wait-for-echo.
 
 Closed loop (one message in flight per connection) measures latency honestly: a slow
-server lowers the rate instead of growing an unbounded queue in front of it. Each frame
+server lowers the rate instead of growing an unbounded queue in front of it. The next
+message leaves as the echo's bytes arrive (``bench/loadgen/wsframes.py``). Each frame
 carries the connection number, a sequence number and the send time, and the echo is
 checked against them, so a lost or reordered reply is counted as an error, not a sample.
 
@@ -16,10 +17,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidHandshake
 
 from bench.loadgen.common import emit, run, summarize_ns
+from bench.loadgen.wsframes import FrameSocket, open_frame_socket
 
 
 @dataclass
@@ -52,50 +53,93 @@ class State:
             self.error_samples.append(what)
 
 
-async def echo_loop(ws: ClientConnection, number: int, state: State, args: argparse.Namespace) -> None:
-    """Send, wait for the echo, record the round trip; until the run stops or the cap is hit."""
-    sequence = 0
-    recv_timeout: float = args.recv_timeout
-    payload: str = args.payload
-    while not state.stopping and sequence < args.max_per_connection:
-        counted = state.measuring
-        sent_at = time.perf_counter_ns()
-        await ws.send(f'{{"c":{number},"s":{sequence},"t":{sent_at},"p":"{payload}"}}')
-        try:
-            reply = await asyncio.wait_for(ws.recv(), recv_timeout)
-        except TimeoutError:
-            state.error(f"connection {number}: no echo within {recv_timeout}s")
+class EchoConnection:
+    """One connection's closed loop: the next message leaves as the echo of the last arrives.
+
+    It runs in the socket's ``data_received`` (``bench/loadgen/wsframes.py``): no task
+    wakes per message, and the round trip ends when the echo's bytes arrive.
+    """
+
+    def __init__(self, number: int, state: State, args: argparse.Namespace) -> None:
+        self.number = number
+        self.state = state
+        self.payload: str = args.payload
+        self.max_messages: int = args.max_per_connection
+        self.sequence = 0
+        self.sent_at = 0
+        self.counted = False
+        self.socket: FrameSocket | None = None
+        self.finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def start(self, socket: FrameSocket) -> None:
+        self.socket = socket
+        self._send_next()
+
+    def _send_next(self) -> None:
+        if self.state.stopping or self.sequence >= self.max_messages or self.socket is None:
+            self._finish()
             return
-        received_at = time.perf_counter_ns()
+        self.counted = self.state.measuring
+        self.sent_at = time.perf_counter_ns()
+        try:
+            self.socket.send(f'{{"c":{self.number},"s":{self.sequence},"t":{self.sent_at},"p":"{self.payload}"}}')
+        except ConnectionError as exc:
+            self.state.error(f"connection {self.number}: {exc!r}")
+            self._finish()
+
+    def on_text(self, reply: str, received_at: int) -> None:
+        if self.finished.done():
+            return
         try:
             data = json.loads(reply)
-            ok = data["c"] == number and data["s"] == sequence and data["t"] == sent_at
+            ok = data["c"] == self.number and data["s"] == self.sequence and data["t"] == self.sent_at
         except (ValueError, KeyError, TypeError):
             ok = False
         if not ok:
-            state.mismatches += 1
-            state.error(f"connection {number}: unexpected reply {str(reply)[:80]!r}")
+            self.state.mismatches += 1
+            self.state.error(f"connection {self.number}: unexpected reply {reply[:80]!r}")
+            self._finish()
             return
         # Only round trips wholly inside the window count, so warm-up and wind-down don't.
-        if counted and state.measuring:
-            state.latencies_ns.append(received_at - sent_at)
-        sequence += 1
+        if self.counted and self.state.measuring:
+            self.state.latencies_ns.append(received_at - self.sent_at)
+        self.sequence += 1
+        self._send_next()
+
+    def overdue(self, now_ns: int, timeout: float) -> bool:
+        """Still waiting for an echo sent more than ``timeout`` s ago (then it is an error)."""
+        return not self.finished.done() and self.sent_at > 0 and now_ns - self.sent_at > timeout * 1e9
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
 
 
-async def client(url: str, number: int, state: State, args: argparse.Namespace, ready: asyncio.Event) -> None:
+async def client(number: int, state: State, args: argparse.Namespace, ready: asyncio.Event) -> None:
     """One connection: connect (counted), wait for the start signal, run the echo loop."""
+    loop = EchoConnection(number, state, args)
     try:
-        # No permessage-deflate: compression would measure zlib, and servers differ in it.
-        async with connect(url, compression=None, open_timeout=args.connect_timeout, max_queue=None) as ws:
-            state.connect_outcome(True)
-            await ready.wait()
-            await echo_loop(ws, number, state, args)
-    except (OSError, TimeoutError, WebSocketException) as exc:
-        if ready.is_set():
-            state.error(f"connection {number}: {exc!r}")
-        else:
-            state.connect_outcome(False)
-            state.error(f"connect {number}: {exc!r}")
+        socket = await open_frame_socket(args.url, loop.on_text, args.connect_timeout)
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        state.connect_outcome(False)
+        state.error(f"connect {number}: {exc!r}")
+        return
+    state.connect_outcome(True)
+    try:
+        await ready.wait()
+        loop.start(socket)
+        while not loop.finished.done():
+            await asyncio.wait([loop.finished, socket.closed], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if loop.finished.done():
+                break
+            if socket.closed.done():
+                state.error(f"connection {number}: closed by the server")
+                break
+            if loop.overdue(time.perf_counter_ns(), args.recv_timeout):
+                state.error(f"connection {number}: no echo within {args.recv_timeout}s")
+                break
+    finally:
+        await socket.close()
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -104,7 +148,7 @@ async def main(args: argparse.Namespace) -> None:
     tasks: list[asyncio.Task[None]] = []
     # Connect in small waves: a burst of 1000 handshakes is its own scenario, not this one.
     for number in range(args.connections):
-        tasks.append(asyncio.create_task(client(args.url, number, state, args, ready)))
+        tasks.append(asyncio.create_task(client(number, state, args, ready)))
         if number % 25 == 24:
             await asyncio.sleep(0.01)
     try:

@@ -4,7 +4,8 @@ Every member of ``/ws/room/<name>/`` (the sender too) gets each message the send
 through the server's group send. The sender keeps one message in flight: it sends the
 next one once every member has received the previous one, so a slower server shows as a
 lower rate, never as a growing queue. A sample is one delivery (send to one member's
-receive); ``msg/s`` counts deliveries. Each size is its own measured window.
+receive, timed when its bytes arrive: ``bench/loadgen/wsframes.py``); ``msg/s`` counts
+deliveries. Each size is its own measured window.
 
 Run as ``python -m bench.loadgen.ws_fanout --url ws://127.0.0.1:PORT/ws/room/``.
 """
@@ -15,10 +16,10 @@ import argparse
 import asyncio
 import time
 import uuid
-
-from websockets.asyncio.client import ClientConnection, connect
+from typing import Any
 
 from bench.loadgen.common import emit, run, summarize_ns
+from bench.loadgen.wsframes import FrameSocket, open_frame_socket
 
 
 class Room:
@@ -31,8 +32,8 @@ class Room:
         self.errors = 0
         self.samples: list[str] = []
 
-    def delivered(self, text: str) -> None:
-        now = time.perf_counter_ns()
+    def delivered(self, text: str, now: int) -> None:
+        """One member got ``text`` at ``now`` (its bytes' arrival, ``perf_counter_ns``)."""
         try:
             seq_text, sent_text, counted = text.split(" ")
             seq, sent = int(seq_text), int(sent_text)
@@ -54,26 +55,15 @@ class Room:
             self.pending[seq] = left - 1
 
 
-async def member(ws: ClientConnection, room: Room) -> None:
-    try:
-        async for frame in ws:
-            room.delivered(frame if isinstance(frame, str) else frame.decode())
-    except Exception:
-        pass
-
-
-async def run_size(args: argparse.Namespace, size: int) -> None:
+async def run_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
     room = Room(size)
     url = f"{args.url}fan{size}-{uuid.uuid4().hex[:8]}/"
-    sockets: list[ClientConnection] = []
+    sockets: list[FrameSocket] = []
     # Waves of 20: channels-redis's default pool (its connect handler's group_add) refuses
     # 100 concurrent group_adds in one process with MaxConnectionsError (HTTP 500).
     for start in range(0, size, 20):
-        batch = await asyncio.gather(
-            *(connect(url, compression=None, open_timeout=30, max_queue=None) for _ in range(start, min(size, start + 20)))
-        )
+        batch = await asyncio.gather(*(open_frame_socket(url, room.delivered, 30.0) for _ in range(start, min(size, start + 20))))
         sockets.extend(batch)
-    readers = [asyncio.create_task(member(ws, room)) for ws in sockets]
     sender = sockets[0]
     await asyncio.sleep(0.3)  # let every connect() handler finish its group_add
     label = f"fan-out x{size}"
@@ -94,7 +84,7 @@ async def run_size(args: argparse.Namespace, size: int) -> None:
         seq += 1
         done = room.done[seq] = asyncio.Event()
         room.pending[seq] = size
-        await sender.send(f"{seq} {time.perf_counter_ns()} {1 if measuring_phase else 0}")
+        sender.send(f"{seq} {time.perf_counter_ns()} {1 if measuring_phase else 0}")
         try:
             await asyncio.wait_for(done.wait(), args.recv_timeout)
         except TimeoutError:
@@ -106,14 +96,12 @@ async def run_size(args: argparse.Namespace, size: int) -> None:
     seconds = time.perf_counter() - measured_from
     emit("measure_end", label=label)
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    for task in readers:
-        task.cancel()
     summary = summarize_ns(room.latencies_ns, seconds)
     return {**summary, "label": label, "connections": size, "errors": room.errors, "error_samples": room.samples}
 
 
 async def main(args: argparse.Namespace) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for size in args.sizes:
         rows.append(await run_size(args, size))
     emit("result", data={"rows": rows})

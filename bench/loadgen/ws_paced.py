@@ -17,8 +17,9 @@ answered the previous message.
 One scheduler task sends whatever is due, then sleeps until the next message is due but
 at least 1 ms (the event loop's timer resolution under uvloop; a shorter sleep would
 spin a core the servers need): at 16,000 msg/s about 16 messages leave per tick, spread
-over the connections. Each frame carries its send time, taken right before the send, so
-a latency is send to receive; how far each send was behind its schedule is reported
+over the connections. Each frame carries its send time, taken right before the send, and
+a frame's arrival is the moment its bytes reach the client (``bench/loadgen/wsframes.py``),
+so a latency is send to receive; how far each send was behind its schedule is reported
 separately (``send_lag_*``) and shows when the client, not the server, fell behind.
 
 A message counts when its due time falls in the counted window, and its echo (or
@@ -36,14 +37,14 @@ import argparse
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import InvalidHandshake
 
 from bench.loadgen.common import emit, percentile, run, summarize_ns
+from bench.loadgen.wsframes import FrameSocket, open_frame_socket
 
 MIN_TICK = 0.001  # uvloop rounds timers to whole milliseconds; 0.5 ms would round to 0 and spin
 
@@ -101,7 +102,7 @@ class Tally:
 
 
 async def paced(
-    send: Callable[[int, bool], Awaitable[None]], rate: float, warmup: float, duration: float, label: str, tally: Tally
+    send: Callable[[int, bool], None], rate: float, warmup: float, duration: float, label: str, tally: Tally
 ) -> tuple[float, int]:
     """Call ``send(i, counted)`` for message ``i`` at ``t0 + i / rate``; returns (counted s, sends).
 
@@ -130,7 +131,7 @@ async def paced(
             if counted:
                 tally.send_lag_ns.append(time.perf_counter_ns() - due)
             try:
-                await send(i, counted)
+                send(i, counted)
             except Exception as exc:  # a closed connection fails its sends; the schedule goes on
                 tally.send_errors += 1
                 tally.note(f"send {i}: {exc!r}")
@@ -153,18 +154,30 @@ async def drain(done: Callable[[], bool], late_after: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def open_sockets(url: str | Callable[[int], str], count: int, timeout: float) -> list[ClientConnection]:
-    """Connect in waves of 20 (as ws_fanout: channels-redis refuses 100 group_adds at once)."""
-    sockets: list[ClientConnection] = []
+async def open_clients(
+    url: str | Callable[[int], str], count: int, timeout: float, handler: Callable[[int, str, int], None]
+) -> list[FrameSocket]:
+    """Connect in waves of 20 (as ws_fanout: channels-redis refuses 100 group_adds at once).
+
+    ``handler(number, text, arrived_ns)`` gets every text message of socket ``number``, in
+    the socket's ``data_received`` (``bench/loadgen/wsframes.py``): its time is its bytes'
+    arrival, not when a reader task got to it.
+    """
+
+    async def one(n: int) -> FrameSocket:
+        def on_text(text: str, arrived: int) -> None:
+            handler(n, text, arrived)
+
+        return await open_frame_socket(url(n) if callable(url) else url, on_text, timeout)
+
+    sockets: list[FrameSocket] = []
     for start in range(0, count, 20):
-        batch = await asyncio.gather(
-            *(
-                connect(url(n) if callable(url) else url, compression=None, open_timeout=timeout, max_queue=None)
-                for n in range(start, min(count, start + 20))
-            )
-        )
-        sockets.extend(batch)
+        sockets.extend(await asyncio.gather(*(one(n) for n in range(start, min(count, start + 20)))))
     return sockets
+
+
+async def close_all(sockets: list[FrameSocket]) -> None:
+    await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
 
 
 # -- echo -------------------------------------------------------------------------------
@@ -173,47 +186,38 @@ async def open_sockets(url: str | Callable[[int], str], count: int, timeout: flo
 async def echo_phase(args: argparse.Namespace) -> dict[str, Any]:
     count = args.connections
     tally = Tally(int(args.late_after * 1e9))
-    sockets = await open_sockets(args.url, count, args.connect_timeout)
     next_seq = [0] * count
     sent = [0] * count
     payload = args.payload
 
-    async def reader(number: int, ws: ClientConnection) -> None:
+    def arrived(number: int, text: str, now: int) -> None:
         try:
-            async for frame in ws:
-                now = time.perf_counter_ns()
-                text = frame if isinstance(frame, str) else frame.decode()
-                try:
-                    c_text, s_text, t_text, m_text, _ = text.split(" ", 4)
-                    conn, seq, sent_at = int(c_text), int(s_text), int(t_text)
-                except ValueError:
-                    tally.mismatches += 1
-                    tally.note(f"connection {number}: unexpected echo {text[:60]!r}")
-                    continue
-                if conn != number or seq < next_seq[number]:
-                    tally.mismatches += 1
-                    tally.note(f"connection {number}: echo of {conn}/{seq}, expected {number}/{next_seq[number]}")
-                    continue
-                next_seq[number] = seq + 1  # a gap is counted missing at the end
-                tally.arrived(m_text == "1", now - sent_at)
-        except Exception as exc:
-            tally.note(f"connection {number}: {exc!r}")
+            c_text, s_text, t_text, m_text, _ = text.split(" ", 4)
+            conn, seq, sent_at = int(c_text), int(s_text), int(t_text)
+        except ValueError:
+            tally.mismatches += 1
+            tally.note(f"connection {number}: unexpected echo {text[:60]!r}")
+            return
+        if conn != number or seq < next_seq[number]:
+            tally.mismatches += 1
+            tally.note(f"connection {number}: echo of {conn}/{seq}, expected {number}/{next_seq[number]}")
+            return
+        next_seq[number] = seq + 1  # a gap is counted missing at the end
+        tally.arrived(m_text == "1", now - sent_at)
 
-    readers = [asyncio.create_task(reader(n, ws)) for n, ws in enumerate(sockets)]
+    sockets = await open_clients(args.url, count, args.connect_timeout, arrived)
 
-    async def send(i: int, counted: bool) -> None:
+    def send(i: int, counted: bool) -> None:
         number = i % count
         seq = sent[number]
         sent[number] = seq + 1
         if counted:
             tally.counted_sent += 1
-        await sockets[number].send(f"{number} {seq} {time.perf_counter_ns()} {1 if counted else 0} {payload}")
+        sockets[number].send(f"{number} {seq} {time.perf_counter_ns()} {1 if counted else 0} {payload}")
 
     seconds, sends = await paced(send, args.rate, args.warmup, args.duration, "echo", tally)
     await drain(lambda: all(next_seq[n] >= sent[n] for n in range(count)), args.late_after)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    for task in readers:
-        task.cancel()
+    await close_all(sockets)
     return tally.result("echo", seconds, args.rate, count, sends)
 
 
@@ -225,47 +229,38 @@ async def fanout_phase(args: argparse.Namespace) -> dict[str, Any]:
     label = f"fan-out x{size}"
     tally = Tally(int(args.late_after * 1e9))
     url = f"{args.room_url}paced{size}-{uuid.uuid4().hex[:8]}/"
-    sockets = await open_sockets(url, size, 30.0)
     next_seq = [1] * size
     last_sent = 0
 
-    async def member(number: int, ws: ClientConnection) -> None:
+    def arrived(number: int, text: str, now: int) -> None:
         try:
-            async for frame in ws:
-                now = time.perf_counter_ns()
-                text = frame if isinstance(frame, str) else frame.decode()
-                try:
-                    s_text, t_text, m_text = text.split(" ")
-                    seq, sent_at = int(s_text), int(t_text)
-                except ValueError:
-                    tally.mismatches += 1
-                    tally.note(f"member {number}: unexpected frame {text[:60]!r}")
-                    continue
-                if seq < next_seq[number]:
-                    tally.mismatches += 1
-                    tally.note(f"member {number}: message {seq} again or out of order")
-                    continue
-                next_seq[number] = seq + 1
-                tally.arrived(m_text == "1", now - sent_at)
-        except Exception as exc:
-            tally.note(f"member {number}: {exc!r}")
+            s_text, t_text, m_text = text.split(" ")
+            seq, sent_at = int(s_text), int(t_text)
+        except ValueError:
+            tally.mismatches += 1
+            tally.note(f"member {number}: unexpected frame {text[:60]!r}")
+            return
+        if seq < next_seq[number]:
+            tally.mismatches += 1
+            tally.note(f"member {number}: message {seq} again or out of order")
+            return
+        next_seq[number] = seq + 1
+        tally.arrived(m_text == "1", now - sent_at)
 
-    readers = [asyncio.create_task(member(n, ws)) for n, ws in enumerate(sockets)]
+    sockets = await open_clients(url, size, 30.0, arrived)
     await asyncio.sleep(0.3)  # let every connect() handler finish its group_add
     sender = sockets[0]
 
-    async def send(i: int, counted: bool) -> None:
+    def send(i: int, counted: bool) -> None:
         nonlocal last_sent
         last_sent = i + 1
         if counted:
             tally.counted_sent += size
-        await sender.send(f"{i + 1} {time.perf_counter_ns()} {1 if counted else 0}")
+        sender.send(f"{i + 1} {time.perf_counter_ns()} {1 if counted else 0}")
 
     seconds, sends = await paced(send, args.fanout_rate / size, args.fanout_warmup, args.fanout_duration, label, tally)
     await drain(lambda: all(seq > last_sent for seq in next_seq), args.late_after)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-    for task in readers:
-        task.cancel()
+    await close_all(sockets)
     return tally.result(label, seconds, args.fanout_rate, size, sends)
 
 
@@ -275,7 +270,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.fanout_rate:
         try:
             rows.append(await fanout_phase(args))
-        except (OSError, TimeoutError, WebSocketException) as exc:  # keep the echo row
+        except (OSError, TimeoutError, InvalidHandshake) as exc:  # keep the echo row
             fanout_error = repr(exc)
     emit("result", data={"rows": rows, "fanout_error": fanout_error})
 
