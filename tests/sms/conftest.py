@@ -14,17 +14,16 @@ worker`` over the real Redis (or ``switchboard run``) with ``sms_settings.py``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -37,12 +36,11 @@ from support.waiting import deadline, wait_until
 configure_django()
 
 from support.layers import installed_layer
+from support.stacks import PluginStack, stacks_stopped_after
 from twilio.request_validator import RequestValidator
 
 from switchboard.gateway.config import parse_options
 from switchboard.gateway.layers import ChannelLayer
-from switchboard.gateway.server import Gateway
-from switchboard.gateway.worker import Worker
 from switchboard.protocols.http import HttpPlugin
 from switchboard.protocols.sms import SmsOptions, SmsPlugin
 
@@ -261,18 +259,16 @@ def sms_options(**raw: Any) -> SmsOptions:
     return parse_options(SmsOptions, raw, where="PROTOCOLS.sms")
 
 
-@dataclass
-class Stack:
+class Stack(PluginStack):
     """Gateway core + HTTP plugin + SMS plugin (+ a worker running ``app``) on one layer."""
 
-    layer: ChannelLayer
-    gateway: Gateway
-    http: HttpPlugin
-    sms: SmsPlugin
-    worker: Worker | None = None
-    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_task: asyncio.Task[None] | None = None
-    stopped: bool = False
+    @property
+    def http(self) -> HttpPlugin:
+        return cast(HttpPlugin, self.plugins[0])
+
+    @property
+    def sms(self) -> SmsPlugin:
+        return cast(SmsPlugin, self.plugins[1])
 
     @property
     def port(self) -> int:
@@ -280,18 +276,6 @@ class Stack:
 
     async def post(self, path: str, params: Any, **kwargs: Any) -> WebhookReply:
         return await post_webhook(self.port, path, params, **kwargs)
-
-    async def stop(self) -> None:
-        """Production order: sms (drains webhooks and sends), http, gateway core, worker."""
-        if self.stopped:
-            return
-        self.stopped = True
-        await self.sms.stop(2.0)
-        await self.http.stop(2.0)
-        await self.gateway.stop()
-        self.worker_stop.set()
-        if self.worker_task is not None:
-            await self.worker_task
 
 
 @pytest.fixture
@@ -308,28 +292,20 @@ async def layer(layer_config: dict[str, Any]) -> AsyncIterator[ChannelLayer]:
 
 @pytest.fixture
 async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
-    """``await stack(app=..., **sms_options)`` starts a :class:`Stack`; stopped after the test."""
-    stacks: list[Stack] = []
+    """``await stack(app=..., **sms_options)`` starts a :class:`Stack`; stopped after the test.
 
-    async def start(app: Any = None, **options: Any) -> Stack:
-        gateway = Gateway(layer)
-        await gateway.start()
-        http = HttpPlugin(parse_options(HttpPlugin.Options, {"bind": ["127.0.0.1:0"]}, where="PROTOCOLS.http"))
-        sms = SmsPlugin(sms_options(**options))
-        await http.start(gateway)
-        await sms.start(gateway)
-        running = Stack(layer, gateway, http, sms)
-        stacks.append(running)
-        if app is not None:
-            running.worker = Worker(app, layer, protocols=["sms"], channels=[])
-            running.worker_task = asyncio.get_running_loop().create_task(
-                running.worker.run(running.worker_stop, drain_timeout=1)
-            )
-        return running
+    It stops as production does: sms (drains webhooks and sends), http, the core, the worker.
+    """
+    async with stacks_stopped_after() as stacks:
 
-    yield start
-    for running in stacks:
-        await running.stop()
+        async def start(app: Any = None, **options: Any) -> Stack:
+            http = HttpPlugin(parse_options(HttpPlugin.Options, {"bind": ["127.0.0.1:0"]}, where="PROTOCOLS.http"))
+            plugins = [http, SmsPlugin(sms_options(**options))]
+            running = await Stack.start(layer, plugins, app=app, protocols=["sms"], drain_timeout=2.0)
+            stacks.append(running)
+            return running
+
+        yield start
 
 
 # -- OS processes ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -30,13 +30,12 @@ from support.waiting import deadline
 configure_django()
 
 from support.layers import installed_layer
+from support.stacks import PluginStack, stacks_stopped_after
 
 from switchboard.consumers.email import EmailConsumer, ReceivedEmail
 from switchboard.gateway.config import parse_options
 from switchboard.gateway.layers import ChannelLayer
-from switchboard.gateway.server import Gateway
 from switchboard.gateway.specs import GATEWAY_TO_WORKER, validate_message, validate_scope
-from switchboard.gateway.worker import Worker
 from switchboard.protocols.smtp import SmtpOptions, SmtpPlugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,17 +187,15 @@ def smtp_options(**raw: Any) -> SmtpOptions:
     return options
 
 
-@dataclass
-class Stack:
-    """Plugin + gateway core (+ a worker running the collecting consumer) on one layer."""
+@dataclass(kw_only=True)
+class Stack(PluginStack):
+    """The SMTP plugin + gateway core (+ a worker running the collecting consumer) on one layer."""
 
-    layer: ChannelLayer
-    gateway: Gateway
-    plugin: SmtpPlugin
-    received: asyncio.Queue[Received]
-    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_task: asyncio.Task[None] | None = None
-    stopped: bool = False
+    received: asyncio.Queue[Received] = field(default_factory=asyncio.Queue)
+
+    @property
+    def plugin(self) -> SmtpPlugin:
+        return cast(SmtpPlugin, self.plugins[0])
 
     @property
     def address(self) -> tuple[str, int]:
@@ -211,16 +208,6 @@ class Stack:
     async def next(self, timeout: float = WAIT) -> Received:
         return await asyncio.wait_for(self.received.get(), timeout)
 
-    async def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        await self.plugin.stop(1.0)
-        self.worker_stop.set()
-        if self.worker_task is not None:
-            await self.worker_task
-        await self.gateway.stop()
-
 
 @pytest.fixture
 async def stack(layer: ChannelLayer, tmp_path: Path) -> AsyncIterator[Any]:
@@ -228,28 +215,21 @@ async def stack(layer: ChannelLayer, tmp_path: Path) -> AsyncIterator[Any]:
 
     ``storage_path`` defaults to a fresh temporary directory.
     """
-    stacks: list[Stack] = []
+    async with stacks_stopped_after() as stacks:
 
-    async def start(worker: bool = True, consumer: Any = None, **options: Any) -> Stack:
-        options.setdefault("storage_path", str(tmp_path / "storage"))
-        gateway = Gateway(layer)
-        await gateway.start()
-        plugin = SmtpPlugin(smtp_options(**options))
-        await plugin.start(gateway)
-        received: asyncio.Queue[Received] = asyncio.Queue()
-        running = Stack(layer, gateway, plugin, received)
-        stacks.append(running)
-        if worker:
-            consumer_class = consumer or CollectingConsumer
-            app = consumer_class.as_asgi(sink=received) if hasattr(consumer_class, "sink") else consumer_class.as_asgi()
-            running.worker_task = asyncio.get_running_loop().create_task(
-                Worker(app, layer, protocols=["email"], channels=[]).run(running.worker_stop, drain_timeout=1)
-            )
-        return running
+        async def start(worker: bool = True, consumer: Any = None, **options: Any) -> Stack:
+            options.setdefault("storage_path", str(tmp_path / "storage"))
+            received: asyncio.Queue[Received] = asyncio.Queue()
+            app = None
+            if worker:
+                consumer_class = consumer or CollectingConsumer
+                app = consumer_class.as_asgi(sink=received) if hasattr(consumer_class, "sink") else consumer_class.as_asgi()
+            plugin = SmtpPlugin(smtp_options(**options))
+            running = await Stack.start(layer, [plugin], app=app, protocols=["email"], received=received)
+            stacks.append(running)
+            return running
 
-    yield start
-    for running in stacks:
-        await running.stop()
+        yield start
 
 
 # -- OS processes ---------------------------------------------------------------------

@@ -14,9 +14,9 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -27,11 +27,10 @@ from support.waiting import deadline
 configure_django()
 
 from support.layers import installed_layer
+from support.stacks import PluginStack, stacks_stopped_after
 
 from switchboard.gateway.config import parse_options
 from switchboard.gateway.layers import ChannelLayer
-from switchboard.gateway.server import Gateway
-from switchboard.gateway.worker import Worker
 from switchboard.protocols.udp import INBOUND_OUTCOMES, UdpOptions, UdpPlugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,55 +129,29 @@ def udp_options(**raw: Any) -> UdpOptions:
     return parse_options(UdpOptions, raw, where="PROTOCOLS.udp")
 
 
-@dataclass
-class Stack:
-    """Plugin + gateway core (+ a worker running ``app``, when given) on one layer."""
+class Stack(PluginStack):
+    """The UDP plugin + gateway core (+ a worker running ``app``, when given) on one layer."""
 
-    layer: ChannelLayer
-    gateway: Gateway
-    plugin: UdpPlugin
-    worker: Worker | None = None
-    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_task: asyncio.Task[None] | None = None
-    stopped: bool = False
+    @property
+    def plugin(self) -> UdpPlugin:
+        return cast(UdpPlugin, self.plugins[0])
 
     @property
     def address(self) -> tuple[str, int]:
         return self.plugin.bound_addresses[0]
 
-    async def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        await self.plugin.stop(1.0)
-        self.worker_stop.set()
-        if self.worker_task is not None:
-            await self.worker_task
-        await self.gateway.stop()
-
 
 @pytest.fixture
 async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
     """``await stack(app=..., **options)`` starts a :class:`Stack`; stopped after the test."""
-    stacks: list[Stack] = []
+    async with stacks_stopped_after() as stacks:
 
-    async def start(app: Any = None, **options: Any) -> Stack:
-        gateway = Gateway(layer)
-        await gateway.start()
-        plugin = UdpPlugin(udp_options(**options))
-        await plugin.start(gateway)
-        running = Stack(layer, gateway, plugin)
-        stacks.append(running)
-        if app is not None:
-            running.worker = Worker(app, layer, protocols=["udp"], channels=[])
-            running.worker_task = asyncio.get_running_loop().create_task(
-                running.worker.run(running.worker_stop, drain_timeout=1)
-            )
-        return running
+        async def start(app: Any = None, **options: Any) -> Stack:
+            running = await Stack.start(layer, [UdpPlugin(udp_options(**options))], app=app, protocols=["udp"])
+            stacks.append(running)
+            return running
 
-    yield start
-    for running in stacks:
-        await running.stop()
+        yield start
 
 
 # -- OS processes ---------------------------------------------------------------------

@@ -21,9 +21,9 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -44,11 +44,10 @@ configure_django()
 import aioice.ice
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from support.layers import installed_layer
+from support.stacks import PluginStack, stacks_stopped_after
 
 from switchboard.gateway.config import parse_options
 from switchboard.gateway.layers import ChannelLayer
-from switchboard.gateway.server import Gateway
-from switchboard.gateway.worker import Worker
 from switchboard.protocols.http import HttpOptions, HttpPlugin
 from switchboard.protocols.webrtc import WebrtcOptions, WebrtcPlugin
 
@@ -176,18 +175,16 @@ def webrtc_options(**raw: Any) -> WebrtcOptions:
     return parse_options(WebrtcOptions, raw, where="PROTOCOLS.webrtc")
 
 
-@dataclass
-class Stack:
+class Stack(PluginStack):
     """HTTP plugin + WebRTC plugin + gateway core (+ a worker running ``app``) on one layer."""
 
-    layer: ChannelLayer
-    gateway: Gateway
-    http: HttpPlugin
-    plugin: WebrtcPlugin
-    worker: Worker | None = None
-    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_task: asyncio.Task[None] | None = None
-    stopped: bool = False
+    @property
+    def http(self) -> HttpPlugin:
+        return cast(HttpPlugin, self.plugins[0])
+
+    @property
+    def plugin(self) -> WebrtcPlugin:
+        return cast(WebrtcPlugin, self.plugins[1])
 
     @property
     def base_url(self) -> str:
@@ -197,44 +194,26 @@ class Stack:
     def url(self, path: str = "/webrtc/offer/test/echo/") -> str:
         return self.base_url + path
 
-    async def stop(self) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        await self.plugin.stop(2.0)
-        await self.http.stop(1.0)
-        self.worker_stop.set()
-        if self.worker_task is not None:
-            await self.worker_task
-        await self.gateway.stop()
-
 
 @pytest.fixture
 async def stack(layer: ChannelLayer) -> AsyncIterator[Any]:
     """``await stack(app=..., **webrtc_options)`` starts a :class:`Stack`; stopped after the test."""
-    stacks: list[Stack] = []
+    async with stacks_stopped_after() as stacks:
 
-    async def start(app: Any = None, protocols: tuple[str, ...] = ("webrtc",), **options: Any) -> Stack:
-        gateway = Gateway(layer, worker_timeout=5.0)
-        await gateway.start()
-        http_plugin = HttpPlugin(parse_options(HttpOptions, {"bind": ["127.0.0.1:0"], "response_timeout": 5}, where="http"))
-        plugin = WebrtcPlugin(webrtc_options(**options))
-        gateway.plugins = [http_plugin, plugin]  # type: ignore[attr-defined]
-        await http_plugin.start(gateway)
-        await plugin.start(gateway)
-        running = Stack(layer, gateway, http_plugin, plugin)
-        stacks.append(running)
-        if app is not None:
-            running.worker = Worker(app, layer, protocols=list(protocols), channels=[])
-            running.worker_task = asyncio.get_running_loop().create_task(running.worker.run(running.worker_stop, drain_timeout=1))
-        return running
+        async def start(app: Any = None, protocols: tuple[str, ...] = ("webrtc",), **options: Any) -> Stack:
+            http = HttpPlugin(parse_options(HttpOptions, {"bind": ["127.0.0.1:0"], "response_timeout": 5}, where="http"))
+            running = await Stack.start(
+                layer,
+                [http, WebrtcPlugin(webrtc_options(**options))],
+                app=app,
+                protocols=protocols,
+                gateway_options={"worker_timeout": 5.0},
+                drain_timeout=2.0,
+            )
+            stacks.append(running)
+            return running
 
-    yield start
-    for running in stacks:
-        await running.stop()
-
-
-# -- OS processes ---------------------------------------------------------------------
+        yield start
 
 
 @dataclass

@@ -12,7 +12,6 @@ first time a test needs its entry point, so a clean clone needs no extra step.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import subprocess
 import sys
@@ -32,11 +31,9 @@ configure_django()
 
 import lineproto_consumers
 from lineproto_support import DISTRIBUTION, HERE, REDIS_URL, Deployment, LineClient, Stack, line_options
+from support.layers import installed_layer
+from support.stacks import stacks_stopped_after
 from switchboard_lineproto import LinePlugin
-
-from switchboard.gateway.layers import build_layer, set_channel_layer
-from switchboard.gateway.server import Gateway
-from switchboard.gateway.worker import Worker
 
 # -- the distribution, installed --------------------------------------------------------
 
@@ -90,29 +87,22 @@ async def clients() -> AsyncIterator[Any]:
 @pytest.fixture
 async def stack() -> AsyncIterator[Any]:
     """``await stack(**options)`` starts a :class:`Stack`; stopped after the test."""
-    layer = build_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}})
-    set_channel_layer(layer)
     lineproto_consumers.EVENTS.clear()
-    stacks: list[Stack] = []
+    async with installed_layer({"BACKEND": "memory", "CONFIG": {"block_timeout": 0.05}}) as layer:
+        async with stacks_stopped_after() as stacks:
 
-    async def start(**options: Any) -> Stack:
-        gateway = Gateway(layer)
-        await gateway.start()
-        plugin = LinePlugin(line_options(**options))
-        await plugin.start(gateway)
-        running = Stack(layer, gateway, plugin)
-        stacks.append(running)
-        worker = Worker(lineproto_consumers.EchoConsumer.as_asgi(), layer, protocols=["line"], channels=[])
-        running.worker_task = asyncio.get_running_loop().create_task(worker.run(running.worker_stop, drain_timeout=1))
-        return running
+            async def start(**options: Any) -> Stack:
+                running = await Stack.start(
+                    layer,
+                    [LinePlugin(line_options(**options))],
+                    app=lineproto_consumers.EchoConsumer.as_asgi(),
+                    protocols=["line"],
+                    drain_timeout=5.0,
+                )
+                stacks.append(running)
+                return running
 
-    try:
-        yield start
-    finally:
-        for running in stacks:
-            await running.stop()
-        set_channel_layer(None)
-        await layer.close()
+            yield start
 
 
 # -- OS processes --------------------------------------------------------------------------

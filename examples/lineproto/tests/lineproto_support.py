@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from support.processes import ModeDeployment
+from support.stacks import PluginStack
 from support.waiting import deadline
 from switchboard_lineproto import LineOptions, LinePlugin
 
 from switchboard.gateway.config import parse_options
-from switchboard.gateway.layers import ChannelLayer
-from switchboard.gateway.server import Gateway
 
 HERE = Path(__file__).resolve().parent
 DISTRIBUTION = HERE.parent
@@ -71,30 +70,16 @@ def line_options(**raw: Any) -> LineOptions:
     return parse_options(LineOptions, raw, where="PROTOCOLS.lineproto")
 
 
-@dataclass
-class Stack:
-    """Plugin + gateway core + a worker running the test echo, on one in-memory layer."""
+class Stack(PluginStack):
+    """The line plugin + gateway core + a worker running the test echo, on one in-memory layer."""
 
-    layer: ChannelLayer
-    gateway: Gateway
-    plugin: LinePlugin
-    worker_stop: asyncio.Event = field(default_factory=asyncio.Event)
-    worker_task: asyncio.Task[None] | None = None
-    stopped: bool = False
+    @property
+    def plugin(self) -> LinePlugin:
+        return cast(LinePlugin, self.plugins[0])
 
     @property
     def address(self) -> tuple[str, int]:
         return self.plugin.bound_addresses[0]
-
-    async def stop(self, drain: float = 5.0) -> None:
-        if self.stopped:
-            return
-        self.stopped = True
-        await self.plugin.stop(drain)
-        self.worker_stop.set()
-        if self.worker_task is not None:
-            await self.worker_task
-        await self.gateway.stop()
 
 
 @dataclass
