@@ -117,9 +117,9 @@ class EchoConnection:
 
 async def client(number: int, state: State, args: argparse.Namespace, ready: asyncio.Event) -> None:
     """One connection: connect (counted), wait for the start signal, run the echo loop."""
-    loop = EchoConnection(number, state, args)
+    echo = EchoConnection(number, state, args)
     try:
-        socket = await open_frame_socket(args.url, loop.on_text, args.connect_timeout)
+        socket = await open_frame_socket(args.url, echo.on_text, args.connect_timeout)
     except (OSError, TimeoutError, InvalidHandshake) as exc:
         state.connect_outcome(False)
         state.error(f"connect {number}: {exc!r}")
@@ -127,15 +127,15 @@ async def client(number: int, state: State, args: argparse.Namespace, ready: asy
     state.connect_outcome(True)
     try:
         await ready.wait()
-        loop.start(socket)
-        while not loop.finished.done():
-            await asyncio.wait([loop.finished, socket.closed], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            if loop.finished.done():
+        echo.start(socket)
+        while not echo.finished.done():
+            await asyncio.wait([echo.finished, socket.closed], timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if echo.finished.done():
                 break
             if socket.closed.done():
                 state.error(f"connection {number}: closed by the server")
                 break
-            if loop.overdue(time.perf_counter_ns(), args.recv_timeout):
+            if echo.overdue(time.perf_counter_ns(), args.recv_timeout):
                 state.error(f"connection {number}: no echo within {args.recv_timeout}s")
                 break
     finally:
