@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from bench.loadgen.common import emit, run, summarize_ns
-from bench.loadgen.wsframes import FrameSocket, open_frame_socket
+from bench.loadgen.wsframes import close_frame_sockets, open_frame_sockets
 
 
 class Room:
@@ -58,12 +58,7 @@ class Room:
 async def run_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
     room = Room(size)
     url = f"{args.url}fan{size}-{uuid.uuid4().hex[:8]}/"
-    sockets: list[FrameSocket] = []
-    # Waves of 20: channels-redis's default pool (its connect handler's group_add) refuses
-    # 100 concurrent group_adds in one process with MaxConnectionsError (HTTP 500).
-    for start in range(0, size, 20):
-        batch = await asyncio.gather(*(open_frame_socket(url, room.delivered, 30.0) for _ in range(start, min(size, start + 20))))
-        sockets.extend(batch)
+    sockets = await open_frame_sockets(url, size, lambda _member, text, arrived: room.delivered(text, arrived), 30.0)
     sender = sockets[0]
     await asyncio.sleep(0.3)  # let every connect() handler finish its group_add
     label = f"fan-out x{size}"
@@ -95,7 +90,7 @@ async def run_size(args: argparse.Namespace, size: int) -> dict[str, Any]:
     room.measuring = False
     seconds = time.perf_counter() - measured_from
     emit("measure_end", label=label)
-    await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    await close_frame_sockets(sockets)
     summary = summarize_ns(room.latencies_ns, seconds)
     return {**summary, "label": label, "connections": size, "errors": room.errors, "error_samples": room.samples}
 

@@ -44,7 +44,7 @@ from typing import Any
 from websockets.exceptions import InvalidHandshake
 
 from bench.loadgen.common import emit, percentile, run, summarize_ns
-from bench.loadgen.wsframes import FrameSocket, open_frame_socket
+from bench.loadgen.wsframes import close_frame_sockets, open_frame_sockets
 
 MIN_TICK = 0.001  # uvloop rounds timers to whole milliseconds; 0.5 ms would round to 0 and spin
 
@@ -154,32 +154,6 @@ async def drain(done: Callable[[], bool], late_after: float) -> None:
         await asyncio.sleep(0.01)
 
 
-async def open_clients(
-    url: str | Callable[[int], str], count: int, timeout: float, handler: Callable[[int, str, int], None]
-) -> list[FrameSocket]:
-    """Connect in waves of 20 (as ws_fanout: channels-redis refuses 100 group_adds at once).
-
-    ``handler(number, text, arrived_ns)`` gets every text message of socket ``number``, in
-    the socket's ``data_received`` (``bench/loadgen/wsframes.py``): its time is its bytes'
-    arrival, not when a reader task got to it.
-    """
-
-    async def one(n: int) -> FrameSocket:
-        def on_text(text: str, arrived: int) -> None:
-            handler(n, text, arrived)
-
-        return await open_frame_socket(url(n) if callable(url) else url, on_text, timeout)
-
-    sockets: list[FrameSocket] = []
-    for start in range(0, count, 20):
-        sockets.extend(await asyncio.gather(*(one(n) for n in range(start, min(count, start + 20)))))
-    return sockets
-
-
-async def close_all(sockets: list[FrameSocket]) -> None:
-    await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
-
-
 # -- echo -------------------------------------------------------------------------------
 
 
@@ -205,7 +179,7 @@ async def echo_phase(args: argparse.Namespace) -> dict[str, Any]:
         next_seq[number] = seq + 1  # a gap is counted missing at the end
         tally.arrived(m_text == "1", now - sent_at)
 
-    sockets = await open_clients(args.url, count, args.connect_timeout, arrived)
+    sockets = await open_frame_sockets(args.url, count, arrived, args.connect_timeout)
 
     def send(i: int, counted: bool) -> None:
         number = i % count
@@ -217,7 +191,7 @@ async def echo_phase(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds, sends = await paced(send, args.rate, args.warmup, args.duration, "echo", tally)
     await drain(lambda: all(next_seq[n] >= sent[n] for n in range(count)), args.late_after)
-    await close_all(sockets)
+    await close_frame_sockets(sockets)
     return tally.result("echo", seconds, args.rate, count, sends)
 
 
@@ -247,7 +221,7 @@ async def fanout_phase(args: argparse.Namespace) -> dict[str, Any]:
         next_seq[number] = seq + 1
         tally.arrived(m_text == "1", now - sent_at)
 
-    sockets = await open_clients(url, size, 30.0, arrived)
+    sockets = await open_frame_sockets(url, size, arrived, 30.0)
     await asyncio.sleep(0.3)  # let every connect() handler finish its group_add
     sender = sockets[0]
 
@@ -260,7 +234,7 @@ async def fanout_phase(args: argparse.Namespace) -> dict[str, Any]:
 
     seconds, sends = await paced(send, args.fanout_rate / size, args.fanout_warmup, args.fanout_duration, label, tally)
     await drain(lambda: all(seq > last_sent for seq in next_seq), args.late_after)
-    await close_all(sockets)
+    await close_frame_sockets(sockets)
     return tally.result(label, seconds, args.fanout_rate, size, sends)
 
 

@@ -29,6 +29,8 @@ from websockets.uri import parse_uri
 
 #: ``on_text(text, arrived_ns)``: one whole text message and the moment its bytes arrived.
 TextHandler = Callable[[str, int], None]
+#: ``handler(number, text, arrived_ns)``: the same, for socket ``number`` of a group.
+NumberedHandler = Callable[[int, str, int], None]
 
 
 class FrameSocket(asyncio.Protocol):
@@ -143,3 +145,29 @@ async def open_frame_socket(url: str, on_text: TextHandler, timeout: float) -> F
             socket.transport.abort()  # connected, but no handshake: leave no socket behind
         raise
     return socket
+
+
+async def open_frame_sockets(
+    url: str | Callable[[int], str], count: int, handler: NumberedHandler, timeout: float
+) -> list[FrameSocket]:
+    """``count`` sockets (to ``url(n)`` when it is a function), opened in waves of 20.
+
+    Waves: channels-redis's default pool (its connect handler's ``group_add``) refuses 100
+    concurrent ``group_add`` calls in one process with ``MaxConnectionsError`` (HTTP 500).
+    """
+
+    async def one(n: int) -> FrameSocket:
+        def on_text(text: str, arrived: int) -> None:
+            handler(n, text, arrived)
+
+        return await open_frame_socket(url(n) if callable(url) else url, on_text, timeout)
+
+    sockets: list[FrameSocket] = []
+    for start in range(0, count, 20):
+        sockets.extend(await asyncio.gather(*(one(n) for n in range(start, min(count, start + 20)))))
+    return sockets
+
+
+async def close_frame_sockets(sockets: list[FrameSocket]) -> None:
+    """Close them all at once (a socket's failure to close is not the others')."""
+    await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
