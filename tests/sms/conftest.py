@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -264,11 +264,11 @@ class Stack(PluginStack):
 
     @property
     def http(self) -> HttpPlugin:
-        return cast(HttpPlugin, self.plugins[0])
+        return self.plugin_of(HttpPlugin)
 
     @property
     def sms(self) -> SmsPlugin:
-        return cast(SmsPlugin, self.plugins[1])
+        return self.plugin_of(SmsPlugin)
 
     @property
     def port(self) -> int:

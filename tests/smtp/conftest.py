@@ -19,7 +19,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -195,7 +195,7 @@ class Stack(PluginStack):
 
     @property
     def plugin(self) -> SmtpPlugin:
-        return cast(SmtpPlugin, self.plugins[0])
+        return self.plugin_of(SmtpPlugin)
 
     @property
     def address(self) -> tuple[str, int]:

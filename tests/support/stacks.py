@@ -12,12 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from switchboard.gateway.layers import ChannelLayer
 from switchboard.gateway.plugins import ProtocolPlugin
 from switchboard.gateway.server import Gateway
 from switchboard.gateway.worker import Worker
+
+P = TypeVar("P", bound=ProtocolPlugin[Any])
 
 
 @dataclass(kw_only=True)
@@ -67,6 +69,13 @@ class PluginStack:
                 stack.worker.run(stack.worker_stop, drain_timeout=1)
             )
         return stack
+
+    def plugin_of(self, kind: type[P]) -> P:
+        """The one started plugin of class ``kind``: a suite's accessors name it by what it is."""
+        found = [plugin for plugin in self.plugins if isinstance(plugin, kind)]
+        if len(found) != 1:
+            raise LookupError(f"{len(found)} started plugins are a {kind.__name__}, not one")
+        return found[0]
 
     async def stop(self) -> None:
         """Production order: the plugins in reverse (each drains), the core, then the worker."""

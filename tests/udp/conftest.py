@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -134,7 +134,7 @@ class Stack(PluginStack):
 
     @property
     def plugin(self) -> UdpPlugin:
-        return cast(UdpPlugin, self.plugins[0])
+        return self.plugin_of(UdpPlugin)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from support.django_settings import configure as configure_django
@@ -180,11 +180,11 @@ class Stack(PluginStack):
 
     @property
     def http(self) -> HttpPlugin:
-        return cast(HttpPlugin, self.plugins[0])
+        return self.plugin_of(HttpPlugin)
 
     @property
     def plugin(self) -> WebrtcPlugin:
-        return cast(WebrtcPlugin, self.plugins[1])
+        return self.plugin_of(WebrtcPlugin)
 
     @property
     def base_url(self) -> str:

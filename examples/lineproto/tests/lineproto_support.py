@@ -10,7 +10,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from support.processes import ModeDeployment
 from support.stacks import PluginStack
@@ -75,7 +75,7 @@ class Stack(PluginStack):
 
     @property
     def plugin(self) -> LinePlugin:
-        return cast(LinePlugin, self.plugins[0])
+        return self.plugin_of(LinePlugin)
 
     @property
     def address(self) -> tuple[str, int]:
