@@ -445,6 +445,28 @@ async def test_prefetch_bounds_the_deliveries_out(make_layer: MakeLayer) -> None
         await receiver.close()
 
 
+async def test_closing_the_layer_ends_a_receiver_left_open(make_layer: MakeLayer) -> None:
+    """A receiver closed but never aborted (its owner forgot, or was a test) ends with the
+    layer: no lease renewal, claimer or ack keeps running on a storage that is gone, to be
+    collected half-done on a loop that has ended (CI saw one as an unraisable exception)."""
+    layer = await durable_layer(make_layer)
+    await layer.send("tasks", {"n": 1})
+    await layer.send("tasks", {"n": 2})
+    receiver = layer.durable.receiver(["tasks"], "worker.forgetful")
+    first, _second = await take(receiver, 2)
+    delivery = delivery_of(first)
+    assert delivery is not None
+    receiver.ack(delivery)  # queued: it may still be on its way when the layer closes
+    await receiver.close()
+    await layer.close()
+    await asyncio.sleep(0)  # a cancelled task ends on the next loop pass
+
+    def receivers_tasks() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if not t.done() and "DurableReceiver" in repr(t.get_coro())]
+
+    await wait_until(lambda: not receivers_tasks(), what="the receiver's tasks to end")
+
+
 async def test_many_messages_each_handled_once_by_two_workers(make_layer: MakeLayer) -> None:
     layer = await durable_layer(make_layer, bulk={**FAST, "capacity": 1000})
     sent = await asyncio.gather(*(layer.send_durable("bulk", {"n": n}) for n in range(300)))

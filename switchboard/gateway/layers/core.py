@@ -849,10 +849,11 @@ class ChannelLayer(BaseChannelLayer):
         await self.durable.flush()
 
     async def close(self) -> None:
-        """Stop this loop's local-channel pumps and release the storage's connections."""
+        """Stop this loop's local-channel pumps and durable readers, then release the storage's connections."""
         for local in list(self._local_readers.values()):
             await local.close()
         self._local_readers.clear()
+        self.durable.abort_receivers()
         await self.storage.close()
 
     # -- Batched reading for gateway and worker processes ---------------------------

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,8 @@ class DurableChannels:
         self.config = config
         self._streams: StreamStorage | None = None
         self._batchers: dict[asyncio.AbstractEventLoop, _AddBatcher] = {}
+        #: Readers handed out, so that closing the layer can end the ones left open.
+        self._receivers: weakref.WeakSet[DurableReceiver] = weakref.WeakSet()
         self.options_for = config.options_for
 
     @property
@@ -177,7 +180,22 @@ class DurableChannels:
         """A worker's reader over durable ``channels``; see :class:`DurableReceiver`."""
         for channel in channels:
             self.require(channel)
-        return DurableReceiver(self, channels, consumer, prefetch=prefetch)
+        receiver = DurableReceiver(self, channels, consumer, prefetch=prefetch)
+        self._receivers.add(receiver)
+        return receiver
+
+    def abort_receivers(self) -> None:
+        """End every reader of this loop that its owner left running (:meth:`DurableReceiver.abort`).
+
+        Called by ``layer.close()``: a receiver closed but never aborted keeps renewing its
+        leases, and an ack still in flight keeps waiting on a connection, after the storage
+        they use is gone and, in tests, after their event loop is. A worker aborts its
+        receivers itself before it closes the layer, so for it this ends nothing.
+        """
+        loop = asyncio.get_running_loop()
+        for receiver in list(self._receivers):
+            if receiver._loop is loop:
+                receiver.abort()
 
     async def receive(self, channel: str) -> Message:
         """``layer.receive`` on a durable channel: the next message, acknowledged at once.
@@ -385,6 +403,7 @@ class DurableReceiver:
         self._ack_scheduled = False
         self._ack_flushing = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._aborted = False  # after abort() nothing more is started (an ack timer may still fire)
         # Entries out (channel -> ids) whose lease the renewer keeps: from read until the
         # acknowledgement is stored, or until the delivery is failed or released.
         self._held: dict[str, set[str]] = {}
@@ -524,7 +543,7 @@ class DurableReceiver:
 
     def _start_acks(self) -> None:
         self._ack_scheduled = False
-        if self._ack_flushing or not self._acks:
+        if self._ack_flushing or not self._acks or self._aborted:
             return
         self._ack_flushing = True
         self._spawn(self._flush_acks())
@@ -644,6 +663,9 @@ class DurableReceiver:
             failing = False
 
     def _spawn(self, coroutine: Any) -> None:
+        if self._aborted:
+            coroutine.close()  # left to the visibility timeout, as abort() says
+            return
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -683,9 +705,16 @@ class DurableReceiver:
                 await asyncio.sleep(0.01)
 
     def abort(self) -> None:
-        """Stop at once (the owner is being cancelled, or has finished); what is pending is claimed later."""
+        """Stop at once (the owner is being cancelled, or has finished); what is pending is claimed later.
+
+        That includes acks, retries and releases still in flight (:meth:`flush` is how an
+        owner waits for them first): a message whose ack is cut off is delivered again.
+        """
         self._closed = True
+        self._aborted = True
         self._ready.set()
         self._room.set()
         for task in [*self._pumps, *([self._claimer] if self._claimer else []), *([self._renewer] if self._renewer else [])]:
+            task.cancel()
+        for task in list(self._tasks):
             task.cancel()
